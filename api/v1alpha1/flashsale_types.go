@@ -1,0 +1,375 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Phase is where a FlashSale is in its life. It is computed from the spec, what
+// was observed and the current time; it is never the source of truth.
+// +kubebuilder:validation:Enum=Pending;Warming;Active;Paused;Draining;Ended;Failed
+type Phase string
+
+// The phases of a sale, in the order a sale normally walks through them.
+const (
+	// PhasePending means the warm-up window has not opened yet.
+	PhasePending Phase = "Pending"
+	// PhaseWarming means Redis, the topic, the schema and the pods are being prepared.
+	PhaseWarming Phase = "Warming"
+	// PhaseActive means purchases are admitted.
+	PhaseActive Phase = "Active"
+	// PhasePaused means the kill switch is on: purchases are answered 503.
+	PhasePaused Phase = "Paused"
+	// PhaseDraining means purchases are closed while orders drain and unpaid orders roll back.
+	PhaseDraining Phase = "Draining"
+	// PhaseEnded means the sale has settled and was torn down.
+	PhaseEnded Phase = "Ended"
+	// PhaseFailed means the sale cannot proceed without a human.
+	PhaseFailed Phase = "Failed"
+)
+
+// RedisMode says how to talk to Redis.
+// +kubebuilder:validation:Enum=standalone;cluster
+type RedisMode string
+
+const (
+	// RedisStandalone is a single Redis server (or a proxy in front of several).
+	RedisStandalone RedisMode = "standalone"
+	// RedisCluster is a Redis Cluster; every key of one SKU shares one hash slot.
+	RedisCluster RedisMode = "cluster"
+)
+
+// SKU is one item on sale.
+type SKU struct {
+	// id identifies the SKU within the sale. It appears in Redis keys, order
+	// numbers and URLs, so it is limited to letters, digits, '_', '.' and '-'.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+$`
+	ID string `json:"id"`
+
+	// stock is the number of units on sale. Raising it mid-sale adds the difference.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Stock int64 `json:"stock"`
+
+	// price is the unit price as a decimal string with at most two decimals, e.g. "3999.00".
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,12}(\.[0-9]{1,2})?$`
+	Price string `json:"price"`
+
+	// perUserLimit is how many units one user may hold at once.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	PerUserLimit int32 `json:"perUserLimit,omitempty"`
+}
+
+// RateLimit bounds the request rate of the purchase and token endpoints.
+// Zero means unlimited for that dimension.
+type RateLimit struct {
+	// requestsPerSecond is the rate for the whole sale, shared by all seckill pods.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RequestsPerSecond int64 `json:"requestsPerSecond,omitempty"`
+
+	// perUserPerSecond is the rate allowed to one user.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PerUserPerSecond int32 `json:"perUserPerSecond,omitempty"`
+
+	// perIPPerSecond is the rate allowed to one client IP.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PerIPPerSecond int32 `json:"perIPPerSecond,omitempty"`
+}
+
+// Access holds block and allow lists. Block lists win over allow lists; an
+// allowed user or IP skips the rate limits and the risk check.
+type Access struct {
+	// allowUsers are user ids that bypass rate limits and the risk check.
+	// +optional
+	// +listType=set
+	AllowUsers []string `json:"allowUsers,omitempty"`
+
+	// blockUsers are user ids refused with 403 BLOCKED.
+	// +optional
+	// +listType=set
+	BlockUsers []string `json:"blockUsers,omitempty"`
+
+	// allowCIDRs are client networks (CIDR or single IP) that bypass rate limits and the risk check.
+	// +optional
+	// +listType=set
+	AllowCIDRs []string `json:"allowCIDRs,omitempty"`
+
+	// blockCIDRs are client networks (CIDR or single IP) refused with 403 BLOCKED.
+	// +optional
+	// +listType=set
+	BlockCIDRs []string `json:"blockCIDRs,omitempty"`
+
+	// trustedProxies are the networks of the gateways in front of the seckill
+	// pods; the client IP is taken from X-Forwarded-For only behind them.
+	// +optional
+	// +listType=set
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+}
+
+// Risk configures an external verifier (captcha, risk score) asked before each purchase.
+type Risk struct {
+	// verifierURL is the HTTP endpoint that receives a JSON description of the
+	// purchase and answers {"allow": bool, "reason": "..."}.
+	// +required
+	// +kubebuilder:validation:Pattern=`^https?://`
+	VerifierURL string `json:"verifierURL"`
+
+	// timeout bounds each call to the verifier.
+	// +optional
+	// +kubebuilder:default="150ms"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// failOpen admits the purchase when the verifier fails or times out.
+	// When false, such a purchase is refused with 403 RISK_REJECTED.
+	// +optional
+	FailOpen bool `json:"failOpen,omitempty"`
+}
+
+// Token configures the short-lived path token that a buyer fetches before purchasing.
+type Token struct {
+	// ttl is how long a token stays valid.
+	// +optional
+	// +kubebuilder:default="10s"
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// keySecretRef names a Secret key holding the HMAC keys, one per line,
+	// current first; a second line keeps the previous key valid during rotation.
+	// +optional
+	KeySecretRef *corev1.SecretKeySelector `json:"keySecretRef,omitempty"`
+}
+
+// Seckill sizes the purchase API pods.
+type Seckill struct {
+	// replicas is the number of API pods pre-scaled before the start, and the autoscaling floor.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// maxReplicas is the autoscaling ceiling; 0 disables autoscaling.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxReplicas int32 `json:"maxReplicas,omitempty"`
+
+	// resources of each API pod.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// Worker sizes the order pipeline pods.
+type Worker struct {
+	// replicas is the number of pipeline pods; at most the Kafka partition count.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// resources of each pipeline pod.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// Redis says where the sale's Redis is.
+type Redis struct {
+	// addressSecretRef names a Secret key holding the address(es), comma separated
+	// (several seed nodes for a cluster).
+	// +optional
+	AddressSecretRef *corev1.SecretKeySelector `json:"addressSecretRef,omitempty"`
+
+	// mode is standalone or cluster.
+	// +optional
+	// +kubebuilder:default=standalone
+	Mode RedisMode `json:"mode,omitempty"`
+}
+
+// Kafka says where the order topic lives. Without it orders flow from the Redis
+// Stream straight to MySQL.
+type Kafka struct {
+	// brokersSecretRef names a Secret key holding the broker list, comma separated.
+	// +optional
+	BrokersSecretRef *corev1.SecretKeySelector `json:"brokersSecretRef,omitempty"`
+
+	// partitions of the sale's order topic.
+	// +optional
+	// +kubebuilder:default=12
+	// +kubebuilder:validation:Minimum=1
+	Partitions int32 `json:"partitions,omitempty"`
+}
+
+// MySQL says where orders are stored.
+type MySQL struct {
+	// dsnSecretRef names a Secret key holding a go-sql-driver DSN.
+	// +optional
+	DSNSecretRef *corev1.SecretKeySelector `json:"dsnSecretRef,omitempty"`
+}
+
+// FlashSaleSpec is what the shop declares about one sale.
+type FlashSaleSpec struct {
+	// startTime is when purchases open.
+	// +required
+	StartTime metav1.Time `json:"startTime"`
+
+	// endTime is when purchases close; it must be after startTime.
+	// +required
+	EndTime metav1.Time `json:"endTime"`
+
+	// warmupLead is how long before startTime Redis is pre-warmed and pods pre-scaled.
+	// +optional
+	// +kubebuilder:default="5m"
+	WarmupLead *metav1.Duration `json:"warmupLead,omitempty"`
+
+	// paymentTimeout is how long a buyer has to pay; unpaid orders are then
+	// cancelled and their stock returned.
+	// +optional
+	// +kubebuilder:default="15m"
+	PaymentTimeout *metav1.Duration `json:"paymentTimeout,omitempty"`
+
+	// paused is the kill switch: while true purchases are answered 503 PAUSED.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// skus are the items on sale.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=1000
+	// +listType=map
+	// +listMapKey=id
+	SKUs []SKU `json:"skus"`
+
+	// rateLimit bounds request rates.
+	// +optional
+	RateLimit RateLimit `json:"rateLimit,omitempty"`
+
+	// access holds block and allow lists.
+	// +optional
+	Access *Access `json:"access,omitempty"`
+
+	// risk configures an external verifier asked before each purchase.
+	// +optional
+	Risk *Risk `json:"risk,omitempty"`
+
+	// token configures the path token.
+	// +optional
+	Token *Token `json:"token,omitempty"`
+
+	// seckill sizes the purchase API pods.
+	// +optional
+	Seckill Seckill `json:"seckill,omitempty"`
+
+	// worker sizes the order pipeline pods.
+	// +optional
+	Worker Worker `json:"worker,omitempty"`
+
+	// redis says where the sale's Redis is.
+	// +optional
+	Redis Redis `json:"redis,omitempty"`
+
+	// kafka says where the order topic lives; omit it to run without Kafka.
+	// +optional
+	Kafka *Kafka `json:"kafka,omitempty"`
+
+	// mysql says where orders are stored.
+	// +optional
+	MySQL MySQL `json:"mysql,omitempty"`
+}
+
+// SKUStatus is the live count of one SKU.
+type SKUStatus struct {
+	// id of the SKU.
+	ID string `json:"id"`
+	// stock is the configured stock.
+	Stock int64 `json:"stock"`
+	// remaining is the stock left in Redis.
+	Remaining int64 `json:"remaining"`
+	// sold is the number of units admitted (stock - remaining).
+	Sold int64 `json:"sold"`
+	// paid is the number of paid orders.
+	// +optional
+	Paid int64 `json:"paid,omitempty"`
+	// cancelled is the number of orders cancelled for non-payment.
+	// +optional
+	Cancelled int64 `json:"cancelled,omitempty"`
+	// soldOut is true while remaining is zero.
+	// +optional
+	SoldOut bool `json:"soldOut,omitempty"`
+}
+
+// FlashSaleStatus is what the operator observed about the sale.
+type FlashSaleStatus struct {
+	// phase is where the sale is in its life.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// conditions are the latest observations (Ready, Warmed, Degraded, StockConsistent, ...).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// skus are the live counts per SKU.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	SKUs []SKUStatus `json:"skus,omitempty"`
+
+	// stock is the total configured stock.
+	// +optional
+	Stock int64 `json:"stock,omitempty"`
+	// remaining is the total stock left.
+	// +optional
+	Remaining int64 `json:"remaining,omitempty"`
+	// sold is the total number of units admitted.
+	// +optional
+	Sold int64 `json:"sold,omitempty"`
+
+	// observedGeneration is the generation last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// FlashSale is one timed, limited-stock sale run end to end by the operator.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=fs
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Start",type=string,format=date-time,JSONPath=`.spec.startTime`
+// +kubebuilder:printcolumn:name="End",type=string,format=date-time,JSONPath=`.spec.endTime`
+// +kubebuilder:printcolumn:name="Stock",type=integer,JSONPath=`.status.stock`
+// +kubebuilder:printcolumn:name="Remaining",type=integer,JSONPath=`.status.remaining`
+// +kubebuilder:printcolumn:name="Sold",type=integer,JSONPath=`.status.sold`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type FlashSale struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is what the shop declares.
+	// +required
+	Spec FlashSaleSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status FlashSaleStatus `json:"status,omitempty"`
+}
+
+// FlashSaleList is a list of FlashSales.
+//
+// +kubebuilder:object:root=true
+type FlashSaleList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []FlashSale `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&FlashSale{}, &FlashSaleList{})
+}

@@ -1,0 +1,39 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/demo"
+	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
+)
+
+func newDemoCommand() *cobra.Command {
+	var (
+		o     demo.Options
+		redis redisconn.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "demo [--redis-addr HOST:PORT]",
+		Short: "Run one whole sale locally: warm, serve, a spike of buyers and bots, invariant check",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rdb, err := redis.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			_, err = demo.Run(cmd.Context(), rdb, o, cmd.OutOrStdout())
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Buyers, "buyers", 5000, "distinct buyers arriving at once")
+	f.IntVar(&o.Repeats, "repeats", 2000, "repeat clicks by buyers who already tried")
+	f.IntVar(&o.Bots, "bots", 300, "bots: forged tokens, no token, hammering")
+	f.Int64Var(&o.PhoneStock, "phone-stock", 100, "phones on sale (1 per buyer)")
+	f.Int64Var(&o.CaseStock, "case-stock", 500, "cases on sale (3 per buyer)")
+	f.IntVar(&o.Concurrency, "concurrency", 256, "requests in flight at once")
+	f.BoolVar(&o.Keep, "keep", false, "leave the sale's keys in Redis for inspection")
+	redis.Bind(f)
+	return cmd
+}

@@ -1,0 +1,38 @@
+#!lua
+-- One purchase, all or nothing. Every check comes before the first write, so
+-- a refusal leaves every key untouched; the shebang makes Redis refuse the
+-- whole script up front when it is out of memory, never half-way.
+--
+-- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders, 7 token
+-- ARGV: 1 sale, 2 sku, 3 user, 4 per-user limit, 5 now (unix ms),
+--       6 payment deadline (unix ms), 7 amount, 8 token key ttl (ms)
+-- Returns {status, orderNo, remaining}; status is one of
+--   OK, REPLAY (this token already made orderNo), SOLD_OUT, LIMIT, NOT_WARMED.
+local prior = redis.call('GET', KEYS[7])
+if prior then
+  return {'REPLAY', prior, -1}
+end
+local stock = redis.call('GET', KEYS[1])
+if not stock then
+  return {'NOT_WARMED', '', -1}
+end
+stock = tonumber(stock)
+if stock <= 0 then
+  return {'SOLD_OUT', '', 0}
+end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+if held >= tonumber(ARGV[4]) then
+  return {'LIMIT', '', stock}
+end
+local left = redis.call('DECR', KEYS[1])
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+local n = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+-- The order number is a function of (sale, sku, user, n): replaying this
+-- order anywhere downstream can never mint a second one.
+local orderNo = ARGV[2] .. '-' .. string.sub(redis.sha1hex(ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. n), 1, 24)
+redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[2], 'user', ARGV[3],
+  'n', n, 'amount', ARGV[7], 'at', ARGV[5], 'deadline', ARGV[6])
+redis.call('ZADD', KEYS[5], ARGV[6], orderNo)
+redis.call('HSET', KEYS[6], orderNo, 'queued ' .. ARGV[3])
+redis.call('SET', KEYS[7], orderNo, 'PX', ARGV[8])
+return {'OK', orderNo, left}

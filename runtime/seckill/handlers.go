@@ -1,0 +1,329 @@
+package seckill
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/access"
+	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/token"
+)
+
+// MaxBodyBytes caps request bodies: a purchase is under 200 bytes, so
+// anything near this is a client bug or an attack.
+const MaxBodyBytes = 4 << 10
+
+type tokenRequest struct {
+	SKU string `json:"sku"`
+}
+
+type tokenResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+type purchaseRequest struct {
+	SKU   string `json:"sku"`
+	Token string `json:"token"`
+}
+
+type orderResponse struct {
+	OrderNo string `json:"orderNo"`
+	SKU     string `json:"sku,omitempty"`
+	Status  string `json:"status"`
+}
+
+type skuResponse struct {
+	SKU       string `json:"sku"`
+	Remaining int64  `json:"remaining"`
+	SoldOut   bool   `json:"soldOut"`
+}
+
+// buyer is who is asking and from where.
+type buyer struct {
+	user    string
+	ip      netip.Addr
+	allowed bool // on an allow list: skips rate limits and the risk check
+}
+
+// identify checks the user header and the block and allow lists.
+func (s *Server) identify(r *http.Request) (buyer, *apiError) {
+	user := r.Header.Get("X-User-ID")
+	if user == "" {
+		return buyer{}, errNoUser
+	}
+	if !access.ValidUserID(user) {
+		return buyer{}, errBadUser
+	}
+	b := buyer{user: user, ip: access.ClientIP(r, s.trusted)}
+	if s.access != nil {
+		switch s.access.Check(user, b.ip) {
+		case access.Blocked:
+			return buyer{}, errBlocked
+		case access.Allowed:
+			b.allowed = true
+		}
+	}
+	return b, nil
+}
+
+// window says whether purchases are open now, by the pod's clock and the
+// switches in Redis.
+func (s *Server) window(now time.Time) *apiError {
+	spec := &s.sale.Spec
+	if now.Before(spec.StartTime.Time) {
+		wait := int(math.Ceil(spec.StartTime.Sub(now).Seconds()))
+		return &apiError{status: http.StatusTooEarly, code: CodeNotStarted,
+			message: "the sale starts at " + spec.StartTime.UTC().Format(time.RFC3339), retryAfter: wait}
+	}
+	if !now.Before(spec.EndTime.Time) || s.state.closed.Load() {
+		return errEnded
+	}
+	if s.state.paused.Load() {
+		return errPaused
+	}
+	return nil
+}
+
+func (s *Server) rateLimit(b buyer) *apiError {
+	if b.allowed {
+		return nil
+	}
+	d := s.limiter.AllowAddr(b.user, b.ip)
+	if d.Allowed {
+		return nil
+	}
+	return &apiError{status: http.StatusTooManyRequests, code: CodeRateLimited,
+		message: "too many requests (" + d.Limit.String() + " limit)", retryAfter: d.RetryAfterSeconds()}
+}
+
+// decode reads a small JSON body strictly: one object, capped in size.
+func decode(w http.ResponseWriter, r *http.Request, v any) *apiError {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return refuse(http.StatusRequestEntityTooLarge, CodeTooLarge, "the request body is larger than "+strconv.Itoa(MaxBodyBytes)+" bytes")
+		}
+		return refuse(http.StatusBadRequest, CodeBadRequest, "the request body must be a JSON object: "+jsonProblem(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return refuse(http.StatusRequestEntityTooLarge, CodeTooLarge, "the request body is larger than "+strconv.Itoa(MaxBodyBytes)+" bytes")
+		}
+		return refuse(http.StatusBadRequest, CodeBadRequest, "the request body must hold exactly one JSON object")
+	}
+	return nil
+}
+
+func jsonProblem(err error) string {
+	if errors.Is(err, io.EOF) {
+		return "the body is empty"
+	}
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
+
+func (s *Server) lookupSKU(id string) (v1alpha1.SKU, *apiError) {
+	if id == "" {
+		return v1alpha1.SKU{}, refuse(http.StatusBadRequest, CodeBadRequest, `the field "sku" is required`)
+	}
+	sku, ok := s.skus[id]
+	if !ok {
+		return v1alpha1.SKU{}, errUnknownSKU
+	}
+	return sku, nil
+}
+
+// handleToken issues the short-lived path token a purchase must present.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	b, aerr := s.identify(r)
+	if aerr != nil {
+		return "", aerr
+	}
+	if aerr := s.window(s.clk.Now()); aerr != nil {
+		return "", aerr
+	}
+	var req tokenRequest
+	if aerr := decode(w, r, &req); aerr != nil {
+		return "", aerr
+	}
+	if _, aerr := s.lookupSKU(req.SKU); aerr != nil {
+		return "", aerr
+	}
+	if aerr := s.rateLimit(b); aerr != nil {
+		return "", aerr
+	}
+	if s.state.skus[req.SKU].soldOut.Load() {
+		return "", errSoldOut
+	}
+	tok, exp, err := s.signer.Issue(s.saleKey, req.SKU, b.user)
+	if err != nil {
+		return "", refuse(http.StatusBadRequest, CodeBadRequest, err.Error())
+	}
+	writeJSON(w, http.StatusOK, tokenResponse{Token: tok, ExpiresAt: exp.UTC()})
+	return "ok", nil
+}
+
+// handlePurchase runs the checks cheapest first, so that a flood of doomed
+// requests (sold out, paused, over the limit, forged) never reaches Redis.
+func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	b, aerr := s.identify(r)
+	if aerr != nil {
+		return "", aerr
+	}
+	now := s.clk.Now()
+	if aerr := s.window(now); aerr != nil {
+		return "", aerr
+	}
+	var req purchaseRequest
+	if aerr := decode(w, r, &req); aerr != nil {
+		return "", aerr
+	}
+	sku, aerr := s.lookupSKU(req.SKU)
+	if aerr != nil {
+		return "", aerr
+	}
+	if aerr := s.rateLimit(b); aerr != nil {
+		return "", aerr
+	}
+	st := s.state.skus[sku.ID]
+	if st.soldOut.Load() {
+		return "", errSoldOut
+	}
+	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
+	if err != nil {
+		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
+		return "", errBadToken
+	}
+	if !b.allowed {
+		if aerr := s.checkRisk(r, b, sku.ID); aerr != nil {
+			return "", aerr
+		}
+	}
+	res, err := s.script.Purchase(r.Context(), purchase.Request{
+		SKU:      sku.ID,
+		User:     b.user,
+		Limit:    sku.PerUserLimit,
+		Amount:   sku.Price,
+		Nonce:    claims.NonceString(),
+		Now:      now,
+		Deadline: now.Add(s.sale.PaymentTimeout()),
+		TokenTTL: s.signer.TTL(),
+	})
+	if err != nil {
+		s.log.Error("Purchase script failed; outcome unknown, buyer told to retry with the same token", "sale", s.saleKey, "sku", sku.ID, "err", err)
+		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
+			message: "the purchase could not be confirmed; retry with the same token to get the same order", retryAfter: 1}
+	}
+	switch res.Outcome {
+	case purchase.Admitted:
+		s.metrics.ordersAdmitted.WithLabelValues(s.saleKey, sku.ID).Inc()
+		if res.Remaining <= 0 {
+			s.state.markSoldOut(sku.ID)
+		} else {
+			st.remaining.Store(res.Remaining)
+		}
+		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
+		return "ok", nil
+	case purchase.Replayed:
+		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
+		return "replayed", nil
+	case purchase.SoldOut:
+		s.state.markSoldOut(sku.ID)
+		return "", errSoldOut
+	case purchase.LimitReached:
+		return "", errLimit
+	default: // NotWarmed
+		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeNotReady,
+			message: "SKU " + sku.ID + " is not warmed yet", retryAfter: 1}
+	}
+}
+
+func (s *Server) checkRisk(r *http.Request, b buyer, sku string) *apiError {
+	d, err := s.risk.Check(r.Context(), risk.Request{
+		Sale: s.saleKey, SKU: sku, User: b.user, IP: b.ip,
+		UserAgent: r.UserAgent(), Captcha: r.Header.Get("X-Captcha-Token"),
+	})
+	switch {
+	case err != nil:
+		s.metrics.riskChecks.WithLabelValues("error").Inc()
+	case d.Allow:
+		s.metrics.riskChecks.WithLabelValues("allow").Inc()
+	default:
+		s.metrics.riskChecks.WithLabelValues("deny").Inc()
+	}
+	if d.Allow {
+		return nil
+	}
+	msg := "the purchase was refused by the risk check"
+	if d.Reason != "" {
+		msg += ": " + d.Reason
+	}
+	return refuse(http.StatusForbidden, CodeRiskRejected, msg)
+}
+
+// handleOrder answers result polling: queued until the order pipeline made it
+// durable. Only the buyer who made the order may see it.
+func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	b, aerr := s.identify(r)
+	if aerr != nil {
+		return "", aerr
+	}
+	orderNo := r.PathValue("orderNo")
+	skuID, ok := purchase.SKUOf(orderNo)
+	if !ok {
+		return "", errUnknownOrder
+	}
+	if _, known := s.skus[skuID]; !known {
+		return "", errUnknownOrder
+	}
+	v, err := s.rdb.HGet(r.Context(), keys.ForSKU(s.saleKey, skuID).Orders, orderNo).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", errUnknownOrder
+	}
+	if err != nil {
+		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable, message: "order lookup failed; retry", retryAfter: 1}
+	}
+	status, owner, _ := strings.Cut(v, " ")
+	if owner != b.user {
+		return "", errUnknownOrder
+	}
+	writeJSON(w, http.StatusOK, orderResponse{OrderNo: orderNo, SKU: skuID, Status: status})
+	return "ok", nil
+}
+
+// handlePay belongs to the order pipeline.
+func (s *Server) handlePay(http.ResponseWriter, *http.Request) (string, *apiError) {
+	return "", refuse(http.StatusNotImplemented, CodeNotImplemented, "payment arrives with the order pipeline")
+}
+
+// handleSKU answers the stock of a SKU from this pod's cache.
+func (s *Server) handleSKU(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	id := r.PathValue("sku")
+	st, ok := s.state.skus[id]
+	if !ok {
+		return "", errUnknownSKU
+	}
+	w.Header().Set("Cache-Control", "max-age=1")
+	writeJSON(w, http.StatusOK, skuResponse{SKU: id, Remaining: max(st.remaining.Load(), 0), SoldOut: st.soldOut.Load()})
+	return "ok", nil
+}
+

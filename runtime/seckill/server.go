@@ -1,0 +1,282 @@
+// Package seckill is the purchase API of one sale: path tokens, the atomic
+// purchase, result polling and SKU stock, with rate limits, block and allow
+// lists, a risk hook, and a sold-out short-circuit answered from memory.
+package seckill
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"k8s.io/utils/clock"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/access"
+	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/ratelimit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/token"
+)
+
+// RiskChecker is asked before the purchase script runs; an error means the
+// checker failed and its Decision carries the fail-open/closed choice.
+type RiskChecker interface {
+	Check(ctx context.Context, r risk.Request) (risk.Decision, error)
+}
+
+// Config is everything a Server needs. Sale, Redis and Signer are required.
+type Config struct {
+	Sale   *v1alpha1.FlashSale
+	Redis  redis.UniversalClient
+	Signer *token.Signer
+	// Risk defaults to allowing every purchase.
+	Risk RiskChecker
+	// Clock defaults to the real clock: the sale window is enforced with the
+	// pod's clock.
+	Clock clock.Clock
+	// PollInterval is how often switches and stock are re-read (default 250 ms).
+	PollInterval time.Duration
+	// AutoPipeline coalesces concurrent purchases into pipelined Redis calls.
+	AutoPipeline bool
+	// PodID names this pod in the rate-limit registry (default: hostname + random).
+	PodID  string
+	Logger *slog.Logger
+}
+
+// Server is the seckill API of one sale.
+type Server struct {
+	sale     *v1alpha1.FlashSale
+	saleKey  string
+	ns, name string
+	rdb      redis.UniversalClient
+	signer   *token.Signer
+	risk     RiskChecker
+	clk      clock.Clock
+	script   *purchase.Script
+	limiter  *ratelimit.Limiter
+	registry *ratelimit.Registry
+	access   *access.List
+	trusted  []netip.Prefix
+	state    *saleState
+	skus     map[string]v1alpha1.SKU
+	metrics  *Metrics
+	log      *slog.Logger
+	poll     time.Duration
+	handler  http.Handler
+}
+
+// New builds a Server; it does not touch Redis until Start.
+func New(cfg Config) (*Server, error) {
+	if cfg.Sale == nil || cfg.Redis == nil || cfg.Signer == nil {
+		return nil, errors.New("seckill: Sale, Redis and Signer are required")
+	}
+	s := &Server{
+		sale:    cfg.Sale,
+		saleKey: cfg.Sale.SaleKey(),
+		ns:      cfg.Sale.Namespace,
+		name:    cfg.Sale.Name,
+		rdb:     cfg.Redis,
+		signer:  cfg.Signer,
+		risk:    cfg.Risk,
+		clk:     cfg.Clock,
+		skus:    map[string]v1alpha1.SKU{},
+		metrics: NewMetrics(),
+		log:     cfg.Logger,
+		poll:    cfg.PollInterval,
+	}
+	if s.risk == nil {
+		s.risk = risk.AllowAll{}
+	}
+	if s.clk == nil {
+		s.clk = clock.RealClock{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.poll <= 0 {
+		s.poll = 250 * time.Millisecond
+	}
+	ids := make([]string, 0, len(cfg.Sale.Spec.SKUs))
+	for _, sku := range cfg.Sale.Spec.SKUs {
+		s.skus[sku.ID] = sku
+		ids = append(ids, sku.ID)
+	}
+	var err error
+	s.script, err = purchase.New(cfg.Redis, s.saleKey, purchase.Options{AutoPipeline: cfg.AutoPipeline, Observe: s.metrics.observeRedis})
+	if err != nil {
+		return nil, err
+	}
+	rl := cfg.Sale.Spec.RateLimit
+	s.limiter = ratelimit.New(ratelimit.Rates{
+		RequestsPerSecond: float64(rl.RequestsPerSecond),
+		PerUserPerSecond:  float64(rl.PerUserPerSecond),
+		PerIPPerSecond:    float64(rl.PerIPPerSecond),
+	}, s.clk)
+	if a := cfg.Sale.Spec.Access; a != nil {
+		if s.access, err = access.NewList(a.AllowUsers, a.BlockUsers, a.AllowCIDRs, a.BlockCIDRs); err != nil {
+			return nil, fmt.Errorf("spec.access: %w", err)
+		}
+		if s.trusted, err = access.ParsePrefixes(a.TrustedProxies); err != nil {
+			return nil, fmt.Errorf("spec.access.trustedProxies: %w", err)
+		}
+	}
+	podID := cfg.PodID
+	if podID == "" {
+		podID = defaultPodID()
+	}
+	s.registry = ratelimit.NewRegistry(cfg.Redis, keys.ForSale(s.saleKey).Pods, podID, 3*time.Second, s.clk)
+	s.state = newSaleState(cfg.Redis, s.saleKey, ids)
+	s.state.onSKU = func(sku string, remaining int64, soldOut bool) {
+		s.metrics.remaining.WithLabelValues(s.saleKey, sku).Set(float64(remaining))
+		v := 0.0
+		if soldOut {
+			v = 1
+		}
+		s.metrics.soldOut.WithLabelValues(s.saleKey, sku).Set(v)
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func defaultPodID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+// Metrics returns the server's metrics (for tests and the demo).
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Handler serves the API, the probes and /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start loads the script, reads the sale state once, and keeps the state,
+// the pod registry and the rate-limit share fresh until ctx is done.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.script.Load(ctx); err != nil {
+		return err
+	}
+	if err := s.state.refresh(ctx, s.clk.Now()); err != nil {
+		return err
+	}
+	if live, err := s.registry.Beat(ctx); err == nil {
+		s.setShare(live)
+	}
+	go s.state.run(ctx, s.poll, s.clk.Now, func(err error) {
+		s.log.Warn("Refreshing sale state failed; serving from the last known state", "sale", s.saleKey, "err", err)
+	})
+	go s.registry.Run(ctx, time.Second, s.setShare)
+	return nil
+}
+
+func (s *Server) setShare(live int) {
+	s.limiter.SetShare(live)
+	s.metrics.livePods.WithLabelValues(s.saleKey).Set(float64(live))
+}
+
+// Leave removes this pod from the rate-limit registry so the others take over
+// its share at once (call on shutdown).
+func (s *Server) Leave(ctx context.Context) error { return s.registry.Leave(ctx) }
+
+// ListenAndServe serves on addr until ctx is done, then shuts down gracefully.
+func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.Leave(shutdownCtx)
+	return srv.Shutdown(shutdownCtx)
+}
+
+// routes builds the mux. Method checks happen in the handlers so that a wrong
+// method gets the contract's JSON error, not net/http's plain text.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/sales/{ns}/{sale}/token", s.endpoint("token", http.MethodPost, s.handleToken))
+	mux.Handle("/api/v1/sales/{ns}/{sale}/purchase", s.endpoint("purchase", http.MethodPost, s.handlePurchase))
+	mux.Handle("/api/v1/sales/{ns}/{sale}/orders/{orderNo}", s.endpoint("order", http.MethodGet, s.handleOrder))
+	mux.Handle("/api/v1/sales/{ns}/{sale}/orders/{orderNo}/pay", s.endpoint("pay", http.MethodPost, s.handlePay))
+	mux.Handle("/api/v1/sales/{ns}/{sale}/skus/{sku}", s.endpoint("sku", http.MethodGet, s.handleSKU))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/readyz", s.handleReady)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, refuse(http.StatusNotFound, CodeNotFound, "no such endpoint"))
+	})
+	return mux
+}
+
+// handlerFunc answers a request or returns the refusal to send.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) (outcome string, err *apiError)
+
+// endpoint wraps a handler with the method check, the sale check, metrics and
+// the JSON error rendering.
+func (s *Server) endpoint(name, method string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		outcome, aerr := s.serve(w, r, method, h)
+		if aerr != nil {
+			writeError(w, aerr)
+			outcome = aerr.code
+		}
+		s.metrics.observeRequest(name, outcome, time.Since(start))
+	})
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, method string, h handlerFunc) (string, *apiError) {
+	if r.Method != method {
+		w.Header().Set("Allow", method)
+		return "", refuse(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use "+method+" here")
+	}
+	if r.PathValue("ns") != s.ns || r.PathValue("sale") != s.name {
+		return "", errUnknownSale
+	}
+	return h(w, r)
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	last := time.Unix(0, s.state.lastOK.Load())
+	if age := s.clk.Since(last); age > 3*time.Second {
+		writeError(w, refuse(http.StatusServiceUnavailable, CodeNotReady, fmt.Sprintf("sale state not refreshed from Redis for %s", age.Truncate(time.Millisecond))))
+		return
+	}
+	if ok, sku := s.state.allWarmed(); !ok {
+		writeError(w, refuse(http.StatusServiceUnavailable, CodeNotReady, "SKU "+sku+" is not warmed: run flashsale warm"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,126 @@
+package seckill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+)
+
+// skuState is what a pod knows about one SKU without asking Redis.
+type skuState struct {
+	keys      keys.SKU
+	remaining atomic.Int64
+	warmed    atomic.Bool
+	soldOut   atomic.Bool
+}
+
+// saleState is this pod's cached view of the sale's Redis state: the pause
+// and close switches and each SKU's stock. It is refreshed by one pipelined
+// round trip every poll interval, so every pod learns of a pause, an early
+// close, a sell-out or a reopening (rollback, stock raise) within a second,
+// and the hot path answers SOLD_OUT and PAUSED from memory.
+type saleState struct {
+	rdb     redis.UniversalClient
+	control string
+	skus    map[string]*skuState
+	order   []string // SKU ids, fixed order for the pipeline
+
+	paused atomic.Bool
+	closed atomic.Bool
+	// lastOK is the unix nanos of the last successful refresh (readiness).
+	lastOK atomic.Int64
+	// onSKU is told each SKU's figures after every refresh (metrics).
+	onSKU func(sku string, remaining int64, soldOut bool)
+}
+
+func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *saleState {
+	s := &saleState{
+		rdb:     rdb,
+		control: keys.ForSale(sale).Control,
+		skus:    make(map[string]*skuState, len(skuIDs)),
+		order:   skuIDs,
+		onSKU:   func(string, int64, bool) {},
+	}
+	for _, id := range skuIDs {
+		s.skus[id] = &skuState{keys: keys.ForSKU(sale, id)}
+	}
+	return s
+}
+
+// refresh reads the switches and every stock counter in one pipeline.
+func (s *saleState) refresh(ctx context.Context, now time.Time) error {
+	pipe := s.rdb.Pipeline()
+	ctl := pipe.HMGet(ctx, s.control, keys.FieldPaused, keys.FieldClosed)
+	gets := make([]*redis.StringCmd, len(s.order))
+	for i, id := range s.order {
+		gets[i] = pipe.Get(ctx, s.skus[id].keys.Stock)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("refresh sale state: %w", err)
+	}
+	vals := ctl.Val()
+	s.paused.Store(len(vals) > 0 && vals[0] == "1")
+	s.closed.Store(len(vals) > 1 && vals[1] == "1")
+	for i, id := range s.order {
+		st := s.skus[id]
+		v, err := gets[i].Result()
+		if errors.Is(err, redis.Nil) {
+			st.warmed.Store(false)
+			continue
+		}
+		n, perr := strconv.ParseInt(v, 10, 64)
+		if err != nil || perr != nil {
+			continue
+		}
+		st.warmed.Store(true)
+		st.remaining.Store(n)
+		// Stock came back (a rollback, a raise): reopen the SKU here too.
+		st.soldOut.Store(n <= 0)
+		s.onSKU(id, n, n <= 0)
+	}
+	s.lastOK.Store(now.UnixNano())
+	return nil
+}
+
+// run refreshes every interval until ctx is done.
+func (s *saleState) run(ctx context.Context, every time.Duration, now func() time.Time, onErr func(error)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.refresh(ctx, now()); err != nil && ctx.Err() == nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+// markSoldOut records a sell-out learned from the purchase script, before the
+// next refresh would.
+func (s *saleState) markSoldOut(sku string) {
+	if st, ok := s.skus[sku]; ok {
+		st.remaining.Store(0)
+		st.soldOut.Store(true)
+		s.onSKU(sku, 0, true)
+	}
+}
+
+// allWarmed says whether every SKU's stock counter was seen.
+func (s *saleState) allWarmed() (bool, string) {
+	for _, id := range s.order {
+		if !s.skus[id].warmed.Load() {
+			return false, id
+		}
+	}
+	return true, ""
+}
