@@ -369,7 +369,3 @@ type FlashSaleList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []FlashSale `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&FlashSale{}, &FlashSaleList{})
-}

@@ -25,12 +25,12 @@ import (
 type Verdict uint8
 
 const (
-	// Neutral: on no list; apply the usual limits and checks.
+	// Neutral means on no list: apply the usual limits and checks.
 	Neutral Verdict = iota
-	// Allowed: on an allow list and on no block list; bypass rate limits
+	// Allowed means on an allow list and on no block list; bypass rate limits
 	// and risk checks.
 	Allowed
-	// Blocked: on a block list; refuse.
+	// Blocked means on a block list; refuse.
 	Blocked
 )
 

@@ -32,6 +32,7 @@ func newDemoCommand() *cobra.Command {
 	f.IntVar(&o.Bots, "bots", 300, "bots: forged tokens, no token, hammering")
 	f.Int64Var(&o.PhoneStock, "phone-stock", 100, "phones on sale (1 per buyer)")
 	f.Int64Var(&o.CaseStock, "case-stock", 500, "cases on sale (3 per buyer)")
+	f.Int64Var(&o.StickerStock, "sticker-stock", 10000, "stickers on sale (1 per buyer): plenty, so repeat clicks meet the per-user limit")
 	f.IntVar(&o.Concurrency, "concurrency", 256, "requests in flight at once")
 	f.BoolVar(&o.Keep, "keep", false, "leave the sale's keys in Redis for inspection")
 	redis.Bind(f)

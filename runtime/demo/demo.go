@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,8 +41,9 @@ type Options struct {
 	Repeats int
 	// Bots send forged tokens, no token, or hammer as fast as they can.
 	Bots int
-	// Stock per SKU: the demo sells a phone (limit 1) and a case (limit 3).
-	PhoneStock, CaseStock int64
+	// Stock per SKU: the demo sells a scarce phone (limit 1), a case (limit 3)
+	// and a plentiful sticker (limit 1), so every refusal shows up.
+	PhoneStock, CaseStock, StickerStock int64
 	// Concurrency is how many requests are in flight at once.
 	Concurrency int
 	// Keep leaves the sale's keys in Redis for inspection.
@@ -64,8 +66,8 @@ type Report struct {
 // Run runs the demo sale against rdb and writes a readable account to out.
 func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Writer) (*Report, error) {
 	sale := newSale(o)
-	fmt.Fprintf(out, "==> Sale %s: %d phones (1 per buyer), %d cases (3 per buyer), open now for 10 minutes\n",
-		sale.SaleKey(), o.PhoneStock, o.CaseStock)
+	fmt.Fprintf(out, "==> Sale %s: %d phones (1 per buyer), %d cases (3 per buyer), %d stickers (1 per buyer), open now for 10 minutes\n",
+		sale.SaleKey(), o.PhoneStock, o.CaseStock, o.StickerStock)
 	if !o.Keep {
 		defer cleanup(context.WithoutCancel(ctx), rdb, sale.SaleKey())
 	}
@@ -126,7 +128,7 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 		rep.Admitted[o.sku]++
 	}
 	rep.Violations = check(ctx, rdb, sale, orders, c, rep)
-	printReport(out, rep)
+	printReport(out, rep, sale)
 	if len(rep.Violations) > 0 {
 		return rep, fmt.Errorf("%d invariant violations", len(rep.Violations))
 	}
@@ -146,6 +148,7 @@ func newSale(o Options) *v1alpha1.FlashSale {
 			SKUs: []v1alpha1.SKU{
 				{ID: "phone", Stock: o.PhoneStock, Price: "3999.00", PerUserLimit: 1},
 				{ID: "case", Stock: o.CaseStock, Price: "19.90", PerUserLimit: 3},
+				{ID: "sticker", Stock: o.StickerStock, Price: "0.99", PerUserLimit: 1},
 			},
 			// The demo's buyers all connect from 127.0.0.1 and carry their own
 			// address in X-Forwarded-For, as they would behind a gateway.
@@ -156,6 +159,9 @@ func newSale(o Options) *v1alpha1.FlashSale {
 	fs.SetDefaults()
 	return fs
 }
+
+// forgedToken has the shape of a token and a signature by no known key.
+var forgedToken = "v1.00000000.zz." + strings.Repeat("A", 22) + "." + strings.Repeat("A", 43)
 
 type order struct{ user, sku, orderNo string }
 
@@ -262,17 +268,12 @@ func (c *client) spike(ctx context.Context, o Options) []order {
 		}
 	}
 	ipOf := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255) }
-	skuOf := func(i int) string {
-		if i%3 == 0 {
-			return "case"
-		}
-		return "phone"
-	}
+	skuOf := func(i int) string { return [...]string{"phone", "case", "sticker"}[i%3] }
 	for i := range o.Buyers {
 		wg.Go(func() { add(c.buy(ctx, "buyer-"+strconv.Itoa(i), ipOf(i), skuOf(i))) })
 	}
-	// Repeat clickers: buyers who try again (a second phone is refused; a
-	// case buyer may hold up to 3).
+	// Repeat clickers: buyers who try again (a second phone or sticker is
+	// refused; a case buyer may hold up to 3).
 	for j := range o.Repeats {
 		i := j % max(o.Buyers, 1)
 		wg.Go(func() { add(c.buy(ctx, "buyer-"+strconv.Itoa(i), ipOf(i), skuOf(i))) })
@@ -283,9 +284,9 @@ func (c *client) spike(ctx context.Context, o Options) []order {
 		wg.Go(func() {
 			switch j % 3 {
 			case 0: // forged token
-				c.do(ctx, "purchase", http.MethodPost, "/purchase", user, ip, map[string]string{"sku": "phone", "token": "v1.00000000.zz.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+				c.do(ctx, "purchase", http.MethodPost, "/purchase", user, ip, map[string]string{"sku": "sticker", "token": forgedToken})
 			case 1: // no token at all
-				c.do(ctx, "purchase", http.MethodPost, "/purchase", user, ip, map[string]string{"sku": "phone"})
+				c.do(ctx, "purchase", http.MethodPost, "/purchase", user, ip, map[string]string{"sku": "sticker"})
 			default: // hammering: far over the per-user limit
 				for range 10 {
 					c.do(ctx, "token", http.MethodPost, "/token", user, ip, map[string]string{"sku": "case"})
@@ -355,7 +356,7 @@ func check(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashS
 	return bad
 }
 
-func printReport(out io.Writer, r *Report) {
+func printReport(out io.Writer, r *Report, sale *v1alpha1.FlashSale) {
 	fmt.Fprintf(out, "\n==> %d requests in %s (%.0f req/s)\n", r.Requests, r.Elapsed.Round(time.Millisecond), float64(r.Requests)/r.Elapsed.Seconds())
 	if len(r.Latencies) > 0 {
 		slices.Sort(r.Latencies)
@@ -371,9 +372,9 @@ func printReport(out io.Writer, r *Report) {
 	for _, k := range names {
 		fmt.Fprintf(out, "    %-36s %6d\n", k, r.Outcomes[k])
 	}
-	fmt.Fprintln(out, "\n    SKU      stock  admitted  left")
-	for _, sku := range []string{"phone", "case"} {
-		fmt.Fprintf(out, "    %-7s %6d  %8d  %4d\n", sku, r.Initial[sku], r.Admitted[sku], r.Remaining[sku])
+	fmt.Fprintf(out, "\n    %-8s %6s  %8s  %5s\n", "SKU", "stock", "admitted", "left")
+	for _, sku := range sale.Spec.SKUs {
+		fmt.Fprintf(out, "    %-8s %6d  %8d  %5d\n", sku.ID, r.Initial[sku.ID], r.Admitted[sku.ID], r.Remaining[sku.ID])
 	}
 	if len(r.Violations) == 0 {
 		fmt.Fprintln(out, "\n==> Invariants hold: no oversell, stock taken = orders admitted = orders in the stream, nobody over their limit, orders visible only to their buyer")
@@ -393,4 +394,3 @@ func cleanup(ctx context.Context, rdb redis.UniversalClient, sale string) {
 		}
 	}
 }
-

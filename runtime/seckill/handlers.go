@@ -326,4 +326,3 @@ func (s *Server) handleSKU(w http.ResponseWriter, r *http.Request) (string, *api
 	writeJSON(w, http.StatusOK, skuResponse{SKU: id, Remaining: max(st.remaining.Load(), 0), SoldOut: st.soldOut.Load()})
 	return "ok", nil
 }
-

@@ -45,14 +45,14 @@ func (e *Error) Is(target error) bool { return target == ErrInvalid }
 var (
 	// ErrInvalid matches (errors.Is) every verification error below.
 	ErrInvalid = errors.New("token: invalid")
-	// ErrMalformed: empty, too long, wrong shape, bad encoding, unknown version.
+	// ErrMalformed means the token is empty, too long, of the wrong shape or encoding, or of an unknown version.
 	ErrMalformed = &Error{Reason: "malformed"}
-	// ErrUnknownKey: the key id is not in the ring (rotated out, or forged).
+	// ErrUnknownKey means the key id is not in the ring (rotated out, or forged).
 	ErrUnknownKey = &Error{Reason: "unknown_key"}
-	// ErrBadSignature: the MAC does not match, which includes a genuine token
+	// ErrBadSignature means the MAC does not match, which includes a genuine token
 	// presented for another sale, SKU or user.
 	ErrBadSignature = &Error{Reason: "bad_signature"}
-	// ErrExpired: genuine token, but now >= expiry.
+	// ErrExpired means the token is genuine but now >= its expiry.
 	ErrExpired = &Error{Reason: "expired"}
 )
 
@@ -146,7 +146,8 @@ func (s *Signer) Issue(sale, sku, user string) (string, time.Time, error) {
 	rand.Read(st.nonce[:]) // never fails (Go >= 1.24)
 	mac := st.compute(k.id, sale, sku, user, expMs)
 
-	b := append(st.buf[:0], version...)
+	b := st.buf[:0]
+	b = append(b, version...)
 	b = append(b, '.')
 	b = append(b, k.id...)
 	b = append(b, '.')

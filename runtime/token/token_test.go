@@ -87,12 +87,12 @@ func TestCustomTTLAndNilClock(t *testing.T) {
 	if !exp.Equal(t0.Add(3 * time.Second)) {
 		t.Fatalf("exp %v", exp)
 	}
-	real := NewSigner(mustRing(t, keyA), 0, nil)
-	if _, err := real.Verify(mustIssue(t, real, sale, sku, user), sale, sku, user); err != nil {
+	genuine := NewSigner(mustRing(t, keyA), 0, nil)
+	if _, err := genuine.Verify(mustIssue(t, genuine, sale, sku, user), sale, sku, user); err != nil {
 		t.Fatal(err)
 	}
-	if real.TTL() != DefaultTTL {
-		t.Fatal(real.TTL())
+	if genuine.TTL() != DefaultTTL {
+		t.Fatal(genuine.TTL())
 	}
 }
 
