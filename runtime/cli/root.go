@@ -18,7 +18,8 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand())
+	root.AddCommand(newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand(),
+		newMigrateCommand(), newWorkerCommand(), newRollbackCommand(), newAuditCommand())
 	return root
 }
 

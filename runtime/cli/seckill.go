@@ -47,6 +47,7 @@ func newSeckillCommand() *cobra.Command {
 		logFormat    string
 		poll         time.Duration
 		autoPipeline bool
+		debugAddr    string
 		redis        redisconn.Options
 		tok          tokenFlags
 	)
@@ -82,6 +83,9 @@ func newSeckillCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if debugAddr != "" {
+				go servePprof(debugAddr, log)
+			}
 			if err := srv.Start(cmd.Context()); err != nil {
 				return err
 			}
@@ -97,6 +101,7 @@ func newSeckillCommand() *cobra.Command {
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
 	cmd.Flags().DurationVar(&poll, "poll-interval", 250*time.Millisecond, "how often pause/close switches and stock are re-read from Redis")
 	cmd.Flags().BoolVar(&autoPipeline, "redis-autopipeline", true, "coalesce concurrent purchases into pipelined Redis calls")
+	cmd.Flags().StringVar(&debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default")
 	redis.Bind(cmd.Flags())
 	tok.bind(cmd)
 	return cmd

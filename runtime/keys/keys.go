@@ -6,6 +6,8 @@
 // sale-wide keys (switches, pod registry) use the tag {namespace/name}.
 package keys
 
+import "strings"
+
 // SKU holds the keys of one SKU of one sale.
 type SKU struct {
 	// Stock is a string counter: units left.
@@ -85,3 +87,18 @@ const (
 	FieldPaused = "paused"
 	FieldClosed = "closed"
 )
+
+// Topic is the Kafka topic of a sale's orders. Kafka topic names allow
+// [a-zA-Z0-9._-], so the '/' of "namespace/name" becomes '.'; namespaces and
+// names are DNS labels, so the mapping cannot collide.
+func Topic(sale string) string {
+	return "flashsale." + strings.Replace(sale, "/", ".", 1) + ".orders"
+}
+
+// DeadLetterTopic receives the order messages that can never be stored.
+func DeadLetterTopic(sale string) string { return Topic(sale) + ".dlq" }
+
+// ConsumerGroup is the Kafka consumer group of a sale's workers.
+func ConsumerGroup(sale string) string {
+	return "flashsale." + strings.Replace(sale, "/", ".", 1) + ".workers"
+}

@@ -1,0 +1,18 @@
+#!lua
+-- Moves an order's status in the Redis orders hash forward only:
+-- queued -> created -> paid | cancelled. A late "created" from the worker can
+-- never overwrite a "paid" written by the payment that followed it.
+-- KEYS: 1 orders hash. ARGV: 1 orderNo, 2 new status, 3 user.
+-- Returns 1 when the status moved.
+local rank = {queued = 0, created = 1, paid = 2, cancelled = 2}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local user = ARGV[3]
+if cur then
+  local st, owner = string.match(cur, '^(%S+) (.*)$')
+  if st and rank[st] and rank[st] >= rank[ARGV[2]] then
+    return 0
+  end
+  if owner then user = owner end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. user)
+return 1
