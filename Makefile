@@ -72,7 +72,7 @@ bench: ## Benchmark the seckill API end to end (hack/bench.sh).
 	bash hack/bench.sh
 
 .PHONY: demo
-demo: ## Run a flash sale locally from end to end (flashsale demo).
+demo: services ## Start Redis if needed, then run a flash sale locally from end to end (flashsale demo).
 	$(GO) run . demo
 
 .PHONY: services

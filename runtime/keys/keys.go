@@ -22,6 +22,9 @@ type SKU struct {
 	Seq string
 	// Stream is the Redis Stream of admitted orders, read by the relay.
 	Stream string
+	// DeadLetters is a Redis Stream of the entries of Stream that can never
+	// be stored (a corrupt entry, a row MySQL refuses), each with its reason.
+	DeadLetters string
 	// Expiry is a sorted set orderNo -> payment deadline (unix ms).
 	Expiry string
 	// Orders is a hash orderNo -> order record, for result polling.
@@ -39,7 +42,7 @@ func (k SKU) TokenPrefix() string { return k.tokenPrefix }
 
 // All lists the SKU's keys except the short-lived token keys.
 func (k SKU) All() []string {
-	return []string{k.Stock, k.Initial, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders}
+	return []string{k.Stock, k.Initial, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders}
 }
 
 // ForSKU returns the keys of SKU sku of sale "namespace/name".
@@ -51,6 +54,7 @@ func ForSKU(sale, sku string) SKU {
 		Holders:     p + "holders",
 		Seq:         p + "seq",
 		Stream:      p + "orders:stream",
+		DeadLetters: p + "orders:stream:dlq",
 		Expiry:      p + "expiry",
 		Orders:      p + "orders",
 		tokenPrefix: p + "tok:",

@@ -314,3 +314,58 @@ func (s *Store) query(ctx context.Context, q string, args ...any) ([]Row, error)
 	}
 	return out, rows.Err()
 }
+
+// PayIn is Pay restricted to one sale: an order number of another sale in
+// the same database is ErrNotFound here and is never touched.
+func (s *Store) PayIn(ctx context.Context, sale, orderNo string, now time.Time) (PayResult, Row, error) {
+	res, err := s.db.ExecContext(ctx,
+		`UPDATE seckill_order SET status = 1, paid_at = ? WHERE order_no = ? AND sale = ? AND status = 0 AND pay_deadline > ?`,
+		now.UTC(), orderNo, sale, now.UTC())
+	if err != nil {
+		return 0, Row{}, fmt.Errorf("pay order %s: %w", orderNo, err)
+	}
+	n, _ := res.RowsAffected()
+	row, err := s.Get(ctx, orderNo)
+	if err != nil {
+		return 0, row, err
+	}
+	if row.Sale != sale {
+		return 0, Row{}, ErrNotFound
+	}
+	switch {
+	case n == 1:
+		return PaidNow, row, nil
+	case row.Status == order.Paid:
+		return AlreadyPaid, row, nil
+	case row.Status == order.Cancelled:
+		return AlreadyCancelled, row, nil
+	default: // still created, so the deadline has passed
+		return Expired, row, nil
+	}
+}
+
+// State is what the audit needs of one stored order.
+type State struct {
+	Status        order.Status
+	StockReturned bool
+}
+
+// States returns the status of every order of a sale's SKU, with whether a
+// cancelled order's unit is back in Redis (for the audit).
+func (s *Store) States(ctx context.Context, sale, sku string) (map[string]State, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT order_no, status, stock_returned FROM seckill_order WHERE sale = ? AND sku_id = ?`, sale, sku)
+	if err != nil {
+		return nil, fmt.Errorf("list orders of %s/%s: %w", sale, sku, err)
+	}
+	defer rows.Close()
+	out := map[string]State{}
+	for rows.Next() {
+		var no string
+		var st State
+		if err := rows.Scan(&no, &st.Status, &st.StockReturned); err != nil {
+			return nil, err
+		}
+		out[no] = st
+	}
+	return out, rows.Err()
+}

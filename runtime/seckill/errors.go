@@ -25,6 +25,11 @@ const (
 	CodeNotReady         = "NOT_READY"
 	CodeUnavailable      = "UNAVAILABLE"
 	CodeNotImplemented   = "NOT_IMPLEMENTED"
+	CodeUnauthorized     = "UNAUTHORIZED"
+	CodeNotConfigured    = "NOT_CONFIGURED"
+	CodeExpired          = "EXPIRED"
+	CodeCancelled        = "CANCELLED"
+	CodePending          = "PENDING"
 )
 
 type errorBody struct {

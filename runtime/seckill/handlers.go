@@ -310,11 +310,6 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *a
 	return "ok", nil
 }
 
-// handlePay belongs to the order pipeline.
-func (s *Server) handlePay(http.ResponseWriter, *http.Request) (string, *apiError) {
-	return "", refuse(http.StatusNotImplemented, CodeNotImplemented, "payment arrives with the order pipeline")
-}
-
 // handleSKU answers the stock of a SKU from this pod's cache.
 func (s *Server) handleSKU(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	id := r.PathValue("sku")

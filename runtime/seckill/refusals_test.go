@@ -108,8 +108,8 @@ func TestEveryRefusalLeavesStateUntouched(t *testing.T) {
 		{name: "unknown sku stock", method: "GET", path: "/skus/nope", status: 404, code: "NOT_FOUND"},
 		{name: "wrong method", method: "GET", path: "/purchase",
 			headers: []string{"X-User-ID", "u14"}, status: 405, code: "METHOD_NOT_ALLOWED"},
-		{name: "pay not yet", method: "POST", path: "/orders/1001-000000000000000000000000/pay",
-			headers: []string{"X-User-ID", "u15"}, status: 501, code: "NOT_IMPLEMENTED"},
+		{name: "pay without MySQL or secret", method: "POST", path: "/orders/1001-000000000000000000000000/pay",
+			headers: []string{"Authorization", "Bearer anything"}, status: 503, code: "NOT_CONFIGURED"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,6 +24,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/access"
 	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/ratelimit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
@@ -52,6 +54,13 @@ type Config struct {
 	// PodID names this pod in the rate-limit registry (default: hostname + random).
 	PodID  string
 	Logger *slog.Logger
+	// Orders is the MySQL order store the pay endpoint settles payments in.
+	// Without it (or without PaymentSecret) the pay endpoint answers 503
+	// NOT_CONFIGURED rather than being open.
+	Orders *orderdb.Store
+	// PaymentSecret is the shared secret the shop's payment service presents
+	// as "Authorization: Bearer <secret>". SetPaymentSecret replaces it live.
+	PaymentSecret []byte
 }
 
 // Server is the seckill API of one sale.
@@ -74,6 +83,9 @@ type Server struct {
 	log      *slog.Logger
 	poll     time.Duration
 	handler  http.Handler
+
+	orders    *orderdb.Store
+	paySecret atomic.Pointer[[]byte]
 }
 
 // New builds a Server; it does not touch Redis until Start.
@@ -94,7 +106,9 @@ func New(cfg Config) (*Server, error) {
 		metrics: NewMetrics(),
 		log:     cfg.Logger,
 		poll:    cfg.PollInterval,
+		orders:  cfg.Orders,
 	}
+	s.SetPaymentSecret(cfg.PaymentSecret)
 	if s.risk == nil {
 		s.risk = risk.AllowAll{}
 	}

@@ -1,0 +1,413 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of the seckill data plane (`make bench`). See
+# hack/bench/README.md for what each run measures and how to read the table.
+#
+#   1. limit     redis-benchmark EVALSHA of the purchase script, one distinct
+#                buyer per call, pipelined (-P 16) and not: what Redis can do.
+#   2. purchase  wrk POST /purchase with a fresh token per request, against
+#                `flashsale seckill`, --redis-autopipeline=true and =false.
+#   3. sold-out  wrk POST /purchase of the sold-out SKU: answered from memory.
+#   4. bare      wrk against hack/barehttp: a fixed 410 from plain net/http.
+#   5. summary   table, ratios purchase/limit (>= 0.5) and sold-out/bare
+#                (>= 0.8), stock conservation; CPU profiles when a ratio is short.
+#
+# Everything runs on this machine: the load generators share the CPUs with
+# Redis and the server under test. Outputs (raw wrk/redis-benchmark output,
+# logs, profiles) go to bin/bench/. Exit status: 0 when every correctness
+# check passed (ratios below target are reported, not failed), 1 otherwise.
+#
+# Environment knobs (defaults in brackets):
+#   REDIS_ADDR [127.0.0.1:6379]   BENCH_DURATION [10] seconds per measured run
+#   BENCH_WARMUP [2] seconds      BENCH_THREADS [2]  BENCH_CONNS [128]
+#   BENCH_LIMIT_CALLS [300000]    BENCH_LIMIT_CALLS_NOPIPE [100000]
+#   BENCH_PROFILE [auto]  auto: profile when a ratio is short; always; never
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+REDIS_ADDR=${REDIS_ADDR:-127.0.0.1:6379}
+REDIS_HOST=${REDIS_ADDR%:*}
+REDIS_PORT=${REDIS_ADDR##*:}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+THREADS=${BENCH_THREADS:-2}
+CONNS=${BENCH_CONNS:-128}
+LIMIT_CALLS=${BENCH_LIMIT_CALLS:-300000}
+LIMIT_CALLS_NOPIPE=${BENCH_LIMIT_CALLS_NOPIPE:-100000}
+PROFILE=${BENCH_PROFILE:-auto}
+TARGET_PURCHASE=0.5
+TARGET_SOLDOUT=0.8
+
+OUT="$ROOT/bin/bench"
+LUA="$ROOT/hack/bench/purchase.lua"
+TEMPLATE="$ROOT/hack/bench/sale.yaml.tmpl"
+FLASHSALE="$ROOT/bin/flashsale"
+BAREHTTP="$ROOT/bin/barehttp"
+
+NS="bench-$(date +%s)-$$"
+SALE="$NS/sale"
+WORK=""
+PIDS=()
+FAILURES=()
+T0=$SECONDS
+
+log() { printf '\n== %s  [+%ds]\n' "$*" "$((SECONDS - T0))"; }
+note() { printf '   %s\n' "$*"; }
+fail() { FAILURES+=("$*"); printf '   FAIL: %s\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
+
+# ---------------------------------------------------------------- cleanup ----
+
+unlink_pattern() { # PATTERN: unlink every key matching PATTERN; prints how many
+  rcli --scan --count 1000 --pattern "$1" | xargs -r -d '\n' -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" UNLINK |
+    awk '{ n += $1 } END { print n + 0 }'
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 30); do # up to 3 s for a graceful exit
+      [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" =~ ^[^Z] ]] || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  if command -v redis-cli >/dev/null && rcli ping >/dev/null 2>&1; then
+    local n left
+    n=$(unlink_pattern "fs:{$NS/*")
+    left=$(rcli --scan --count 1000 --pattern "fs:{$NS/*" | wc -l)
+    printf '\ncleanup: unlinked %s keys of sale %s (%s left); stopped %d processes\n' "$n" "$SALE" "$left" "${#PIDS[@]}"
+  fi
+  [[ -n "$WORK" ]] && rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# ------------------------------------------------------------------ tools ----
+
+need_wrk() {
+  command -v wrk >/dev/null && return
+  echo "bench: wrk is missing; installing it with apt-get" >&2
+  command -v apt-get >/dev/null || die "wrk is missing and there is no apt-get: install wrk"
+  if ! apt-get install -y wrk >/dev/null 2>&1; then
+    apt-get update >/dev/null && apt-get install -y wrk >/dev/null || die "could not install wrk"
+  fi
+}
+need_wrk
+for tool in redis-cli redis-benchmark go curl awk split; do
+  command -v "$tool" >/dev/null || die "$tool is required (redis-tools for redis-cli/redis-benchmark)"
+done
+rcli ping >/dev/null 2>&1 || die "no Redis at $REDIS_ADDR (start it with: make services)"
+
+# free_port: a TCP port nobody listens on now (a tiny race is harmless here:
+# only the pprof address needs one, the servers bind :0 and report theirs).
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return
+    fi
+  done
+  die "no free port found"
+}
+
+# wait_addr LOGFILE PID REGEX: wait (15 s) until LOGFILE shows the address
+# captured by the first group of the sed REGEX; print it.
+wait_addr() {
+  local file=$1 pid=$2 re=$3 addr=""
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; die "process $pid exited (log above)"; }
+    addr=$(sed -n -E "s/$re/\1/p" "$file" | head -n1)
+    [[ -n "$addr" ]] && { echo "$addr"; return; }
+    sleep 0.1
+  done
+  cat "$file" >&2
+  die "process $pid did not report its address in 15 s"
+}
+
+wait_ready() { # URL PID
+  for _ in $(seq 1 150); do
+    kill -0 "$2" 2>/dev/null || die "process $2 exited before $1 was ready"
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" == 200 ]] && return
+    sleep 0.1
+  done
+  die "$1 did not answer 200 within 15 s"
+}
+
+# ------------------------------------------------------------------ build ----
+
+log "build"
+mkdir -p "$OUT"
+rm -f "$OUT"/*.txt "$OUT"/*.log "$OUT"/*.pprof
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/flashsale-bench.XXXXXX")
+go build -o "$FLASHSALE" .
+go build -o "$BAREHTTP" ./hack/barehttp
+note "bin/flashsale, bin/barehttp built; $(go version | awk '{print $3}')"
+NCPU=$(nproc)
+note "machine: $NCPU CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) before the bench"
+note "NOTE: every load run shares these $NCPU CPUs between the load generator (wrk or"
+note "      redis-benchmark), the server under test and Redis: the figures are"
+note "      lower bounds of a real deployment and only their ratios are meant to travel."
+
+KEYFILE="$WORK/token.key"
+printf 'hex:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$KEYFILE"
+SALEFILE="$WORK/sale.yaml"
+sed "s/__NAMESPACE__/$NS/" "$TEMPLATE" >"$SALEFILE"
+"$FLASHSALE" warm --file "$SALEFILE" --redis-addr "$REDIS_ADDR" | sed 's/^/   /'
+
+# Keys of a SKU (the hash tag is the SKU).
+k() { echo "fs:{$SALE/$1}:$2"; }
+
+SHA=$(sha1sum "$ROOT/runtime/purchase/purchase.lua" | awk '{print $1}')
+[[ "$(rcli SCRIPT EXISTS "$SHA")" == 1 ]] || die "purchase script $SHA is not loaded after warm"
+
+# ------------------------------------------------------------------ limit ----
+
+# limit_run LABEL CALLS USERPREFIX REDIS-BENCHMARK-FLAGS...: sets LIMIT_LAST (calls/s).
+limit_run() {
+  local label=$1 calls=$2 up=$3
+  shift 3
+  local now deadline before after stock0 stock1 rps
+  now=$(date +%s%3N)
+  deadline=$((now + 15 * 60 * 1000))
+  before=$(rcli HLEN "$(k lim holders)")
+  stock0=$(rcli GET "$(k lim stock)")
+  redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" -n "$calls" -r 1000000000 --csv "$@" \
+    EVALSHA "$SHA" 7 \
+    "$(k lim stock)" "$(k lim holders)" "$(k lim seq)" "$(k lim orders:stream)" \
+    "$(k lim expiry)" "$(k lim orders)" "$(k lim tok:)__rand_int__" \
+    "$SALE" lim "${up}__rand_int__" 1 "$now" "$deadline" 1.00 60000 >"$OUT/limit-$label.txt"
+  rps=$(tail -n1 "$OUT/limit-$label.txt" | awk -F'","' '{gsub(/"/, "", $2); print $2}')
+  after=$(rcli HLEN "$(k lim holders)")
+  stock1=$(rcli GET "$(k lim stock)")
+  local buyers=$((after - before)) sold=$((stock0 - stock1))
+  note "$label: $rps calls/s; $calls calls -> $buyers distinct buyers in holders (HLEN), stock moved $sold"
+  if ((buyers * 100 < calls * 99)); then
+    fail "limit $label: only $buyers distinct buyers for $calls calls (< 99%): __rand_int__ did not make buyers distinct"
+  fi
+  if ((sold != buyers)); then
+    fail "limit $label: stock moved $sold but $buyers buyers were recorded"
+  fi
+  [[ "$rps" =~ ^[0-9.]+$ ]] || { cat "$OUT/limit-$label.txt" >&2; die "redis-benchmark $label printed no rate"; }
+  LIMIT_LAST=$rps
+}
+
+log "limit: redis-benchmark EVALSHA of the purchase script ($SHA), distinct buyer per call"
+limit_run pipelined "$LIMIT_CALLS" lp -c 50 -P 16
+LIMIT_RPS=$LIMIT_LAST
+limit_run unpipelined "$LIMIT_CALLS_NOPIPE" lu -c 50
+LIMIT_NOPIPE_RPS=$LIMIT_LAST
+note "unlinked $(unlink_pattern "fs:{$SALE/lim}:*") keys of SKU lim (the HTTP runs start on a small dataset too)"
+
+# ------------------------------------------------------------ seckill API ----
+
+PURCHASE_PATH="/api/v1/sales/$SALE/purchase"
+
+# start_seckill AUTOPIPELINE: starts a server; sets SK_ADDR, SK_DEBUG, SK_PID.
+start_seckill() {
+  local ap=$1 logf="$OUT/seckill-autopipeline-$1.log"
+  SK_DEBUG="127.0.0.1:$(free_port)"
+  "$FLASHSALE" seckill --file "$SALEFILE" --redis-addr "$REDIS_ADDR" --listen 127.0.0.1:0 \
+    --token-key-file "$KEYFILE" --redis-autopipeline="$ap" --debug-addr "$SK_DEBUG" >"$logf" 2>&1 &
+  SK_PID=$!
+  PIDS+=("$SK_PID")
+  SK_ADDR=$(wait_addr "$logf" "$SK_PID" '.*msg="Serving the purchase API".* addr=([0-9.:]+).*')
+  wait_ready "http://$SK_ADDR/readyz" "$SK_PID"
+  note "seckill --redis-autopipeline=$ap: pid $SK_PID, api $SK_ADDR, pprof $SK_DEBUG"
+}
+
+# tokens PREFIX N: mints N tokens of SKU b1 for users PREFIX0..PREFIX(N-1),
+# split into one file per wrk thread; prints the file prefix.
+tokens() {
+  local f="$WORK/tokens-$1"
+  "$FLASHSALE" token --file "$SALEFILE" --sku b1 --users "$2" --user-prefix "$1" --token-key-file "$KEYFILE" >"$f"
+  split -n "l/$THREADS" -d -a 1 "$f" "$f."
+  rm -f "$f"
+  echo "$f"
+}
+
+# run_wrk NAME SECONDS URL TOKENS SKU MODE EXPECT: runs wrk; raw output in
+# bin/bench/NAME.txt; the BENCH lines are then read with field NAME KEY.
+run_wrk() {
+  local name=$1 secs=$2 url=$3
+  shift 3
+  wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$LUA" "$url" -- "$@" >"$OUT/$name.txt" 2>&1 ||
+    { cat "$OUT/$name.txt" >&2; die "wrk $name failed"; }
+  grep -q '^BENCH rps ' "$OUT/$name.txt" || { cat "$OUT/$name.txt" >&2; die "wrk $name printed no summary"; }
+}
+field() { # NAME KEY [DEFAULT]
+  awk -v k="$2" -v d="${3:-0}" '$1 == "BENCH" && $2 == k { v = $3; found = 1 } END { print found ? v : d }' "$OUT/$1.txt"
+}
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+describe() { # NAME: one line about a wrk run, plus every unexpected status
+  local n=$1
+  note "$n: $(field "$n" rps) req/s, p50 $(ms "$(field "$n" p50_us)") ms, p99 $(ms "$(field "$n" p99_us)") ms, $(field "$n" requests) requests, statuses: $(awk '$1 == "BENCH" && $2 ~ /^status_/ { sub(/status_/, "", $2); printf "%s%s=%s", sep, $2, $3; sep = " " }' "$OUT/$n.txt")"
+  local bad sock
+  bad=$(field "$n" unexpected)
+  sock=$(field "$n" socket_errors)
+  ((sock == 0)) || note "   $n: $sock socket errors (connect/read/write/timeout)"
+  if ((bad > 0)); then
+    awk '$1 == "BENCH" && $2 ~ /^sample_/ { sub(/^BENCH sample_/, ""); print "      sample " $0 }' "$OUT/$n.txt"
+  fi
+}
+
+metric() { # ADDR NAME-AND-LABELS-PREFIX: sum of the matching samples
+  curl -s "http://$1/metrics" | awk -v p="$2" 'index($0, p) == 1 { s += $NF } END { printf "%.0f", s }'
+}
+
+# snapshot ADDR: stock, server-side admitted orders, stream length, orders,
+# holders of SKU b1 (for the conservation check).
+snapshot() {
+  echo "$(rcli GET "$(k b1 stock)") $(metric "$1" "flashsale_orders_admitted_total{sale=\"$SALE\",sku=\"b1\"}") $(rcli XLEN "$(k b1 orders:stream)") $(rcli HLEN "$(k b1 orders)") $(rcli HLEN "$(k b1 holders)")"
+}
+
+# check_conservation NAME BEFORE AFTER: stock moved by exactly the orders
+# made, and by the 202s wrk saw (up to the requests still in flight when wrk
+# stopped: the server completes them, wrk no longer reads them).
+check_conservation() {
+  local n=$1 s0 a0 x0 o0 h0 s1 a1 x1 o1 h1
+  read -r s0 a0 x0 o0 h0 <<<"$2"
+  read -r s1 a1 x1 o1 h1 <<<"$3"
+  local sold=$((s0 - s1)) adm=$((a1 - a0)) xl=$((x1 - x0)) ord=$((o1 - o0)) hol=$((h1 - h0))
+  local ok202 reused
+  ok202=$(field "$n" status_202)
+  reused=$(field "$n" tokens_reused)
+  note "$n conservation: stock moved $sold; server admitted $adm; stream +$xl; orders +$ord; holders +$hol; wrk saw $ok202 x 202"
+  if ((sold != adm || sold != xl || sold != ord || sold != hol)); then
+    fail "$n: stock moved $sold but admitted=$adm stream=$xl orders=$ord holders=$hol (oversell or lost order)"
+  fi
+  if ((reused > 0)); then
+    note "   $n: ran out of tokens: $reused requests reused a token (answered as replays, no new order)"
+    if ((ok202 - reused > sold)); then
+      fail "$n: $ok202 x 202 minus $reused replays exceeds the $sold units sold"
+    fi
+  elif ((ok202 > sold)); then
+    fail "$n: wrk saw $ok202 x 202 but only $sold units were sold: a 202 without an order"
+  elif ((sold - ok202 > CONNS)); then
+    fail "$n: $sold units sold but wrk saw only $ok202 x 202 (more than the $CONNS requests in flight at the end)"
+  fi
+}
+
+# purchase_run AUTOPIPELINE TAG: warm-up, tokens sized from the warm-up rate,
+# measured run, conservation check. Leaves the server running.
+purchase_run() {
+  local ap=$1 tag=$2 wtok ptok rate need before after
+  start_seckill "$ap"
+  local url="http://$SK_ADDR$PURCHASE_PATH"
+  wtok=$(tokens "w$tag-" $((WARMUP * 100000)))
+  run_wrk "purchase-$tag-warmup" "$WARMUP" "$url" "$wtok" b1 once 202
+  rate=$(field "purchase-$tag-warmup" rps)
+  need=$(awk -v r="$rate" -v d="$DURATION" 'BEGIN { n = int(r * d * 1.5) + 50000; if (n < 100000) n = 100000; if (n > 5000000) n = 5000000; print n }')
+  ptok=$(tokens "p$tag-" "$need")
+  note "warm-up ${WARMUP}s: $rate req/s, statuses $(awk '$1 == "BENCH" && $2 ~ /^status_/ { printf "%s ", $2 "=" $3 }' "$OUT/purchase-$tag-warmup.txt"); minted $need tokens for the ${DURATION}s run"
+  before=$(snapshot "$SK_ADDR")
+  run_wrk "purchase-$tag" "$DURATION" "$url" "$ptok" b1 once 202
+  sleep 0.5 # let the requests wrk abandoned finish on the server
+  after=$(snapshot "$SK_ADDR")
+  describe "purchase-$tag"
+  (($(field "purchase-$tag" unexpected) == 0)) || note "   purchase-$tag: $(field "purchase-$tag" unexpected) answers were not 202 (see the samples above)"
+  check_conservation "purchase-$tag" "$before" "$after"
+  LAST_TOKENS=$ptok
+}
+
+log "purchase: wrk -t$THREADS -c$CONNS -d${DURATION}s, one fresh token and buyer per request, --redis-autopipeline=true"
+purchase_run true apt
+AP_ADDR=$SK_ADDR AP_DEBUG=$SK_DEBUG AP_TOKENS=$LAST_TOKENS
+
+log "sold-out: wrk POST purchase of SKU gone (same request shape), against the same server"
+run_wrk soldout-warmup "$WARMUP" "http://$AP_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
+run_wrk soldout "$DURATION" "http://$AP_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
+describe soldout
+(($(field soldout unexpected) == 0)) || fail "sold-out: $(field soldout unexpected) answers were not 410"
+
+log "purchase: same, --redis-autopipeline=false"
+purchase_run false apf
+stop_pid "$SK_PID" # idle from now on
+
+log "bare: wrk against hack/barehttp (fixed 410 from plain net/http), same request shape"
+"$BAREHTTP" --listen 127.0.0.1:0 >"$OUT/barehttp.log" 2>&1 &
+BARE_PID=$!
+PIDS+=("$BARE_PID")
+BARE_ADDR=$(wait_addr "$OUT/barehttp.log" "$BARE_PID" '^listening on ([0-9.:]+)$')
+run_wrk bare-warmup "$WARMUP" "http://$BARE_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
+run_wrk bare "$DURATION" "http://$BARE_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
+describe bare
+(($(field bare unexpected) == 0)) || fail "bare: $(field bare unexpected) answers were not 410"
+stop_pid "$BARE_PID"
+
+# ---------------------------------------------------------------- summary ----
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+short() { awk -v r="$1" -v t="$2" 'BEGIN { exit !(r == "n/a" || r + 0 < t + 0) }'; }
+R_PURCHASE=$(ratio "$(field purchase-apt rps)" "$LIMIT_RPS")
+R_PURCHASE_F=$(ratio "$(field purchase-apf rps)" "$LIMIT_RPS")
+R_SOLDOUT=$(ratio "$(field soldout rps)" "$(field bare rps)")
+
+log "summary (sale $SALE; $NCPU CPUs shared by load generator, server and Redis; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
+row() { printf '   %-34s %12s %10s %10s\n' "$@"; }
+wrow() { row "$1" "$(field "$2" rps)" "$(ms "$(field "$2" p50_us)")" "$(ms "$(field "$2" p99_us)")"; }
+row "run" "per second" "p50 ms" "p99 ms"
+row "limit: EVALSHA pipelined (-P 16)" "$LIMIT_RPS" "" ""
+row "limit: EVALSHA unpipelined" "$LIMIT_NOPIPE_RPS" "" ""
+wrow "purchase, autopipeline=true" purchase-apt
+wrow "purchase, autopipeline=false" purchase-apf
+wrow "sold-out (SKU gone, from memory)" soldout
+wrow "bare net/http 410" bare
+echo
+verdict() { if short "$1" "$2"; then echo "SHORT of $2"; else echo "ok (target >= $2)"; fi; }
+printf '   %-44s %6s  %s\n' "purchase/limit (autopipeline=true)" "$R_PURCHASE" "$(verdict "$R_PURCHASE" $TARGET_PURCHASE)"
+printf '   %-44s %6s  %s\n' "purchase/limit (autopipeline=false)" "$R_PURCHASE_F" "$(verdict "$R_PURCHASE_F" $TARGET_PURCHASE)"
+printf '   %-44s %6s  %s\n' "sold-out/bare" "$R_SOLDOUT" "$(verdict "$R_SOLDOUT" $TARGET_SOLDOUT)"
+
+# --------------------------------------------------------------- profiles ----
+
+# profile NAME TOKENS SKU MODE EXPECT: a 10 s CPU profile of the autopipeline
+# server during a wrk run of that kind; prints its top entries.
+profile() {
+  local name=$1 tok=$2 sku=$3 mode=$4 expect=$5 file="$OUT/$1.cpu.pprof"
+  curl -s -o "$file" "http://$AP_DEBUG/debug/pprof/profile?seconds=10" &
+  local cpid=$!
+  PIDS+=("$cpid")
+  run_wrk "$name-profiled" 11 "http://$AP_ADDR$PURCHASE_PATH" "$tok" "$sku" "$mode" "$expect"
+  wait "$cpid" || true
+  if [[ ! -s "$file" ]] || ! go tool pprof -top -nodecount=25 "$FLASHSALE" "$file" >"$OUT/$name.top.txt" 2>&1; then
+    fail "no CPU profile from $AP_DEBUG (see $OUT/$name.top.txt)"
+    return
+  fi
+  note "$name: $(field "$name-profiled" rps) req/s while profiled; profile $file; top 25 (also in $OUT/$name.top.txt):"
+  sed 's/^/      /' "$OUT/$name.top.txt"
+}
+
+want_profile() { [[ "$PROFILE" == always ]] || { [[ "$PROFILE" == auto ]] && short "$1" "$2"; }; }
+if want_profile "$R_PURCHASE" $TARGET_PURCHASE; then
+  log "profile: purchase run (autopipeline=true), 10 s CPU profile"
+  XTOK=$(tokens "x-" "$(awk -v r="$(field purchase-apt rps)" 'BEGIN { printf "%d", r * 11 * 1.5 + 50000 }')")
+  profile purchase "$XTOK" b1 once 202
+fi
+if want_profile "$R_SOLDOUT" $TARGET_SOLDOUT; then
+  log "profile: sold-out run, 10 s CPU profile"
+  profile soldout "$AP_TOKENS" gone wrap 410
+fi
+
+log "done in $((SECONDS - T0)) s; raw outputs in bin/bench/"
+if ((${#FAILURES[@]} > 0)); then
+  printf '   %d check(s) FAILED:\n' "${#FAILURES[@]}"
+  printf '    - %s\n' "${FAILURES[@]}"
+  exit 1
+fi
+note "all correctness checks passed (distinct buyers, conservation, statuses)"
