@@ -295,8 +295,14 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *a
 	if _, known := s.skus[skuID]; !known {
 		return "", errUnknownOrder
 	}
+	start := time.Now()
 	v, err := s.rdb.HGet(r.Context(), keys.ForSKU(s.saleKey, skuID).Orders, orderNo).Result()
 	if errors.Is(err, redis.Nil) {
+		err = nil
+		v = ""
+	}
+	s.metrics.observeRedis("order_lookup", time.Since(start), err)
+	if err == nil && v == "" {
 		return "", errUnknownOrder
 	}
 	if err != nil {

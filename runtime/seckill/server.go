@@ -151,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.registry = ratelimit.NewRegistry(cfg.Redis, keys.ForSale(s.saleKey).Pods, podID, 3*time.Second, s.clk)
 	s.state = newSaleState(cfg.Redis, s.saleKey, ids)
+	s.state.observe = s.metrics.observeRedis
 	s.state.onSKU = func(sku string, remaining int64, soldOut bool) {
 		s.metrics.remaining.WithLabelValues(s.saleKey, sku).Set(float64(remaining))
 		v := 0.0

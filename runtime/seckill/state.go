@@ -38,6 +38,8 @@ type saleState struct {
 	lastOK atomic.Int64
 	// onSKU is told each SKU's figures after every refresh (metrics).
 	onSKU func(sku string, remaining int64, soldOut bool)
+	// observe is told the latency of every refresh (metrics).
+	observe func(op string, d time.Duration, err error)
 }
 
 func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *saleState {
@@ -47,6 +49,7 @@ func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *sale
 		skus:    make(map[string]*skuState, len(skuIDs)),
 		order:   skuIDs,
 		onSKU:   func(string, int64, bool) {},
+		observe: func(string, time.Duration, error) {},
 	}
 	for _, id := range skuIDs {
 		s.skus[id] = &skuState{keys: keys.ForSKU(sale, id)}
@@ -62,7 +65,13 @@ func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	for i, id := range s.order {
 		gets[i] = pipe.Get(ctx, s.skus[id].keys.Stock)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	start := time.Now()
+	_, err := pipe.Exec(ctx)
+	if errors.Is(err, redis.Nil) {
+		err = nil // an unwarmed SKU, handled below
+	}
+	s.observe("refresh", time.Since(start), err)
+	if err != nil {
 		return fmt.Errorf("refresh sale state: %w", err)
 	}
 	vals := ctl.Val()
