@@ -213,6 +213,10 @@ type MySQL struct {
 }
 
 // FlashSaleSpec is what the shop declares about one sale.
+//
+// +kubebuilder:validation:XValidation:rule="self.endTime > self.startTime",message="spec.endTime must be after spec.startTime"
+// +kubebuilder:validation:XValidation:rule="!has(self.kafka) || !has(self.worker) || !has(self.worker.replicas) || !has(self.kafka.partitions) || self.worker.replicas <= self.kafka.partitions",message="spec.worker.replicas must not exceed spec.kafka.partitions: a worker beyond the partition count would sit idle"
+// +kubebuilder:validation:XValidation:rule="!has(self.seckill) || !has(self.seckill.maxReplicas) || self.seckill.maxReplicas == 0 || self.seckill.maxReplicas >= self.seckill.replicas",message="spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas"
 type FlashSaleSpec struct {
 	// startTime is when purchases open.
 	// +required
@@ -240,7 +244,8 @@ type FlashSaleSpec struct {
 	// skus are the items on sale.
 	// +required
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:MaxItems=200
+	// +kubebuilder:validation:XValidation:rule="self.all(x, self.exists_one(y, y.id == x.id))",message="spec.skus: SKU ids must be unique"
 	// +listType=map
 	// +listMapKey=id
 	SKUs []SKU `json:"skus"`
@@ -337,6 +342,14 @@ type FlashSaleStatus struct {
 }
 
 // FlashSale is one timed, limited-stock sale run end to end by the operator.
+//
+// Once the sale has started (its phase is past Warming), buyers hold orders
+// against its SKUs and its clock: a SKU cannot be removed, the start cannot
+// move and the end cannot move earlier.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || oldSelf.spec.skus.all(o, self.spec.skus.exists(n, n.id == o.id))",message="spec.skus: a SKU cannot be removed once the sale has started"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.startTime == oldSelf.spec.startTime",message="spec.startTime cannot change once the sale has started"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.endTime >= oldSelf.spec.endTime",message="spec.endTime cannot move earlier once the sale has started (pause the sale instead)"
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
