@@ -21,6 +21,18 @@ type skuState struct {
 	soldOut   atomic.Bool
 }
 
+// lower records a remaining count learnt from a purchase. Answers of
+// concurrent purchases arrive in any order, so only a lower figure is kept;
+// the next refresh brings any rise (a rollback, a raise).
+func (st *skuState) lower(n int64) {
+	for {
+		cur := st.remaining.Load()
+		if n >= cur || st.remaining.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
 // saleState is this pod's cached view of the sale's Redis state: the pause
 // and close switches and each SKU's stock. It is refreshed by one pipelined
 // round trip every poll interval, so every pod learns of a pause, an early
