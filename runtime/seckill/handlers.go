@@ -1,6 +1,7 @@
 package seckill
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +21,9 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
 	"github.com/flashsale-dev/flashsale-operator/runtime/token"
 )
+
+// purchaseTimeout bounds one purchase script call.
+const purchaseTimeout = 3 * time.Second
 
 // MaxBodyBytes caps request bodies: a purchase is under 200 bytes, so
 // anything near this is a client bug or an attack.
@@ -218,7 +222,12 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 			return "", aerr
 		}
 	}
-	res, err := s.script.Purchase(r.Context(), purchase.Request{
+	// Once admitted this far the purchase runs to its end even if the buyer
+	// hangs up: cancelling a call already on the wire would only turn a
+	// known outcome into an unknown one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), purchaseTimeout)
+	defer cancel()
+	res, err := s.script.Purchase(ctx, purchase.Request{
 		SKU:      sku.ID,
 		User:     b.user,
 		Limit:    sku.PerUserLimit,
@@ -239,7 +248,7 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 		if res.Remaining <= 0 {
 			s.state.markSoldOut(sku.ID)
 		} else {
-			st.remaining.Store(res.Remaining)
+			st.lower(res.Remaining)
 		}
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
 		return "ok", nil
