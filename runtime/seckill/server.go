@@ -192,6 +192,9 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.state.run(ctx, s.poll, s.clk.Now, func(err error) {
 		s.log.Warn("Refreshing sale state failed; serving from the last known state", "sale", s.saleKey, "err", err)
 	})
+	s.registry.OnError = func(err error) {
+		s.log.Warn("Pod heartbeat failed; keeping the last rate-limit share", "sale", s.saleKey, "err", err)
+	}
 	go s.registry.Run(ctx, time.Second, s.setShare)
 	return nil
 }
