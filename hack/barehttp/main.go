@@ -56,7 +56,8 @@ func main() {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		log.Fatalf("barehttp: %v", err)
+		stop()
+		log.Fatalf("barehttp: %v", err) //nolint:gocritic // stop() ran just above
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -1,17 +1,179 @@
 package cli
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/audit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
 )
 
-// newAuditCommand is a placeholder until the order pipeline lands.
+// ErrAuditFailed is returned when the conservation law does not hold or an
+// order is lost: the command exits non-zero.
+var ErrAuditFailed = errors.New("audit failed")
+
 func newAuditCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:    "audit",
-		Short:  "(audit: arriving with the order pipeline)",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errors.New("not built yet") },
+	var (
+		file        string
+		dsn         string
+		brokers     []string
+		asJSON      bool
+		repair      bool
+		stuckAfter  time.Duration
+		metricsAddr string
+		every       time.Duration
+		logFormat   string
+		redis       redisconn.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "audit --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b] [--json] [--repair]",
+		Short: "Check that every unit of stock and every order of a sale is accounted for",
+		Long: `Compare Redis (stock, buyers, stream, expiry set, orders), Kafka (consumer-group
+lag, dead-letter topic) and MySQL for a sale, per SKU, and check
+
+    initial = remaining + in flight (stream + Kafka + dead letters) + created + paid (+ returning)
+
+Orders admitted in Redis that are nowhere downstream are reported LOST. The
+command exits non-zero when the law does not hold or anything is lost.
+
+--repair fixes what is safe: valid orders stranded in a stream (stuck longer
+than --stuck-after) or in a dead-letter topic/stream are inserted into MySQL
+and acknowledged; stale expiry entries of paid orders are removed; statuses
+shown to result polling are brought up to MySQL's. It then audits again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(logFormat)
+			fs, err := manifest.Load(file)
+			if err != nil {
+				return err
+			}
+			if dsn == "" {
+				return fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
+			}
+			rdb, err := redis.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			db, err := orderdb.Open(dsn)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			a, err := audit.New(audit.Config{Sale: fs, Redis: rdb, Orders: orderdb.New(db), Brokers: nonEmpty(brokers),
+				StuckAfter: stuckAfter, Logger: log})
+			if err != nil {
+				return err
+			}
+			m := audit.NewMetrics()
+			once := func(ctx context.Context) (*audit.Report, error) {
+				rep, err := a.Run(ctx)
+				if err != nil {
+					m.ObserveError(fs.SaleKey())
+					return nil, err
+				}
+				if repair {
+					repairs, rerr := a.Repair(ctx, rep)
+					after, err := a.Run(ctx)
+					if err != nil {
+						m.ObserveError(fs.SaleKey())
+						return nil, errors.Join(rerr, err)
+					}
+					after.Repairs, after.Before = repairs, rep
+					rep = after
+					if rerr != nil {
+						log.Error("Some repairs failed", "err", rerr)
+					}
+				}
+				m.Observe(rep)
+				return rep, nil
+			}
+			if metricsAddr != "" {
+				return serveAudit(cmd.Context(), metricsAddr, every, m, once, log)
+			}
+			rep, err := once(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				err = rep.WriteJSON(out)
+			} else {
+				err = rep.WriteText(out)
+			}
+			if err != nil {
+				return err
+			}
+			if !rep.OK {
+				return ErrAuditFailed
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
+	_ = cmd.MarkFlagRequired("file")
+	f.StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	f.StringSliceVar(&brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&repair, "repair", false, "fix what is safe to fix, then audit again")
+	f.DurationVar(&stuckAfter, "stuck-after", 5*time.Minute, "a stream entry waiting this long (pending with a dead worker, or undelivered) is stuck")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "instead of printing once, audit every --every and serve the results as metrics here")
+	f.DurationVar(&every, "every", 30*time.Second, "audit interval with --metrics-addr")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	redis.Bind(f)
+	return cmd
+}
+
+// serveAudit audits every interval and serves the last results as metrics
+// until ctx ends.
+func serveAudit(ctx context.Context, addr string, every time.Duration, m *audit.Metrics,
+	once func(context.Context) (*audit.Report, error), log interface {
+		Error(string, ...any)
+		Info(string, ...any)
+	},
+) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.Collectors()...)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("Auditing continuously", "addr", ln.Addr().String(), "every", every)
+	for {
+		if rep, err := once(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Error("Audit failed", "err", err)
+		} else if !rep.OK {
+			log.Error("Audit does not hold", "why", fmt.Sprint(rep.Failures()))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
 	}
 }

@@ -1,17 +1,54 @@
 package cli
 
 import (
-	"errors"
+	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 )
 
-// newMigrateCommand is a placeholder until the order pipeline lands.
+const envMySQLDSN = "FLASHSALE_MYSQL_DSN"
+
 func newMigrateCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:    "migrate",
-		Short:  "(migrate: arriving with the order pipeline)",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errors.New("not built yet") },
+	var dsn string
+	cmd := &cobra.Command{
+		Use:   "migrate --mysql-dsn DSN",
+		Short: "Bring the MySQL order schema to the newest version (idempotent)",
+		Long: `Apply the embedded, versioned migrations of the seckill_order schema.
+Running it again is a no-op. The DSN is a go-sql-driver DSN, such as
+user:pass@tcp(host:3306)/shop; env ` + envMySQLDSN + ` also works.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dsn == "" {
+				return fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
+			}
+			db, err := orderdb.Open(dsn)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			applied, err := orderdb.Migrate(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			v, err := orderdb.Version(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if len(applied) == 0 {
+				fmt.Fprintf(out, "schema at version %d, nothing to do\n", v)
+				return nil
+			}
+			for _, a := range applied {
+				fmt.Fprintf(out, "applied migration %05d\n", a)
+			}
+			fmt.Fprintf(out, "schema at version %d\n", v)
+			return nil
+		},
 	}
+	cmd.Flags().StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	return cmd
 }

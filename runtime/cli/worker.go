@@ -1,17 +1,179 @@
 package cli
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
 
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
 )
 
-// newWorkerCommand is a placeholder until the order pipeline lands.
+const envKafkaBrokers = "FLASHSALE_KAFKA_BROKERS"
+
 func newWorkerCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:    "worker",
-		Short:  "(worker: arriving with the order pipeline)",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errors.New("not built yet") },
+	var (
+		file           string
+		dsn            string
+		brokers        []string
+		kafkaVersion   string
+		metricsAddr    string
+		logFormat      string
+		podID          string
+		batchSize      int
+		flush          time.Duration
+		claimMinIdle   time.Duration
+		maxAttempts    int
+		sessionTimeout time.Duration
+		concurrency    int
+		redis          redisconn.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "worker --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b]",
+		Short: "Run the order pipeline of a sale: Redis streams → Kafka → MySQL (or streams → MySQL without Kafka)",
+		Long: `Run the order pipeline of a sale.
+
+With spec.kafka in the manifest, the relay moves admitted orders from the SKU
+streams in Redis to the sale's Kafka topic (idempotent producer, keyed by
+user) and the consumer group writes them to MySQL in batches, committing
+offsets only after the rows are durable. Without spec.kafka, the orders go
+from the streams straight to MySQL. Either way an order is acknowledged at
+its source only after it is durable, and shows "created" to result polling.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(logFormat)
+			fs, err := manifest.Load(file)
+			if err != nil {
+				return err
+			}
+			if dsn == "" {
+				return fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
+			}
+			ko := kafkautil.Options{}
+			if kafkaVersion != "" {
+				if ko.Version, err = sarama.ParseKafkaVersion(kafkaVersion); err != nil {
+					return fmt.Errorf("--kafka-version: %w", err)
+				}
+			}
+			brokers = nonEmpty(brokers)
+			if podID == "" {
+				podID, _ = os.Hostname()
+			}
+			rdb, err := redis.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			db, err := orderdb.Open(dsn)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			w, err := worker.New(worker.Config{
+				Sale: fs, Redis: rdb, DB: db, Brokers: brokers, Kafka: ko, PodID: podID,
+				BatchSize: batchSize, FlushInterval: flush, ClaimMinIdle: claimMinIdle, MaxAttempts: maxAttempts,
+				SessionTimeout: sessionTimeout, SinkConcurrency: concurrency,
+				Backoff: dbsink.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}, Registry: reg, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			if metricsAddr != "" {
+				if err := serveWorkerProbes(cmd.Context(), metricsAddr, reg, w, log); err != nil {
+					return err
+				}
+			}
+			mode := "redis-only"
+			if worker.KafkaMode(fs) {
+				mode = "kafka"
+			}
+			log.Info("Running the order pipeline", "sale", fs.SaleKey(), "mode", mode, "pod", podID,
+				"brokers", strings.Join(brokers, ","), "batch", batchSize, "flush", flush)
+			err = w.Run(cmd.Context())
+			log.Info("Order pipeline stopped", "sale", fs.SaleKey(), "err", err)
+			return err
+		},
 	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
+	_ = cmd.MarkFlagRequired("file")
+	f.StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	f.StringSliceVar(&brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (required when the sale has spec.kafka); env "+envKafkaBrokers)
+	f.StringVar(&kafkaVersion, "kafka-version", "", "Kafka protocol version to speak (default "+kafkautil.DefaultVersion.String()+")")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9090", "serve /metrics, /healthz and /readyz here (empty: off)")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.StringVar(&podID, "pod-id", os.Getenv("POD_NAME"), "this worker's name in the stream consumer group (default: env POD_NAME, else the hostname)")
+	f.IntVar(&batchSize, "batch-size", 500, "orders per MySQL transaction (and per stream read)")
+	f.DurationVar(&flush, "flush-interval", 50*time.Millisecond, "flush a partial batch this long after its first order")
+	f.DurationVar(&claimMinIdle, "claim-min-idle", 30*time.Second, "claim stream entries a dead worker left pending after this long")
+	f.IntVar(&maxAttempts, "max-attempts", 3, "tries of an order MySQL refuses for its data before it is dead-lettered")
+	f.DurationVar(&sessionTimeout, "kafka-session-timeout", 10*time.Second, "Kafka consumer group session timeout")
+	f.IntVar(&concurrency, "stream-readers", 2, "readers per SKU stream in Redis-only mode")
+	redis.Bind(f)
+	return cmd
+}
+
+func serveWorkerProbes(ctx context.Context, addr string, reg *prometheus.Registry, w *worker.Worker, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		if !w.Ready() {
+			http.Error(rw, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("Metrics server stopped", "err", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	log.Info("Serving metrics and probes", "addr", ln.Addr().String())
+	return nil
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func nonEmpty(in []string) []string {
+	out := in[:0:0]
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

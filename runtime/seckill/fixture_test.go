@@ -20,6 +20,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 	"github.com/flashsale-dev/flashsale-operator/runtime/token"
 	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
@@ -72,6 +73,9 @@ type serverOpts struct {
 	risk    seckill.RiskChecker
 	noWarm  bool
 	autoOff bool
+	// orders and paySecret turn the pay endpoint on.
+	orders    *orderdb.Store
+	paySecret []byte
 }
 
 // startServer warms the sale (unless noWarm) and serves it on a test server.
@@ -98,6 +102,7 @@ func startServer(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 	srv, err := seckill.New(seckill.Config{
 		Sale: fs, Redis: rdb, Signer: o.signer, Risk: o.risk, Clock: o.clock,
 		PollInterval: 50 * time.Millisecond, AutoPipeline: !o.autoOff,
+		Orders: o.orders, PaymentSecret: o.paySecret,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
