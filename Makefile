@@ -68,8 +68,9 @@ fuzz: ## Fuzz the purchase path for FUZZTIME (default 30s).
 	$(GO) test ./runtime/seckill -run '^$$' -fuzz '^FuzzPurchase$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: ## Benchmark the seckill API end to end (hack/bench.sh).
+bench: ## Benchmark the purchase path (hack/bench.sh) and the order pipeline (hack/pipelinebench).
 	bash hack/bench.sh
+	$(GO) run ./hack/pipelinebench
 
 .PHONY: demo
 demo: services ## Start Redis if needed, then run a flash sale locally from end to end (flashsale demo).

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"os"
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/demo"
@@ -34,7 +37,17 @@ func newDemoCommand() *cobra.Command {
 	f.Int64Var(&o.CaseStock, "case-stock", 500, "cases on sale (3 per buyer)")
 	f.Int64Var(&o.StickerStock, "sticker-stock", 10000, "stickers on sale (1 per buyer): plenty, so repeat clicks meet the per-user limit")
 	f.IntVar(&o.Concurrency, "concurrency", 256, "requests in flight at once")
-	f.BoolVar(&o.Keep, "keep", false, "leave the sale's keys in Redis for inspection")
+	f.StringVar(&o.MySQLDSN, "mysql-dsn", envOr("FLASHSALE_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL/MariaDB server; the demo creates a database of its own and drops it afterwards")
+	f.Float64Var(&o.PayShare, "pay-share", 0.7, "share of buyers who pay; the others let the payment deadline pass")
+	f.DurationVar(&o.PaymentTimeout, "payment-timeout", 3*time.Second, "the sale's payment deadline")
+	f.BoolVar(&o.Keep, "keep", false, "leave the sale's keys in Redis and its database in MySQL for inspection")
 	redis.Bind(f)
 	return cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
