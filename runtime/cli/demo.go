@@ -17,7 +17,7 @@ func newDemoCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "demo [--redis-addr HOST:PORT]",
-		Short: "Run one whole sale locally: warm, serve, a spike of buyers and bots, invariant check",
+		Short: "Run one whole sale locally: purchase API, pipeline, payment, rollback and audit against a spike of buyers and bots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rdb, err := redis.Client(cmd.Context())
