@@ -14,9 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/audit"
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
 )
 
 // ErrAuditFailed is returned when the conservation law does not hold or an
@@ -25,16 +23,13 @@ var ErrAuditFailed = errors.New("audit failed")
 
 func newAuditCommand() *cobra.Command {
 	var (
-		file        string
-		dsn         string
+		sf          saleFlags
 		brokers     []string
 		asJSON      bool
 		repair      bool
 		stuckAfter  time.Duration
 		metricsAddr string
 		every       time.Duration
-		logFormat   string
-		redis       redisconn.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "audit --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b] [--json] [--repair]",
@@ -53,25 +48,13 @@ and acknowledged; stale expiry entries of paid orders are removed; statuses
 shown to result polling are brought up to MySQL's. It then audits again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := newLogger(logFormat)
-			fs, err := manifest.Load(file)
+			env, err := sf.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if dsn == "" {
-				return fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
-			}
-			rdb, err := redis.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			db, err := orderdb.Open(dsn)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			a, err := audit.New(audit.Config{Sale: fs, Redis: rdb, Orders: orderdb.New(db), Brokers: nonEmpty(brokers),
+			defer env.Close()
+			fs, log := env.sale, env.log
+			a, err := audit.New(audit.Config{Sale: fs, Redis: env.rdb, Orders: orderdb.New(env.db), Brokers: nonEmpty(brokers),
 				StuckAfter: stuckAfter, Logger: log})
 			if err != nil {
 				return err
@@ -121,18 +104,14 @@ shown to result polling are brought up to MySQL's. It then audits again.`,
 			return nil
 		},
 	}
+	sf.bind(cmd)
 	f := cmd.Flags()
-	f.StringVarP(&file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
-	_ = cmd.MarkFlagRequired("file")
-	f.StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
 	f.StringSliceVar(&brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&repair, "repair", false, "fix what is safe to fix, then audit again")
 	f.DurationVar(&stuckAfter, "stuck-after", 5*time.Minute, "a stream entry waiting this long (pending with a dead worker, or undelivered) is stuck")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "instead of printing once, audit every --every and serve the results as metrics here")
 	f.DurationVar(&every, "every", 30*time.Second, "audit interval with --metrics-addr")
-	f.StringVar(&logFormat, "log-format", "text", "text or json")
-	redis.Bind(f)
 	return cmd
 }
 

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,11 +42,4 @@ func newDemoCommand() *cobra.Command {
 	f.BoolVar(&o.Keep, "keep", false, "leave the sale's keys in Redis and its database in MySQL for inspection")
 	redis.Bind(f)
 	return cmd
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }

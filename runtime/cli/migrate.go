@@ -9,8 +9,6 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 )
 
-const envMySQLDSN = "FLASHSALE_MYSQL_DSN"
-
 func newMigrateCommand() *cobra.Command {
 	var dsn string
 	cmd := &cobra.Command{

@@ -5,29 +5,23 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
 	"github.com/flashsale-dev/flashsale-operator/runtime/rollback"
 )
 
 func newRollbackCommand() *cobra.Command {
 	var (
-		file        string
-		dsn         string
+		sf          saleFlags
 		interval    time.Duration
 		batch       int
 		concurrency int
 		metricsAddr string
-		logFormat   string
 		once        bool
-		redis       redisconn.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "rollback --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN",
@@ -39,26 +33,14 @@ slot. Cancelled orders whose unit is not recorded as returned (a crash
 between the two steps) are finished first. Safe to run in several replicas.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := newLogger(logFormat)
-			fs, err := manifest.Load(file)
+			env, err := sf.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if dsn == "" {
-				return fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
-			}
-			rdb, err := redis.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			db, err := orderdb.Open(dsn)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
+			defer env.Close()
+			fs, log := env.sale, env.log
 			rb, err := rollback.New(rollback.Config{
-				Sale: fs.SaleKey(), Redis: rdb, Orders: orderdb.New(db),
+				Sale: fs.SaleKey(), Redis: env.rdb, Orders: orderdb.New(env.db),
 				Interval: interval, Batch: batch, Concurrency: concurrency, Logger: log,
 			})
 			if err != nil {
@@ -81,17 +63,13 @@ between the two steps) are finished first. Safe to run in several replicas.`,
 			return err
 		},
 	}
+	sf.bind(cmd)
 	f := cmd.Flags()
-	f.StringVarP(&file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
-	_ = cmd.MarkFlagRequired("file")
-	f.StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
 	f.DurationVar(&interval, "interval", time.Second, "time between passes")
 	f.IntVar(&batch, "batch", 500, "orders fetched per query")
 	f.IntVar(&concurrency, "concurrency", 8, "orders cancelled and returned at once")
 	f.StringVar(&metricsAddr, "metrics-addr", ":9091", "serve /metrics and /healthz here (empty: off)")
-	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&once, "once", false, "make one pass and exit")
-	redis.Bind(f)
 	return cmd
 }
 

@@ -19,22 +19,15 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
 	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
 )
 
-const envKafkaBrokers = "FLASHSALE_KAFKA_BROKERS"
-
 func newWorkerCommand() *cobra.Command {
 	var (
-		file           string
-		dsn            string
+		sf             saleFlags
 		brokers        []string
 		kafkaVersion   string
 		metricsAddr    string
-		logFormat      string
 		podID          string
 		batchSize      int
 		flush          time.Duration
@@ -42,7 +35,6 @@ func newWorkerCommand() *cobra.Command {
 		maxAttempts    int
 		sessionTimeout time.Duration
 		concurrency    int
-		redis          redisconn.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "worker --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b]",
@@ -57,15 +49,8 @@ from the streams straight to MySQL. Either way an order is acknowledged at
 its source only after it is durable, and shows "created" to result polling.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := newLogger(logFormat)
-			fs, err := manifest.Load(file)
-			if err != nil {
-				return err
-			}
-			if dsn == "" {
-				return fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
-			}
 			ko := kafkautil.Options{}
+			var err error
 			if kafkaVersion != "" {
 				if ko.Version, err = sarama.ParseKafkaVersion(kafkaVersion); err != nil {
 					return fmt.Errorf("--kafka-version: %w", err)
@@ -75,20 +60,16 @@ its source only after it is durable, and shows "created" to result polling.`,
 			if podID == "" {
 				podID, _ = os.Hostname()
 			}
-			rdb, err := redis.Client(cmd.Context())
+			env, err := sf.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer rdb.Close()
-			db, err := orderdb.Open(dsn)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
+			defer env.Close()
+			fs, log := env.sale, env.log
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			w, err := worker.New(worker.Config{
-				Sale: fs, Redis: rdb, DB: db, Brokers: brokers, Kafka: ko, PodID: podID,
+				Sale: fs, Redis: env.rdb, DB: env.db, Brokers: brokers, Kafka: ko, PodID: podID,
 				BatchSize: batchSize, FlushInterval: flush, ClaimMinIdle: claimMinIdle, MaxAttempts: maxAttempts,
 				SessionTimeout: sessionTimeout, SinkConcurrency: concurrency,
 				Backoff: dbsink.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}, Registry: reg, Logger: log,
@@ -112,14 +93,11 @@ its source only after it is durable, and shows "created" to result polling.`,
 			return err
 		},
 	}
+	sf.bind(cmd)
 	f := cmd.Flags()
-	f.StringVarP(&file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
-	_ = cmd.MarkFlagRequired("file")
-	f.StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
 	f.StringSliceVar(&brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (required when the sale has spec.kafka); env "+envKafkaBrokers)
 	f.StringVar(&kafkaVersion, "kafka-version", "", "Kafka protocol version to speak (default "+kafkautil.DefaultVersion.String()+")")
 	f.StringVar(&metricsAddr, "metrics-addr", ":9090", "serve /metrics, /healthz and /readyz here (empty: off)")
-	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.StringVar(&podID, "pod-id", os.Getenv("POD_NAME"), "this worker's name in the stream consumer group (default: env POD_NAME, else the hostname)")
 	f.IntVar(&batchSize, "batch-size", 500, "orders per MySQL transaction (and per stream read)")
 	f.DurationVar(&flush, "flush-interval", 50*time.Millisecond, "flush a partial batch this long after its first order")
@@ -127,7 +105,6 @@ its source only after it is durable, and shows "created" to result polling.`,
 	f.IntVar(&maxAttempts, "max-attempts", 3, "tries of an order MySQL refuses for its data before it is dead-lettered")
 	f.DurationVar(&sessionTimeout, "kafka-session-timeout", 10*time.Second, "Kafka consumer group session timeout")
 	f.IntVar(&concurrency, "stream-readers", 2, "readers per SKU stream in Redis-only mode")
-	redis.Bind(f)
 	return cmd
 }
 
@@ -159,21 +136,4 @@ func serveWorkerProbes(ctx context.Context, addr string, reg *prometheus.Registr
 	})
 	log.Info("Serving metrics and probes", "addr", ln.Addr().String())
 	return nil
-}
-
-func splitList(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, ",")
-}
-
-func nonEmpty(in []string) []string {
-	out := in[:0:0]
-	for _, s := range in {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
+)
+
+// Environment variables that stand in for flags, so secrets need not appear
+// on a command line.
+const (
+	envMySQLDSN     = "FLASHSALE_MYSQL_DSN"
+	envKafkaBrokers = "FLASHSALE_KAFKA_BROKERS"
+)
+
+// saleFlags are the flags of every command that works on one sale's orders:
+// the manifest, Redis, the MySQL order database and the log format.
+type saleFlags struct {
+	file      string
+	dsn       string
+	logFormat string
+	redis     redisconn.Options
+}
+
+func (f *saleFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
+	_ = cmd.MarkFlagRequired("file")
+	fl.StringVar(&f.dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.redis.Bind(fl)
+}
+
+// saleEnv is what those commands open: the sale, Redis and MySQL.
+type saleEnv struct {
+	sale *v1alpha1.FlashSale
+	rdb  redis.UniversalClient
+	db   *sql.DB
+	log  *slog.Logger
+}
+
+// open loads the manifest and connects, failing early with a clear error
+// (a missing DSN, an unreachable Redis) rather than at the first order.
+func (f *saleFlags) open(ctx context.Context) (*saleEnv, error) {
+	fs, err := manifest.Load(f.file)
+	if err != nil {
+		return nil, err
+	}
+	if f.dsn == "" {
+		return nil, fmt.Errorf("no MySQL DSN: set --mysql-dsn or %s", envMySQLDSN)
+	}
+	rdb, err := f.redis.Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db, err := orderdb.Open(f.dsn)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return &saleEnv{sale: fs, rdb: rdb, db: db, log: newLogger(f.logFormat)}, nil
+}
+
+func (e *saleEnv) Close() {
+	_ = e.db.Close()
+	_ = e.rdb.Close()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func nonEmpty(in []string) []string {
+	out := in[:0:0]
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
