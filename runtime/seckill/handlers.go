@@ -297,25 +297,13 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *a
 		return "", aerr
 	}
 	orderNo := r.PathValue("orderNo")
-	skuID, ok := purchase.SKUOf(orderNo)
-	if !ok {
-		return "", errUnknownOrder
+	skuID, aerr := s.orderSKU(orderNo)
+	if aerr != nil {
+		return "", aerr
 	}
-	if _, known := s.skus[skuID]; !known {
-		return "", errUnknownOrder
-	}
-	start := time.Now()
-	v, err := s.rdb.HGet(r.Context(), keys.ForSKU(s.saleKey, skuID).Orders, orderNo).Result()
-	if errors.Is(err, redis.Nil) {
-		err = nil
-		v = ""
-	}
-	s.metrics.observeRedis("order_lookup", time.Since(start), err)
-	if err == nil && v == "" {
-		return "", errUnknownOrder
-	}
-	if err != nil {
-		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable, message: "order lookup failed; retry", retryAfter: 1}
+	v, aerr := s.orderRecord(r.Context(), skuID, orderNo)
+	if aerr != nil {
+		return "", aerr
 	}
 	status, owner, _ := strings.Cut(v, " ")
 	if owner != b.user {
@@ -335,4 +323,36 @@ func (s *Server) handleSKU(w http.ResponseWriter, r *http.Request) (string, *api
 	w.Header().Set("Cache-Control", "max-age=1")
 	writeJSON(w, http.StatusOK, skuResponse{SKU: id, Remaining: max(st.remaining.Load(), 0), SoldOut: st.soldOut.Load()})
 	return "ok", nil
+}
+
+var errOrderLookup = &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable, message: "order lookup failed; retry", retryAfter: 1}
+
+// orderSKU returns the SKU an order number belongs to, if it is one of this
+// sale's: the SKU is part of the number, so no lookup is needed.
+func (s *Server) orderSKU(orderNo string) (string, *apiError) {
+	skuID, ok := purchase.SKUOf(orderNo)
+	if !ok {
+		return "", errUnknownOrder
+	}
+	if _, known := s.skus[skuID]; !known {
+		return "", errUnknownOrder
+	}
+	return skuID, nil
+}
+
+// orderRecord reads the order's "status user" record from the SKU's orders
+// hash, which knows every admitted order from the moment the script ran.
+func (s *Server) orderRecord(ctx context.Context, skuID, orderNo string) (string, *apiError) {
+	start := time.Now()
+	v, err := s.rdb.HGet(ctx, keys.ForSKU(s.saleKey, skuID).Orders, orderNo).Result()
+	if errors.Is(err, redis.Nil) {
+		s.metrics.observeRedis("order_lookup", time.Since(start), nil)
+		return "", errUnknownOrder
+	}
+	s.metrics.observeRedis("order_lookup", time.Since(start), err)
+	if err != nil {
+		s.log.Error("Order lookup in Redis failed", "sale", s.saleKey, "order", orderNo, "err", err)
+		return "", errOrderLookup
+	}
+	return v, nil
 }

@@ -9,12 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderstate"
-	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
 )
 
 // Refusals of the pay endpoint.
@@ -72,28 +68,19 @@ func (s *Server) handlePay(w http.ResponseWriter, r *http.Request) (string, *api
 		return "", errUnauthorized
 	}
 	orderNo := r.PathValue("orderNo")
-	skuID, ok := purchase.SKUOf(orderNo)
-	if !ok {
-		return "", errUnknownOrder
-	}
-	if _, known := s.skus[skuID]; !known {
-		return "", errUnknownOrder
+	skuID, aerr := s.orderSKU(orderNo)
+	if aerr != nil {
+		return "", aerr
 	}
 	ctx := r.Context()
 	res, row, err := s.orders.PayIn(ctx, s.saleKey, orderNo, s.clk.Now())
 	if errors.Is(err, orderdb.ErrNotFound) {
 		// Not durable yet, or unknown: the Redis orders hash knows every
 		// admitted order from the moment the purchase script ran.
-		_, herr := s.rdb.HGet(ctx, keys.ForSKU(s.saleKey, skuID).Orders, orderNo).Result()
-		switch {
-		case herr == nil:
-			return "", errPayPending
-		case errors.Is(herr, redis.Nil):
-			return "", errUnknownOrder
-		default:
-			s.log.Error("Order lookup in Redis failed during payment", "sale", s.saleKey, "order", orderNo, "err", herr)
-			return "", errPayUnavailable
+		if _, aerr := s.orderRecord(ctx, skuID, orderNo); aerr != nil {
+			return "", aerr
 		}
+		return "", errPayPending
 	}
 	if err != nil {
 		s.log.Error("Payment failed in MySQL; the payment service should retry", "sale", s.saleKey, "order", orderNo, "err", err)
