@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.single, "single", 20000, "orders inserted one by one for the baseline (0: all n)")
 	flag.StringVar(&o.redisAddr, "redis-addr", envOr("REDIS_ADDR", envOr("FLASHSALE_TEST_REDIS_ADDR", "127.0.0.1:6379")), "standalone Redis")
 	flag.StringVar(&o.mysqlDSN, "mysql-dsn", envOr("FLASHSALE_TEST_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MariaDB server DSN (its database name is ignored)")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the pipeline runs to this file")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of each pipeline run's stream → MySQL phase (not the fill) to this file, suffixed .kafka or .redis-only")
 	flag.StringVar(&o.modes, "modes", "kafka,redis-only,single-row", "what to measure")
 	flag.BoolVar(&o.verboseLogs, "v", false, "worker logs to stderr")
 	flag.Parse()
@@ -96,17 +96,6 @@ func run(o options) error {
 	server, err := mysql.ParseDSN(o.mysqlDSN)
 	if err != nil {
 		return err
-	}
-	if o.profile != "" {
-		f, err := os.Create(o.profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
 	}
 	fmt.Printf("pipeline benchmark: n=%d orders, %d SKUs, batch %d, %d Kafka partitions, GOMAXPROCS=%d\n",
 		o.n, o.skus, o.batch, o.partitions, runtime.GOMAXPROCS(0))
@@ -322,21 +311,49 @@ func pipelineRun(ctx context.Context, o options, rdb *redis.Client, server *mysq
 	if err != nil {
 		return result{}, nil, err
 	}
+	// Profile only the stream → MySQL phase: the fill would dominate a
+	// profile of the whole run.
+	stopProfile := func() {}
+	if o.profile != "" {
+		f, err := os.Create(o.profile + "." + mode)
+		if err != nil {
+			return result{}, nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return result{}, nil, err
+		}
+		stopProfile = pprof.StopCPUProfile
+		defer stopProfile()
+	}
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	cpu0 := cpuTimes()
+	idleDone := make(chan struct{})
+	idleTimeline := sampleIdle(250*time.Millisecond, idleDone)
 	start := time.Now()
 	go func() { done <- w.Run(wctx) }()
 	// Progress comes from the worker's own counter of committed rows, not a
 	// COUNT(*) (which would compete with the inserts for MariaDB's CPU); the
 	// rows are counted in MySQL once at the end.
+	var relayDone, firstRow time.Duration
 	for inserted(reg) < float64(o.n) {
 		time.Sleep(5 * time.Millisecond)
+		if firstRow == 0 && inserted(reg) > 0 {
+			firstRow = time.Since(start)
+		}
+		if relayDone == 0 && mode == "kafka" && counter(reg, "flashsale_worker_orders_relayed_total") >= float64(o.n) {
+			relayDone = time.Since(start)
+		}
 		if time.Since(start) > 5*time.Minute {
 			stop()
 			return result{}, nil, fmt.Errorf("only %.0f of %d rows after 5 minutes", inserted(reg), o.n)
 		}
 	}
 	el := time.Since(start)
+	cpu1 := cpuTimes()
+	close(idleDone)
+	stopProfile() // the deferred call is then a no-op
 	stop()
 	if err := <-done; err != nil {
 		return result{}, nil, err
@@ -349,6 +366,27 @@ func pipelineRun(ctx context.Context, o options, rdb *redis.Client, server *mysq
 		return result{}, nil, fmt.Errorf("%d rows in MySQL, want %d", n, o.n)
 	}
 	fmt.Printf("  stream → MySQL: %d rows in %.2fs\n", n, el.Seconds())
+	// Per-stage evidence: when the relay had produced everything, and the
+	// mean Kafka produce and MySQL commit latencies (from the worker's own
+	// histograms), to see which stage is the bottleneck.
+	// Where the machine's CPU went during the run (seconds of CPU per
+	// second of wall time; the machine has runtime.NumCPU() of them).
+	var (
+		parts []string
+		total time.Duration
+	)
+	for _, p := range []string{"bench", "mariadbd", "redis-server"} {
+		parts = append(parts, fmt.Sprintf("%s %.2f", p, (cpu1[p]-cpu0[p]).Seconds()/el.Seconds()))
+		total += cpu1[p] - cpu0[p]
+	}
+	parts = append(parts, fmt.Sprintf("= %.1fµs CPU per order", float64(total.Microseconds())/float64(o.n)))
+	fmt.Printf("  CPU cores busy (of %d): %s\n", runtime.NumCPU(), strings.Join(parts, ", "))
+	fmt.Printf("  machine CPU idle %%, per 250ms: %v\n", <-idleTimeline)
+	fmt.Printf("  first batch committed after %.2fs\n", firstRow.Seconds())
+	if relayDone > 0 {
+		fmt.Printf("  relay: all %d produced+acked after %.2fs; %s\n", o.n, relayDone.Seconds(), histo(reg, "flashsale_worker_produce_seconds", "produce"))
+	}
+	fmt.Printf("  mysql: %s; %s\n", histo(reg, "flashsale_worker_commit_seconds", "commit"), histo(reg, "flashsale_worker_batch_size", "batch"))
 	return result{name: name, orders: o.n, elapsed: el}, orders, nil
 }
 
@@ -389,6 +427,132 @@ func inserted(reg *prometheus.Registry) float64 {
 		}
 	}
 	return n
+}
+
+// counter is the value of the counter name summed over its labels.
+func counter(reg *prometheus.Registry, name string) float64 {
+	mfs, _ := reg.Gather()
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
+}
+
+// histo summarises the histogram name: count and mean.
+func histo(reg *prometheus.Registry, name, what string) string {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() == 0 {
+				break
+			}
+			mean := h.GetSampleSum() / float64(h.GetSampleCount())
+			if strings.HasSuffix(name, "_seconds") {
+				return fmt.Sprintf("%d %ss, mean %.1fms, total %.2fs", h.GetSampleCount(), what, mean*1000, h.GetSampleSum())
+			}
+			return fmt.Sprintf("%d %ses, mean %.0f", h.GetSampleCount(), what, mean)
+		}
+	}
+	return "no " + what + "s"
+}
+
+// cpuTimes is the CPU time (user+system) used so far by this process
+// ("bench") and by the mariadbd and redis-server processes, read from /proc
+// (Linux only; missing entries are zero).
+func cpuTimes() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
+		out["bench"] = statCPU(string(b))
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSpace(string(comm))
+		if name != "mariadbd" && name != "redis-server" && name != "mysqld" {
+			continue
+		}
+		if name == "mysqld" {
+			name = "mariadbd"
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
+			out[name] += statCPU(string(b))
+		}
+	}
+	return out
+}
+
+// sampleIdle measures the machine's idle CPU share (from /proc/stat) every
+// interval until done closes, then sends the percentages: it shows whether
+// the pipeline is waiting (idle CPU) or CPU-bound, and when.
+func sampleIdle(interval time.Duration, done <-chan struct{}) <-chan []int {
+	out := make(chan []int, 1)
+	read := func() (idle, total int64) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			var v int64
+			_, _ = fmt.Sscan(f, &v)
+			total += v
+			if i == 3 || i == 4 { // idle, iowait
+				idle += v
+			}
+		}
+		return idle, total
+	}
+	go func() {
+		var pct []int
+		i0, t0 := read()
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				out <- pct
+				return
+			case <-tick.C:
+				i1, t1 := read()
+				if t1 > t0 {
+					pct = append(pct, int(100*(i1-i0)/(t1-t0)))
+				}
+				i0, t0 = i1, t1
+			}
+		}
+	}()
+	return out
+}
+
+// statCPU is utime+stime of a /proc/PID/stat line, assuming 100 ticks/s.
+func statCPU(stat string) time.Duration {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	var u, s int64
+	_, _ = fmt.Sscan(f[11], &u)
+	_, _ = fmt.Sscan(f[12], &s)
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 func randHex(n int) string {

@@ -38,6 +38,10 @@ const (
 type Config struct {
 	Sale  string
 	Kafka kafkautil.Options
+	// Partitions of the sale's topic: when set, the consumer creates the
+	// topic if it is missing before joining the group, instead of failing
+	// sessions until the relay has created it.
+	Partitions int32
 	// Partitions of the dead-letter topic when it has to be created (default 1).
 	DeadLetterPartitions int32
 	Writer               *dbsink.Writer
@@ -127,7 +131,7 @@ func (c *Consumer) saramaConfig() *sarama.Config {
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.dlq.Close()
 	for try := 1; ctx.Err() == nil; try++ {
-		group, err := sarama.NewConsumerGroup(c.cfg.Kafka.Brokers, c.group, c.saramaConfig())
+		group, client, err := c.join()
 		if err != nil {
 			c.m.Errors.WithLabelValues("kafka").Inc()
 			c.log.Warn("Joining the consumer group failed; retrying", "group", c.group, "attempt", try, "err", err)
@@ -137,11 +141,37 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if c.consume(ctx, group) {
 			try = 0
 		}
+		_ = client.Close()
 		if ctx.Err() == nil {
 			_ = c.cfg.Backoff.Sleep(ctx, max(try, 1))
 		}
 	}
 	return nil
+}
+
+// join connects, makes sure the topic exists (when Partitions is set) and
+// returns a consumer group on the client; the caller closes both. Joining a
+// group on a topic that does not exist yet (the relay and the consumer start
+// together for a new sale) fails the session only after sarama's metadata
+// retries and a backoff, which delayed the first batch by about half a
+// second.
+func (c *Consumer) join() (sarama.ConsumerGroup, sarama.Client, error) {
+	client, err := sarama.NewClient(c.cfg.Kafka.Brokers, c.saramaConfig())
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.cfg.Partitions > 0 {
+		if err := kafkautil.EnsureTopic(client, c.topic, c.cfg.Partitions); err != nil {
+			_ = client.Close()
+			return nil, nil, err
+		}
+	}
+	group, err := sarama.NewConsumerGroupFromClient(c.group, client)
+	if err != nil {
+		_ = client.Close()
+		return nil, nil, err
+	}
+	return group, client, nil
 }
 
 // consume runs sessions on group until ctx ends or the group fails, then
@@ -193,47 +223,86 @@ func (h *handler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
+// ConsumeClaim double-buffers a partition: a committer goroutine writes one
+// batch at a time, in offset order, and marks its last offset after the
+// commit, while this goroutine keeps reading the claim and gathers the next
+// batch. Reading and committing in one goroutine stalled the whole broker
+// fetch: sarama waits for every partition to take its messages before it
+// fetches again, so each partition's MySQL commit held up the others (and
+// the relay's freshly produced orders sat in Kafka).
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	c := h.c
+	lag := c.m.Lag.WithLabelValues(strconv.Itoa(int(claim.Partition())))
+	// Unbuffered: the committer takes the next batch only when it is idle,
+	// so at most one batch is being committed and one gathered, and a
+	// partial batch keeps growing while it waits.
+	queue := make(chan []*sarama.ConsumerMessage)
+	failed := make(chan struct{}) // closed when a batch could not be stored
+	done := make(chan struct{})
+	var werr error // set by the committer before it closes failed
+	go func() {
+		defer close(done)
+		for b := range queue {
+			if werr != nil {
+				continue // nothing after a failed batch is stored or marked
+			}
+			if err := c.flush(sess, b); err != nil {
+				werr = err
+				close(failed)
+				continue
+			}
+			last := b[len(b)-1]
+			lag.Set(float64(max(claim.HighWaterMarkOffset()-last.Offset-1, 0)))
+		}
+	}()
+
 	batch := make([]*sarama.ConsumerMessage, 0, c.cfg.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	lag := c.m.Lag.WithLabelValues(strconv.Itoa(int(claim.Partition())))
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	// finish hands over the batch in hand (the committer finishes it
+	// within ShutdownGrace even after the session ended) and waits for the
+	// committer; werr is safe to read once done is closed.
+	finish := func() error {
+		if len(batch) > 0 {
+			select {
+			case queue <- batch:
+			case <-failed:
+			}
 		}
-		timer.Stop()
-		err := c.flush(sess, batch)
-		if err == nil {
-			last := batch[len(batch)-1]
-			lag.Set(float64(max(claim.HighWaterMarkOffset()-last.Offset-1, 0)))
-		}
-		batch = batch[:0]
-		return err
+		close(queue)
+		<-done
+		return werr
 	}
+	due := false // the batch's FlushInterval is over: hand it over as soon as possible
 	for {
+		var out chan<- []*sarama.ConsumerMessage
+		if len(batch) >= c.cfg.BatchSize || (due && len(batch) > 0) {
+			out = queue
+		}
+		in := claim.Messages()
+		if len(batch) >= c.cfg.BatchSize {
+			in = nil // full: wait for the committer
+		}
 		select {
-		case m, ok := <-claim.Messages():
+		case m, ok := <-in:
 			if !ok {
-				return flush()
+				return finish()
 			}
 			if len(batch) == 0 {
 				timer.Reset(c.cfg.FlushInterval)
 			}
 			batch = append(batch, m)
-			if len(batch) >= c.cfg.BatchSize {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
+		case out <- batch:
+			timer.Stop()
+			due = false
+			batch = make([]*sarama.ConsumerMessage, 0, c.cfg.BatchSize)
 		case <-timer.C:
-			if err := flush(); err != nil {
-				return err
-			}
+			due = true
+		case <-failed:
+			return finish()
 		case <-sess.Context().Done():
-			return flush()
+			return finish()
 		}
 	}
 }

@@ -115,7 +115,8 @@ func New(cfg Config) (*Worker, error) {
 			return nil, err
 		}
 		w.cons, err = consumer.New(consumer.Config{
-			Sale: sale, Kafka: ko, Writer: w.writer, BatchSize: cfg.BatchSize, FlushInterval: cfg.FlushInterval,
+			Sale: sale, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
+			Writer: w.writer, BatchSize: cfg.BatchSize, FlushInterval: cfg.FlushInterval,
 			SessionTimeout: cfg.SessionTimeout, Backoff: cfg.Backoff,
 			Metrics: consumer.NewMetrics(cfg.Registry), Logger: cfg.Logger,
 		})
