@@ -38,6 +38,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
+	"github.com/flashsale-dev/flashsale-operator/runtime/teardown"
 	"github.com/flashsale-dev/flashsale-operator/runtime/token"
 	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
@@ -93,7 +94,7 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 	fmt.Fprintf(out, "==> Sale %s: %d phones (1 per buyer), %d cases (3 per buyer), %d stickers (1 per buyer); open now; %s to pay\n",
 		sale.SaleKey(), o.PhoneStock, o.CaseStock, o.StickerStock, o.PaymentTimeout)
 	if !o.Keep {
-		defer cleanup(context.WithoutCancel(ctx), rdb, sale.SaleKey())
+		defer func() { _, _ = teardown.DeleteKeys(context.WithoutCancel(ctx), rdb, sale.SaleKey()) }()
 	}
 	db, dbName, err := createDatabase(ctx, o.MySQLDSN, sale.Name)
 	if err != nil {
@@ -576,11 +577,3 @@ func printReport(out io.Writer, r *Report, sale *v1alpha1.FlashSale) {
 	}
 }
 
-func cleanup(ctx context.Context, rdb redis.UniversalClient, sale string) {
-	for _, p := range keys.Patterns(sale) {
-		iter := rdb.Scan(ctx, 0, p, 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Unlink(ctx, iter.Val())
-		}
-	}
-}
