@@ -576,4 +576,3 @@ func printReport(out io.Writer, r *Report, sale *v1alpha1.FlashSale) {
 		fmt.Fprintln(out, "    "+v)
 	}
 }
-
