@@ -214,9 +214,9 @@ type MySQL struct {
 
 // FlashSaleSpec is what the shop declares about one sale.
 //
-// +kubebuilder:validation:XValidation:rule="self.endTime > self.startTime",message="spec.endTime must be after spec.startTime"
-// +kubebuilder:validation:XValidation:rule="!has(self.kafka) || !has(self.worker) || !has(self.worker.replicas) || !has(self.kafka.partitions) || self.worker.replicas <= self.kafka.partitions",message="spec.worker.replicas must not exceed spec.kafka.partitions: a worker beyond the partition count would sit idle"
-// +kubebuilder:validation:XValidation:rule="!has(self.seckill) || !has(self.seckill.maxReplicas) || self.seckill.maxReplicas == 0 || self.seckill.maxReplicas >= self.seckill.replicas",message="spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas"
+// +kubebuilder:validation:XValidation:rule="self.endTime > self.startTime",message="spec.endTime must be after spec.startTime",fieldPath=".endTime"
+// +kubebuilder:validation:XValidation:rule="!has(self.kafka) || !has(self.worker) || !has(self.worker.replicas) || !has(self.kafka.partitions) || self.worker.replicas <= self.kafka.partitions",message="spec.worker.replicas must not exceed spec.kafka.partitions: a worker beyond the partition count would sit idle",fieldPath=".worker.replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.seckill) || !has(self.seckill.maxReplicas) || self.seckill.maxReplicas == 0 || self.seckill.maxReplicas >= self.seckill.replicas",message="spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas",fieldPath=".seckill.maxReplicas"
 type FlashSaleSpec struct {
 	// startTime is when purchases open.
 	// +required
@@ -268,14 +268,17 @@ type FlashSaleSpec struct {
 
 	// seckill sizes the purchase API pods.
 	// +optional
+	// +kubebuilder:default={}
 	Seckill Seckill `json:"seckill,omitempty"`
 
 	// worker sizes the order pipeline pods.
 	// +optional
+	// +kubebuilder:default={}
 	Worker Worker `json:"worker,omitempty"`
 
 	// redis says where the sale's Redis is.
 	// +optional
+	// +kubebuilder:default={}
 	Redis Redis `json:"redis,omitempty"`
 
 	// kafka says where the order topic lives; omit it to run without Kafka.
@@ -347,9 +350,9 @@ type FlashSaleStatus struct {
 // against its SKUs and its clock: a SKU cannot be removed, the start cannot
 // move and the end cannot move earlier.
 //
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || oldSelf.spec.skus.all(o, self.spec.skus.exists(n, n.id == o.id))",message="spec.skus: a SKU cannot be removed once the sale has started"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.startTime == oldSelf.spec.startTime",message="spec.startTime cannot change once the sale has started"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.endTime >= oldSelf.spec.endTime",message="spec.endTime cannot move earlier once the sale has started (pause the sale instead)"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || oldSelf.spec.skus.all(o, self.spec.skus.exists(n, n.id == o.id))",message="spec.skus: a SKU cannot be removed once the sale has started",fieldPath=".spec.skus"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.startTime == oldSelf.spec.startTime",message="spec.startTime cannot change once the sale has started",fieldPath=".spec.startTime"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.endTime >= oldSelf.spec.endTime",message="spec.endTime cannot move earlier once the sale has started (pause the sale instead)",fieldPath=".spec.endTime"
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Fail when generated files are stale: the DeepCopy methods (api/**/zz_generated.deepcopy.go),
+# the CRD (config/crd/bases) and the RBAC (config/rbac).
+#
+#   hack/verify.sh        (or `make verify`)
+#
+# It copies the sources into a temporary directory, runs `make generate
+# manifests` there and compares api/ and config/ with the working tree. The
+# working tree is never touched, and no git is needed: a stale file is caught
+# whether or not it is committed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="${PATH}:/usr/local/go/bin"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# The sources only: not the build output, git's data nor stray binaries.
+tar -cf - --exclude=./.git --exclude=./bin --exclude=./flashsale-operator --exclude=./flashsale . |
+  tar -xf - -C "$tmp"
+
+# The same targets a developer runs, with the same pinned controller-gen.
+make -C "$tmp" --no-print-directory -s generate manifests >"$tmp.log" 2>&1 || {
+  cat "$tmp.log" >&2
+  rm -f "$tmp.log"
+  echo "verify: make generate manifests failed (output above)" >&2
+  exit 1
+}
+rm -f "$tmp.log"
+
+if ! diff -ruN api "$tmp/api" || ! diff -ruN config "$tmp/config"; then
+  echo >&2
+  echo "verify: generated files are stale (diff above: current tree -> regenerated)." >&2
+  echo "verify: run 'make generate manifests' and commit the result." >&2
+  exit 1
+fi
+echo "verify: generated files (deepcopy, CRD, RBAC) are up to date"
