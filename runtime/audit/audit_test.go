@@ -201,7 +201,7 @@ func TestConsistentSaleHolds(t *testing.T) {
 	orders := f.buy(10)
 	f.deliver(orders[:6]...)
 	// One paid, one cancelled with its unit returned.
-	if res, row, err := f.store.Pay(ctx, orders[0].OrderNo, time.Now()); err != nil || res != orderdb.PaidNow {
+	if res, row, err := f.store.Pay(ctx, orders[0].Sale, orders[0].OrderNo, time.Now()); err != nil || res != orderdb.PaidNow {
 		t.Fatalf("pay: %v %v", res, err)
 	} else if err := orderstate.Settle(ctx, f.rdb, &row.Order); err != nil {
 		t.Fatal(err)
@@ -313,7 +313,7 @@ func TestStrandedOrdersRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	// orders[0] paid in MySQL, but the Redis side never heard of it.
-	if res, _, err := f.store.Pay(ctx, orders[0].OrderNo, time.Now()); err != nil || res != orderdb.PaidNow {
+	if res, _, err := f.store.Pay(ctx, orders[0].Sale, orders[0].OrderNo, time.Now()); err != nil || res != orderdb.PaidNow {
 		t.Fatalf("pay: %v %v", res, err)
 	}
 	time.Sleep(10 * time.Millisecond) // older than StuckAfter (1 ms)

@@ -172,33 +172,6 @@ const (
 	AlreadyCancelled
 )
 
-// Pay is the compare-and-set created → paid, before the deadline by now.
-// The rollback's cancel is the same CAS from the other side: whichever runs
-// first wins, and the other sees the order no longer created.
-func (s *Store) Pay(ctx context.Context, orderNo string, now time.Time) (PayResult, Row, error) {
-	res, err := s.db.ExecContext(ctx,
-		`UPDATE seckill_order SET status = 1, paid_at = ? WHERE order_no = ? AND status = 0 AND pay_deadline > ?`,
-		now.UTC(), orderNo, now.UTC())
-	if err != nil {
-		return 0, Row{}, fmt.Errorf("pay order %s: %w", orderNo, err)
-	}
-	n, _ := res.RowsAffected()
-	row, err := s.Get(ctx, orderNo)
-	if err != nil {
-		return 0, row, err
-	}
-	switch {
-	case n == 1:
-		return PaidNow, row, nil
-	case row.Status == order.Paid:
-		return AlreadyPaid, row, nil
-	case row.Status == order.Cancelled:
-		return AlreadyCancelled, row, nil
-	default: // still created, so the deadline has passed
-		return Expired, row, nil
-	}
-}
-
 // Expired lists up to limit created orders of sale whose deadline passed by now.
 func (s *Store) Expired(ctx context.Context, sale string, now time.Time, limit int) ([]Row, error) {
 	return s.query(ctx, `SELECT `+rowColumns+` FROM seckill_order
@@ -315,9 +288,12 @@ func (s *Store) query(ctx context.Context, q string, args ...any) ([]Row, error)
 	return out, rows.Err()
 }
 
-// PayIn is Pay restricted to one sale: an order number of another sale in
-// the same database is ErrNotFound here and is never touched.
-func (s *Store) PayIn(ctx context.Context, sale, orderNo string, now time.Time) (PayResult, Row, error) {
+// Pay is the compare-and-set created → paid of an order of sale, before
+// the deadline by now. The rollback's cancel is the same CAS from the other
+// side: whichever runs first wins, and the other sees the order no longer
+// created. An order number of another sale in the same database is
+// ErrNotFound here and is never touched.
+func (s *Store) Pay(ctx context.Context, sale, orderNo string, now time.Time) (PayResult, Row, error) {
 	res, err := s.db.ExecContext(ctx,
 		`UPDATE seckill_order SET status = 1, paid_at = ? WHERE order_no = ? AND sale = ? AND status = 0 AND pay_deadline > ?`,
 		now.UTC(), orderNo, sale, now.UTC())

@@ -83,16 +83,16 @@ func TestPayAndCancelAreExclusive(t *testing.T) {
 	if _, err := s.InsertBatch(ctx, []order.Order{live, late}); err != nil {
 		t.Fatal(err)
 	}
-	if res, _, err := s.Pay(ctx, live.OrderNo, now); err != nil || res != orderdb.PaidNow {
+	if res, _, err := s.Pay(ctx, "shop/sale", live.OrderNo, now); err != nil || res != orderdb.PaidNow {
 		t.Fatalf("pay: %v %v", res, err)
 	}
-	if res, _, _ := s.Pay(ctx, live.OrderNo, now); res != orderdb.AlreadyPaid {
+	if res, _, _ := s.Pay(ctx, "shop/sale", live.OrderNo, now); res != orderdb.AlreadyPaid {
 		t.Fatalf("repeat pay: %v", res)
 	}
 	if won, _ := s.Cancel(ctx, live.OrderNo, now.Add(time.Hour)); won {
 		t.Fatal("cancelled a paid order")
 	}
-	if res, _, _ := s.Pay(ctx, late.OrderNo, now); res != orderdb.Expired {
+	if res, _, _ := s.Pay(ctx, "shop/sale", late.OrderNo, now); res != orderdb.Expired {
 		t.Fatalf("pay after deadline: %v", res)
 	}
 	exp, err := s.Expired(ctx, "shop/sale", now, 10)
@@ -105,7 +105,7 @@ func TestPayAndCancelAreExclusive(t *testing.T) {
 	if won, _ := s.Cancel(ctx, late.OrderNo, now); won {
 		t.Fatal("cancelled twice")
 	}
-	if res, _, _ := s.Pay(ctx, late.OrderNo, now); res != orderdb.AlreadyCancelled {
+	if res, _, _ := s.Pay(ctx, "shop/sale", late.OrderNo, now); res != orderdb.AlreadyCancelled {
 		t.Fatalf("pay after cancel: %v", res)
 	}
 	un, _ := s.Unreturned(ctx, "shop/sale", 10)

@@ -73,7 +73,7 @@ func (s *Server) handlePay(w http.ResponseWriter, r *http.Request) (string, *api
 		return "", aerr
 	}
 	ctx := r.Context()
-	res, row, err := s.orders.PayIn(ctx, s.saleKey, orderNo, s.clk.Now())
+	res, row, err := s.orders.Pay(ctx, s.saleKey, orderNo, s.clk.Now())
 	if errors.Is(err, orderdb.ErrNotFound) {
 		// Not durable yet, or unknown: the Redis orders hash knows every
 		// admitted order from the moment the purchase script ran.
