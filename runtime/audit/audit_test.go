@@ -78,15 +78,7 @@ spec:
 	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
 		t.Fatal(err)
 	}
-	_, dsn := testutil.MySQL(t)
-	db, err := orderdb.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := orderdb.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dsn := testutil.OrderDB(t)
 	script, err := purchase.New(rdb, fs.SaleKey(), purchase.Options{})
 	if err != nil {
 		t.Fatal(err)

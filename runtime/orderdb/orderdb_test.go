@@ -13,15 +13,7 @@ import (
 
 func newStore(t *testing.T) *orderdb.Store {
 	t.Helper()
-	_, dsn := testutil.MySQL(t)
-	db, err := orderdb.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := orderdb.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
+	db, _ := testutil.OrderDB(t)
 	return orderdb.New(db)
 }
 

@@ -63,15 +63,7 @@ func setup(t *testing.T, n int, deadline time.Time) *fixture {
 	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
 		t.Fatal(err)
 	}
-	_, dsn := testutil.MySQL(t)
-	db, err := orderdb.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := orderdb.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dsn := testutil.OrderDB(t)
 	f := &fixture{rdb: rdb, dsn: dsn, store: orderdb.New(db), fs: fs, k: keys.ForSKU(fs.SaleKey(), "1001")}
 
 	script, err := purchase.New(rdb, fs.SaleKey(), purchase.Options{AutoPipeline: true})

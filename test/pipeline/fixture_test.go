@@ -24,7 +24,6 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
@@ -158,11 +157,7 @@ func (b *buyer) buy(n int) {
 // newDB returns a fresh, migrated database and its DSN.
 func newDB(t *testing.T) (*sql.DB, string) {
 	t.Helper()
-	db, dsn := testutil.MySQL(t)
-	if _, err := orderdb.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	return db, dsn
+	return testutil.OrderDB(t)
 }
 
 // startKafka starts a kfake broker on port (0: any) persisting to dir ("" : memory).

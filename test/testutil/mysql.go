@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 )
 
 // DefaultMySQLDSN is the server DSN used when FLASHSALE_TEST_MYSQL_DSN is unset.
@@ -91,4 +93,21 @@ func openPing(cfg *mysql.Config) (*sql.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// OrderDB is MySQL with the order schema: a fresh database, opened the way
+// the data plane opens it (orderdb.Open) and migrated. It returns the pool
+// and its DSN (for child processes); both go away at cleanup.
+func OrderDB(t testing.TB) (*sql.DB, string) {
+	t.Helper()
+	_, dsn := MySQL(t)
+	db, err := orderdb.Open(dsn)
+	if err != nil {
+		t.Fatalf("open the order database: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := orderdb.Migrate(context.Background(), db); err != nil {
+		t.Fatalf("migrate the order database: %v", err)
+	}
+	return db, dsn
 }
