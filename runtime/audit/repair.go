@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderstate"
+	"github.com/flashsale-dev/flashsale-operator/runtime/streamgroup"
 )
 
 // Repair actions.
@@ -100,11 +99,7 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 			}
 		}
 		if len(ackIDs) > 0 {
-			_, err := a.cfg.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.XAck(ctx, k.Stream, keys.RelayGroup, ackIDs...)
-				p.XDel(ctx, k.Stream, ackIDs...)
-				return nil
-			})
+			err := streamgroup.Done(ctx, a.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ackIDs, nil)
 			for _, e := range acked {
 				note(Repair{Action: ActionAck, SKU: sku, OrderNo: e.Order.OrderNo,
 					Detail: "acknowledged and deleted stream entry " + e.ID + " (the order is in MySQL)"}, err)
