@@ -63,7 +63,8 @@ func ForSKU(sale, sku string) SKU {
 
 // Sale holds the sale-wide keys.
 type Sale struct {
-	// Control is a hash of switches every seckill pod polls: paused, closed.
+	// Control is a hash of switches every seckill pod polls: paused, closed,
+	// held (the operator's go-live gate). An absent field means off.
 	Control string
 	// Pods is a sorted set podID -> last heartbeat (unix ms): the live pods
 	// among which rate limits are shared.
@@ -90,6 +91,7 @@ const RelayGroup = "relay"
 const (
 	FieldPaused = "paused"
 	FieldClosed = "closed"
+	FieldHeld   = "held"
 )
 
 // Topic is the Kafka topic of a sale's orders. Kafka topic names allow

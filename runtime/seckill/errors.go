@@ -56,6 +56,7 @@ var (
 	errSoldOut      = refuse(http.StatusGone, CodeSoldOut, "this SKU is sold out")
 	errEnded        = refuse(http.StatusGone, CodeEnded, "the sale has ended")
 	errPaused       = &apiError{status: http.StatusServiceUnavailable, code: CodePaused, message: "the sale is paused", retryAfter: 1}
+	errHeld         = &apiError{status: http.StatusServiceUnavailable, code: CodeNotReady, message: "the sale is not open yet: the operator is still getting it ready", retryAfter: 1}
 	errLimit        = refuse(http.StatusConflict, CodeAlreadyPurchased, "you already hold as many units of this SKU as one buyer may")
 	errBadToken     = refuse(http.StatusForbidden, CodeBadToken, "the purchase token is missing, forged, expired or issued for another SKU, user or sale")
 	errBlocked      = refuse(http.StatusForbidden, CodeBlocked, "this buyer or network may not take part in the sale")
@@ -69,7 +70,7 @@ var (
 var renderedBodies = map[*apiError][]byte{}
 
 func init() {
-	for _, e := range []*apiError{errSoldOut, errEnded, errPaused, errLimit, errBadToken, errBlocked, errNoUser, errBadUser, errUnknownSale, errUnknownSKU, errUnknownOrder} {
+	for _, e := range []*apiError{errSoldOut, errEnded, errPaused, errHeld, errLimit, errBadToken, errBlocked, errNoUser, errBadUser, errUnknownSale, errUnknownSKU, errUnknownOrder} {
 		renderedBodies[e] = render(e)
 	}
 }

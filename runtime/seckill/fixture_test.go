@@ -27,6 +27,9 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
+// testPoll is how often the test servers re-read the switches and stock.
+const testPoll = 50 * time.Millisecond
+
 var testKey = []byte("0123456789abcdef0123456789abcdef-test-key")
 
 // newSale returns a sale in a fresh namespace (so its keys are the test's
@@ -101,7 +104,7 @@ func startServer(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 	}
 	srv, err := seckill.New(seckill.Config{
 		Sale: fs, Redis: rdb, Signer: o.signer, Risk: o.risk, Clock: o.clock,
-		PollInterval: 50 * time.Millisecond, AutoPipeline: !o.autoOff,
+		PollInterval: testPoll, AutoPipeline: !o.autoOff,
 		Orders: o.orders, PaymentSecret: o.paySecret,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

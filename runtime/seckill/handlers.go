@@ -84,7 +84,8 @@ func (s *Server) identify(r *http.Request) (buyer, *apiError) {
 }
 
 // window says whether purchases are open now, by the pod's clock and the
-// switches in Redis.
+// switches in Redis: NOT_STARTED, then ENDED (or closed early), then held by
+// the operator's go-live gate (NOT_READY), then PAUSED.
 func (s *Server) window(now time.Time) *apiError {
 	spec := &s.sale.Spec
 	if now.Before(spec.StartTime.Time) {
@@ -94,6 +95,9 @@ func (s *Server) window(now time.Time) *apiError {
 	}
 	if !now.Before(spec.EndTime.Time) || s.state.closed.Load() {
 		return errEnded
+	}
+	if s.state.held.Load() {
+		return errHeld
 	}
 	if s.state.paused.Load() {
 		return errPaused

@@ -344,3 +344,140 @@ func TestNotWarmed(t *testing.T) {
 		t.Fatal("a refused purchase created the stock counter")
 	}
 }
+
+// TestHeldGate: the operator's go-live gate. An absent held field admits as
+// always; SetHeld(true) makes token and purchase answer 503 NOT_READY (with
+// Retry-After) within one poll interval, changes nothing in Redis, and leaves
+// order lookup, pay and SKU stock answering; it ranks after ENDED and before
+// PAUSED; SetHeld(false) admits again within a second.
+func TestHeldGate(t *testing.T) {
+	rdb := testutil.Redis(t)
+	ctx := context.Background()
+	fs := newSale(t, rdb, v1alpha1.SKU{ID: "1001", Stock: 5, Price: "3999.00", PerUserLimit: 1})
+	s := startServer(t, rdb, fs, serverOpts{})
+	sale := fs.SaleKey()
+
+	// No operator: the field is absent and the sale is open.
+	if ok, _ := rdb.HExists(ctx, keys.ForSale(sale).Control, keys.FieldHeld).Result(); ok {
+		t.Fatal("warm wrote the held switch")
+	}
+	early := s.buy("early", "1001")
+	if early.Status != 202 {
+		t.Fatalf("purchase without a hold: %d %s", early.Status, early.Error)
+	}
+	waiting := s.token("waiting", "1001") // a valid token taken before the hold
+	if waiting.Status != 200 {
+		t.Fatalf("token without a hold: %d %s", waiting.Status, waiting.Error)
+	}
+
+	if err := warm.SetHeld(ctx, rdb, sale, true); err != nil {
+		t.Fatal(err)
+	}
+	held := time.Now()
+	// Within one poll interval the pod's next refresh has seen the hold; the
+	// margin covers that refresh's and the probe's own round trips. SetHeld
+	// comes right after Start's own refresh, so this waits the full interval.
+	const margin = 25 * time.Millisecond
+	for s.token("u1", "1001").Error != "NOT_READY" {
+		if time.Since(held) > testPoll+margin {
+			t.Fatalf("token still issued %s after SetHeld(true) (poll interval %s)", time.Since(held), testPoll)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("held after %s (poll interval %s)", time.Since(held).Round(time.Millisecond), testPoll)
+
+	wantHeld := func(what string, r reply) {
+		t.Helper()
+		if r.Status != 503 || r.Error != "NOT_READY" {
+			t.Fatalf("%s while held: %d %s (%s), want 503 NOT_READY", what, r.Status, r.Error, r.Message)
+		}
+		if r.RetryAfter != "1" {
+			t.Errorf("%s while held: Retry-After %q, want 1", what, r.RetryAfter)
+		}
+		if !strings.Contains(r.Message, "not open yet") {
+			t.Errorf("%s while held: message %q", what, r.Message)
+		}
+	}
+	before := snapshot(t, rdb, fs)
+	wantHeld("token", s.token("u2", "1001"))
+	wantHeld("purchase", s.purchase("waiting", "1001", waiting.Token))
+	if after := snapshot(t, rdb, fs); after != before {
+		t.Fatalf("state changed while held:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// The other endpoints are not gated.
+	if r := s.call("GET", "/orders/"+early.OrderNo, "", "X-User-ID", "early"); r.Status != 200 || r.OrderNo != early.OrderNo {
+		t.Fatalf("order lookup while held: %d %s", r.Status, r.Error)
+	}
+	if r := s.call("GET", "/skus/1001", ""); r.Status != 200 || r.Remaining != 4 {
+		t.Fatalf("SKU stock while held: %d %s remaining %d", r.Status, r.Error, r.Remaining)
+	}
+	if r := s.call("POST", "/orders/"+early.OrderNo+"/pay", "", "Authorization", "Bearer x"); r.Error != "NOT_CONFIGURED" {
+		t.Fatalf("pay while held: %d %s, want the unheld answer NOT_CONFIGURED", r.Status, r.Error)
+	}
+
+	// Precedence: an early close (ENDED) outranks the hold, the hold outranks
+	// a pause.
+	if err := warm.SetClosed(ctx, rdb, sale, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "closed outranks held", func() bool { return s.token("u3", "1001").Error == "ENDED" })
+	if err := warm.SetPaused(ctx, rdb, sale, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.SetClosed(ctx, rdb, sale, false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "held outranks paused", func() bool { return s.token("u3", "1001").Error == "NOT_READY" })
+	time.Sleep(2 * testPoll) // the pause has surely been read by now
+	wantHeld("token while also paused", s.token("u3", "1001"))
+	if err := warm.SetPaused(ctx, rdb, sale, false); err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, rdb, fs); after != before {
+		t.Fatalf("state changed while held:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// Release: buyers are admitted again within a second.
+	if err := warm.SetHeld(ctx, rdb, sale, false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "the pod admits again", func() bool { return s.token("u4", "1001").Status == 200 })
+	if r := s.purchase("waiting", "1001", waiting.Token); r.Status != 202 {
+		t.Fatalf("purchase after release: %d %s", r.Status, r.Error)
+	}
+	if n := stock(t, rdb, fs, "1001"); n != 3 {
+		t.Fatalf("stock %d after two purchases, want 3", n)
+	}
+}
+
+// TestHeldAfterWindow: the pod's clock is checked first. A held sale answers
+// NOT_STARTED before its start time, NOT_READY from the start, and ENDED from
+// its end.
+func TestHeldAfterWindow(t *testing.T) {
+	rdb := testutil.Redis(t)
+	fs := newSale(t, rdb)
+	start := time.Date(2030, 11, 11, 12, 0, 0, 0, time.UTC)
+	fs.Spec.StartTime = metav1.NewTime(start)
+	fs.Spec.EndTime = metav1.NewTime(start.Add(30 * time.Minute))
+	clk := clocktesting.NewFakeClock(start.Add(-time.Minute))
+	if _, err := warm.Warm(context.Background(), rdb, fs); err != nil {
+		t.Fatal(err)
+	}
+	// Held before the pod starts, as the operator does: Start reads it.
+	if err := warm.SetHeld(context.Background(), rdb, fs.SaleKey(), true); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, rdb, fs, serverOpts{clock: clk})
+	if r := s.token("erin", "1001"); r.Status != 425 || r.Error != "NOT_STARTED" {
+		t.Fatalf("held, before start: %d %s", r.Status, r.Error)
+	}
+	clk.SetTime(start)
+	if r := s.token("erin", "1001"); r.Status != 503 || r.Error != "NOT_READY" || r.RetryAfter != "1" {
+		t.Fatalf("held, at start: %d %s Retry-After=%q", r.Status, r.Error, r.RetryAfter)
+	}
+	clk.SetTime(start.Add(30 * time.Minute))
+	if r := s.token("erin", "1001"); r.Status != 410 || r.Error != "ENDED" {
+		t.Fatalf("held, at end: %d %s", r.Status, r.Error)
+	}
+}

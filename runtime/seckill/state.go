@@ -33,11 +33,12 @@ func (st *skuState) lower(n int64) {
 	}
 }
 
-// saleState is this pod's cached view of the sale's Redis state: the pause
-// and close switches and each SKU's stock. It is refreshed by one pipelined
-// round trip every poll interval, so every pod learns of a pause, an early
-// close, a sell-out or a reopening (rollback, stock raise) within a second,
-// and the hot path answers SOLD_OUT and PAUSED from memory.
+// saleState is this pod's cached view of the sale's Redis state: the pause,
+// close and hold switches and each SKU's stock. It is refreshed by one
+// pipelined round trip every poll interval, so every pod learns of a pause,
+// an early close, a hold or its release, a sell-out or a reopening (rollback,
+// stock raise) within a second, and the hot path answers SOLD_OUT, NOT_READY
+// and PAUSED from memory.
 type saleState struct {
 	rdb     redis.UniversalClient
 	control string
@@ -46,6 +47,9 @@ type saleState struct {
 
 	paused atomic.Bool
 	closed atomic.Bool
+	// held is the operator's go-live gate: on until every data-plane pod is
+	// ready; an absent field (no operator) means off.
+	held atomic.Bool
 	// lastOK is the unix nanos of the last successful refresh (readiness).
 	lastOK atomic.Int64
 	// onSKU is told each SKU's figures after every refresh (metrics).
@@ -72,7 +76,7 @@ func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *sale
 // refresh reads the switches and every stock counter in one pipeline.
 func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	pipe := s.rdb.Pipeline()
-	ctl := pipe.HMGet(ctx, s.control, keys.FieldPaused, keys.FieldClosed)
+	ctl := pipe.HMGet(ctx, s.control, keys.FieldPaused, keys.FieldClosed, keys.FieldHeld)
 	gets := make([]*redis.StringCmd, len(s.order))
 	for i, id := range s.order {
 		gets[i] = pipe.Get(ctx, s.skus[id].keys.Stock)
@@ -89,6 +93,7 @@ func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	vals := ctl.Val()
 	s.paused.Store(len(vals) > 0 && vals[0] == "1")
 	s.closed.Store(len(vals) > 1 && vals[1] == "1")
+	s.held.Store(len(vals) > 2 && vals[2] == "1")
 	for i, id := range s.order {
 		st := s.skus[id]
 		v, err := gets[i].Result()

@@ -91,6 +91,14 @@ func SetClosed(ctx context.Context, rdb redis.UniversalClient, sale string, clos
 	return setSwitch(ctx, rdb, sale, keys.FieldClosed, closed)
 }
 
+// SetHeld flips the go-live gate: while on, purchases answer NOT_READY even
+// after the sale's start time, so the operator can keep buyers out until
+// every data-plane pod is ready. Absent (as `flashsale warm` leaves it) means
+// not held.
+func SetHeld(ctx context.Context, rdb redis.UniversalClient, sale string, held bool) error {
+	return setSwitch(ctx, rdb, sale, keys.FieldHeld, held)
+}
+
 func setSwitch(ctx context.Context, rdb redis.UniversalClient, sale, field string, on bool) error {
 	v := "0"
 	if on {

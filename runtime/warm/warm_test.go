@@ -88,3 +88,51 @@ func TestPausedSwitch(t *testing.T) {
 		t.Fatalf("paused switch %q", v)
 	}
 }
+
+// TestHeldSwitch: warming leaves the go-live gate absent (not held), SetHeld
+// flips it both ways, and warming again never releases a hold.
+func TestHeldSwitch(t *testing.T) {
+	rdb := testutil.Redis(t)
+	ctx := context.Background()
+	fs := sale(t, rdb, 1)
+	control := keys.ForSale(fs.SaleKey()).Control
+	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.HExists(ctx, control, keys.FieldHeld).Result(); err != nil || ok {
+		t.Fatalf("warm set the held switch: exists=%v err=%v", ok, err)
+	}
+	held := func() string {
+		t.Helper()
+		v, err := rdb.HGet(ctx, control, keys.FieldHeld).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := warm.SetHeld(ctx, rdb, fs.SaleKey(), true); err != nil {
+		t.Fatal(err)
+	}
+	if v := held(); v != "1" {
+		t.Fatalf("held switch %q after SetHeld(true)", v)
+	}
+	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
+		t.Fatal(err)
+	}
+	if v := held(); v != "1" {
+		t.Fatalf("held switch %q after warming again, want the hold kept", v)
+	}
+	if err := warm.SetHeld(ctx, rdb, fs.SaleKey(), false); err != nil {
+		t.Fatal(err)
+	}
+	if v := held(); v != "0" {
+		t.Fatalf("held switch %q after SetHeld(false)", v)
+	}
+	// The other switches are their own fields.
+	if v, _ := rdb.HGet(ctx, control, keys.FieldPaused).Result(); v != "0" {
+		t.Fatalf("paused switch %q", v)
+	}
+	if ok, _ := rdb.HExists(ctx, control, keys.FieldClosed).Result(); ok {
+		t.Fatal("SetHeld touched the closed switch")
+	}
+}
