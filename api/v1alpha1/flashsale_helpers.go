@@ -18,6 +18,12 @@ const (
 	DefaultTokenTTL       = 10 * time.Second
 	DefaultRiskTimeout    = 150 * time.Millisecond
 	DefaultPartitions     = 12
+	// MaxNameLength leaves room for the suffixes of the objects named after a sale.
+	MaxNameLength = 50
+	// DefaultLagThreshold is the backlog one pipeline pod is expected to work off.
+	DefaultLagThreshold = 1000
+	// DefaultTargetCPUUtilization is what the seckill autoscaler aims for.
+	DefaultTargetCPUUtilization = 60
 )
 
 // SaleKey is "namespace/name": the identity of a sale in Redis keys, tokens,
@@ -79,8 +85,23 @@ func (f *FlashSale) SetDefaults() {
 	if s.Seckill.Replicas == 0 {
 		s.Seckill.Replicas = 2
 	}
+	if s.Seckill.DrainingReplicas == 0 {
+		s.Seckill.DrainingReplicas = 1
+	}
+	if s.Seckill.TargetCPUUtilization == 0 {
+		s.Seckill.TargetCPUUtilization = DefaultTargetCPUUtilization
+	}
 	if s.Worker.Replicas == 0 {
 		s.Worker.Replicas = 1
+	}
+	if s.Worker.LagThreshold == 0 {
+		s.Worker.LagThreshold = DefaultLagThreshold
+	}
+	if s.Teardown.RedisKeys == "" {
+		s.Teardown.RedisKeys = CleanupDelete
+	}
+	if s.Teardown.Topic == "" {
+		s.Teardown.Topic = CleanupDelete
 	}
 	if s.Redis.Mode == "" {
 		s.Redis.Mode = RedisStandalone
@@ -106,6 +127,9 @@ func (f *FlashSale) Validate() error {
 	}
 	if !isDNSLabel(f.Name) {
 		bad("metadata.name", "must be a DNS-1123 label (lower-case letters, digits and '-', at most 63), got %q", f.Name)
+	}
+	if len(f.Name) > MaxNameLength {
+		bad("metadata.name", "must be at most %d characters: the operator names the sale's Deployments and Service after it", MaxNameLength)
 	}
 	if !isDNSLabel(f.Namespace) {
 		bad("metadata.namespace", "must be a DNS-1123 label, got %q", f.Namespace)
@@ -170,6 +194,17 @@ func (f *FlashSale) Validate() error {
 	if s.Seckill.MaxReplicas != 0 && s.Seckill.MaxReplicas < s.Seckill.Replicas {
 		bad("spec.seckill.maxReplicas", "must be 0 (no autoscaling) or >= spec.seckill.replicas")
 	}
+	for _, c := range []struct {
+		field  string
+		policy CleanupPolicy
+	}{{"spec.teardown.redisKeys", s.Teardown.RedisKeys}, {"spec.teardown.topic", s.Teardown.Topic}} {
+		if c.policy != "" && c.policy != CleanupDelete && c.policy != CleanupKeep {
+			bad(c.field, "must be Delete or Keep, got %q", c.policy)
+		}
+	}
+	if s.Worker.LagThreshold < 0 {
+		bad("spec.worker.lagThreshold", "must be >= 1, got %d", s.Worker.LagThreshold)
+	}
 	if s.Kafka != nil && s.Kafka.Partitions > 0 && s.Worker.Replicas > s.Kafka.Partitions {
 		bad("spec.worker.replicas", "must be <= spec.kafka.partitions (%d), got %d", s.Kafka.Partitions, s.Worker.Replicas)
 	}
@@ -223,4 +258,30 @@ func allDigits(s string) bool {
 		}
 	}
 	return true
+}
+
+// WarmupLead is how long before the start the sale is prepared.
+func (f *FlashSale) WarmupLead() time.Duration {
+	if f.Spec.WarmupLead != nil {
+		return f.Spec.WarmupLead.Duration
+	}
+	return DefaultWarmupLead
+}
+
+// SKUIDs are the ids of the sale's SKUs in spec order.
+func (f *FlashSale) SKUIDs() []string {
+	ids := make([]string, len(f.Spec.SKUs))
+	for i, s := range f.Spec.SKUs {
+		ids[i] = s.ID
+	}
+	return ids
+}
+
+// TotalStock is the sum of the SKUs' stock.
+func (f *FlashSale) TotalStock() int64 {
+	var n int64
+	for _, s := range f.Spec.SKUs {
+		n += s.Stock
+	}
+	return n
 }

@@ -160,6 +160,22 @@ type Seckill struct {
 	// +kubebuilder:validation:Minimum=0
 	MaxReplicas int32 `json:"maxReplicas,omitempty"`
 
+	// targetCPUUtilization is the average CPU use (percent of the request)
+	// the autoscaler aims for between replicas and maxReplicas.
+	// +optional
+	// +kubebuilder:default=60
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	TargetCPUUtilization int32 `json:"targetCPUUtilization,omitempty"`
+
+	// drainingReplicas is how many API pods stay while the sale drains: purchases
+	// are closed then, but buyers still poll their results and the shop's
+	// payment service still calls the pay endpoint.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	DrainingReplicas int32 `json:"drainingReplicas,omitempty"`
+
 	// resources of each API pod.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
@@ -167,23 +183,82 @@ type Seckill struct {
 
 // Worker sizes the order pipeline pods.
 type Worker struct {
-	// replicas is the number of pipeline pods; at most the Kafka partition count.
+	// replicas is the number of pipeline pods before the start and the floor
+	// the operator scales back to once the queue has drained; at most the
+	// Kafka partition count.
 	// +optional
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	Replicas int32 `json:"replicas,omitempty"`
+
+	// lagThreshold is the queue backlog (orders) one pipeline pod is expected
+	// to work off; while the backlog is larger the operator adds pods, one per
+	// lagThreshold orders, up to the Kafka partition count (the way KEDA's
+	// Kafka scaler reads lag).
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	LagThreshold int64 `json:"lagThreshold,omitempty"`
 
 	// resources of each pipeline pod.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 }
 
+// Rollback sizes the pod that cancels unpaid orders and returns their stock.
+type Rollback struct {
+	// resources of the rollback pod.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// Payment configures the pay endpoint the shop's payment service calls.
+type Payment struct {
+	// secretRef names a Secret key holding the shared secret the payment
+	// service presents ("Authorization: Bearer <secret>"). Without it the pay
+	// endpoint answers 503 NOT_CONFIGURED: it is never open to anyone.
+	// +optional
+	SecretRef *corev1.SecretKeySelector `json:"secretRef,omitempty"`
+}
+
+// CleanupPolicy says what happens to a sale's data when it is torn down.
+// +kubebuilder:validation:Enum=Delete;Keep
+type CleanupPolicy string
+
+const (
+	// CleanupDelete removes the data at teardown.
+	CleanupDelete CleanupPolicy = "Delete"
+	// CleanupKeep leaves the data for a human (or another tool) to read.
+	CleanupKeep CleanupPolicy = "Keep"
+)
+
+// Teardown says what the operator removes once the sale has ended or the
+// FlashSale is deleted. Workloads are always removed; orders in MySQL are
+// always kept.
+type Teardown struct {
+	// redisKeys: Delete removes every Redis key of the sale; Keep leaves them.
+	// +optional
+	// +kubebuilder:default=Delete
+	RedisKeys CleanupPolicy `json:"redisKeys,omitempty"`
+
+	// topic: Delete removes the sale's order and dead-letter topics; Keep leaves them.
+	// +optional
+	// +kubebuilder:default=Delete
+	Topic CleanupPolicy `json:"topic,omitempty"`
+}
+
 // Redis says where the sale's Redis is.
 type Redis struct {
 	// addressSecretRef names a Secret key holding the address(es), comma separated
-	// (several seed nodes for a cluster).
+	// (several seed nodes for a cluster). Without it the operator reads the key
+	// redis-address of its default endpoints Secret (flashsale-endpoints) in the
+	// sale's namespace.
 	// +optional
 	AddressSecretRef *corev1.SecretKeySelector `json:"addressSecretRef,omitempty"`
+
+	// passwordSecretRef names a Secret key holding the Redis password, if any.
+	// +optional
+	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
 
 	// mode is standalone or cluster.
 	// +optional
@@ -194,7 +269,8 @@ type Redis struct {
 // Kafka says where the order topic lives. Without it orders flow from the Redis
 // Stream straight to MySQL.
 type Kafka struct {
-	// brokersSecretRef names a Secret key holding the broker list, comma separated.
+	// brokersSecretRef names a Secret key holding the broker list, comma
+	// separated. Without it: the key kafka-brokers of the default endpoints Secret.
 	// +optional
 	BrokersSecretRef *corev1.SecretKeySelector `json:"brokersSecretRef,omitempty"`
 
@@ -207,7 +283,8 @@ type Kafka struct {
 
 // MySQL says where orders are stored.
 type MySQL struct {
-	// dsnSecretRef names a Secret key holding a go-sql-driver DSN.
+	// dsnSecretRef names a Secret key holding a go-sql-driver DSN. Without it:
+	// the key mysql-dsn of the default endpoints Secret.
 	// +optional
 	DSNSecretRef *corev1.SecretKeySelector `json:"dsnSecretRef,omitempty"`
 }
@@ -288,6 +365,29 @@ type FlashSaleSpec struct {
 	// mysql says where orders are stored.
 	// +optional
 	MySQL MySQL `json:"mysql,omitempty"`
+
+	// rollback sizes the rollback pod.
+	// +optional
+	Rollback Rollback `json:"rollback,omitempty"`
+
+	// payment configures the pay endpoint.
+	// +optional
+	Payment *Payment `json:"payment,omitempty"`
+
+	// teardown says what is removed once the sale has ended or is deleted.
+	// +optional
+	// +kubebuilder:default={}
+	Teardown Teardown `json:"teardown,omitempty"`
+
+	// image of the data-plane pods (seckill, worker, rollback). Empty means
+	// the operator's own image: one binary serves every role.
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// imagePullPolicy of the data-plane pods.
+	// +optional
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 }
 
 // SKUStatus is the live count of one SKU.
@@ -339,9 +439,60 @@ type FlashSaleStatus struct {
 	// +optional
 	Sold int64 `json:"sold,omitempty"`
 
+	// paid is the total number of paid orders.
+	// +optional
+	Paid int64 `json:"paid,omitempty"`
+	// cancelled is the total number of orders cancelled for non-payment.
+	// +optional
+	Cancelled int64 `json:"cancelled,omitempty"`
+
+	// queueLag is the number of admitted orders not yet stored in MySQL: the
+	// Redis Streams' backlog plus the Kafka consumer group's lag.
+	// +optional
+	QueueLag int64 `json:"queueLag,omitempty"`
+
+	// workerReplicas is the number of pipeline pods the operator asks for now.
+	// +optional
+	WorkerReplicas int32 `json:"workerReplicas,omitempty"`
+
+	// audit is the latest audit of Redis against MySQL (the final one once Ended).
+	// +optional
+	Audit *AuditStatus `json:"audit,omitempty"`
+
+	// openedAt is when the go-live gate opened: everything was verified and
+	// buyers were admitted from then on.
+	// +optional
+	OpenedAt *metav1.Time `json:"openedAt,omitempty"`
+
+	// lastRefreshTime is when the live counts were last read.
+	// +optional
+	LastRefreshTime *metav1.Time `json:"lastRefreshTime,omitempty"`
+
 	// observedGeneration is the generation last reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// AuditStatus summarises one audit: the conservation law
+// initial = remaining + in flight + created + paid, checked per SKU.
+type AuditStatus struct {
+	// time the audit ran.
+	Time metav1.Time `json:"time"`
+	// conserved is true when every SKU's stock is accounted for.
+	Conserved bool `json:"conserved"`
+	// initial is the stock warmed plus every raise, over all SKUs.
+	Initial int64 `json:"initial"`
+	// accounted is remaining + in flight + created + paid, over all SKUs.
+	Accounted int64 `json:"accounted"`
+	// inFlight is the number of orders admitted but not yet in MySQL.
+	// +optional
+	InFlight int64 `json:"inFlight,omitempty"`
+	// lost is the number of admitted orders found in neither MySQL nor the pipeline.
+	// +optional
+	Lost int64 `json:"lost,omitempty"`
+	// message lists the audit's failures, if any.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // FlashSale is one timed, limited-stock sale run end to end by the operator.
@@ -354,6 +505,8 @@ type FlashSaleStatus struct {
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.startTime == oldSelf.spec.startTime",message="spec.startTime cannot change once the sale has started",fieldPath=".spec.startTime"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.endTime >= oldSelf.spec.endTime",message="spec.endTime cannot move earlier once the sale has started (pause the sale instead)",fieldPath=".spec.endTime"
 //
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 50",message="metadata.name must be at most 50 characters: the operator names the sale's Deployments and Service after it"
+//
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=fs
@@ -363,6 +516,9 @@ type FlashSaleStatus struct {
 // +kubebuilder:printcolumn:name="Stock",type=integer,JSONPath=`.status.stock`
 // +kubebuilder:printcolumn:name="Remaining",type=integer,JSONPath=`.status.remaining`
 // +kubebuilder:printcolumn:name="Sold",type=integer,JSONPath=`.status.sold`
+// +kubebuilder:printcolumn:name="Paid",type=integer,JSONPath=`.status.paid`,priority=1
+// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.queueLag`,priority=1
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type FlashSale struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,10 +25,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 // testNamespace holds every object these tests create.
@@ -37,71 +36,21 @@ const testNamespace = "default"
 
 var gvk = schema.GroupVersionKind{Group: "flashsale.dev", Version: "v1alpha1", Kind: "FlashSale"}
 
-// The control plane is started once, by the first test that needs it, and
-// stopped by TestMain.
-var (
-	envOnce sync.Once
-	env     *envtest.Environment
-	k8s     client.Client
-	envErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if env != nil {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
-		}
-	}
+	testutil.StopKube()
 	os.Exit(code)
-}
-
-// checkAssets says what is missing, in words that tell how to fix it.
-func checkAssets() error {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		return fmt.Errorf("KUBEBUILDER_ASSETS is not set: run make controlplane and export " +
-			"KUBEBUILDER_ASSETS=\"$(bash hack/controlplane.sh)\" (make test does both)")
-	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		p := filepath.Join(dir, bin)
-		//nolint:gosec // G703: the path is the developer's own KUBEBUILDER_ASSETS
-		if st, err := os.Stat(p); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return fmt.Errorf("KUBEBUILDER_ASSETS=%s has no executable %s: run make controlplane", dir, bin)
-		}
-	}
-	return nil
 }
 
 // cluster returns a client of the shared test API server, starting it first if needed.
 func cluster(t *testing.T) client.Client {
 	t.Helper()
-	envOnce.Do(func() {
-		if envErr = checkAssets(); envErr != nil {
-			return
-		}
-		scheme := runtime.NewScheme()
-		if envErr = v1alpha1.AddToScheme(scheme); envErr != nil {
-			return
-		}
-		e := &envtest.Environment{
-			CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-			ErrorIfCRDPathMissing: true,
-			Scheme:                scheme,
-		}
-		cfg, err := e.Start()
-		if err != nil {
-			envErr = fmt.Errorf("starting kube-apiserver and etcd from KUBEBUILDER_ASSETS=%s "+
-				"(rebuild them with make controlplane): %w", os.Getenv("KUBEBUILDER_ASSETS"), err)
-			return
-		}
-		env = e
-		k8s, envErr = client.New(cfg, client.Options{Scheme: scheme})
-	})
-	if envErr != nil {
-		t.Fatal(envErr)
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
 	}
-	return k8s
+	_, c := testutil.Kube(t, scheme)
+	return c
 }
 
 // validSale is a valid FlashSale as a client that is not Go (kubectl, Helm)
@@ -175,8 +124,8 @@ func uniqueName(t *testing.T) string {
 	t.Helper()
 	r := strings.NewReplacer("/", "-", "_", "-", " ", "-")
 	n := strings.ToLower(r.Replace(t.Name()))
-	if len(n) > 50 {
-		n = n[len(n)-50:]
+	if len(n) > 42 {
+		n = n[len(n)-42:]
 	}
 	return strings.Trim(fmt.Sprintf("%s-%d", n, time.Now().UnixNano()%1e6), "-")
 }
@@ -347,6 +296,41 @@ func TestInvalidFlashSalesAreRefused(t *testing.T) {
 				set(t, u, "spec.risk", map[string]any{"verifierURL": "ftp://risk.example/check"})
 			},
 			want: []string{"spec.risk.verifierURL"},
+		},
+		{
+			name:   "name too long for the derived object names",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { u.SetName(strings.Repeat("s", 51)) },
+			want:   []string{"metadata.name must be at most 50 characters"},
+		},
+		{
+			name:   "teardown policy not in the enum",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.teardown.redisKeys", "Archive") },
+			want:   []string{"spec.teardown.redisKeys", "Unsupported value"},
+		},
+		{
+			name:   "topic teardown policy lower-case",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.teardown.topic", "delete") },
+			want:   []string{"spec.teardown.topic", "Unsupported value"},
+		},
+		{
+			name:   "drainingReplicas 0",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.seckill.drainingReplicas", int64(0)) },
+			want:   []string{"spec.seckill.drainingReplicas", "greater than or equal to 1"},
+		},
+		{
+			name:   "lagThreshold 0",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.worker.lagThreshold", int64(0)) },
+			want:   []string{"spec.worker.lagThreshold", "greater than or equal to 1"},
+		},
+		{
+			name:   "imagePullPolicy not in the enum",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.imagePullPolicy", "Sometimes") },
+			want:   []string{"spec.imagePullPolicy", "Unsupported value"},
+		},
+		{
+			name:   "target CPU above 100%",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.seckill.targetCPUUtilization", int64(150)) },
+			want:   []string{"spec.seckill.targetCPUUtilization", "less than or equal to 100"},
 		},
 	}
 	for _, tc := range cases {

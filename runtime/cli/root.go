@@ -18,7 +18,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand(),
+	root.AddCommand(newManagerCommand(), newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand(),
 		newMigrateCommand(), newWorkerCommand(), newRollbackCommand(), newAuditCommand())
 	return root
 }

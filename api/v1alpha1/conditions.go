@@ -1,0 +1,74 @@
+package v1alpha1
+
+// Condition types of a FlashSale. Each is set on every reconcile; Events use
+// the same reasons, so `kubectl describe` reads as a log of the sale.
+const (
+	// ConditionReady is True while buyers can be served as the phase intends:
+	// the sale is live (Active or Paused) with every part verified, or it has
+	// Ended cleanly. Its reason says what is missing otherwise.
+	ConditionReady = "Ready"
+	// ConditionConfigValid is False when the sale's configuration cannot be
+	// used: a Secret or a key in it is missing, an address is malformed.
+	ConditionConfigValid = "ConfigValid"
+	// ConditionWarmed is True once Redis holds the stock counters, streams and
+	// scripts of this generation of the spec.
+	ConditionWarmed = "Warmed"
+	// ConditionSchemaReady is True once the orders schema is migrated.
+	ConditionSchemaReady = "SchemaReady"
+	// ConditionTopicReady is True once the Kafka topics exist (always True
+	// without Kafka).
+	ConditionTopicReady = "TopicReady"
+	// ConditionWorkloadsReady is True when the seckill, worker and rollback
+	// pods are ready and the order consumers are assigned.
+	ConditionWorkloadsReady = "WorkloadsReady"
+	// ConditionDegraded is True while something the sale depends on is failing
+	// (Redis, MySQL, Kafka unreachable; dead letters present; pods missing).
+	ConditionDegraded = "Degraded"
+	// ConditionStockConsistent is the latest audit's conservation law:
+	// initial stock = remaining + in flight + created + paid.
+	ConditionStockConsistent = "StockConsistent"
+	// ConditionTornDown is True once the sale has settled and its workloads,
+	// keys and topics were removed per the teardown policy.
+	ConditionTornDown = "TornDown"
+)
+
+// Condition reasons, also used as Event reasons.
+const (
+	ReasonWaitingForWarmup  = "WaitingForWarmup"
+	ReasonSecretMissing     = "SecretMissing"
+	ReasonConfigInvalid     = "ConfigInvalid"
+	ReasonConfigValid       = "ConfigValid"
+	ReasonRedisUnavailable  = "RedisUnavailable"
+	ReasonMySQLUnavailable  = "MySQLUnavailable"
+	ReasonKafkaUnavailable  = "KafkaUnavailable"
+	ReasonWarmed            = "Warmed"
+	ReasonStockRaised       = "StockRaised"
+	ReasonStockLowered      = "StockLowered"
+	ReasonKeysMissing       = "KeysMissing"
+	ReasonSchemaMigrated    = "SchemaMigrated"
+	ReasonTopicCreated      = "TopicCreated"
+	ReasonNoKafka           = "NoKafka"
+	ReasonWorkloadsApplied  = "WorkloadsApplied"
+	ReasonPodsNotReady      = "PodsNotReady"
+	ReasonConsumersNotReady = "ConsumersNotAssigned"
+	ReasonWorkloadsReady    = "WorkloadsReady"
+	ReasonLive              = "Live"
+	ReasonPaused            = "Paused"
+	ReasonResumed           = "Resumed"
+	ReasonSoldOut           = "SoldOut"
+	ReasonDraining          = "Draining"
+	ReasonScaled            = "Scaled"
+	ReasonDeadLetters       = "DeadLetters"
+	ReasonHealthy           = "Healthy"
+	ReasonConserved         = "Conserved"
+	ReasonNotConserved      = "NotConserved"
+	ReasonAuditFailed       = "AuditFailed"
+	ReasonNotAudited        = "NotAudited"
+	ReasonSettled           = "Settled"
+	ReasonTornDown          = "TornDown"
+	ReasonTeardownFailed    = "TeardownFailed"
+	ReasonCleanupAbandoned  = "CleanupAbandoned"
+	ReasonCleanedUp         = "CleanedUp"
+	ReasonReconcileFailed   = "ReconcileFailed"
+	ReasonPhaseChanged      = "PhaseChanged"
+)

@@ -1,0 +1,94 @@
+package controllers
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+)
+
+// Metric names of the operator; the chart's alerts and dashboard use them.
+const (
+	MetricSalePhase       = "flashsale_operator_sale_phase"
+	MetricReconcileErrors = "flashsale_operator_reconcile_errors_total"
+	MetricQueueLag        = "flashsale_operator_queue_lag"
+	MetricRemaining       = "flashsale_operator_stock_remaining"
+	MetricStockConserved  = "flashsale_operator_stock_conserved"
+)
+
+var allPhases = []v1alpha1.Phase{
+	v1alpha1.PhasePending, v1alpha1.PhaseWarming, v1alpha1.PhaseActive, v1alpha1.PhasePaused,
+	v1alpha1.PhaseDraining, v1alpha1.PhaseEnded, v1alpha1.PhaseFailed,
+}
+
+// Metrics are the operator's own series, one set per sale.
+type Metrics struct {
+	phase     *prometheus.GaugeVec
+	errors    *prometheus.CounterVec
+	lag       *prometheus.GaugeVec
+	remaining *prometheus.GaugeVec
+	conserved *prometheus.GaugeVec
+}
+
+// NewMetrics creates the collectors; register them with Collectors.
+func NewMetrics() *Metrics {
+	sale := []string{"namespace", "name"}
+	return &Metrics{
+		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricSalePhase,
+			Help: "1 for the phase each sale is in, 0 for the others."}, append(sale, "phase")),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricReconcileErrors,
+			Help: "Reconciles that failed, by reason (RedisUnavailable, MySQLUnavailable, KafkaUnavailable, ...)."}, []string{"reason"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricQueueLag,
+			Help: "Orders admitted but not yet stored in MySQL, as the operator last read it."}, sale),
+		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricRemaining,
+			Help: "Stock left over all SKUs, as the operator last read it."}, sale),
+		conserved: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricStockConserved,
+			Help: "1 when the latest audit found the stock conserved, 0 when not."}, sale),
+	}
+}
+
+// Collectors are to be registered with the manager's registry.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved}
+}
+
+func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
+	if err != nil {
+		var de *DependencyError
+		reason := v1alpha1.ReasonReconcileFailed
+		if errors.As(err, &de) {
+			reason = de.Reason
+		}
+		m.errors.WithLabelValues(reason).Inc()
+	}
+	if fs.Status.Phase == "" {
+		return
+	}
+	for _, p := range allPhases {
+		v := 0.0
+		if p == fs.Status.Phase {
+			v = 1
+		}
+		m.phase.WithLabelValues(fs.Namespace, fs.Name, string(p)).Set(v)
+	}
+	m.lag.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Status.QueueLag))
+	m.remaining.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Status.Remaining))
+	if a := fs.Status.Audit; a != nil {
+		v := 0.0
+		if a.Conserved {
+			v = 1
+		}
+		m.conserved.WithLabelValues(fs.Namespace, fs.Name).Set(v)
+	}
+}
+
+func (m *Metrics) reconcileError(reason string) { m.errors.WithLabelValues(reason).Inc() }
+
+func (m *Metrics) forget(fs *v1alpha1.FlashSale) {
+	l := prometheus.Labels{"namespace": fs.Namespace, "name": fs.Name}
+	m.phase.DeletePartialMatch(l)
+	m.lag.DeletePartialMatch(l)
+	m.remaining.DeletePartialMatch(l)
+	m.conserved.DeletePartialMatch(l)
+}

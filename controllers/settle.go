@@ -1,0 +1,222 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/audit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/teardown"
+)
+
+// reconcileAudit checks the conservation law every AuditInterval once buyers
+// have been admitted, and writes the result to status.
+func (r *FlashSaleReconciler) reconcileAudit(ctx context.Context, s *scope) error {
+	st := &s.fs.Status
+	if st.OpenedAt == nil || s.now.Before(st.OpenedAt.Time) {
+		return nil
+	}
+	if st.Audit != nil && s.now.Sub(st.Audit.Time.Time) < r.AuditInterval {
+		return nil
+	}
+	r.runAudit(ctx, s)
+	return nil
+}
+
+// runAudit runs the audit and records it; a failing audit is reported in
+// the StockConsistent condition but does not stop the sale.
+func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Report {
+	a, err := audit.New(audit.Config{
+		Sale: s.sale, Redis: s.c.rdb, Orders: s.c.orders, Brokers: s.c.brokers,
+		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout,
+	})
+	var rep *audit.Report
+	if err == nil {
+		rep, err = a.Run(ctx)
+	}
+	if err != nil {
+		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionUnknown, v1alpha1.ReasonAuditFailed, "audit failed: "+err.Error())
+		return nil
+	}
+	as := &v1alpha1.AuditStatus{Time: metav1.Time{Time: s.now}, Conserved: rep.Conserved, Lost: int64(rep.Lost)}
+	var deadLetters int64
+	for _, sk := range rep.SKUs {
+		as.Initial += sk.Initial
+		as.Accounted += sk.Accounted
+		as.InFlight += sk.InFlight.Total
+		deadLetters += sk.InFlight.DeadLetters
+	}
+	if f := rep.Failures(); len(f) > 0 {
+		as.Message = truncate(strings.Join(f, "; "), 1024)
+	}
+	s.fs.Status.Audit = as
+	law := fmt.Sprintf("initial %d = accounted %d (remaining + in flight %d + created + paid)", as.Initial, as.Accounted, as.InFlight)
+	if rep.Conserved && rep.Lost == 0 {
+		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionTrue, v1alpha1.ReasonConserved, law)
+	} else {
+		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionFalse, v1alpha1.ReasonNotConserved,
+			truncate(fmt.Sprintf("%s; %d lost; %s: run `flashsale audit` for the details", law, rep.Lost, as.Message), 1024))
+	}
+	if deadLetters > 0 {
+		s.degraded = []string{v1alpha1.ReasonDeadLetters, fmt.Sprintf(
+			"%d valid orders wait in the dead-letter topic or stream: see the runbook (flashsale audit --repair stores them)", deadLetters)}
+	}
+	return rep
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// reconcileSettle ends the sale once the payment window after the end has
+// passed and nothing is left moving: the queue is empty, no order waits for
+// payment or rollback. Then the final audit goes into status and the sale is
+// torn down per its policy.
+func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) error {
+	sale := s.sale
+	settleFrom := sale.Spec.EndTime.Add(sale.PaymentTimeout())
+	if s.now.Before(settleFrom) {
+		return nil
+	}
+	if s.live.total > 0 || s.live.created > 0 || s.live.unreturned {
+		s.missing = []string{v1alpha1.ReasonDraining, fmt.Sprintf(
+			"settling: %d orders in the queue, %d awaiting payment or rollback", s.live.total, s.live.created)}
+		return nil
+	}
+	r.runAudit(ctx, s)
+	summary, err := r.teardown(ctx, s.fs, sale, s.c)
+	if err != nil {
+		return depErr(v1alpha1.ReasonTeardownFailed, err)
+	}
+	r.pool.drop(sale.SaleKey())
+	s.c = nil
+	r.setCondition(s, v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown, summary)
+	s.obs.Settled, s.obs.TornDown = true, true
+	return nil
+}
+
+// teardown deletes the sale's workloads and, per its policy, its Redis keys
+// and topics. It is idempotent: run again after a crash, it finishes the job.
+func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.FlashSale, c *conns) (string, error) {
+	if err := r.deleteOwned(ctx, fs); err != nil {
+		return "", err
+	}
+	parts := []string{"workloads deleted"}
+	key := sale.SaleKey()
+	if sale.Spec.Teardown.RedisKeys == v1alpha1.CleanupKeep {
+		parts = append(parts, "Redis keys kept")
+	} else {
+		n, err := teardown.DeleteKeys(ctx, c.rdb, key)
+		if err != nil {
+			return "", depErr(v1alpha1.ReasonRedisUnavailable, err)
+		}
+		parts = append(parts, fmt.Sprintf("%d Redis keys deleted", n))
+	}
+	switch {
+	case sale.Spec.Kafka == nil:
+	case sale.Spec.Teardown.Topic == v1alpha1.CleanupKeep:
+		parts = append(parts, "topics kept")
+	default:
+		if c.admin == nil {
+			return "", depErr(v1alpha1.ReasonKafkaUnavailable, errors.New("no Kafka connection to delete the topics with"))
+		}
+		if err := teardown.DeleteTopics(c.admin, key); err != nil {
+			return "", depErr(v1alpha1.ReasonKafkaUnavailable, err)
+		}
+		parts = append(parts, "topics "+keys.Topic(key)+" and "+keys.DeadLetterTopic(key)+" deleted")
+	}
+	return strings.Join(parts, "; "), nil
+}
+
+// deleteOwned deletes the objects the sale owns. Owner references would let
+// the garbage collector do it, but only eventually, and the sale is Ended
+// only once they are gone.
+func (r *FlashSaleReconciler) deleteOwned(ctx context.Context, fs *v1alpha1.FlashSale) error {
+	for _, o := range ownedObjects(fs) {
+		if err := r.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("read %T %s: %w", o, o.GetName(), err)
+		}
+		// Only what this sale controls: a user's own Secret that happens to
+		// share a name is left alone.
+		if !metav1.IsControlledBy(o, fs) {
+			continue
+		}
+		if err := r.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// reconcileDelete cleans up a deleted sale the same way teardown does. When
+// a dependency stays unreachable past CleanupTimeout (or its Secret is gone
+// and the operator holds no connection) it gives up with an Event naming
+// what was left behind, so a namespace deletion never hangs for ever.
+func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.FlashSale, now time.Time) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(fs, Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	log := ctrl.LoggerFrom(ctx)
+	sale := fs.DeepCopy()
+	sale.SetDefaults()
+	key := sale.SaleKey()
+
+	if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
+		c := r.pool.get(key)
+		var err error
+		if c == nil {
+			c, err = r.connect(ctx, sale, now)
+		}
+		var summary string
+		if err == nil {
+			summary, err = r.teardown(ctx, fs, sale, c)
+		}
+		if err != nil {
+			var cfg *ConfigError
+			waited := now.Sub(fs.DeletionTimestamp.Time)
+			if !errors.As(err, &cfg) && waited < r.CleanupTimeout {
+				r.event(fs, corev1.EventTypeWarning, v1alpha1.ReasonTeardownFailed, "Delete",
+					"Cleanup failed, retrying (gives up %s after deletion): %v", r.CleanupTimeout, err)
+				log.Info("Cleanup failed, retrying", "error", err.Error())
+				return ctrl.Result{RequeueAfter: min(10*time.Second, r.CleanupTimeout-waited)}, nil
+			}
+			if derr := r.deleteOwned(ctx, fs); derr != nil {
+				log.Info("Could not delete owned objects; the garbage collector will", "error", derr.Error())
+			}
+			left := "Redis keys " + strings.Join(keys.Patterns(key), " ")
+			if sale.Spec.Kafka != nil {
+				left += " and topics " + keys.Topic(key) + ", " + keys.DeadLetterTopic(key)
+			}
+			r.event(fs, corev1.EventTypeWarning, v1alpha1.ReasonCleanupAbandoned, "Delete",
+				"Gave up cleaning up after %s: %v; left behind: %s", waited.Round(time.Second), err, left)
+		} else {
+			r.event(fs, corev1.EventTypeNormal, v1alpha1.ReasonCleanedUp, "Delete", "Cleaned up: %s", summary)
+		}
+	}
+	r.pool.drop(key)
+	r.Metrics.forget(fs)
+	patch := client.MergeFrom(fs.DeepCopy())
+	controllerutil.RemoveFinalizer(fs, Finalizer)
+	if err := r.Patch(ctx, fs, patch); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
+	}
+	return ctrl.Result{}, nil
+}

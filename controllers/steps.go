@@ -1,0 +1,482 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/lag"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
+)
+
+// liveFigures are what observe read this reconcile.
+type liveFigures struct {
+	// remaining and initial per SKU id, from Redis; missing SKUs have no keys.
+	remaining, initial map[string]int64
+	counts             map[string]*orderdb.Counts
+	created            int64
+	unreturned         bool
+	streamLag          int64
+	kafka              *lag.KafkaLag
+	// total queue lag: the streams' backlog plus Kafka's.
+	total int64
+}
+
+// reconcileRedis holds the sale shut until the go-live gate opens, warms the
+// SKUs that need it (never overwriting a live counter), and sets the pause
+// and close switches the seckill pods poll.
+func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) error {
+	sale, rdb := s.sale, s.c.rdb
+	key := sale.SaleKey()
+	opened := s.fs.Status.OpenedAt != nil
+	if !opened {
+		// Before anything else: the pods must never admit a buyer by their
+		// own clock while the operator is still verifying.
+		if err := warm.SetHeld(ctx, rdb, key, true); err != nil {
+			return depErr(v1alpha1.ReasonRedisUnavailable, err)
+		}
+	}
+	missing, err := missingSKUs(ctx, rdb, sale)
+	if err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, err)
+	}
+	known := map[string]bool{}
+	for _, st := range s.fs.Status.SKUs {
+		known[st.ID] = true
+	}
+	var lost []string
+	toWarm := sale.DeepCopy()
+	toWarm.Spec.SKUs = nil
+	for _, sku := range sale.Spec.SKUs {
+		switch {
+		case opened && known[sku.ID] && missing[sku.ID]:
+			// Buyers hold orders against this counter: re-creating it at
+			// full stock would sell the units a second time.
+			lost = append(lost, sku.ID)
+		case missing[sku.ID] || !warmedAt(s.fs, s.fs.Generation):
+			toWarm.Spec.SKUs = append(toWarm.Spec.SKUs, sku)
+		}
+	}
+	if len(toWarm.Spec.SKUs) > 0 {
+		res, err := warm.Warm(ctx, rdb, toWarm)
+		if err != nil {
+			return depErr(v1alpha1.ReasonRedisUnavailable, err)
+		}
+		for _, sk := range res.SKUs {
+			switch sk.Action {
+			case "raised":
+				r.event(s.fs, corev1.EventTypeNormal, v1alpha1.ReasonStockRaised, "Warm",
+					"SKU %s stock raised by %d: %d remaining of %d", sk.SKU, sk.Delta, sk.Remaining, sk.Initial)
+			case "lowered":
+				r.event(s.fs, corev1.EventTypeNormal, v1alpha1.ReasonStockLowered, "Warm",
+					"SKU %s stock lowered by %d: %d remaining of %d", sk.SKU, -sk.Delta, sk.Remaining, sk.Initial)
+			}
+		}
+	}
+	if len(lost) > 0 {
+		msg := fmt.Sprintf("stock counters of SKU %s are gone from Redis mid-sale; they are not re-created (that would sell sold units again): restore Redis, then run `flashsale audit --repair`",
+			strings.Join(lost, ", "))
+		r.setCondition(s, v1alpha1.ConditionWarmed, metav1.ConditionFalse, v1alpha1.ReasonKeysMissing, msg)
+		s.degraded = []string{v1alpha1.ReasonKeysMissing, msg}
+	} else {
+		r.setCondition(s, v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed,
+			fmt.Sprintf("%d SKUs (%d units) in Redis, order streams and purchase script ready", len(sale.Spec.SKUs), sale.TotalStock()))
+	}
+	if err := warm.SetPaused(ctx, rdb, key, sale.Spec.Paused); err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, err)
+	}
+	if err := warm.SetClosed(ctx, rdb, key, !s.now.Before(sale.Spec.EndTime.Time)); err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, err)
+	}
+	return nil
+}
+
+func warmedAt(fs *v1alpha1.FlashSale, gen int64) bool {
+	c := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionWarmed)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == gen
+}
+
+// missingSKUs are the SKUs whose stock counter is absent, read in one pipeline.
+func missingSKUs(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (map[string]bool, error) {
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(sale.Spec.SKUs))
+	for i, sku := range sale.Spec.SKUs {
+		cmds[i] = pipe.Exists(ctx, keys.ForSKU(sale.SaleKey(), sku.ID).Stock)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("check stock keys: %w", err)
+	}
+	out := map[string]bool{}
+	for i, sku := range sale.Spec.SKUs {
+		if cmds[i].Val() == 0 {
+			out[sku.ID] = true
+		}
+	}
+	return out, nil
+}
+
+// reconcileSchema migrates the orders schema from the operator itself, not
+// from a Job: the operator already holds a MySQL connection for the live
+// counts and the audit, goose's migrations are idempotent and take a lock,
+// and a Job would add a pod start (seconds) to every warm-up.
+func (r *FlashSaleReconciler) reconcileSchema(ctx context.Context, s *scope) error {
+	if apimeta.IsStatusConditionTrue(s.fs.Status.Conditions, v1alpha1.ConditionSchemaReady) {
+		return nil
+	}
+	if _, err := orderdb.Migrate(ctx, s.c.db); err != nil {
+		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+	}
+	v, err := orderdb.Version(ctx, s.c.db)
+	if err != nil {
+		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+	}
+	r.setCondition(s, v1alpha1.ConditionSchemaReady, metav1.ConditionTrue, v1alpha1.ReasonSchemaMigrated,
+		fmt.Sprintf("orders schema at version %d", v))
+	return nil
+}
+
+// reconcileTopic creates the order and dead-letter topics through sarama.
+func (r *FlashSaleReconciler) reconcileTopic(_ context.Context, s *scope) error {
+	if s.sale.Spec.Kafka == nil {
+		r.setCondition(s, v1alpha1.ConditionTopicReady, metav1.ConditionTrue, v1alpha1.ReasonNoKafka,
+			"no spec.kafka: orders flow from the Redis Streams straight to MySQL")
+		return nil
+	}
+	c := apimeta.FindStatusCondition(s.fs.Status.Conditions, v1alpha1.ConditionTopicReady)
+	if c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.ReasonTopicCreated && c.ObservedGeneration == s.fs.Generation {
+		return nil
+	}
+	key := s.sale.SaleKey()
+	topic, partitions := keys.Topic(key), s.sale.Spec.Kafka.Partitions
+	if err := kafkautil.EnsureTopic(s.c.kafka, topic, partitions); err != nil {
+		return depErr(v1alpha1.ReasonKafkaUnavailable, err)
+	}
+	if err := kafkautil.EnsureTopic(s.c.kafka, keys.DeadLetterTopic(key), 1); err != nil {
+		return depErr(v1alpha1.ReasonKafkaUnavailable, err)
+	}
+	r.setCondition(s, v1alpha1.ConditionTopicReady, metav1.ConditionTrue, v1alpha1.ReasonTopicCreated,
+		fmt.Sprintf("topic %s with %d partitions and dead-letter topic %s", topic, partitions, keys.DeadLetterTopic(key)))
+	return nil
+}
+
+// reconcileTokenSecret makes sure every seckill pod signs tokens with the
+// same key when the sale names no key Secret: the operator generates one,
+// once, and never rotates it under a running sale.
+func (r *FlashSaleReconciler) reconcileTokenSecret(ctx context.Context, s *scope) error {
+	if tokenRef(s.fs) != nil {
+		return nil
+	}
+	name := types.NamespacedName{Namespace: s.fs.Namespace, Name: TokenSecretName(s.fs)}
+	var sec corev1.Secret
+	err := r.APIReader.Get(ctx, name, &sec)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read token Secret: %w", err)
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return fmt.Errorf("generate token key: %w", err)
+	}
+	sec = corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name.Name, Namespace: name.Namespace, Labels: Labels(s.fs, "token")},
+		Data:       map[string][]byte{tokenKeysKey: []byte("hex:" + hex.EncodeToString(buf) + "\n")},
+	}
+	if err := controllerutil.SetControllerReference(s.fs, &sec, r.Scheme); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, &sec); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create token Secret: %w", err)
+	}
+	return nil
+}
+
+// observe reads the live counts: stock from Redis, orders by status from
+// MySQL, the queue lag from the streams and Kafka; and writes them to status.
+func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
+	sale, rdb := s.sale, s.c.rdb
+	key := sale.SaleKey()
+	f := liveFigures{remaining: map[string]int64{}, initial: map[string]int64{}}
+
+	pipe := rdb.Pipeline()
+	type pair struct{ stock, initial *redis.StringCmd }
+	cmds := make([]pair, len(sale.Spec.SKUs))
+	for i, sku := range sale.Spec.SKUs {
+		k := keys.ForSKU(key, sku.ID)
+		cmds[i] = pair{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial)}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("read stock: %w", err))
+	}
+	for i, sku := range sale.Spec.SKUs {
+		if n, err := cmds[i].stock.Int64(); err == nil {
+			f.remaining[sku.ID] = n
+		}
+		if n, err := cmds[i].initial.Int64(); err == nil {
+			f.initial[sku.ID] = n
+		}
+	}
+
+	counts, err := s.c.orders.CountBySKU(ctx, key)
+	if err != nil {
+		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+	}
+	f.counts = counts
+	for _, c := range counts {
+		f.created += c.Created
+	}
+	un, err := s.c.orders.Unreturned(ctx, key, 1)
+	if err != nil {
+		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+	}
+	f.unreturned = len(un) > 0
+
+	sl, err := lag.Stream(ctx, rdb, key, sale.SKUIDs())
+	if err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, err)
+	}
+	f.streamLag = sl.Total
+	f.total = sl.Total
+	if sale.Spec.Kafka != nil {
+		kl, err := lag.Kafka(s.c.kafka, s.c.admin, keys.Topic(key), keys.ConsumerGroup(key))
+		if errors.Is(err, lag.ErrNoTopic) {
+			// Deleted under us: the next reconcile creates it again.
+			apimeta.RemoveStatusCondition(&s.fs.Status.Conditions, v1alpha1.ConditionTopicReady)
+			return depErr(v1alpha1.ReasonKafkaUnavailable, err)
+		}
+		if err != nil {
+			return depErr(v1alpha1.ReasonKafkaUnavailable, err)
+		}
+		f.kafka = &kl
+		f.total += kl.Total
+	}
+	s.live = f
+
+	st := &s.fs.Status
+	st.SKUs = st.SKUs[:0]
+	st.Stock, st.Remaining, st.Sold, st.Paid, st.Cancelled = 0, 0, 0, 0, 0
+	soldOut := len(sale.Spec.SKUs) > 0
+	for _, sku := range sale.Spec.SKUs {
+		initial, ok := f.initial[sku.ID]
+		if !ok {
+			initial = sku.Stock
+		}
+		rem := f.remaining[sku.ID]
+		ss := v1alpha1.SKUStatus{ID: sku.ID, Stock: sku.Stock, Remaining: rem, Sold: initial - rem, SoldOut: rem <= 0}
+		if c := counts[sku.ID]; c != nil {
+			ss.Paid, ss.Cancelled = c.Paid, c.Cancelled
+		}
+		soldOut = soldOut && ss.SoldOut
+		st.SKUs = append(st.SKUs, ss)
+		st.Stock += ss.Stock
+		st.Remaining += ss.Remaining
+		st.Sold += ss.Sold
+		st.Paid += ss.Paid
+		st.Cancelled += ss.Cancelled
+	}
+	st.QueueLag = f.total
+	st.LastRefreshTime = &metav1.Time{Time: s.now}
+	s.obs.SoldOut = soldOut
+	return nil
+}
+
+// workerTarget scales the pipeline by the queue backlog, one pod per
+// lagThreshold orders, between the floor and the partition count (a pod
+// beyond it would hold no partition). It comes back to the floor only once
+// the queue is empty, so a backlog that shrinks is not left to fewer pods.
+func workerTarget(sale *v1alpha1.FlashSale, lagNow int64, current int32) int32 {
+	floor := sale.Spec.Worker.Replicas
+	ceiling := int32(v1alpha1.DefaultPartitions)
+	if sale.Spec.Kafka != nil {
+		ceiling = sale.Spec.Kafka.Partitions
+	}
+	ceiling = max(ceiling, floor)
+	if lagNow <= 0 {
+		return floor
+	}
+	th := sale.Spec.Worker.LagThreshold
+	if th <= 0 {
+		th = v1alpha1.DefaultLagThreshold
+	}
+	want := int32(min((lagNow+th-1)/th, int64(ceiling)))
+	return min(max(want, current, floor), ceiling)
+}
+
+// reconcileWorkloads applies the planned objects with server-side apply and
+// reads back whether their pods are ready.
+func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) error {
+	sale, fs := s.sale, s.fs
+	ended := !s.now.Before(sale.Spec.EndTime.Time)
+
+	t := Targets{Seckill: sale.Spec.Seckill.Replicas, Autoscale: sale.Spec.Seckill.MaxReplicas > 0 && !ended}
+	var cur appsv1.Deployment
+	err := r.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: Name(fs, ComponentSeckill)}, &cur)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read seckill Deployment: %w", err)
+	}
+	if t.Autoscale && err == nil && cur.Spec.Replicas != nil {
+		// The autoscaler owns the count above the floor: re-applying the
+		// floor would undo its scale-up.
+		t.Seckill = max(t.Seckill, *cur.Spec.Replicas)
+	}
+	if ended {
+		t.Seckill = sale.Spec.Seckill.DrainingReplicas
+	}
+	prevWorkers := fs.Status.WorkerReplicas
+	t.Worker = workerTarget(sale, s.live.total, max(prevWorkers, 0))
+	if prevWorkers != 0 && t.Worker != prevWorkers {
+		r.event(fs, corev1.EventTypeNormal, v1alpha1.ReasonScaled, "Scale",
+			"Order workers %d → %d: queue lag %d (%d per pod)", prevWorkers, t.Worker, s.live.total, sale.Spec.Worker.LagThreshold)
+	}
+	fs.Status.WorkerReplicas = t.Worker
+
+	plan, err := BuildPlan(sale, PlanInput{Image: r.Image, PullPolicy: r.PullPolicy, DefaultSecret: r.DefaultSecret, Targets: t})
+	if err != nil {
+		return err
+	}
+	objs := []client.Object{plan.ConfigMap, plan.Service, plan.PDB, plan.Seckill, plan.Worker, plan.Rollback}
+	if plan.HPA != nil {
+		objs = append(objs, plan.HPA)
+	}
+	for _, o := range objs {
+		if err := r.apply(ctx, fs, o); err != nil {
+			return err
+		}
+	}
+	if plan.HPA == nil {
+		hpa := &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Namespace: fs.Namespace, Name: Name(fs, ComponentSeckill)}}
+		if err := r.Delete(ctx, hpa); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete seckill autoscaler: %w", err)
+		}
+	}
+
+	var notReady []string
+	for _, comp := range []string{ComponentSeckill, ComponentWorker, ComponentRollback} {
+		var d appsv1.Deployment
+		if err := r.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: Name(fs, comp)}, &d); err != nil {
+			if apierrors.IsNotFound(err) {
+				notReady = append(notReady, comp+" not created yet")
+				continue
+			}
+			return fmt.Errorf("read %s Deployment: %w", comp, err)
+		}
+		if ok, why := deploymentReady(&d); !ok {
+			notReady = append(notReady, comp+" "+why)
+		}
+	}
+	if len(notReady) > 0 {
+		msg := "pods not ready: " + strings.Join(notReady, "; ")
+		r.setCondition(s, v1alpha1.ConditionWorkloadsReady, metav1.ConditionFalse, v1alpha1.ReasonPodsNotReady, msg)
+		s.missing = []string{v1alpha1.ReasonPodsNotReady, msg}
+		if fs.Status.OpenedAt != nil && !ended {
+			s.degraded = []string{v1alpha1.ReasonPodsNotReady, msg}
+		}
+		return nil
+	}
+	r.setCondition(s, v1alpha1.ConditionWorkloadsReady, metav1.ConditionTrue, v1alpha1.ReasonWorkloadsReady,
+		fmt.Sprintf("seckill %d, worker %d and rollback 1 pods ready", t.Seckill, t.Worker))
+	return nil
+}
+
+// deploymentReady: the Deployment's controller has seen the latest spec and
+// every wanted pod is updated and available.
+func deploymentReady(d *appsv1.Deployment) (bool, string) {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	st := d.Status
+	switch {
+	case st.ObservedGeneration < d.Generation:
+		return false, "rollout not observed yet"
+	case st.UpdatedReplicas < want:
+		return false, fmt.Sprintf("%d/%d updated", st.UpdatedReplicas, want)
+	case st.AvailableReplicas < want:
+		return false, fmt.Sprintf("%d/%d ready", st.AvailableReplicas, want)
+	}
+	return true, ""
+}
+
+// apply server-side applies obj, owned by fs, with the operator's field owner.
+func (r *FlashSaleReconciler) apply(ctx context.Context, fs *v1alpha1.FlashSale, obj client.Object) error {
+	if err := controllerutil.SetControllerReference(fs, obj, r.Scheme); err != nil {
+		return fmt.Errorf("own %T %s: %w", obj, obj.GetName(), err)
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return fmt.Errorf("convert %T %s: %w", obj, obj.GetName(), err)
+	}
+	unstructured.RemoveNestedField(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u, "spec", "template", "metadata", "creationTimestamp")
+	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u})
+	if err := r.Client.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply %s %s: %w", u["kind"], obj.GetName(), err)
+	}
+	return nil
+}
+
+// reconcileGate opens the sale to buyers once everything is verified: keys
+// warmed, schema and topic ready, every pod ready and (with Kafka) the
+// consumer group holding every partition. Until then the held switch keeps
+// the seckill pods answering 503 NOT_READY even after the start time.
+func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error {
+	fs := s.fs
+	if fs.Status.OpenedAt != nil {
+		s.obs.Live = true
+		return nil
+	}
+	if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionWarmed) {
+		c := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionWarmed)
+		s.missing = []string{c.Reason, c.Message}
+	}
+	if len(s.missing) == 0 && s.live.kafka != nil {
+		k := s.live.kafka
+		if k.Members == 0 || k.AssignedPartitions < k.Partitions {
+			s.missing = []string{v1alpha1.ReasonConsumersNotReady, fmt.Sprintf(
+				"consumer group %s: %d members hold %d of %d partitions", keys.ConsumerGroup(s.sale.SaleKey()), k.Members, k.AssignedPartitions, k.Partitions)}
+		}
+	}
+	if len(s.missing) > 0 {
+		if !s.now.Before(s.sale.Spec.StartTime.Time) {
+			// Past the start with the gate shut: say what is missing.
+			s.degraded = s.missing
+		}
+		return nil
+	}
+	if err := warm.SetHeld(ctx, s.c.rdb, s.sale.SaleKey(), false); err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, err)
+	}
+	opened := s.now
+	if opened.Before(s.sale.Spec.StartTime.Time) {
+		// The pods still answer 425 NOT_STARTED by their clock until the start.
+		opened = s.sale.Spec.StartTime.Time
+	}
+	fs.Status.OpenedAt = &metav1.Time{Time: opened}
+	s.obs.Live = true
+	r.event(fs, corev1.EventTypeNormal, v1alpha1.ReasonLive, "GoLive",
+		"Go-live gate open: %d SKUs, %d units, every pod ready; buyers admitted from %s",
+		len(s.sale.Spec.SKUs), s.sale.TotalStock(), opened.UTC().Format("2006-01-02T15:04:05Z"))
+	return nil
+}

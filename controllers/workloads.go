@@ -1,0 +1,408 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+)
+
+// Components of a sale: each is one Deployment running our one image with a
+// different subcommand.
+const (
+	ComponentSeckill  = "seckill"
+	ComponentWorker   = "worker"
+	ComponentRollback = "rollback"
+)
+
+// Ports the data-plane commands listen on (their defaults in runtime/cli).
+const (
+	seckillPort  = 8080
+	workerPort   = 9090
+	rollbackPort = 9091
+)
+
+// Paths inside the data-plane pods.
+const (
+	configDir       = "/etc/flashsale/config"
+	saleFile        = configDir + "/sale.yaml"
+	tokenDir        = "/etc/flashsale/token"
+	paymentDir      = "/etc/flashsale/payment"
+	saleFileKey     = "sale.yaml"
+	tokenKeysKey    = "keys"
+	paymentKey      = "secret"
+	configHashAnnot = "flashsale.dev/config-hash"
+)
+
+// Keys of the default endpoints Secret, used where the spec names no Secret.
+const (
+	DefaultEndpointsSecret = "flashsale-endpoints"
+	KeyRedisAddress        = "redis-address"
+	KeyMySQLDSN            = "mysql-dsn"
+	KeyKafkaBrokers        = "kafka-brokers"
+)
+
+// nonRootUID is distroless' "nonroot" user, the UID our image runs as.
+const nonRootUID = 65532
+
+// Name of an object the operator creates for a sale.
+func Name(fs *v1alpha1.FlashSale, component string) string { return fs.Name + "-" + component }
+
+// ConfigMapName holds the sale manifest the pods read.
+func ConfigMapName(fs *v1alpha1.FlashSale) string { return fs.Name + "-config" }
+
+// TokenSecretName is the Secret of token keys the operator generates when the
+// spec names none: every seckill pod must sign with the same key, or a token
+// fetched from one pod would be refused by the next.
+func TokenSecretName(fs *v1alpha1.FlashSale) string { return fs.Name + "-token" }
+
+// Labels every object of a sale carries; SelectorLabels pick one component's pods.
+func Labels(fs *v1alpha1.FlashSale, component string) map[string]string {
+	l := SelectorLabels(fs, component)
+	l["app.kubernetes.io/managed-by"] = "flashsale-operator"
+	l["app.kubernetes.io/part-of"] = "flashsale"
+	return l
+}
+
+// SelectorLabels select the pods of one component of one sale.
+func SelectorLabels(fs *v1alpha1.FlashSale, component string) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":      "flashsale",
+		"app.kubernetes.io/instance":  fs.Name,
+		"app.kubernetes.io/component": component,
+		SaleLabel:                     fs.Name,
+	}
+}
+
+// SaleLabel names the sale an object belongs to.
+const SaleLabel = "flashsale.dev/sale"
+
+// SaleManifest is the sale as the data-plane commands read it: the same YAML a
+// user applies, with the defaults filled in and without status or server
+// metadata, so a pod never depends on the API server at run time.
+func SaleManifest(fs *v1alpha1.FlashSale) ([]byte, error) {
+	out := v1alpha1.FlashSale{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "FlashSale"},
+		ObjectMeta: metav1.ObjectMeta{Name: fs.Name, Namespace: fs.Namespace},
+		Spec:       *fs.Spec.DeepCopy(),
+	}
+	out.SetDefaults()
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("render sale manifest: %w", err)
+	}
+	return b, nil
+}
+
+// Plan is every object the operator applies for a sale at one moment.
+type Plan struct {
+	ConfigMap *corev1.ConfigMap
+	Seckill   *appsv1.Deployment
+	Service   *corev1.Service
+	PDB       *policyv1.PodDisruptionBudget
+	// HPA is nil when autoscaling is off or the sale is draining.
+	HPA      *autoscalingv2.HorizontalPodAutoscaler
+	Worker   *appsv1.Deployment
+	Rollback *appsv1.Deployment
+}
+
+// Targets are the replica counts decided for this reconcile.
+type Targets struct {
+	Seckill int32
+	Worker  int32
+	// Autoscale keeps the HorizontalPodAutoscaler between seckill.replicas and
+	// seckill.maxReplicas.
+	Autoscale bool
+}
+
+// PlanInput is what the planner needs beyond the FlashSale.
+type PlanInput struct {
+	Image      string
+	PullPolicy corev1.PullPolicy
+	// DefaultSecret is the endpoints Secret used for references the spec leaves out.
+	DefaultSecret string
+	Targets       Targets
+}
+
+// BuildPlan computes the full desired state of a sale's workloads. It is pure:
+// the same input gives the same objects, which server-side apply then makes
+// true without diffing by hand.
+func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
+	manifest, err := SaleManifest(fs)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(manifest)
+	hash := hex.EncodeToString(sum[:8])
+
+	p := &Plan{}
+	p.ConfigMap = &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: meta(fs, ConfigMapName(fs), "config"),
+		Data:       map[string]string{saleFileKey: string(manifest)},
+	}
+
+	env := commonEnv(fs, in.DefaultSecret)
+	seckillArgs := []string{"seckill", "--file=" + saleFile, "--listen=:" + strconv.Itoa(seckillPort), "--log-format=json"}
+	seckillEnv := append(append([]corev1.EnvVar{}, env...),
+		corev1.EnvVar{Name: "FLASHSALE_TOKEN_KEY_FILE", Value: tokenDir + "/" + tokenKeysKey})
+	if fs.Spec.Payment != nil && fs.Spec.Payment.SecretRef != nil {
+		seckillEnv = append(seckillEnv, corev1.EnvVar{Name: "FLASHSALE_PAYMENT_SECRET_FILE", Value: paymentDir + "/" + paymentKey})
+	}
+	p.Seckill = deployment(fs, in, ComponentSeckill, hash, in.Targets.Seckill, container{
+		args: seckillArgs, env: seckillEnv, port: seckillPort,
+		readyPath: "/readyz", resources: fs.Spec.Seckill.Resources,
+		defaultCPU: "250m", defaultMem: "128Mi",
+		volumes: seckillVolumes(fs),
+	})
+	// Buyers arrive in one burst: a surge pod adds capacity during a rollout
+	// and no ready pod is taken away first.
+	p.Seckill.Spec.Strategy = appsv1.DeploymentStrategy{
+		Type: appsv1.RollingUpdateDeploymentStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDeployment{
+			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+			MaxSurge:       ptr.To(intstr.FromString("25%")),
+		},
+	}
+
+	p.Service = &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: SelectorLabels(fs, ComponentSeckill),
+			Ports: []corev1.ServicePort{{
+				Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+	p.PDB = &policyv1.PodDisruptionBudget{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
+		ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			// One API pod at a time may be evicted (a node drain mid-sale).
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+			Selector:       &metav1.LabelSelector{MatchLabels: SelectorLabels(fs, ComponentSeckill)},
+		},
+	}
+	if in.Targets.Autoscale && fs.Spec.Seckill.MaxReplicas > 0 {
+		target := fs.Spec.Seckill.TargetCPUUtilization
+		if target == 0 {
+			target = v1alpha1.DefaultTargetCPUUtilization
+		}
+		p.HPA = &autoscalingv2.HorizontalPodAutoscaler{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
+			ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
+			Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+				ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{
+					APIVersion: "apps/v1", Kind: "Deployment", Name: Name(fs, ComponentSeckill),
+				},
+				MinReplicas: ptr.To(fs.Spec.Seckill.Replicas),
+				MaxReplicas: fs.Spec.Seckill.MaxReplicas,
+				Metrics: []autoscalingv2.MetricSpec{{
+					Type: autoscalingv2.ResourceMetricSourceType,
+					Resource: &autoscalingv2.ResourceMetricSource{
+						Name:   corev1.ResourceCPU,
+						Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To(target)},
+					},
+				}},
+				// A flash crowd arrives in a second: scale up at once, and
+				// come down slowly so a second wave finds the pods still there.
+				Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
+					ScaleUp: &autoscalingv2.HPAScalingRules{
+						StabilizationWindowSeconds: ptr.To[int32](0),
+						Policies: []autoscalingv2.HPAScalingPolicy{
+							{Type: autoscalingv2.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
+						},
+					},
+					ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To[int32](300)},
+				},
+			},
+		}
+	}
+
+	p.Worker = deployment(fs, in, ComponentWorker, hash, in.Targets.Worker, container{
+		args: []string{"worker", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(workerPort), "--log-format=json"},
+		env:  env, port: workerPort, readyPath: "/readyz", resources: fs.Spec.Worker.Resources,
+		defaultCPU: "250m", defaultMem: "256Mi",
+	})
+	p.Rollback = deployment(fs, in, ComponentRollback, hash, 1, container{
+		args: []string{"rollback", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(rollbackPort), "--log-format=json"},
+		env:  env, port: rollbackPort, readyPath: "/healthz", resources: fs.Spec.Rollback.Resources,
+		defaultCPU: "50m", defaultMem: "64Mi",
+	})
+	return p, nil
+}
+
+func meta(fs *v1alpha1.FlashSale, name, component string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: fs.Namespace, Labels: Labels(fs, component)}
+}
+
+// SecretRef returns ref, or the given key of the default endpoints Secret.
+func SecretRef(ref *corev1.SecretKeySelector, defaultSecret, key string) *corev1.SecretKeySelector {
+	if ref != nil {
+		return ref
+	}
+	return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: defaultSecret}, Key: key}
+}
+
+// commonEnv wires the dependencies from Secrets into the environment
+// variables every data-plane command reads, so no secret is ever written
+// into the ConfigMap or onto a command line.
+func commonEnv(fs *v1alpha1.FlashSale, defaultSecret string) []corev1.EnvVar {
+	fromSecret := func(name string, ref *corev1.SecretKeySelector) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref}}
+	}
+	redisVar := "FLASHSALE_REDIS_ADDR"
+	if fs.Spec.Redis.Mode == v1alpha1.RedisCluster {
+		redisVar = "FLASHSALE_REDIS_CLUSTER"
+	}
+	env := []corev1.EnvVar{
+		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		fromSecret(redisVar, SecretRef(fs.Spec.Redis.AddressSecretRef, defaultSecret, KeyRedisAddress)),
+		fromSecret("FLASHSALE_MYSQL_DSN", SecretRef(fs.Spec.MySQL.DSNSecretRef, defaultSecret, KeyMySQLDSN)),
+	}
+	if fs.Spec.Redis.PasswordSecretRef != nil {
+		env = append(env, fromSecret("FLASHSALE_REDIS_PASSWORD", fs.Spec.Redis.PasswordSecretRef))
+	}
+	if fs.Spec.Kafka != nil {
+		env = append(env, fromSecret("FLASHSALE_KAFKA_BROKERS", SecretRef(fs.Spec.Kafka.BrokersSecretRef, defaultSecret, KeyKafkaBrokers)))
+	}
+	return env
+}
+
+func seckillVolumes(fs *v1alpha1.FlashSale) []volume {
+	tokenSecret, tokenKey := TokenSecretName(fs), tokenKeysKey
+	if fs.Spec.Token != nil && fs.Spec.Token.KeySecretRef != nil {
+		tokenSecret, tokenKey = fs.Spec.Token.KeySecretRef.Name, fs.Spec.Token.KeySecretRef.Key
+	}
+	vols := []volume{{name: "token", dir: tokenDir, secret: tokenSecret, key: tokenKey, as: tokenKeysKey}}
+	if fs.Spec.Payment != nil && fs.Spec.Payment.SecretRef != nil {
+		ref := fs.Spec.Payment.SecretRef
+		vols = append(vols, volume{name: "payment", dir: paymentDir, secret: ref.Name, key: ref.Key, as: paymentKey})
+	}
+	return vols
+}
+
+// volume is one Secret key mounted as a file; the token keys are re-read
+// when the kubelet updates the file, so rotation needs no restart.
+type volume struct {
+	name, dir, secret, key, as string
+}
+
+type container struct {
+	args       []string
+	env        []corev1.EnvVar
+	port       int32
+	readyPath  string
+	resources  *corev1.ResourceRequirements
+	defaultCPU string
+	defaultMem string
+	volumes    []volume
+}
+
+func deployment(fs *v1alpha1.FlashSale, in PlanInput, component, hash string, replicas int32, c container) *appsv1.Deployment {
+	res := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse(c.defaultCPU),
+			corev1.ResourceMemory: resource.MustParse(c.defaultMem),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(c.defaultMem)},
+	}
+	if c.resources != nil {
+		res = *c.resources.DeepCopy()
+	}
+	image := in.Image
+	if fs.Spec.Image != "" {
+		image = fs.Spec.Image
+	}
+	pull := in.PullPolicy
+	if fs.Spec.ImagePullPolicy != "" {
+		pull = fs.Spec.ImagePullPolicy
+	}
+
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(fs)},
+		}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "config", MountPath: configDir, ReadOnly: true},
+		{Name: "tmp", MountPath: "/tmp"},
+	}
+	for _, v := range c.volumes {
+		volumes = append(volumes, corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: v.secret, Items: []corev1.KeyToPath{{Key: v.key, Path: v.as}},
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: v.name, MountPath: v.dir, ReadOnly: true})
+	}
+
+	port := intstr.FromString("http")
+	probe := func(path string, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: port}},
+			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
+		}
+	}
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: meta(fs, Name(fs, component), component),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: SelectorLabels(fs, component)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels: Labels(fs, component),
+					// A changed sale manifest rolls the pods, which read it at start.
+					Annotations: map[string]string{
+						configHashAnnot:        hash,
+						"prometheus.io/scrape": "true",
+						"prometheus.io/port":   strconv.Itoa(int(c.port)),
+					},
+				},
+				Spec: corev1.PodSpec{
+					AutomountServiceAccountToken:  ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To[int64](nonRootUID),
+						RunAsGroup:     ptr.To[int64](nonRootUID),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:            component,
+						Image:           image,
+						ImagePullPolicy: pull,
+						Args:            c.args,
+						Env:             c.env,
+						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: c.port, Protocol: corev1.ProtocolTCP}},
+						ReadinessProbe:  probe(c.readyPath, 2),
+						LivenessProbe:   probe("/healthz", 10),
+						Resources:       res,
+						VolumeMounts:    mounts,
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							RunAsNonRoot:             ptr.To(true),
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+					Volumes: volumes,
+				},
+			},
+		},
+	}
+}

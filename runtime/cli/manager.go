@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/controllers"
+)
+
+// Scheme holds the kinds the operator reads and writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+func newManagerCommand() *cobra.Command {
+	var (
+		metricsAddr, probeAddr, logFormat string
+		leaderElect                       bool
+		leaderNamespace                   string
+		image, pullPolicy, defaultSecret  string
+		refresh, auditEvery, cleanup      time.Duration
+		concurrency                       int
+	)
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the operator: reconcile every FlashSale of the cluster through its life",
+		Long: `manager runs the FlashSale controller with leader election, a Prometheus
+/metrics endpoint and /healthz and /readyz probes. It deploys the data plane
+of each sale with its own image (--image), so one image serves every role.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(logr.FromSlogHandler(newLogger(logFormat).Handler()))
+			if image == "" {
+				return fmt.Errorf("no data-plane image: set --image or FLASHSALE_IMAGE (normally the operator's own image)")
+			}
+			cfg, err := ctrl.GetConfig()
+			if err != nil {
+				return fmt.Errorf("kubernetes client config: %w", err)
+			}
+			mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+				Scheme:                  Scheme(),
+				Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+				HealthProbeBindAddress:  probeAddr,
+				LeaderElection:          leaderElect,
+				LeaderElectionID:        "flashsale-operator.flashsale.dev",
+				LeaderElectionNamespace: leaderNamespace,
+				// A new leader starts at once instead of waiting out the old
+				// lease: the sale's clock does not stop for an election.
+				LeaderElectionReleaseOnCancel: true,
+			})
+			if err != nil {
+				return fmt.Errorf("create manager: %w", err)
+			}
+			metrics := controllers.NewMetrics()
+			ctrlmetrics.Registry.MustRegister(metrics.Collectors()...)
+			r := &controllers.FlashSaleReconciler{
+				Client:                  mgr.GetClient(),
+				APIReader:               mgr.GetAPIReader(),
+				Scheme:                  mgr.GetScheme(),
+				Clock:                   clock.RealClock{},
+				Recorder:                mgr.GetEventRecorder("flashsale-operator"),
+				Metrics:                 metrics,
+				Image:                   image,
+				PullPolicy:              corev1.PullPolicy(pullPolicy),
+				DefaultSecret:           defaultSecret,
+				RefreshInterval:         refresh,
+				AuditInterval:           auditEvery,
+				CleanupTimeout:          cleanup,
+				MaxConcurrentReconciles: concurrency,
+			}
+			if err := r.SetupWithManager(mgr); err != nil {
+				return fmt.Errorf("set up controller: %w", err)
+			}
+			if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+				return err
+			}
+			if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+				return err
+			}
+			return mgr.Start(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "serve Prometheus /metrics here (0 disables)")
+	f.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "serve /healthz and /readyz here")
+	f.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
+	f.StringVar(&leaderNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election lease (default: env POD_NAMESPACE, else the in-cluster namespace)")
+	f.StringVar(&image, "image", os.Getenv("FLASHSALE_IMAGE"), "image of the data-plane pods (the operator's own); env FLASHSALE_IMAGE")
+	f.StringVar(&pullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the data-plane pods")
+	f.StringVar(&defaultSecret, "default-endpoints-secret", controllers.DefaultEndpointsSecret,
+		"Secret in each sale's namespace with keys redis-address, mysql-dsn, kafka-brokers, used where a sale names no Secret")
+	f.DurationVar(&refresh, "refresh-interval", controllers.DefaultRefreshInterval, "how often a running sale's status is refreshed")
+	f.DurationVar(&auditEvery, "audit-interval", controllers.DefaultAuditInterval, "how often a running sale is audited (the conservation law)")
+	f.DurationVar(&cleanup, "cleanup-timeout", controllers.DefaultCleanupTimeout, "how long a deleted sale waits for an unreachable dependency before its cleanup gives up")
+	f.IntVar(&concurrency, "max-concurrent-reconciles", 8, "sales reconciled at once")
+	f.StringVar(&logFormat, "log-format", "json", "text or json")
+	return cmd
+}
