@@ -346,4 +346,3 @@ func assertTornDown(t *testing.T, e *env, admin sarama.ClusterAdmin) {
 		}
 	}
 }
-

@@ -147,6 +147,7 @@ func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.F
 // the garbage collector do it, but only eventually, and the sale is Ended
 // only once they are gone.
 func (r *FlashSaleReconciler) deleteOwned(ctx context.Context, fs *v1alpha1.FlashSale) error {
+	r.applied.forget(fs.SaleKey())
 	for _, o := range ownedObjects(fs) {
 		if err := r.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			if apierrors.IsNotFound(err) {

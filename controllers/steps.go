@@ -3,10 +3,14 @@ package controllers
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
@@ -22,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/lag"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
@@ -359,23 +363,43 @@ func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) 
 	if plan.HPA != nil {
 		objs = append(objs, plan.HPA)
 	}
+	// An unchanged plan is applied again only now and then (to undo a
+	// hand edit), not on every status refresh: a hundred sales refreshed
+	// every few seconds would otherwise keep the API server busy with no-op
+	// applies.
+	sum, err := planHash(objs)
+	if err != nil {
+		return err
+	}
+	if r.applied.fresh(fs.SaleKey(), sum, s.now, r.ResolveEvery) {
+		return r.readWorkloads(ctx, s, t, ended)
+	}
 	for _, o := range objs {
 		if err := r.apply(ctx, fs, o); err != nil {
 			return err
 		}
 	}
+	r.applied.record(fs.SaleKey(), sum, s.now)
 	if plan.HPA == nil {
 		hpa := &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Namespace: fs.Namespace, Name: Name(fs, ComponentSeckill)}}
 		if err := r.Delete(ctx, hpa); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete seckill autoscaler: %w", err)
 		}
 	}
+	return r.readWorkloads(ctx, s, t, ended)
+}
 
+// readWorkloads reads back whether the pods of the three Deployments are ready.
+func (r *FlashSaleReconciler) readWorkloads(ctx context.Context, s *scope, t Targets, ended bool) error {
+	fs := s.fs
 	var notReady []string
 	for _, comp := range []string{ComponentSeckill, ComponentWorker, ComponentRollback} {
 		var d appsv1.Deployment
 		if err := r.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: Name(fs, comp)}, &d); err != nil {
 			if apierrors.IsNotFound(err) {
+				// Deleted by hand: apply the plan again on the next reconcile
+				// (the Deployment watch brings it at once).
+				r.applied.forget(fs.SaleKey())
 				notReady = append(notReady, comp+" not created yet")
 				continue
 			}
@@ -479,4 +503,48 @@ func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error
 		"Go-live gate open: %d SKUs, %d units, every pod ready; buyers admitted from %s",
 		len(s.sale.Spec.SKUs), s.sale.TotalStock(), opened.UTC().Format("2006-01-02T15:04:05Z"))
 	return nil
+}
+
+func planHash(objs []client.Object) (string, error) {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	for _, o := range objs {
+		if err := enc.Encode(o); err != nil {
+			return "", fmt.Errorf("hash plan: %w", err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// appliedPlans remembers the last plan applied per sale.
+type appliedPlans struct {
+	mu sync.Mutex
+	m  map[string]appliedPlan
+}
+
+type appliedPlan struct {
+	hash string
+	at   time.Time
+}
+
+func (a *appliedPlans) fresh(sale, hash string, now time.Time, maxAge time.Duration) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.m[sale]
+	return ok && p.hash == hash && now.Sub(p.at) < maxAge && !now.Before(p.at)
+}
+
+func (a *appliedPlans) record(sale, hash string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]appliedPlan{}
+	}
+	a.m[sale] = appliedPlan{hash: hash, at: now}
+}
+
+func (a *appliedPlans) forget(sale string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.m, sale)
 }

@@ -34,7 +34,10 @@ const (
 	rollbackPort = 9091
 )
 
-// Paths inside the data-plane pods.
+// Paths inside the data-plane pods. They name where Secrets are mounted,
+// not secrets.
+//
+//nolint:gosec // G101: file paths and Secret key names, no credential
 const (
 	configDir       = "/etc/flashsale/config"
 	saleFile        = configDir + "/sale.yaml"

@@ -328,9 +328,11 @@ func TestInvalidFlashSalesAreRefused(t *testing.T) {
 			want:   []string{"spec.imagePullPolicy", "Unsupported value"},
 		},
 		{
-			name:   "target CPU above 100%",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.seckill.targetCPUUtilization", int64(150)) },
-			want:   []string{"spec.seckill.targetCPUUtilization", "less than or equal to 100"},
+			name: "target CPU above 100%",
+			mutate: func(t *testing.T, u *unstructured.Unstructured) {
+				set(t, u, "spec.seckill.targetCPUUtilization", int64(150))
+			},
+			want: []string{"spec.seckill.targetCPUUtilization", "less than or equal to 100"},
 		},
 	}
 	for _, tc := range cases {
