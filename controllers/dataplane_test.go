@@ -60,8 +60,8 @@ func (e *env) startSeckill() *shop {
 	return &shop{e: e, url: hs.URL + "/api/v1/sales/" + e.ns + "/" + saleName}
 }
 
-// startWorker runs the order pipeline until the test ends.
-func (e *env) startWorker() {
+// startWorker runs the order pipeline until stop is called or the test ends.
+func (e *env) startWorker() (stop func()) {
 	e.t.Helper()
 	w, err := worker.New(worker.Config{
 		Sale: e.renderedSale(), Redis: e.rdb, DB: e.db, Brokers: e.brokers(), PodID: "w-" + e.ns,
@@ -79,7 +79,16 @@ func (e *env) startWorker() {
 			e.t.Errorf("worker: %v", err)
 		}
 	}()
-	e.t.Cleanup(func() { cancel(); <-done })
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	e.t.Cleanup(stop)
+	return stop
 }
 
 // rollbackOnce runs one pass of the rollback at the fake clock's time.
@@ -143,14 +152,21 @@ func (s *shop) pay(orderNo string) answer {
 	return s.post("/orders/"+orderNo+"/pay", "payment-service", struct{}{}, map[string]string{"Authorization": "Bearer " + paySecret})
 }
 
-// waitAnswer retries buy until it answers status/code, for up to a second:
+// waitAnswer retries until the sale answers status/code, for up to a second:
 // the pods poll the switches every 50 ms here (250 ms in production).
 func (s *shop) waitAnswer(t *testing.T, user string, status int, code string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last answer
 	for time.Since(start) < time.Second {
-		last = s.buy(user, "1001")
+		if status == http.StatusAccepted {
+			last = s.buy(user, "1001")
+		} else {
+			// Refusals are awaited on the token endpoint, which refuses for
+			// the same reasons but never creates an order: a purchase sent
+			// in the instant before the switch reached the pod would.
+			last = s.post("/token", user, map[string]string{"sku": "1001"}, nil)
+		}
 		if last.Status == status && last.Error == code {
 			return time.Since(start)
 		}

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
@@ -18,18 +19,20 @@ import (
 )
 
 // warmAndOpen brings a sale created by e.sale to Active.
-func warmAndOpen(t *testing.T, e *env, kafka bool) {
+func warmAndOpen(t *testing.T, e *env, kafka bool) (stopWorker func()) {
 	t.Helper()
 	e.clk.SetTime(e.t0.Add(5 * time.Minute))
 	e.reconcile()
 	e.markReady()
+	stopWorker = func() {}
 	if kafka {
-		e.startWorker()
+		stopWorker = e.startWorker()
 	}
 	e.eventually("the go-live gate to open", func() bool { return e.get().Status.OpenedAt != nil })
 	e.clk.SetTime(e.t0.Add(10 * time.Minute))
 	e.reconcile()
 	e.wantPhase(v1alpha1.PhaseActive)
+	return stopWorker
 }
 
 func (e *env) gone() bool {
@@ -41,14 +44,33 @@ func (e *env) gone() bool {
 func TestDeleteMidSaleCleansUp(t *testing.T) {
 	e := newEnv(t, envOpts{kafka: true})
 	e.sale(nil)
-	warmAndOpen(t, e, true)
+	stopWorker := warmAndOpen(t, e, true)
 	shop := e.startSeckill()
 	for _, u := range users("buyer", 5) {
 		if a := shop.buy(u, "1001"); a.Status != 202 {
 			t.Fatalf("purchase: %d %s", a.Status, a.Error)
 		}
 	}
+	// A pod of the sale still terminating: its keys must wait for it.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "sale-worker-x", Namespace: e.ns, Labels: map[string]string{controllers.SaleLabel: saleName}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "flashsale:test"}}},
+	}
+	if err := e.k8s.Create(e.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.k8s.Delete(e.ctx, e.get()); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.SetTime(e.get().DeletionTimestamp.Add(time.Second))
+	if res := e.reconcile(); res.RequeueAfter <= 0 || e.gone() {
+		t.Fatalf("did not wait for the terminating pod (requeue %s)", res.RequeueAfter)
+	}
+	if n := e.rdb.Exists(e.ctx, keys.ForSKU(e.ns+"/"+saleName, "1001").Stock).Val(); n != 1 {
+		t.Fatal("keys deleted while a pod of the sale still runs")
+	}
+	stopWorker()
+	if err := e.k8s.Delete(e.ctx, pod, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
 	e.reconcile()

@@ -91,6 +91,7 @@ type FlashSaleReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -339,7 +340,7 @@ func (r *FlashSaleReconciler) degraded(s *scope, err error) (ctrl.Result, error)
 	if s.fs.Status.OpenedAt == nil {
 		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, err.Error())
 	}
-	r.Metrics.reconcileError(reason)
+	r.Metrics.reconcileError(s.fs, reason)
 	return ctrl.Result{RequeueAfter: r.RefreshInterval}, nil
 }
 
@@ -353,7 +354,9 @@ func (r *FlashSaleReconciler) setCondition(s *scope, typ string, status metav1.C
 		Type: typ, Status: status, Reason: reason, Message: msg,
 		ObservedGeneration: s.fs.Generation, LastTransitionTime: metav1.NewTime(s.now),
 	})
-	if !changed || r.Recorder == nil {
+	// Ready summarises the others: its changes are told by the condition
+	// that caused them and by the PhaseChanged Event, not a second time.
+	if !changed || r.Recorder == nil || typ == v1alpha1.ConditionReady {
 		return
 	}
 	eventType := corev1.EventTypeNormal
@@ -415,7 +418,7 @@ func (r *FlashSaleReconciler) setReady(s *scope, p v1alpha1.Phase) {
 	case len(s.missing) > 0 && s.fs.Status.OpenedAt == nil:
 		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, s.missing[0], s.missing[1])
 	case p == v1alpha1.PhaseWarming:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonWorkloadsReady,
+		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonVerified,
 			"everything is verified; buyers are admitted from "+s.sale.Spec.StartTime.UTC().Format(time.RFC3339))
 	case p == v1alpha1.PhasePaused:
 		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonPaused, "the sale is paused: purchases are answered 503")

@@ -107,7 +107,7 @@ func TestSaleLifecycle(t *testing.T) {
 	if e.get().Status.OpenedAt != nil {
 		t.Fatal("gate opened without consumers")
 	}
-	e.startWorker()
+	stopWorker := e.startWorker()
 	e.eventually("the go-live gate to open", func() bool { return e.get().Status.OpenedAt != nil })
 	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonLive, "Go-live gate open", "120 units")
 	if got := e.rdb.HGet(e.ctx, keys.ForSale(key).Control, keys.FieldHeld).Val(); got != "0" {
@@ -207,6 +207,8 @@ func TestSaleLifecycle(t *testing.T) {
 	if p := e.rollbackOnce(); p.Cancelled != 11 {
 		t.Fatalf("rollback cancelled %d, want 11", p.Cancelled)
 	}
+	// The pods are gone before the keys go (the operator waits for them).
+	stopWorker()
 	res = e.reconcile()
 	e.wantPhase(v1alpha1.PhaseEnded)
 	if res.RequeueAfter != 0 {
@@ -230,6 +232,8 @@ func TestSaleLifecycle(t *testing.T) {
 		t.Fatalf("RequeueAfter %s after Ended", res.RequeueAfter)
 	}
 	e.wantPhase(v1alpha1.PhaseEnded)
+
+	t.Logf("the sale's Events, as kubectl describe lists them:\n  %s", strings.Join(e.seen, "\n  "))
 
 	// Deleting an ended sale releases it at once.
 	if err := e.k8s.Delete(e.ctx, e.get()); err != nil {

@@ -76,6 +76,11 @@ func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Rep
 	return rep
 }
 
+// podsLeft: the sale's pods are still terminating.
+type podsLeft struct{ n int }
+
+func (p *podsLeft) Error() string { return fmt.Sprintf("waiting for %d pods to terminate", p.n) }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -99,7 +104,12 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 		return nil
 	}
 	r.runAudit(ctx, s)
-	summary, err := r.teardown(ctx, s.fs, sale, s.c)
+	summary, err := r.teardown(ctx, s.fs, sale, s.c, false)
+	var wait *podsLeft
+	if errors.As(err, &wait) {
+		s.missing = []string{v1alpha1.ReasonDraining, "tearing down: " + wait.Error()}
+		return nil
+	}
 	if err != nil {
 		return depErr(v1alpha1.ReasonTeardownFailed, err)
 	}
@@ -112,9 +122,23 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 
 // teardown deletes the sale's workloads and, per its policy, its Redis keys
 // and topics. It is idempotent: run again after a crash, it finishes the job.
-func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.FlashSale, c *conns) (string, error) {
+//
+// The keys go only once the sale's pods are gone: a worker still shutting
+// down would otherwise re-create the stream it reads (and a seckill pod its
+// heartbeat) right after they were deleted. force skips that wait, for a
+// cleanup that is giving up on pods stuck terminating.
+func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.FlashSale, c *conns, force bool) (string, error) {
 	if err := r.deleteOwned(ctx, fs); err != nil {
 		return "", err
+	}
+	if !force {
+		var pods corev1.PodList
+		if err := r.APIReader.List(ctx, &pods, client.InNamespace(fs.Namespace), client.MatchingLabels{SaleLabel: fs.Name}); err != nil {
+			return "", fmt.Errorf("list the sale's pods: %w", err)
+		}
+		if n := len(pods.Items); n > 0 {
+			return "", &podsLeft{n: n}
+		}
 	}
 	parts := []string{"workloads deleted"}
 	key := sale.SaleKey()
@@ -187,12 +211,17 @@ func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.
 			c, err = r.connect(ctx, sale, now)
 		}
 		var summary string
+		waited := now.Sub(fs.DeletionTimestamp.Time)
 		if err == nil {
-			summary, err = r.teardown(ctx, fs, sale, c)
+			summary, err = r.teardown(ctx, fs, sale, c, waited >= r.CleanupTimeout)
+		}
+		var wait *podsLeft
+		if errors.As(err, &wait) {
+			log.Info("Waiting for the sale's pods to terminate before deleting its keys", "pods", wait.n)
+			return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 		}
 		if err != nil {
 			var cfg *ConfigError
-			waited := now.Sub(fs.DeletionTimestamp.Time)
 			if !errors.As(err, &cfg) && waited < r.CleanupTimeout {
 				r.event(fs, corev1.EventTypeWarning, v1alpha1.ReasonTeardownFailed, "Delete",
 					"Cleanup failed, retrying (gives up %s after deletion): %v", r.CleanupTimeout, err)

@@ -147,8 +147,10 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(manifest)
-	hash := hex.EncodeToString(sum[:8])
+	hash, err := podConfigHash(fs)
+	if err != nil {
+		return nil, err
+	}
 
 	p := &Plan{}
 	p.ConfigMap = &corev1.ConfigMap{
@@ -247,6 +249,30 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 		defaultCPU: "50m", defaultMem: "64Mi",
 	})
 	return p, nil
+}
+
+// podConfigHash changes when the pods must restart to see a change of the
+// sale: what they read from sale.yaml only at start (SKU ids, prices,
+// limits, times, rate limits, access lists). Stock, pause and sizes are left
+// out: stock and pause reach the pods through Redis within a second, and
+// rolling every pod mid-sale for a stock raise or a pause would cost the
+// capacity the sale needs most.
+func podConfigHash(fs *v1alpha1.FlashSale) (string, error) {
+	c := fs.DeepCopy()
+	c.Spec.Paused = false
+	for i := range c.Spec.SKUs {
+		c.Spec.SKUs[i].Stock = 0
+	}
+	c.Spec.Seckill = v1alpha1.Seckill{}
+	c.Spec.Worker = v1alpha1.Worker{}
+	c.Spec.Rollback = v1alpha1.Rollback{}
+	c.Spec.Teardown = v1alpha1.Teardown{}
+	b, err := SaleManifest(c)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
 }
 
 func meta(fs *v1alpha1.FlashSale, name, component string) metav1.ObjectMeta {

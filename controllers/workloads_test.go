@@ -83,13 +83,38 @@ func TestBuildPlan(t *testing.T) {
 			t.Fatal("autoscaler planned")
 		}
 	})
-	t.Run("a changed sale rolls the pods, the same sale does not", func(t *testing.T) {
-		a, _ := BuildPlan(planSale(nil), in)
-		b, _ := BuildPlan(planSale(nil), in)
-		c, _ := BuildPlan(planSale(func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[0].Stock = 6000 }), in)
-		ha := a.Seckill.Spec.Template.Annotations[configHashAnnot]
-		if ha != b.Seckill.Spec.Template.Annotations[configHashAnnot] || ha == c.Seckill.Spec.Template.Annotations[configHashAnnot] {
-			t.Fatal("config hash does not follow the sale")
+	t.Run("what pods read at start rolls them; stock, pause and sizes do not", func(t *testing.T) {
+		hash := func(mod func(*v1alpha1.FlashSale)) string {
+			p, err := BuildPlan(planSale(mod), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.Seckill.Spec.Template.Annotations[configHashAnnot]
+		}
+		base := hash(nil)
+		if base == "" || base != hash(nil) {
+			t.Fatal("config hash missing or not deterministic")
+		}
+		for name, mod := range map[string]func(*v1alpha1.FlashSale){
+			"stock raise": func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[0].Stock = 6000 },
+			"pause":       func(fs *v1alpha1.FlashSale) { fs.Spec.Paused = true },
+			"replicas":    func(fs *v1alpha1.FlashSale) { fs.Spec.Seckill.Replicas = 5; fs.Spec.Worker.Replicas = 4 },
+		} {
+			if hash(mod) != base {
+				t.Errorf("a %s would roll every pod mid-sale", name)
+			}
+		}
+		for name, mod := range map[string]func(*v1alpha1.FlashSale){
+			"new SKU": func(fs *v1alpha1.FlashSale) {
+				fs.Spec.SKUs = append(fs.Spec.SKUs, v1alpha1.SKU{ID: "1002", Stock: 1, Price: "1.00"})
+			},
+			"rate limit": func(fs *v1alpha1.FlashSale) { fs.Spec.RateLimit.PerUserPerSecond = 3 },
+			"later end":  func(fs *v1alpha1.FlashSale) { fs.Spec.EndTime.Time = fs.Spec.EndTime.Add(time.Minute) },
+			"user limit": func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[0].PerUserLimit = 2 },
+		} {
+			if hash(mod) == base {
+				t.Errorf("a %s does not reach the pods", name)
+			}
 		}
 	})
 	t.Run("secrets wired by reference, never by value", func(t *testing.T) {

@@ -3,9 +3,9 @@ package v1alpha1
 // Condition types of a FlashSale. Each is set on every reconcile; Events use
 // the same reasons, so `kubectl describe` reads as a log of the sale.
 const (
-	// ConditionReady is True while buyers can be served as the phase intends:
-	// the sale is live (Active or Paused) with every part verified, or it has
-	// Ended cleanly. Its reason says what is missing otherwise.
+	// ConditionReady is True while the sale is as its phase intends: warmed
+	// and verified before the start (Verified), live (Live, Paused, Draining),
+	// or ended cleanly (TornDown). Its reason says what is missing otherwise.
 	ConditionReady = "Ready"
 	// ConditionConfigValid is False when the sale's configuration cannot be
 	// used: a Secret or a key in it is missing, an address is malformed.
@@ -53,6 +53,7 @@ const (
 	ReasonConsumersNotReady = "ConsumersNotAssigned"
 	ReasonWorkloadsReady    = "WorkloadsReady"
 	ReasonLive              = "Live"
+	ReasonVerified          = "Verified"
 	ReasonPaused            = "Paused"
 	ReasonResumed           = "Resumed"
 	ReasonSoldOut           = "SoldOut"
