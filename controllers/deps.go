@@ -132,15 +132,16 @@ func splitList(s string) []string {
 	return out
 }
 
-// conns are a sale's open connections, kept between reconciles: a status
-// refresh every few seconds must not dial Redis, MySQL and Kafka anew, and a
+// conns are open connections to one set of endpoints, kept between
+// reconciles and shared by every sale that uses the same endpoints: a status
+// refresh every few seconds must not dial Redis, MySQL and Kafka anew, a
+// hundred sales on one MySQL must not hold a hundred connection pools, and a
 // sale deleted together with its namespace (Secrets first) can still be
 // cleaned up through the connections the operator already holds.
 type conns struct {
 	fingerprint string
-	resolvedAt  time.Time
-	// generation of the spec the Secrets were read for.
-	generation int64
+	// refs counts the sales bound to these connections.
+	refs int
 
 	rdb    redis.UniversalClient
 	db     *sql.DB
@@ -150,8 +151,6 @@ type conns struct {
 	kafka   sarama.Client
 	admin   sarama.ClusterAdmin
 }
-
-func (c *conns) generationOK(fs *v1alpha1.FlashSale) bool { return c.generation == fs.Generation }
 
 func (c *conns) close() {
 	if c.admin != nil {
@@ -167,36 +166,81 @@ func (c *conns) close() {
 	}
 }
 
-// connPool holds the conns of every sale, by "namespace/name".
+// binding is which connections a sale uses, and when its Secrets were read.
+type binding struct {
+	c          *conns
+	resolvedAt time.Time
+	// generation of the spec the Secrets were read for.
+	generation int64
+}
+
+// connPool holds the bindings of every sale ("namespace/name") and the
+// shared connections, by endpoints fingerprint.
 type connPool struct {
-	mu sync.Mutex
-	m  map[string]*conns
+	mu    sync.Mutex
+	sales map[string]*binding
+	byFP  map[string]*conns
 }
 
-func (p *connPool) get(sale string) *conns {
+func (p *connPool) get(sale string) *binding {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.m[sale]
+	if b := p.sales[sale]; b != nil {
+		cp := *b
+		return &cp
+	}
+	return nil
 }
 
-func (p *connPool) put(sale string, c *conns) {
+// shared returns open connections to the endpoints with fingerprint fp.
+func (p *connPool) shared(fp string) *conns {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = map[string]*conns{}
-	}
-	if old := p.m[sale]; old != nil && old != c {
-		old.close()
-	}
-	p.m[sale] = c
+	return p.byFP[fp]
 }
 
+// bind points sale at c (adding c to the pool if new) and releases what the
+// sale used before. If another goroutine dialled the same endpoints first,
+// its connections win and c is closed; bind returns the ones in use.
+func (p *connPool) bind(sale string, c *conns, now time.Time, gen int64) *conns {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sales == nil {
+		p.sales, p.byFP = map[string]*binding{}, map[string]*conns{}
+	}
+	if have := p.byFP[c.fingerprint]; have != nil && have != c {
+		c.close()
+		c = have
+	}
+	p.byFP[c.fingerprint] = c
+	old := p.sales[sale]
+	if old != nil && old.c == c {
+		old.resolvedAt, old.generation = now, gen
+		return c
+	}
+	c.refs++
+	p.sales[sale] = &binding{c: c, resolvedAt: now, generation: gen}
+	if old != nil {
+		p.releaseLocked(old.c)
+	}
+	return c
+}
+
+// drop unbinds sale, closing its connections when no other sale uses them.
 func (p *connPool) drop(sale string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c := p.m[sale]; c != nil {
+	if b := p.sales[sale]; b != nil {
+		delete(p.sales, sale)
+		p.releaseLocked(b.c)
+	}
+}
+
+func (p *connPool) releaseLocked(c *conns) {
+	c.refs--
+	if c.refs <= 0 {
+		delete(p.byFP, c.fingerprint)
 		c.close()
-		delete(p.m, sale)
 	}
 }
 
@@ -204,10 +248,10 @@ func (p *connPool) drop(sale string) {
 func (p *connPool) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, c := range p.m {
+	for _, c := range p.byFP {
 		c.close()
-		delete(p.m, k)
 	}
+	p.sales, p.byFP = nil, nil
 }
 
 // DependencyError says which dependency failed; the reason goes into the
@@ -253,6 +297,10 @@ func dial(ctx context.Context, e Endpoints, timeout time.Duration) (*conns, erro
 		c.close()
 		return nil, &ConfigError{Reason: v1alpha1.ReasonConfigInvalid, Msg: "spec.mysql.dsnSecretRef: " + err.Error()}
 	}
+	// The operator's queries are a few per sale and refresh; a small pool
+	// shared by every sale on this database is plenty.
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(4)
 	c.db, c.orders = db, orderdb.New(db)
 	if err := db.PingContext(pctx); err != nil {
 		c.close()
@@ -280,28 +328,22 @@ func dial(ctx context.Context, e Endpoints, timeout time.Duration) (*conns, erro
 }
 
 // connect returns the sale's connections, re-reading its Secrets at most
-// every r.ResolveEvery or when the spec changed, and re-dialling only when
-// the endpoints changed.
+// every r.ResolveEvery or when the spec changed, and dialling only endpoints
+// no other sale is connected to already.
 func (r *FlashSaleReconciler) connect(ctx context.Context, fs *v1alpha1.FlashSale, now time.Time) (*conns, error) {
 	sale := fs.SaleKey()
-	cur := r.pool.get(sale)
-	if cur != nil && now.Sub(cur.resolvedAt) < r.ResolveEvery && cur.generationOK(fs) {
-		return cur, nil
+	if b := r.pool.get(sale); b != nil && now.Sub(b.resolvedAt) < r.ResolveEvery && b.generation == fs.Generation {
+		return b.c, nil
 	}
 	e, err := r.resolveEndpoints(ctx, fs)
 	if err != nil {
 		return nil, err
 	}
-	if cur != nil && cur.fingerprint == e.fingerprint() {
-		cur.resolvedAt = now
-		cur.generation = fs.Generation
-		return cur, nil
+	c := r.pool.shared(e.fingerprint())
+	if c == nil {
+		if c, err = dial(ctx, e, r.DialTimeout); err != nil {
+			return nil, err
+		}
 	}
-	c, err := dial(ctx, e, r.DialTimeout)
-	if err != nil {
-		return nil, err
-	}
-	c.resolvedAt, c.generation = now, fs.Generation
-	r.pool.put(sale, c)
-	return c, nil
+	return r.pool.bind(sale, c, now, fs.Generation), nil
 }

@@ -205,9 +205,11 @@ func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.
 	key := sale.SaleKey()
 
 	if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
-		c := r.pool.get(key)
+		var c *conns
 		var err error
-		if c == nil {
+		if b := r.pool.get(key); b != nil {
+			c = b.c
+		} else {
 			c, err = r.connect(ctx, sale, now)
 		}
 		var summary string
