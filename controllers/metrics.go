@@ -15,6 +15,7 @@ const (
 	MetricQueueLag        = "flashsale_operator_queue_lag"
 	MetricRemaining       = "flashsale_operator_stock_remaining"
 	MetricStockConserved  = "flashsale_operator_stock_conserved"
+	MetricSaleStartTime   = "flashsale_operator_sale_start_time_seconds"
 )
 
 var allPhases = []v1alpha1.Phase{
@@ -29,6 +30,7 @@ type Metrics struct {
 	lag       *prometheus.GaugeVec
 	remaining *prometheus.GaugeVec
 	conserved *prometheus.GaugeVec
+	startTime *prometheus.GaugeVec
 }
 
 // NewMetrics creates the collectors; register them with Collectors.
@@ -38,19 +40,21 @@ func NewMetrics() *Metrics {
 		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricSalePhase,
 			Help: "1 for the phase each sale is in, 0 for the others."}, append(sale, "phase")),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricReconcileErrors,
-			Help: "Reconciles that failed, by reason (RedisUnavailable, MySQLUnavailable, KafkaUnavailable, ...)."}, []string{"reason"}),
+			Help: "Reconciles that failed, by sale and reason (RedisUnavailable, MySQLUnavailable, KafkaUnavailable, ...)."}, append(sale, "reason")),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricQueueLag,
 			Help: "Orders admitted but not yet stored in MySQL, as the operator last read it."}, sale),
 		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricRemaining,
 			Help: "Stock left over all SKUs, as the operator last read it."}, sale),
 		conserved: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricStockConserved,
 			Help: "1 when the latest audit found the stock conserved, 0 when not."}, sale),
+		startTime: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricSaleStartTime,
+			Help: "The sale's spec.startTime (unix seconds); alerts compare it with time()."}, sale),
 	}
 }
 
 // Collectors are to be registered with the manager's registry.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved}
+	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved, m.startTime}
 }
 
 func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
@@ -60,7 +64,7 @@ func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
 		if errors.As(err, &de) {
 			reason = de.Reason
 		}
-		m.errors.WithLabelValues(reason).Inc()
+		m.errors.WithLabelValues(fs.Namespace, fs.Name, reason).Inc()
 	}
 	if fs.Status.Phase == "" {
 		return
@@ -72,6 +76,7 @@ func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
 		}
 		m.phase.WithLabelValues(fs.Namespace, fs.Name, string(p)).Set(v)
 	}
+	m.startTime.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Spec.StartTime.Unix()))
 	m.lag.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Status.QueueLag))
 	m.remaining.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Status.Remaining))
 	if a := fs.Status.Audit; a != nil {
@@ -83,12 +88,16 @@ func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
 	}
 }
 
-func (m *Metrics) reconcileError(reason string) { m.errors.WithLabelValues(reason).Inc() }
+func (m *Metrics) reconcileError(fs *v1alpha1.FlashSale, reason string) {
+	m.errors.WithLabelValues(fs.Namespace, fs.Name, reason).Inc()
+}
 
 func (m *Metrics) forget(fs *v1alpha1.FlashSale) {
 	l := prometheus.Labels{"namespace": fs.Namespace, "name": fs.Name}
 	m.phase.DeletePartialMatch(l)
+	m.errors.DeletePartialMatch(l)
 	m.lag.DeletePartialMatch(l)
 	m.remaining.DeletePartialMatch(l)
 	m.conserved.DeletePartialMatch(l)
+	m.startTime.DeletePartialMatch(l)
 }
