@@ -13,6 +13,7 @@ TOOLS_BIN ?= $(HOME)/.cache/flashsale-operator/bin
 export TOOLS_BIN
 GOLANGCI_LINT ?= $(TOOLS_BIN)/golangci-lint
 CONTROLLER_GEN ?= $(TOOLS_BIN)/controller-gen
+HELM ?= $(TOOLS_BIN)/helm
 
 GO ?= go
 GOFMT ?= gofmt
@@ -25,6 +26,13 @@ PKGS ?= ./...
 FUZZTIME ?= 30000x
 # TEST_FLAGS adds flags to `go test`, e.g. `make test TEST_FLAGS=-race`.
 TEST_FLAGS ?=
+# OPERATOR_BENCHTIME is the -benchtime of `make bench-operator` (Nx: N
+# iterations; one of BenchmarkHundredSales is 100 sales and a 10 s hold).
+OPERATOR_BENCHTIME ?= 5x
+# IMG is the tag `make image` gives the image; VERSION is what `flashsale
+# version` prints in it (and its org.opencontainers.image.version label).
+IMG ?= flashsale-operator:dev
+VERSION ?= dev
 
 # GO_FILES lists (NUL-separated) the Go files gofmt checks: those under PKGS
 # except build output and testdata.
@@ -56,12 +64,21 @@ generate: controller-gen ## Generate DeepCopy methods of the API types (zz_gener
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD (config/crd/bases) and RBAC (config/rbac) from the markers in api/ and controllers/.
+manifests: controller-gen ## Generate the CRD (config/crd/bases) and RBAC (config/rbac) from the markers in api/ and controllers/, then chart-sync.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/..." paths="./controllers/..." \
 		output:crd:dir=config/crd/bases output:rbac:dir=config/rbac
+	bash hack/chart-sync.sh
+
+.PHONY: chart-sync
+chart-sync: ## Copy the CRD, the RBAC rules, the Prometheus rules and the Grafana dashboard from config/ into charts/flashsale-operator.
+	bash hack/chart-sync.sh
+
+.PHONY: docs
+docs: ## Render docs/architecture.svg from docs/architecture.dot with Graphviz (hack/docs.sh installs it with apt-get if missing).
+	bash hack/docs.sh
 
 .PHONY: verify
-verify: controller-gen ## Fail if generated files (deepcopy, CRD, RBAC) are stale: regenerates them in a temp copy and diffs.
+verify: controller-gen ## Fail if generated files (deepcopy, CRD, RBAC, the chart's copies) are stale: regenerates them in a temp copy and diffs.
 	bash hack/verify.sh
 
 .PHONY: lint
@@ -74,8 +91,8 @@ lint: golangci-lint ## Check gofmt, run go vet and golangci-lint (config: .golan
 	$(GOLANGCI_LINT) run $(PKGS)
 
 .PHONY: test
-test: vet controlplane ## Run go vet, all tests (real Redis/MariaDB: see `make services`; envtest: `make controlplane`), then a brief fuzz run.
-	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
+test: vet controlplane helm promtool ## Run go vet, all tests (real Redis/MariaDB: see `make services`; envtest: `make controlplane`), then a brief fuzz run.
+	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
 	$(MAKE) fuzz FUZZTIME=8000x
 
 .PHONY: fuzz
@@ -83,9 +100,14 @@ fuzz: ## Fuzz the purchase path for FUZZTIME inputs (default 30000x).
 	$(GO) test ./runtime/seckill -run '^$$' -fuzz '^FuzzPurchase$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: ## Benchmark the purchase path (hack/bench.sh) and the order pipeline (hack/pipelinebench).
+bench: ## Benchmark the purchase path (hack/bench.sh), the order pipeline (hack/pipelinebench), then the operator (bench-operator).
 	bash hack/bench.sh
 	$(GO) run ./hack/pipelinebench
+	$(MAKE) bench-operator
+
+.PHONY: bench-operator
+bench-operator: controlplane ## Benchmark the operator on envtest: one sale from Create to Active (aim < 2 s); 100 sales at once, failing on a requeue storm.
+	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" $(GO) test ./controllers/ -run '^$$' -bench . -benchtime $(OPERATOR_BENCHTIME) -count 1 -timeout 30m
 
 .PHONY: demo
 demo: services ## Start Redis if needed, then run a flash sale locally from end to end (flashsale demo).
@@ -105,6 +127,10 @@ services: ## Start the local Redis and MariaDB the tests use (idempotent).
 build: ## Build the flashsale binary into bin/flashsale.
 	$(GO) build -o bin/flashsale .
 
+.PHONY: image
+image: ## Build the image without Docker into bin/flashsale-image.tar (IMG, VERSION); load: ctr -n k8s.io images import.
+	$(GO) run ./hack/image --tag $(IMG) --version $(VERSION) --out bin/flashsale-image.tar
+
 .PHONY: clean
 clean: ## Remove build output (bin/) and test artifacts of the repository.
 	rm -rf bin/ cover.out coverage.out
@@ -118,3 +144,11 @@ golangci-lint: ## Install the pinned golangci-lint into TOOLS_BIN if missing.
 .PHONY: controller-gen
 controller-gen: ## Install the pinned controller-gen into TOOLS_BIN if missing.
 	@bash hack/tools.sh controller-gen >/dev/null
+
+.PHONY: helm
+helm: ## Install the pinned helm into TOOLS_BIN if missing (the chart tests in test/chart use it).
+	@bash hack/tools.sh helm >/dev/null
+
+.PHONY: promtool
+promtool: ## Install the pinned promtool into TOOLS_BIN if missing (test/opskit checks and unit-tests the alert rules with it).
+	@bash hack/tools.sh promtool >/dev/null

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the pinned development tools into TOOLS_BIN and print their paths.
 #
-#   hack/tools.sh NAME...        NAME: golangci-lint | controller-gen | all
+#   hack/tools.sh NAME...        NAME: golangci-lint | controller-gen | helm | promtool | all
 #
 # A tool is (re)installed with `go install` only when it is missing or was built
 # from another version (checked with `go version -m`). TOOLS_BIN defaults to
@@ -16,14 +16,23 @@ TOOLS_BIN="${TOOLS_BIN:-${HOME}/.cache/flashsale-operator/bin}"
 declare -A MODULE=(
   [golangci-lint]="github.com/golangci/golangci-lint/v2"
   [controller-gen]="sigs.k8s.io/controller-tools"
+  [helm]="helm.sh/helm/v3"
+  [promtool]="github.com/prometheus/prometheus"
 )
 declare -A PACKAGE=(
   [golangci-lint]="github.com/golangci/golangci-lint/v2/cmd/golangci-lint"
   [controller-gen]="sigs.k8s.io/controller-tools/cmd/controller-gen"
+  [helm]="helm.sh/helm/v3/cmd/helm"
+  [promtool]="github.com/prometheus/prometheus/cmd/promtool"
 )
 declare -A VERSION=(
   [golangci-lint]="v2.15.0"
   [controller-gen]="v0.23.0"
+  # helm: the chart tests (test/chart) lint and render charts/ with it; a cold build takes ~3 min.
+  [helm]="v3.22.0"
+  # promtool: test/opskit checks and unit-tests config/prometheus/rules.yaml with it. Prometheus 3.x
+  # is tagged v0.3xx.y as a Go module (v0.316.0 = Prometheus 3.16.0).
+  [promtool]="v0.316.0"
 )
 
 usage() {

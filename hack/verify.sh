@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fail when generated files are stale: the DeepCopy methods (api/**/zz_generated.deepcopy.go),
-# the CRD (config/crd/bases) and the RBAC (config/rbac).
+# the CRD (config/crd/bases), the RBAC (config/rbac) and the Helm chart's copies of
+# them and of the monitoring files (charts/flashsale-operator, hack/chart-sync.sh),
+# and docs/architecture.svg (rendered from docs/architecture.dot, hack/docs.sh).
 #
 #   hack/verify.sh        (or `make verify`)
 #
 # It copies the sources into a temporary directory, runs `make generate
-# manifests` there and compares api/ and config/ with the working tree. The
+# manifests` there and compares api/, config/ and charts/ with the working tree. The
 # working tree is never touched, and no git is needed: a stale file is caught
 # whether or not it is committed.
 set -euo pipefail
@@ -29,10 +31,14 @@ make -C "$tmp" --no-print-directory -s generate manifests >"$tmp.log" 2>&1 || {
 }
 rm -f "$tmp.log"
 
-if ! diff -ruN api "$tmp/api" || ! diff -ruN config "$tmp/config"; then
+if ! diff -ruN api "$tmp/api" || ! diff -ruN config "$tmp/config" || ! diff -ruN charts "$tmp/charts"; then
   echo >&2
   echo "verify: generated files are stale (diff above: current tree -> regenerated)." >&2
   echo "verify: run 'make generate manifests' and commit the result." >&2
   exit 1
 fi
-echo "verify: generated files (deepcopy, CRD, RBAC) are up to date"
+echo "verify: generated files (deepcopy, CRD, RBAC, chart copies) are up to date"
+
+# The architecture picture: docs/architecture.svg must be what docs/architecture.dot
+# renders to (hack/docs.sh installs Graphviz when dot is missing).
+bash hack/docs.sh --check
