@@ -212,14 +212,22 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 	if aerr := s.rateLimit(b); aerr != nil {
 		return "", aerr
 	}
-	st := s.state.skus[sku.ID]
-	if st.soldOut.Load() {
-		return "", errSoldOut
-	}
 	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
 	if err != nil {
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
 		return "", errBadToken
+	}
+	st := s.state.skus[sku.ID]
+	if st.soldOut.Load() {
+		// A retry of a purchase that was admitted but whose answer was lost
+		// must get its order back, not SOLD_OUT. That costs one GET, only
+		// for requests with a valid token, and the token endpoint stops
+		// issuing tokens once the SKU is sold out, so a flood cannot follow.
+		if orderNo, ok := s.replayedOrder(r.Context(), sku.ID, claims.NonceString()); ok {
+			writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued"})
+			return "replayed", nil
+		}
+		return "", errSoldOut
 	}
 	if !b.allowed {
 		if aerr := s.checkRisk(r, b, sku.ID); aerr != nil {
@@ -268,6 +276,13 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeNotReady,
 			message: "SKU " + sku.ID + " is not warmed yet", retryAfter: 1}
 	}
+}
+
+// replayedOrder is the order this token already made, if any (the purchase
+// script records it under the token's nonce for the token's lifetime).
+func (s *Server) replayedOrder(ctx context.Context, sku, nonce string) (string, bool) {
+	orderNo, err := s.rdb.Get(ctx, keys.ForSKU(s.saleKey, sku).Token(nonce)).Result()
+	return orderNo, err == nil && orderNo != ""
 }
 
 func (s *Server) checkRisk(r *http.Request, b buyer, sku string) *apiError {

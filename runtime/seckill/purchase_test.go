@@ -183,6 +183,32 @@ func TestRetriedRequestSameOrder(t *testing.T) {
 	}
 }
 
+// TestRetryOfTheLastUnitSameOrder: the buyer who took the last unit and
+// lost the answer retries with the same token after the SKU is sold out: it
+// must get its order back, not SOLD_OUT; others still get SOLD_OUT.
+func TestRetryOfTheLastUnitSameOrder(t *testing.T) {
+	rdb := testutil.Redis(t)
+	fs := newSale(t, rdb, v1alpha1.SKU{ID: "last", Stock: 1, Price: "1.00", PerUserLimit: 1})
+	s := startServer(t, rdb, fs, serverOpts{})
+	tk := s.token("erin", "last")
+	other := s.token("frank", "last")
+	first := s.purchase("erin", "last", tk.Token)
+	if first.Status != http.StatusAccepted {
+		t.Fatalf("first purchase: %d %s", first.Status, first.Error)
+	}
+	// The pod now knows the SKU is sold out (it answered the last unit).
+	retry := s.purchase("erin", "last", tk.Token)
+	if retry.Status != http.StatusAccepted || retry.OrderNo != first.OrderNo {
+		t.Fatalf("retry after sell-out: %d %s %q, want 202 with order %s", retry.Status, retry.Error, retry.OrderNo, first.OrderNo)
+	}
+	if r := s.purchase("frank", "last", other.Token); r.Status != http.StatusGone || r.Error != "SOLD_OUT" {
+		t.Fatalf("another buyer after sell-out: %d %s, want 410 SOLD_OUT", r.Status, r.Error)
+	}
+	if n, _ := rdb.XLen(context.Background(), keys.ForSKU(fs.SaleKey(), "last").Stream).Result(); n != 1 {
+		t.Fatalf("stream holds %d orders, want 1", n)
+	}
+}
+
 // TestScriptReloadedAfterNoScript: Redis forgetting its scripts (restart,
 // failover, SCRIPT FLUSH) costs one reload, not a failed purchase.
 func TestScriptReloadedAfterNoScript(t *testing.T) {
