@@ -19,7 +19,7 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: false,
 	}
 	root.AddCommand(newManagerCommand(), newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand(),
-		newMigrateCommand(), newWorkerCommand(), newRollbackCommand(), newAuditCommand(), newVersionCommand())
+		newMigrateCommand(), newWorkerCommand(), newRollbackCommand(), newAuditCommand(), newLoadtestCommand(), newVersionCommand())
 	return root
 }
 

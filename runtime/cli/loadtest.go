@@ -1,0 +1,241 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/loadtest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+)
+
+// ErrInvariantsBroken is returned when a load test's checks fail: the
+// command exits non-zero.
+var ErrInvariantsBroken = errors.New("invariants broken")
+
+func newLoadtestCommand() *cobra.Command {
+	var (
+		o                                    loadtest.Options
+		file, fsRef, skus, profile, dsn      string
+		paySecret, paySecretFile, kubeconfig string
+		asJSON, quiet                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "loadtest --url http://HOST:PORT (--file sale.yaml | --fs NAMESPACE/NAME) [--profile spike|sustained]",
+		Short: "Send buyers, repeat clickers and bots at a sale's API; report latency and outcomes; check the invariants",
+		Long: `loadtest speaks the seckill HTTP API against --url as real buyers do: a token,
+the purchase, polling the order until it is durable, then paying (--pay-share of
+them, through the pay endpoint with the payment secret) or walking away. Some
+buyers click again (--repeat-share: the same token must bring the same order, a
+fresh one ALREADY_PURCHASED once they hold their limit) and bots try their luck
+(--bot-share: a forged token, no token, a token borrowed from another user, or
+hammering far over the per-user rate, which must be answered 429).
+
+Profiles:
+  spike      --users buyers arriving within --spike-window (1-2 s)
+  sustained  --rate requests/s (all steps together) for --duration, over --users buyers
+
+A progress line goes to stderr every second; the report (--json for machines)
+to stdout: requests/s, latency percentiles per step (token, purchase, poll, pay,
+bot), outcomes per HTTP status and error code, and the orders paid and expired.
+
+Then the invariants are checked, and the command exits non-zero naming the ones
+that failed: no oversell (admitted <= stock per SKU), nobody over their per-user
+limit, same-token retries answered with the same order, no bot admitted, hammering
+bots answered 429; with --mysql-dsn, every order answered 202 is in MySQL with the
+right status (paid when paid, else created or cancelled); with --fs and a
+kubeconfig, the FlashSale's final status matches MySQL and its audit is conserved
+(--wait-ended waits for phase Ended first).
+
+The sale (namespace, name, SKUs, stock, limits, rate limits) comes from --file, or
+from the cluster with --fs; --skus ID[:STOCK[:LIMIT]],... picks SKUs or overrides.
+
+Reaching the API: "kubectl port-forward svc/<sale>-seckill 8080:80" tunnels to ONE
+pod and tops out at a few thousand requests/s; to spread the load over every
+seckill pod, run loadtest on a node (or in a pod) against the Service's ClusterIP.
+Every buyer sends its own address in X-Forwarded-For; the API believes it only
+from a trusted proxy (spec.access.trustedProxies), otherwise spec.rateLimit.
+perIPPerSecond applies to this one client.`,
+		Example: `  # 5,000 buyers in one second against a port-forwarded sale, with the MySQL and cluster checks
+  kubectl -n shop port-forward svc/singles-day-seckill 8080:80 &
+  FLASHSALE_PAYMENT_SECRET=... FLASHSALE_MYSQL_DSN='root@tcp(127.0.0.1:3306)/shop' \
+    flashsale loadtest --url http://127.0.0.1:8080 --fs shop/singles-day --users 5000 --wait-ended
+
+  # 2,000 requests/s for 5 minutes against a sale run without Kubernetes
+  flashsale loadtest --file sale.yaml --url http://127.0.0.1:8080 --profile sustained --rate 2000 --duration 5m --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			o.Profile = loadtest.Profile(profile)
+			sale, err := resolveLoadtestSale(ctx, &o, file, fsRef, kubeconfig)
+			if err != nil {
+				return err
+			}
+			o.Sale = sale
+			want, err := loadtest.ParseSKUs(skus)
+			if err != nil {
+				return err
+			}
+			if o.SKUs, err = loadtest.MergeSKUs(want, sale); err != nil {
+				return err
+			}
+			if len(o.SKUs) == 0 {
+				return errors.New("no SKUs: give --file, --fs with a kubeconfig, or --skus ID[:STOCK[:LIMIT]] (comma separated)")
+			}
+			if o.PaymentSecret, err = loadtestPaymentSecret(paySecret, paySecretFile); err != nil {
+				return err
+			}
+			if o.PayShare > 0 && o.PaymentSecret == "" {
+				return fmt.Errorf("buyers are to pay (--pay-share %g) but there is no payment secret: set %s, --payment-secret-file or --payment-secret (or --pay-share 0)",
+					o.PayShare, envPaymentSecret)
+			}
+			if dsn == "" {
+				dsn = os.Getenv(envMySQLDSN)
+			}
+			if dsn != "" {
+				db, err := orderdb.Open(dsn)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err = db.PingContext(pctx)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("connect to MySQL: %w", err)
+				}
+				o.Orders = orderdb.New(db)
+			}
+			if !quiet {
+				o.Progress = cmd.ErrOrStderr()
+			}
+			rep, err := loadtest.Run(ctx, o)
+			if rep != nil {
+				out := cmd.OutOrStdout()
+				var werr error
+				if asJSON {
+					werr = rep.WriteJSON(out)
+				} else {
+					werr = rep.WriteText(out)
+				}
+				if err == nil {
+					err = werr
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if !rep.OK {
+				return fmt.Errorf("%w: %s", ErrInvariantsBroken, strings.Join(rep.Failed(), ", "))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.BaseURL, "url", "http://127.0.0.1:8080", "base URL of the seckill API (a port-forward, the Service's ClusterIP, an ingress)")
+	f.StringVarP(&file, "file", "f", "", "FlashSale manifest of the sale: its namespace/name, SKUs, stock, limits and rate limits")
+	f.StringVar(&fsRef, "fs", "", "the FlashSale NAMESPACE/NAME: names the sale and, with a kubeconfig, reads its SKUs and checks its final status")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --fs (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+	f.StringVar(&skus, "skus", "", "SKUs to buy, ID[:STOCK[:LIMIT]],... (default: every SKU of the sale); STOCK and LIMIT override the sale's for the checks")
+	f.StringVar(&profile, "profile", string(loadtest.Spike), "spike or sustained")
+	f.IntVar(&o.Users, "users", 5000, "distinct buyers (spike: each arrives once)")
+	f.DurationVar(&o.SpikeWindow, "spike-window", time.Second, "spike: the buyers arrive within this window")
+	f.Float64Var(&o.Rate, "rate", 1000, "sustained: requests per second, all steps together")
+	f.DurationVar(&o.Duration, "duration", time.Minute, "sustained: how long to keep the rate")
+	f.IntVar(&o.Concurrency, "concurrency", 256, "virtual buyers at once (so at most this many requests in flight)")
+	f.Float64Var(&o.RepeatShare, "repeat-share", 0.2, "share of buyers who click again (same token, then a fresh one)")
+	f.DurationVar(&o.RepeatDelay, "repeat-delay", 500*time.Millisecond, "how long a repeat clicker waits before clicking again")
+	f.Float64Var(&o.BotShare, "bot-share", 0.05, "bot sessions per buyer (0.05: one for every 20 buyers)")
+	f.IntVar(&o.HammerRequests, "hammer", 50, "requests a hammering bot fires back to back")
+	f.Float64Var(&o.PayShare, "pay-share", 0.7, "share of buyers who pay; the others let the payment deadline pass")
+	f.StringVar(&paySecretFile, "payment-secret-file", os.Getenv(envPaymentSecretFile), "file holding the pay endpoint's shared secret; env "+envPaymentSecretFile)
+	f.StringVar(&paySecret, "payment-secret", "", "the pay endpoint's shared secret (prefer the environment: "+envPaymentSecret+")")
+	f.DurationVar(&o.Timeout, "timeout", 5*time.Second, "timeout of each request")
+	f.DurationVar(&o.PollInterval, "poll-interval", 100*time.Millisecond, "how often a buyer polls their order")
+	f.DurationVar(&o.PollTimeout, "poll-timeout", 15*time.Second, "how long a buyer polls (and retries a pending payment) before giving up")
+	f.Uint64Var(&o.Seed, "seed", 0, "seed of the plan (who buys what, pays, clicks again, is a bot); 0 picks one, printed in the report")
+	f.StringVar(&o.UserPrefix, "user-prefix", "", "prefix of every user id (default: lt-<random>-, so each run has buyers of its own)")
+	f.BoolVar(&o.ForwardedFor, "forwarded-for", true, "send each buyer's synthetic address in X-Forwarded-For")
+	f.StringVar(&dsn, "mysql-dsn", "", "go-sql-driver DSN of the sale's orders database, for the no-lost-order check; env "+envMySQLDSN)
+	f.DurationVar(&o.SettleTimeout, "settle-timeout", 30*time.Second, "how long to wait for every admitted order to reach MySQL")
+	f.BoolVar(&o.WaitEnded, "wait-ended", false, "with --fs: wait until the FlashSale's phase is Ended before the final checks")
+	f.DurationVar(&o.WaitTimeout, "wait-timeout", 30*time.Minute, "how long --wait-ended waits")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	return cmd
+}
+
+// resolveLoadtestSale names the sale (from --file or --fs), connects to the
+// cluster when --fs is given and a kubeconfig is found, and returns the
+// FlashSale when one is known (the manifest first, else the cluster's).
+func resolveLoadtestSale(ctx context.Context, o *loadtest.Options, file, fsRef, kubeconfig string) (*v1alpha1.FlashSale, error) {
+	var sale *v1alpha1.FlashSale
+	if file != "" {
+		fs, err := manifest.Load(file)
+		if err != nil {
+			return nil, err
+		}
+		sale = fs
+		o.Namespace, o.Name = fs.Namespace, fs.Name
+	}
+	if fsRef == "" {
+		if sale == nil {
+			return nil, errors.New("no sale: give --file sale.yaml or --fs NAMESPACE/NAME")
+		}
+		o.KubeNote = "no --fs NAMESPACE/NAME: the FlashSale's status is not checked"
+		return sale, nil
+	}
+	ns, name, ok := strings.Cut(fsRef, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("--fs %q: want NAMESPACE/NAME", fsRef)
+	}
+	if sale != nil && (ns != o.Namespace || name != o.Name) {
+		return nil, fmt.Errorf("--fs %s/%s and --file (%s) name different sales", ns, name, sale.SaleKey())
+	}
+	o.Namespace, o.Name = ns, name
+	cfg, err := loadtestKubeConfig(kubeconfig)
+	if err != nil {
+		o.KubeNote = "no kubeconfig (" + err.Error() + "): the FlashSale's status is not checked"
+		return sale, nil
+	}
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	o.Kube = c
+	if sale != nil {
+		return sale, nil
+	}
+	fs, err := loadtest.GetFlashSale(ctx, c, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	return fs, nil
+}
+
+func loadtestKubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	return ctrl.GetConfig()
+}
+
+// loadtestPaymentSecret: the flag, else the file, else the environment.
+func loadtestPaymentSecret(secret, file string) (string, error) {
+	if secret != "" {
+		return strings.TrimSpace(secret), nil
+	}
+	b, err := readPaymentSecret(file)
+	return string(b), err
+}
