@@ -199,6 +199,8 @@ type scope struct {
 	degraded []string
 	// missing is what holds the go-live gate closed.
 	missing []string
+	// settling: the sale has settled and is being torn down.
+	settling bool
 }
 
 // Reconcile computes the sale's phase from its spec, what it observes and
@@ -228,7 +230,7 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	sale.SetDefaults()
 	s := &scope{fs: fs, sale: sale, now: now}
 	defer func() {
-		if !equality.Semantic.DeepEqual(base.Status, fs.Status) {
+		if statusChanged(&base.Status, &fs.Status) {
 			if err := r.Status().Patch(ctx, fs, client.MergeFrom(base)); err != nil {
 				retErr = errors.Join(retErr, fmt.Errorf("patch status: %w", err))
 			}
@@ -241,6 +243,15 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		log.Error(err, "Reconcile failed", "phase", fs.Status.Phase)
 	}
 	return res, err
+}
+
+// statusChanged compares two statuses ignoring lastRefreshTime: a refresh
+// that read the same figures is not worth a write (nor a line in
+// `kubectl get fs -w`).
+func statusChanged(before, after *v1alpha1.FlashSaleStatus) bool {
+	a, b := before.DeepCopy(), after.DeepCopy()
+	a.LastRefreshTime, b.LastRefreshTime = nil, nil
+	return !equality.Semantic.DeepEqual(a, b)
 }
 
 // reconcileNormal runs the sub-reconcilers in the order of a sale's life and
@@ -281,6 +292,7 @@ func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) (ct
 			"warm-up starts at "+warmFrom.UTC().Format(time.RFC3339))
 		fs.Status.ObservedGeneration = fs.Generation
 		fs.Status.Stock = sale.TotalStock()
+		fs.Status.Remaining = fs.Status.Stock
 		// Look again at the warm-up instant, and now and then before it to
 		// notice a dependency that went away.
 		return ctrl.Result{RequeueAfter: min(d.RequeueAfter(now), r.ResolveEvery)}, nil

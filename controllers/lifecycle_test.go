@@ -207,8 +207,30 @@ func TestSaleLifecycle(t *testing.T) {
 	if p := e.rollbackOnce(); p.Cancelled != 11 {
 		t.Fatalf("rollback cancelled %d, want 11", p.Cancelled)
 	}
-	// The pods are gone before the keys go (the operator waits for them).
+	// Settled: the workloads go first, and the keys only once their pods
+	// are gone; meanwhile the workloads are not applied again.
 	stopWorker()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "sale-worker-x", Namespace: e.ns, Labels: map[string]string{controllers.SaleLabel: saleName}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "flashsale:test"}}},
+	}
+	if err := e.k8s.Create(e.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		e.reconcile()
+		e.wantPhase(v1alpha1.PhaseDraining)
+		var d appsv1.Deployment
+		if err := e.k8s.Get(e.ctx, types.NamespacedName{Namespace: e.ns, Name: saleName + "-worker"}, &d); !apierrors.IsNotFound(err) {
+			t.Fatalf("worker Deployment present while tearing down (err %v): it must not be applied again", err)
+		}
+		if n := e.rdb.Exists(e.ctx, ck.Stock).Val(); n != 1 {
+			t.Fatal("keys deleted while a pod of the sale still runs")
+		}
+	}
+	if err := e.k8s.Delete(e.ctx, pod, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
 	res = e.reconcile()
 	e.wantPhase(v1alpha1.PhaseEnded)
 	if res.RequeueAfter != 0 {

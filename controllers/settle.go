@@ -98,7 +98,7 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 	if s.now.Before(settleFrom) {
 		return nil
 	}
-	if s.live.total > 0 || s.live.created > 0 || s.live.unreturned {
+	if !s.settling {
 		s.missing = []string{v1alpha1.ReasonDraining, fmt.Sprintf(
 			"settling: %d orders in the queue, %d awaiting payment or rollback", s.live.total, s.live.created)}
 		return nil

@@ -302,6 +302,10 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 	st.QueueLag = f.total
 	st.LastRefreshTime = &metav1.Time{Time: s.now}
 	s.obs.SoldOut = soldOut
+	// Settled: past the payment window with nothing left moving. From here
+	// on the sale is torn down, and its workloads are not applied again.
+	settleFrom := sale.Spec.EndTime.Add(sale.PaymentTimeout())
+	s.settling = !s.now.Before(settleFrom) && f.total == 0 && f.created == 0 && !f.unreturned
 	return nil
 }
 
@@ -330,6 +334,11 @@ func workerTarget(sale *v1alpha1.FlashSale, lagNow int64, current int32) int32 {
 // reconcileWorkloads applies the planned objects with server-side apply and
 // reads back whether their pods are ready.
 func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) error {
+	if s.settling {
+		// Being torn down: applying the Deployments again would bring back
+		// the pods teardown is waiting to see gone.
+		return nil
+	}
 	sale, fs := s.sale, s.fs
 	ended := !s.now.Before(sale.Spec.EndTime.Time)
 

@@ -431,13 +431,13 @@ type FlashSaleStatus struct {
 
 	// stock is the total configured stock.
 	// +optional
-	Stock int64 `json:"stock,omitempty"`
-	// remaining is the total stock left.
+	Stock int64 `json:"stock"`
+	// remaining is the total stock left (the whole stock until it is warmed).
 	// +optional
-	Remaining int64 `json:"remaining,omitempty"`
+	Remaining int64 `json:"remaining"`
 	// sold is the total number of units admitted.
 	// +optional
-	Sold int64 `json:"sold,omitempty"`
+	Sold int64 `json:"sold"`
 
 	// paid is the total number of paid orders.
 	// +optional
@@ -464,7 +464,9 @@ type FlashSaleStatus struct {
 	// +optional
 	OpenedAt *metav1.Time `json:"openedAt,omitempty"`
 
-	// lastRefreshTime is when the live counts were last read.
+	// lastRefreshTime is when the live counts last changed. The operator
+	// reads them every few seconds but writes status only on a change, so
+	// `kubectl get fs -w` prints a line per change, not per refresh.
 	// +optional
 	LastRefreshTime *metav1.Time `json:"lastRefreshTime,omitempty"`
 
