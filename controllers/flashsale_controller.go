@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -83,6 +84,10 @@ type FlashSaleReconciler struct {
 
 	pool    connPool
 	applied appliedPlans
+	// tornDown holds the UIDs of the sales this process tore down: a
+	// reconcile that reads the sale from a cache not yet showing TornDown
+	// must not run the steps again (and report the keys it deleted missing).
+	tornDown sync.Map
 }
 
 // +kubebuilder:rbac:groups=flashsale.dev,resources=flashsales,verbs=get;list;watch;update;patch
@@ -258,6 +263,10 @@ func statusChanged(before, after *v1alpha1.FlashSaleStatus) bool {
 // stops at the first that cannot go on.
 func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
 	fs, sale, now := s.fs, s.sale, s.now
+	if _, done := r.tornDown.Load(fs.UID); done && !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
+		// A stale read: this process tore the sale down a moment ago.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	if apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
 		s.obs.TornDown = true
 		r.setPhase(s, DecidePhase(&sale.Spec, s.obs, now).Phase)

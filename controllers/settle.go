@@ -116,6 +116,7 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 	r.pool.drop(sale.SaleKey())
 	s.c = nil
 	r.setCondition(s, v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown, summary)
+	r.tornDown.Store(s.fs.UID, true)
 	s.obs.Settled, s.obs.TornDown = true, true
 	return nil
 }
@@ -244,6 +245,7 @@ func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.
 		}
 	}
 	r.pool.drop(key)
+	r.tornDown.Delete(fs.UID)
 	r.Metrics.forget(fs)
 	patch := client.MergeFrom(fs.DeepCopy())
 	controllerutil.RemoveFinalizer(fs, Finalizer)

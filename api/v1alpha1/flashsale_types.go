@@ -491,7 +491,7 @@ type AuditStatus struct {
 	InFlight int64 `json:"inFlight,omitempty"`
 	// lost is the number of admitted orders found in neither MySQL nor the pipeline.
 	// +optional
-	Lost int64 `json:"lost,omitempty"`
+	Lost int64 `json:"lost"`
 	// message lists the audit's failures, if any.
 	// +optional
 	Message string `json:"message,omitempty"`
