@@ -95,6 +95,10 @@ test: vet controlplane helm promtool ## Run go vet, all tests (real Redis/MariaD
 	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
 	$(MAKE) fuzz FUZZTIME=8000x
 
+.PHONY: test-e2e
+test-e2e: helm ## Run a real sale on a real local cluster (hack/local-cluster.sh up; needs root): helm install, a FlashSale, buyers, teardown; the cluster goes down at the end.
+	$(GO) test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v $(TEST_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## Fuzz the purchase path for FUZZTIME inputs (default 30000x).
 	$(GO) test ./runtime/seckill -run '^$$' -fuzz '^FuzzPurchase$$' -fuzztime $(FUZZTIME)
@@ -110,7 +114,11 @@ bench-operator: controlplane ## Benchmark the operator on envtest: one sale from
 	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" $(GO) test ./controllers/ -run '^$$' -bench . -benchtime $(OPERATOR_BENCHTIME) -count 1 -timeout 30m
 
 .PHONY: demo
-demo: services ## Start Redis if needed, then run a flash sale locally from end to end (flashsale demo).
+demo: ## The main job: a real sale on a local Kubernetes (cluster up, image, helm install, a FlashSale, buyers, Ended); needs root. See hack/demo.sh.
+	bash hack/demo.sh
+
+.PHONY: demo-local
+demo-local: services ## The same sale without Kubernetes: seckill, worker and rollback in-process against local Redis and MariaDB (flashsale demo).
 	$(GO) run . demo
 
 .PHONY: controlplane
@@ -120,6 +128,27 @@ controlplane: ## Build kube-apiserver and etcd for envtest from the Go module pr
 .PHONY: services
 services: ## Start the local Redis and MariaDB the tests use (idempotent).
 	bash hack/services.sh
+
+##@ Local cluster
+
+# IMAGE_TAR is the docker-archive tarball `make cluster-load-image` imports.
+IMAGE_TAR ?= bin/flashsale-image.tar
+
+.PHONY: cluster-up
+cluster-up: ## Start a real single-node Kubernetes v1.37.2 on this machine, with Redis/MariaDB/Kafka reachable from pods (hack/local-cluster.sh; root; first run builds the binaries, cold ~10 min).
+	bash hack/local-cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove everything it created: processes, mounts, netns, iptables chains, cgroups, state (idempotent).
+	bash hack/local-cluster.sh down
+
+.PHONY: cluster-status
+cluster-status: ## Show what of the local cluster runs, its KUBECONFIG and the endpoints pods use (fails unless it is all up).
+	bash hack/local-cluster.sh status
+
+.PHONY: cluster-load-image
+cluster-load-image: ## Import IMAGE_TAR (default bin/flashsale-image.tar: `make image`) into the local cluster's containerd.
+	bash hack/local-cluster.sh load-image $(IMAGE_TAR)
 
 ##@ Build
 
