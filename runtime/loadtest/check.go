@@ -330,11 +330,17 @@ func checkHammer(l *ledger, o *Options) Check {
 	case o.Sale.Spec.RateLimit.PerUserPerSecond <= 0:
 		return Check{CheckRateLimit, Skip, fmt.Sprintf("the sale has no perUserPerSecond; %d of %d hammering bots saw 429", b.throttled, b.sessions)}
 	case b.unthrottled > 0:
-		return Check{CheckRateLimit, Fail, fmt.Sprintf("%d of %d hammering bots sent %d requests back to back and were never answered 429 (perUserPerSecond %d)",
+		return Check{CheckRateLimit, Fail, fmt.Sprintf("%d of %d hammering bots sent %d requests back to back and were served every one, never answered 429 (perUserPerSecond %d)",
 			b.unthrottled, b.sessions, o.HammerRequests, o.Sale.Spec.RateLimit.PerUserPerSecond)}
+	case b.throttled == 0:
+		return Check{CheckRateLimit, Skip, fmt.Sprintf("none of %d hammering bots reached the rate limiter (refused earlier: paused, sold out, ended)", b.sessions)}
 	}
-	return Check{CheckRateLimit, Pass, fmt.Sprintf("%d of %d hammering bots answered 429 (%d requests each, perUserPerSecond %d)",
-		b.throttled, b.sessions, o.HammerRequests, o.Sale.Spec.RateLimit.PerUserPerSecond)}
+	detail := fmt.Sprintf("%d of %d hammering bots answered 429 (%d requests each, perUserPerSecond %d)",
+		b.throttled, b.sessions, o.HammerRequests, o.Sale.Spec.RateLimit.PerUserPerSecond)
+	if b.inconclusive > 0 {
+		detail += fmt.Sprintf("; %d refused before the limiter (paused, sold out, ended)", b.inconclusive)
+	}
+	return Check{CheckRateLimit, Pass, detail}
 }
 
 // checkStored: every order answered 202 is in MySQL, paid if and only if

@@ -42,8 +42,11 @@ type botTally struct {
 	sessions    int64
 	admitted    []string // order numbers a bot got: a violation
 	outcomes    map[string]int64
-	unthrottled int64 // hammering bots that never saw 429
+	unthrottled int64 // hammering bots served every request, never 429
 	throttled   int64
+	// inconclusive: hammering bots refused for another reason (paused, sold
+	// out, ended) before the rate limiter was asked.
+	inconclusive int64
 }
 
 func newLedger() *ledger {
@@ -232,19 +235,28 @@ func (r *run) bot(ctx context.Context, s session) {
 	r.l.update(func() {
 		b := &r.l.bots[s.kind]
 		b.sessions++
-		limited := false
+		limited, served := false, 0
 		for _, a := range answers {
 			b.outcomes[a.outcome.String()]++
 			if a.status == http.StatusAccepted {
 				b.admitted = append(b.admitted, a.orderNo)
 			}
+			if a.status == http.StatusOK {
+				served++
+			}
 			limited = limited || a.status == http.StatusTooManyRequests
 		}
 		if s.kind == botHammer {
-			if limited {
+			switch {
+			case limited:
 				b.throttled++
-			} else if len(answers) == r.o.HammerRequests {
+			case len(answers) == r.o.HammerRequests && served == len(answers):
+				// Every request served: the limiter let them all through.
 				b.unthrottled++
+			default:
+				// Refused before the limiter is asked (paused, sold out,
+				// ended): says nothing about the limit.
+				b.inconclusive++
 			}
 		}
 	})

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -135,5 +137,30 @@ func TestForgedTokenShape(t *testing.T) {
 	}
 	if forgedToken(1) == forgedToken(2) {
 		t.Error("forged tokens do not vary")
+	}
+}
+
+// TestCheckHammer: only a bot served every request proves a missing limit;
+// one refused before the limiter (paused, sold out) proves nothing.
+func TestCheckHammer(t *testing.T) {
+	o := &Options{HammerRequests: 50, Sale: &v1alpha1.FlashSale{}}
+	o.Sale.Spec.RateLimit.PerUserPerSecond = 5
+	for _, tc := range []struct {
+		name                                 string
+		throttled, unthrottled, inconclusive int64
+		want                                 string
+	}{
+		{"all throttled", 3, 0, 0, Pass},
+		{"paused bots excused", 3, 0, 2, Pass},
+		{"one served every request", 3, 1, 0, Fail},
+		{"none reached the limiter", 0, 0, 4, Skip},
+	} {
+		l := newLedger()
+		b := &l.bots[botHammer]
+		b.throttled, b.unthrottled, b.inconclusive = tc.throttled, tc.unthrottled, tc.inconclusive
+		b.sessions = tc.throttled + tc.unthrottled + tc.inconclusive
+		if got := checkHammer(l, o); got.Status != tc.want {
+			t.Errorf("%s: %s (%s), want %s", tc.name, got.Status, got.Detail, tc.want)
+		}
 	}
 }
