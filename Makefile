@@ -91,7 +91,7 @@ lint: golangci-lint ## Check gofmt, run go vet and golangci-lint (config: .golan
 	$(GOLANGCI_LINT) run $(PKGS)
 
 .PHONY: test
-test: vet controlplane helm promtool ## Run go vet, all tests (real Redis/MariaDB: see `make services`; envtest: `make controlplane`), then a brief fuzz run.
+test: services vet controlplane helm promtool ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool: pinned tools), then a brief fuzz run.
 	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
 	$(MAKE) fuzz FUZZTIME=8000x
 
