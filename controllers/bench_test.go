@@ -33,7 +33,6 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -221,17 +220,8 @@ func startOperator(b *testing.B, refresh time.Duration, concurrency int) *benchO
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := &controllers.FlashSaleReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Scheme:                  mgr.GetScheme(),
-		Clock:                   clock.RealClock{},
-		Recorder:                mgr.GetEventRecorder("flashsale-operator"),
-		Metrics:                 controllers.NewMetrics(),
-		Image:                   "flashsale:bench",
-		RefreshInterval:         refresh,
-		MaxConcurrentReconciles: concurrency,
-	}
+	r := controllers.NewFlashSaleReconciler(mgr)
+	r.Image, r.RefreshInterval, r.MaxConcurrentReconciles = "flashsale:bench", refresh, concurrency
 	op.counter = &countingReconciler{inner: r, per: map[types.NamespacedName]int{}}
 	if err := r.SetupWithManagerAs(mgr, op.counter); err != nil {
 		b.Fatal(err)

@@ -136,6 +136,21 @@ func (r *FlashSaleReconciler) defaults() {
 	}
 }
 
+// NewFlashSaleReconciler wires a reconciler to mgr: its cached client, the
+// uncached reader Secrets are read through, its scheme and Event recorder,
+// the real clock and fresh metrics (to be registered by the caller). The
+// other fields keep their defaults until the caller sets them.
+func NewFlashSaleReconciler(mgr ctrl.Manager) *FlashSaleReconciler {
+	return &FlashSaleReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Clock:     clock.RealClock{},
+		Recorder:  mgr.GetEventRecorder(FieldOwner),
+		Metrics:   NewMetrics(),
+	}
+}
+
 // SetupWithManager registers the reconciler: it watches FlashSales, the
 // workloads they own (a pod becoming ready opens the go-live gate at once)
 // and Secrets (a missing Secret created later un-fails the sale).

@@ -4,16 +4,12 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/cli"
@@ -26,7 +22,7 @@ import (
 func TestManagerCommand(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	cfg, _ := testutil.Kube(t, cli.Scheme())
-	kubeconfig := writeKubeconfig(t, cfg)
+	kubeconfig := testutil.Kubeconfig(t, cfg)
 	t.Setenv("KUBECONFIG", kubeconfig)
 
 	probe := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
@@ -82,18 +78,4 @@ func TestManagerCommand(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", probe, 200*time.Millisecond); err == nil {
 		t.Fatal("probe endpoint still listening after stop")
 	}
-}
-
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

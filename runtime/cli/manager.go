@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -67,23 +66,15 @@ of each sale with its own image (--image), so one image serves every role.`,
 			if err != nil {
 				return fmt.Errorf("create manager: %w", err)
 			}
-			metrics := controllers.NewMetrics()
-			ctrlmetrics.Registry.MustRegister(metrics.Collectors()...)
-			r := &controllers.FlashSaleReconciler{
-				Client:                  mgr.GetClient(),
-				APIReader:               mgr.GetAPIReader(),
-				Scheme:                  mgr.GetScheme(),
-				Clock:                   clock.RealClock{},
-				Recorder:                mgr.GetEventRecorder("flashsale-operator"),
-				Metrics:                 metrics,
-				Image:                   image,
-				PullPolicy:              corev1.PullPolicy(pullPolicy),
-				DefaultSecret:           defaultSecret,
-				RefreshInterval:         refresh,
-				AuditInterval:           auditEvery,
-				CleanupTimeout:          cleanup,
-				MaxConcurrentReconciles: concurrency,
-			}
+			r := controllers.NewFlashSaleReconciler(mgr)
+			ctrlmetrics.Registry.MustRegister(r.Metrics.Collectors()...)
+			r.Image = image
+			r.PullPolicy = corev1.PullPolicy(pullPolicy)
+			r.DefaultSecret = defaultSecret
+			r.RefreshInterval = refresh
+			r.AuditInterval = auditEvery
+			r.CleanupTimeout = cleanup
+			r.MaxConcurrentReconciles = concurrency
 			if err := r.SetupWithManager(mgr); err != nil {
 				return fmt.Errorf("set up controller: %w", err)
 			}

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -38,8 +37,6 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -62,7 +59,7 @@ const (
 )
 
 var (
-	root     = repoRoot()
+	root     = testutil.RepoRoot()
 	chartDir = filepath.Join(root, "charts", "flashsale-operator")
 )
 
@@ -251,7 +248,7 @@ func TestTemplateAllSwitches(t *testing.T) {
 func TestHelmInstall(t *testing.T) {
 	c, _ := cluster(t)
 	cfg, _ := testutil.Kube(t, clientgoscheme.Scheme)
-	kubeconfig := writeKubeconfig(t, cfg)
+	kubeconfig := testutil.Kubeconfig(t, cfg)
 	const rel, ns = "fs-install", "flashsale-helm"
 	helm := func(args ...string) string {
 		t.Helper()
@@ -291,23 +288,6 @@ func TestHelmInstall(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: rel + "-flashsale-operator"}, &crb); !apierrors.IsNotFound(err) {
 		t.Errorf("after helm uninstall the ClusterRoleBinding is still there (err %v)", err)
 	}
-}
-
-// writeKubeconfig writes a kubeconfig for cfg (envtest's admin) for helm.
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
-	}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // TestKustomizeDefault: `kubectl apply -k config/default` would be accepted,
@@ -764,9 +744,3 @@ func chartAppVersion(t *testing.T) string {
 }
 
 func testdata(name string) string { return filepath.Join(root, "test", "chart", "testdata", name) }
-
-// repoRoot is the module root, found from this file's path.
-func repoRoot() string {
-	_, file, _, _ := goruntime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}

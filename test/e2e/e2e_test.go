@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +41,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/cli"
 	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/loadtest"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 //nolint:gosec // G101: a throwaway secret of the test's own sale
@@ -54,11 +54,6 @@ type cluster struct {
 	k8s      client.Client
 	ctx      context.Context
 	flashbin string
-}
-
-func repoRoot() string {
-	_, file, _, _ := goruntime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // run runs a command in the repository, streaming its output into the test log.
@@ -100,7 +95,7 @@ func readEnvFile(t *testing.T, path string, into map[string]string) {
 
 func up(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, repo: repoRoot(), env: map[string]string{}, ctx: context.Background()}
+	c := &cluster{t: t, repo: testutil.RepoRoot(), env: map[string]string{}, ctx: context.Background()}
 	c.run("bash", "hack/local-cluster.sh", "up")
 	t.Cleanup(func() {
 		if t.Failed() {

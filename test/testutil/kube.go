@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -35,7 +37,7 @@ func Kube(t testing.TB, scheme *runtime.Scheme) (*rest.Config, client.Client) {
 			return
 		}
 		e := &envtest.Environment{
-			CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "config", "crd", "bases")},
+			CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 			ErrorIfCRDPathMissing: true,
 		}
 		cfg, err := e.Start()
@@ -65,6 +67,24 @@ func StopKube() {
 	}
 }
 
+// Kubeconfig writes a kubeconfig file for cfg (envtest's admin), for the
+// programs a test runs (helm, flashsale manager), and returns its path.
+func Kubeconfig(t testing.TB, cfg *rest.Config) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
+	}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatalf("testutil: write kubeconfig: %v", err)
+	}
+	return path
+}
+
 // checkAssets says what is missing, in words that tell how to fix it.
 func checkAssets() error {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
@@ -82,8 +102,9 @@ func checkAssets() error {
 	return nil
 }
 
-// repoRoot is the module root, found from this file's path.
-func repoRoot() string {
+// RepoRoot is the module root, found from this file's path, so tests of any
+// package can reach config/, charts/ and hack/.
+func RepoRoot() string {
 	_, file, _, _ := goruntime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
