@@ -9,6 +9,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/order"
 )
@@ -35,17 +36,10 @@ type kafkaView struct {
 	Incomplete []string
 }
 
-// SaramaConfig is the client configuration the audit uses unless told otherwise.
+// SaramaConfig is the client configuration the audit uses unless told
+// otherwise: the pipeline's (kafkautil), under the audit's own client id.
 func SaramaConfig() *sarama.Config {
-	c := sarama.NewConfig()
-	c.ClientID = "flashsale-audit"
-	c.Version = sarama.V3_6_0_0
-	c.Net.DialTimeout = 5 * time.Second
-	c.Net.ReadTimeout = 15 * time.Second
-	c.Net.WriteTimeout = 10 * time.Second
-	c.Metadata.Retry.Max = 2
-	c.Metadata.Retry.Backoff = 200 * time.Millisecond
-	c.Metadata.AllowAutoTopicCreation = false
+	c := kafkautil.Options{ClientID: "flashsale-audit"}.Config()
 	c.Consumer.Return.Errors = true
 	return c
 }
