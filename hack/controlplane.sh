@@ -40,6 +40,9 @@ export GOWORK=off GOFLAGS="-buildvcs=false"
 log() { printf 'hack/controlplane.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
+# shellcheck source=hack/lib/k8s-build.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-build.sh"
+
 # apiserver_ok: kube-apiserver exists and reports K8S_VERSION.
 apiserver_ok() {
   [[ -x "${DIR}/kube-apiserver" ]] &&
@@ -58,54 +61,7 @@ etcd_ok() {
 build_apiserver() {
   local start=$SECONDS
   log "building kube-apiserver ${K8S_VERSION} into ${DIR} (cold: 10-15 min on 2 cores)"
-  mkdir -p "$WRAP_K8S"
-  cd "$WRAP_K8S"
-  if [[ ! -f go.mod ]]; then
-    cat >go.mod <<EOF
-module flashsale.local/controlplane/kubernetes
-
-go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
-EOF
-  fi
-  cat >tools.go <<'EOF'
-//go:build tools
-
-// Package tools pins the kube-apiserver command in this wrapper module.
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-EOF
-  log "resolving k8s.io/kubernetes@${K8S_VERSION}"
-  go mod edit -require="k8s.io/kubernetes@${K8S_VERSION}"
-  go mod download k8s.io/kubernetes
-  local kgomod
-  kgomod="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
-  [[ -f "$kgomod" ]] || die "cannot find the go.mod of k8s.io/kubernetes@${K8S_VERSION} in the module cache"
-  # Every `k8s.io/foo => ./staging/src/k8s.io/foo` replace, in either the
-  # one-line or the block form.
-  local staging
-  mapfile -t staging < <(awk '
-    /^replace[[:space:]]*\(/ { inblock = 1; next }
-    inblock && /^\)/ { inblock = 0; next }
-    inblock && $2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }
-    !inblock && $1 == "replace" && $3 == "=>" && $4 ~ /^\.\/staging\// { print $2 }
-  ' "$kgomod" | sort -u)
-  ((${#staging[@]} > 0)) || die "no ./staging replaces found in ${kgomod}"
-  log "replacing ${#staging[@]} staging modules with ${K8S_STAGING_VERSION}"
-  local args=() m
-  for m in "${staging[@]}"; do
-    args+=("-replace=${m}=${m}@${K8S_STAGING_VERSION}")
-  done
-  go mod edit "${args[@]}"
-  log "go mod tidy (wrapper module)"
-  go mod tidy
-  log "go build k8s.io/kubernetes/cmd/kube-apiserver"
-  go build -o "${DIR}/kube-apiserver.tmp" -ldflags "-s -w \
-    -X k8s.io/component-base/version.gitVersion=${K8S_VERSION} \
-    -X k8s.io/component-base/version.gitMajor=1 \
-    -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)" \
-    k8s.io/kubernetes/cmd/kube-apiserver
-  mv -f "${DIR}/kube-apiserver.tmp" "${DIR}/kube-apiserver"
+  k8s_build "$DIR" "$WRAP_K8S" flashsale.local/controlplane/kubernetes kube-apiserver
   log "kube-apiserver built in $((SECONDS - start)) s"
 }
 

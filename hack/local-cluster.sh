@@ -102,6 +102,9 @@ export PATH="${PATH}:/usr/local/go/bin:/usr/sbin:/sbin"
 log() { printf 'hack/local-cluster.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# shellcheck source=hack/lib/k8s-build.sh
+. "${REPO}/hack/lib/k8s-build.sh"
+
 usage() {
   sed -n '/^#   hack\/local-cluster.sh/,/^#$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
@@ -157,64 +160,14 @@ bins_ok() {
     [[ "$("${BIN_DIR}/kubectl" version --client 2>/dev/null)" == *"Client Version: ${K8S_VERSION}"* ]]
 }
 
-# build_node_bins builds NODE_BINS like hack/controlplane.sh builds
-# kube-apiserver: a wrapper module requires k8s.io/kubernetes and replaces each
-# staging module (./staging/... in kubernetes' go.mod) with the published one.
+# build_node_bins builds NODE_BINS as hack/controlplane.sh builds
+# kube-apiserver (hack/lib/k8s-build.sh), in a wrapper module of their own.
 build_node_bins() {
   local start=$SECONDS
   log "building ${NODE_BINS[*]} ${K8S_VERSION} into ${BIN_DIR} (cold: 3-10 min on 2 cores)"
   export GOWORK=off GOFLAGS="-buildvcs=false"
   command -v go >/dev/null || die "go is not installed (expected on PATH or in /usr/local/go/bin)"
-  mkdir -p "$WRAP_NODE"
-  (
-    cd "$WRAP_NODE"
-    if [[ ! -f go.mod ]]; then
-      printf 'module flashsale.local/localcluster/node\n\ngo %s\n' \
-        "$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')" >go.mod
-    fi
-    {
-      printf '//go:build tools\n\n// Package tools pins the commands of the local cluster in this wrapper module.\npackage tools\n\nimport (\n'
-      printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${NODE_BINS[@]}"
-      printf ')\n'
-    } >tools.go
-    go mod edit -require="k8s.io/kubernetes@${K8S_VERSION}"
-    go mod download k8s.io/kubernetes
-    local kgomod
-    kgomod="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
-    [[ -f "$kgomod" ]] || die "cannot find the go.mod of k8s.io/kubernetes@${K8S_VERSION} in the module cache"
-    local staging
-    mapfile -t staging < <(awk '
-      /^replace[[:space:]]*\(/ { inblock = 1; next }
-      inblock && /^\)/ { inblock = 0; next }
-      inblock && $2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }
-      !inblock && $1 == "replace" && $3 == "=>" && $4 ~ /^\.\/staging\// { print $2 }
-    ' "$kgomod" | sort -u)
-    ((${#staging[@]} > 0)) || die "no ./staging replaces found in ${kgomod}"
-    local args=() m
-    for m in "${staging[@]}"; do
-      args+=("-replace=${m}=${m}@${K8S_STAGING_VERSION}")
-    done
-    go mod edit "${args[@]}"
-    log "go mod tidy (wrapper module, ${#staging[@]} staging modules at ${K8S_STAGING_VERSION})"
-    go mod tidy
-    local tmp="${BIN_DIR}/.build.tmp" pkgs=() b minor
-    minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
-    for b in "${NODE_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/${b}"); done
-    rm -rf "$tmp"
-    mkdir -p "$tmp"
-    log "go build ${pkgs[*]}"
-    # The version ldflags: without them every binary reports v0.0.0-master.
-    go build -o "${tmp}/" -ldflags "-s -w \
-      -X k8s.io/component-base/version.gitVersion=${K8S_VERSION} \
-      -X k8s.io/component-base/version.gitMajor=1 \
-      -X k8s.io/component-base/version.gitMinor=${minor} \
-      -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION} \
-      -X k8s.io/client-go/pkg/version.gitMajor=1 \
-      -X k8s.io/client-go/pkg/version.gitMinor=${minor}" \
-      "${pkgs[@]}"
-    for b in "${NODE_BINS[@]}"; do mv -f "${tmp}/${b}" "${BIN_DIR}/${b}"; done
-    rmdir "$tmp"
-  )
+  k8s_build "$BIN_DIR" "$WRAP_NODE" flashsale.local/localcluster/node "${NODE_BINS[@]}"
   log "${NODE_BINS[*]} built in $((SECONDS - start)) s"
 }
 
