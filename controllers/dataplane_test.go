@@ -13,12 +13,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/rollback"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
-	"github.com/flashsale-dev/flashsale-operator/runtime/token"
-	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
 
 const paySecret = "pay-secret"

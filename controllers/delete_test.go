@@ -14,7 +14,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

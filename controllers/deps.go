@@ -18,8 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 )
 
 // Endpoints are a sale's dependencies, read from its Secrets.

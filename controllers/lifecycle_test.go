@@ -18,7 +18,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
 // TestSaleLifecycle walks one Kafka-backed sale through every phase with a

@@ -16,9 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/audit"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/teardown"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/teardown"
 )
 
 // reconcileAudit checks the conservation law every AuditInterval once buyers

@@ -195,7 +195,7 @@ sed "s/__NAMESPACE__/$NS/" "$TEMPLATE" >"$SALEFILE"
 # Keys of a SKU (the hash tag is the SKU).
 k() { echo "fs:{$SALE/$1}:$2"; }
 
-SHA=$(sha1sum "$ROOT/runtime/purchase/purchase.lua" | awk '{print $1}')
+SHA=$(sha1sum "$ROOT/runtime/sale/purchase/purchase.lua" | awk '{print $1}')
 
 # ------------------------------------------------------------------ limit ----
 
@@ -203,8 +203,8 @@ SHA=$(sha1sum "$ROOT/runtime/purchase/purchase.lua" | awk '{print $1}')
 # exact bytes (-x passes the file as is). Another user of a shared Redis may
 # run SCRIPT FLUSH at any time: this is called before every limit run.
 load_script() {
-  [[ "$(rcli -x SCRIPT LOAD <"$ROOT/runtime/purchase/purchase.lua")" == "$SHA" ]] ||
-    die "SCRIPT LOAD of runtime/purchase/purchase.lua did not return $SHA"
+  [[ "$(rcli -x SCRIPT LOAD <"$ROOT/runtime/sale/purchase/purchase.lua")" == "$SHA" ]] ||
+    die "SCRIPT LOAD of runtime/sale/purchase/purchase.lua did not return $SHA"
 }
 
 # limit_run LABEL CALLS USERPREFIX REDIS-BENCHMARK-FLAGS...: sets LIMIT_LAST (calls/s).

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/audit"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 )
 
 // ErrAuditFailed is returned when the conservation law does not hold or an

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/cli"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

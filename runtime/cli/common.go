@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 )
 
 // Environment variables that stand in for flags, so secrets need not appear

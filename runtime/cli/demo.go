@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/demo"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/tools/demo"
 )
 
 func newDemoCommand() *cobra.Command {

@@ -15,9 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/loadtest"
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/tools/loadtest"
 )
 
 // ErrInvariantsBroken is returned when a load test's checks fail: the

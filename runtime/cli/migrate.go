@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 )
 
 func newMigrateCommand() *cobra.Command {

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/rollback"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 )
 
 func newRollbackCommand() *cobra.Command {

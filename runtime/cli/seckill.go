@@ -11,12 +11,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
-	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
-	"github.com/flashsale-dev/flashsale-operator/runtime/token"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
 
 // Environment variables for secrets, so they need not appear on a command line.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 )
 
 // newTokenCommand mints path tokens offline with the sale's key: for smoke

@@ -5,9 +5,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/manifest"
-	"github.com/flashsale-dev/flashsale-operator/runtime/redisconn"
-	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 )
 
 func newWarmCommand() *cobra.Command {

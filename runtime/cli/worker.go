@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
-	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
-	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 )
 
 func newWorkerCommand() *cobra.Command {

@@ -19,11 +19,11 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
-	"github.com/flashsale-dev/flashsale-operator/runtime/token"
-	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

@@ -15,11 +15,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/access"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
-	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
-	"github.com/flashsale-dev/flashsale-operator/runtime/token"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/access"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
 
 // purchaseTimeout bounds one purchase script call.

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderstate"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 )
 
 // Refusals of the pay endpoint.

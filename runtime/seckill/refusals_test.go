@@ -13,10 +13,10 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
-	"github.com/flashsale-dev/flashsale-operator/runtime/token"
-	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

@@ -22,13 +22,13 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/access"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
-	"github.com/flashsale-dev/flashsale-operator/runtime/ratelimit"
-	"github.com/flashsale-dev/flashsale-operator/runtime/risk"
-	"github.com/flashsale-dev/flashsale-operator/runtime/token"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/access"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/ratelimit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
 
 // RiskChecker is asked before the purchase script runs; an error means the

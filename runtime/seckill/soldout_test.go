@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
-	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

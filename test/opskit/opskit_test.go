@@ -29,11 +29,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flashsale-dev/flashsale-operator/controllers"
-	"github.com/flashsale-dev/flashsale-operator/runtime/audit"
-	"github.com/flashsale-dev/flashsale-operator/runtime/consumer"
-	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
-	"github.com/flashsale-dev/flashsale-operator/runtime/relay"
-	"github.com/flashsale-dev/flashsale-operator/runtime/rollback"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/consumer"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/relay"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 )
 

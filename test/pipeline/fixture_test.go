@@ -22,11 +22,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/dbsink"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
-	"github.com/flashsale-dev/flashsale-operator/runtime/warm"
-	"github.com/flashsale-dev/flashsale-operator/runtime/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

@@ -13,12 +13,12 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/consumer"
-	"github.com/flashsale-dev/flashsale-operator/runtime/kafkautil"
-	"github.com/flashsale-dev/flashsale-operator/runtime/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/order"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/consumer"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 

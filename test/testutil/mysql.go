@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 )
 
 // DefaultMySQLDSN is the server DSN used when FLASHSALE_TEST_MYSQL_DSN is unset.

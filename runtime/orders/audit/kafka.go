@@ -1,0 +1,222 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+)
+
+// kafkaMessage is one message read from a topic, decoded when it is an order.
+type kafkaMessage struct {
+	Partition int32
+	Offset    int64
+	Order     order.Order
+	Err       error  // why it is not a valid order of this sale
+	Reason    string // the dead-letter reason header, if any
+}
+
+// kafkaView is what the audit saw in Kafka.
+type kafkaView struct {
+	// Lag is the consumer group's lag on the order topic: the sum over
+	// partitions of high watermark − committed offset.
+	Lag int64
+	// Pending are the messages behind the group's committed offsets.
+	Pending []kafkaMessage
+	// DeadLetters are every message of the dead-letter topic.
+	DeadLetters []kafkaMessage
+	// Incomplete says a range could not be read to its end in time.
+	Incomplete []string
+}
+
+// SaramaConfig is the client configuration the audit uses unless told
+// otherwise: the pipeline's (kafkautil), under the audit's own client id.
+func SaramaConfig() *sarama.Config {
+	c := kafkautil.Options{ClientID: "flashsale-audit"}.Config()
+	c.Consumer.Return.Errors = true
+	return c
+}
+
+// readKafka reads the consumer group's committed offsets on the order topic,
+// the messages behind them, and the whole dead-letter topic.
+func (a *Auditor) readKafka(ctx context.Context) (*kafkaView, error) {
+	cfg := a.cfg.Sarama
+	if cfg == nil {
+		cfg = SaramaConfig()
+	}
+	client, err := sarama.NewClient(a.cfg.Brokers, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to kafka %s: %w", strings.Join(a.cfg.Brokers, ","), err)
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		return nil, fmt.Errorf("kafka consumer: %w", err)
+	}
+	defer consumer.Close()
+
+	v := &kafkaView{}
+	sale := a.cfg.Sale.SaleKey()
+	topic, dlq := keys.Topic(sale), keys.DeadLetterTopic(sale)
+
+	parts, err := partitions(client, topic)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) > 0 {
+		committed, err := committedOffsets(client, keys.ConsumerGroup(sale), topic, parts)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			oldest, newest, err := bounds(client, topic, p)
+			if err != nil {
+				return nil, err
+			}
+			from := committed[p]
+			if from < oldest { // nothing committed (or retention passed it): the group starts at the oldest
+				from = oldest
+			}
+			if newest <= from {
+				continue
+			}
+			v.Lag += newest - from
+			msgs, complete := a.readRange(ctx, consumer, topic, p, from, newest)
+			v.Pending = append(v.Pending, msgs...)
+			if !complete {
+				v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", topic, p, from, newest))
+			}
+		}
+	}
+
+	dparts, err := partitions(client, dlq)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range dparts {
+		oldest, newest, err := bounds(client, dlq, p)
+		if err != nil {
+			return nil, err
+		}
+		if newest <= oldest {
+			continue
+		}
+		msgs, complete := a.readRange(ctx, consumer, dlq, p, oldest, newest)
+		v.DeadLetters = append(v.DeadLetters, msgs...)
+		if !complete {
+			v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", dlq, p, oldest, newest))
+		}
+	}
+	return v, nil
+}
+
+// partitions lists a topic's partitions; a topic that does not exist has none.
+func partitions(client sarama.Client, topic string) ([]int32, error) {
+	if err := client.RefreshMetadata(topic); err != nil {
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("kafka metadata of %s: %w", topic, err)
+	}
+	ps, err := client.Partitions(topic)
+	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", topic, err)
+	}
+	return ps, nil
+}
+
+func bounds(client sarama.Client, topic string, p int32) (oldest, newest int64, err error) {
+	if oldest, err = client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
+		return 0, 0, fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
+	}
+	if newest, err = client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
+		return 0, 0, fmt.Errorf("high watermark of %s/%d: %w", topic, p, err)
+	}
+	return oldest, newest, nil
+}
+
+// committedOffsets fetches the group's committed offset per partition (-1: none).
+func committedOffsets(client sarama.Client, group, topic string, parts []int32) (map[int32]int64, error) {
+	coord, err := client.Coordinator(group)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator of group %s: %w", group, err)
+	}
+	req := &sarama.OffsetFetchRequest{Version: 1, ConsumerGroup: group}
+	for _, p := range parts {
+		req.AddPartition(topic, p)
+	}
+	resp, err := coord.FetchOffset(req)
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
+	}
+	if resp.Err != sarama.ErrNoError {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, resp.Err)
+	}
+	out := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		out[p] = -1
+		if b := resp.GetBlock(topic, p); b != nil && b.Err == sarama.ErrNoError {
+			out[p] = b.Offset
+		}
+	}
+	return out, nil
+}
+
+// readRange reads [from, to) of one partition; complete is false when it ran
+// out of time first.
+func (a *Auditor) readRange(ctx context.Context, consumer sarama.Consumer, topic string, p int32, from, to int64) (out []kafkaMessage, complete bool) {
+	pc, err := consumer.ConsumePartition(topic, p, from)
+	if err != nil {
+		a.log.Warn("Reading a Kafka partition failed", "topic", topic, "partition", p, "err", err)
+		return nil, false
+	}
+	defer pc.AsyncClose()
+	timer := time.NewTimer(a.cfg.KafkaTimeout)
+	defer timer.Stop()
+	sale := a.cfg.Sale.SaleKey()
+	for {
+		select {
+		case <-ctx.Done():
+			return out, false
+		case <-timer.C:
+			return out, false
+		case cerr, ok := <-pc.Errors():
+			if ok {
+				a.log.Warn("Reading a Kafka partition failed", "topic", topic, "partition", p, "err", cerr)
+			}
+			return out, false
+		case m, ok := <-pc.Messages():
+			if !ok {
+				return out, false
+			}
+			km := kafkaMessage{Partition: p, Offset: m.Offset}
+			km.Order, km.Err = order.Unmarshal(m.Value)
+			if km.Err == nil && km.Order.Sale != sale {
+				km.Err = fmt.Errorf("order %s belongs to sale %q", km.Order.OrderNo, km.Order.Sale)
+			}
+			for _, h := range m.Headers {
+				if h == nil {
+					continue
+				}
+				k := strings.ToLower(string(h.Key))
+				if strings.Contains(k, "reason") || strings.Contains(k, "error") {
+					km.Reason = string(h.Value)
+				}
+			}
+			out = append(out, km)
+			if m.Offset >= to-1 {
+				return out, true
+			}
+		}
+	}
+}

@@ -1,0 +1,87 @@
+// Package orderstate keeps an order's Redis side in step with MySQL: the
+// status that result polling reads, and the unit of stock that a cancelled
+// order returns, exactly once.
+package orderstate
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+)
+
+var (
+	//go:embed advance.lua
+	advanceSource string
+	//go:embed release.lua
+	releaseSource string
+	//go:embed settle.lua
+	settleSource string
+
+	advanceScript = redis.NewScript(advanceSource)
+	releaseScript = redis.NewScript(releaseSource)
+	settleScript  = redis.NewScript(settleSource)
+)
+
+// Advance moves the order's visible status forward (never back).
+func Advance(ctx context.Context, rdb redis.Scripter, o *order.Order, to order.Status) (bool, error) {
+	k := keys.ForSKU(o.Sale, o.SKU)
+	n, err := advanceScript.Run(ctx, rdb, []string{k.Orders}, o.OrderNo, to.String(), o.User).Int()
+	if err != nil {
+		return false, fmt.Errorf("advance order %s to %s: %w", o.OrderNo, to, err)
+	}
+	return n == 1, nil
+}
+
+// MarkCreated advances many orders to created in one pipeline, after the
+// batch that holds them committed.
+func MarkCreated(ctx context.Context, rdb redis.UniversalClient, orders []order.Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	var err error
+	for range 2 {
+		pipe := rdb.Pipeline()
+		for i := range orders {
+			o := &orders[i]
+			pipe.EvalSha(ctx, advanceScript.Hash(), []string{keys.ForSKU(o.Sale, o.SKU).Orders}, o.OrderNo, order.Created.String(), o.User)
+		}
+		if _, err = pipe.Exec(ctx); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			break
+		}
+		// Redis lost its scripts (restart, failover): load and go again;
+		// advancing is idempotent, so the orders that did move are fine.
+		if lerr := advanceScript.Load(ctx, rdb).Err(); lerr != nil {
+			return fmt.Errorf("load advance script: %w", lerr)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("mark %d orders created: %w", len(orders), err)
+	}
+	return nil
+}
+
+// Release returns the unit of a cancelled order to stock, frees the user's
+// slot and marks the order cancelled, exactly once however often it is
+// called. It reports whether this call returned the unit.
+func Release(ctx context.Context, rdb redis.Scripter, o *order.Order) (bool, error) {
+	k := keys.ForSKU(o.Sale, o.SKU)
+	n, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders}, o.OrderNo, o.User).Int()
+	if err != nil {
+		return false, fmt.Errorf("return stock of order %s: %w", o.OrderNo, err)
+	}
+	return n == 1, nil
+}
+
+// Settle records a payment: the order leaves the expiry set and shows paid.
+func Settle(ctx context.Context, rdb redis.Scripter, o *order.Order) error {
+	k := keys.ForSKU(o.Sale, o.SKU)
+	if err := settleScript.Run(ctx, rdb, []string{k.Expiry, k.Orders}, o.OrderNo, o.User).Err(); err != nil {
+		return fmt.Errorf("settle order %s: %w", o.OrderNo, err)
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+// Package warm pre-warms Redis for a sale: stock counters, the order streams
+// with their relay consumer group, the scripts, and the pause switch. It is
+// the very code both `flashsale warm` and the operator call, and it is
+// idempotent: running it again never resets a live counter.
+package warm
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+)
+
+//go:embed stock.lua
+var stockSource string
+
+var stockScript = redis.NewScript(stockSource)
+
+// SKUResult says what warming did to one SKU.
+type SKUResult struct {
+	SKU string
+	// Action is created, unchanged, raised, lowered or adopted.
+	Action string
+	// Delta is how much the counter moved.
+	Delta int64
+	// Remaining and Initial are the counter and the declared stock afterwards.
+	Remaining int64
+	Initial   int64
+}
+
+// Result is what one Warm call did.
+type Result struct{ SKUs []SKUResult }
+
+// Warm makes Redis ready for fs and reports what it changed.
+func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) (Result, error) {
+	sale := fs.SaleKey()
+	if err := purchase.Load(ctx, rdb); err != nil {
+		return Result{}, err
+	}
+	var out Result
+	for _, sku := range fs.Spec.SKUs {
+		k := keys.ForSKU(sale, sku.ID)
+		vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial}, sku.Stock).Slice()
+		if err != nil {
+			return out, fmt.Errorf("warm stock of SKU %s: %w", sku.ID, err)
+		}
+		r, err := parseStock(sku.ID, vals)
+		if err != nil {
+			return out, err
+		}
+		out.SKUs = append(out.SKUs, r)
+		// The stream and its group exist before the first buyer, so the relay
+		// reads from the very first order ("0") and never misses one.
+		err = rdb.XGroupCreateMkStream(ctx, k.Stream, keys.RelayGroup, "0").Err()
+		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+			return out, fmt.Errorf("create order stream of SKU %s: %w", sku.ID, err)
+		}
+	}
+	if err := SetPaused(ctx, rdb, sale, fs.Spec.Paused); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+func parseStock(sku string, vals []any) (SKUResult, error) {
+	if len(vals) != 4 {
+		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: want 4 values, got %d", sku, len(vals))
+	}
+	action, _ := vals[0].(string)
+	delta, ok1 := vals[1].(int64)
+	left, ok2 := vals[2].(int64)
+	init, ok3 := vals[3].(int64)
+	if !ok1 || !ok2 || !ok3 {
+		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: unexpected reply %v", sku, vals)
+	}
+	return SKUResult{SKU: sku, Action: action, Delta: delta, Remaining: left, Initial: init}, nil
+}
+
+// SetPaused flips the pause switch that every seckill pod polls.
+func SetPaused(ctx context.Context, rdb redis.UniversalClient, sale string, paused bool) error {
+	return setSwitch(ctx, rdb, sale, keys.FieldPaused, paused)
+}
+
+// SetClosed flips the early-close switch: purchases answer ENDED while on.
+func SetClosed(ctx context.Context, rdb redis.UniversalClient, sale string, closed bool) error {
+	return setSwitch(ctx, rdb, sale, keys.FieldClosed, closed)
+}
+
+// SetHeld flips the go-live gate: while on, purchases answer NOT_READY even
+// after the sale's start time, so the operator can keep buyers out until
+// every data-plane pod is ready. Absent (as `flashsale warm` leaves it) means
+// not held.
+func SetHeld(ctx context.Context, rdb redis.UniversalClient, sale string, held bool) error {
+	return setSwitch(ctx, rdb, sale, keys.FieldHeld, held)
+}
+
+func setSwitch(ctx context.Context, rdb redis.UniversalClient, sale, field string, on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if err := rdb.HSet(ctx, keys.ForSale(sale).Control, field, v).Err(); err != nil {
+		return fmt.Errorf("set %s switch of sale %s: %w", field, sale, err)
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package warm_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
+)
+
+func sale(t *testing.T, rdb redis.UniversalClient, stock int64) *v1alpha1.FlashSale {
+	fs := &v1alpha1.FlashSale{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testutil.UniqueName(t), Name: "s"},
+		Spec: v1alpha1.FlashSaleSpec{
+			StartTime: metav1.NewTime(time.Now()), EndTime: metav1.NewTime(time.Now().Add(time.Hour)),
+			SKUs: []v1alpha1.SKU{{ID: "a", Stock: stock, Price: "1.00", PerUserLimit: 1}},
+		},
+	}
+	fs.SetDefaults()
+	for _, p := range keys.Patterns(fs.SaleKey()) {
+		testutil.CleanupKeys(t, rdb, p)
+	}
+	return fs
+}
+
+// TestWarmIdempotentAndRaises: warming again never resets a live counter; a
+// raise adds exactly the difference, once; a lowering takes back at most
+// what is unsold.
+func TestWarmIdempotentAndRaises(t *testing.T) {
+	t.Run("standalone", func(t *testing.T) { warmScenario(t, testutil.Redis(t)) })
+	t.Run("cluster", func(t *testing.T) { warmScenario(t, testutil.RedisCluster(t).Client(t)) })
+}
+
+func warmScenario(t *testing.T, rdb redis.UniversalClient) {
+	ctx := context.Background()
+	fs := sale(t, rdb, 10)
+	k := keys.ForSKU(fs.SaleKey(), "a")
+	step := func(want string, delta, remaining, initial int64) {
+		t.Helper()
+		res, err := warm.Warm(ctx, rdb, fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := res.SKUs[0]
+		if got.Action != want || got.Delta != delta || got.Remaining != remaining || got.Initial != initial {
+			t.Fatalf("warm: %+v, want %s delta %d remaining %d initial %d", got, want, delta, remaining, initial)
+		}
+	}
+	step("created", 10, 10, 10)
+	step("unchanged", 0, 10, 10)
+	// Buyers take 4 units; re-warming must not give them back.
+	rdb.DecrBy(ctx, k.Stock, 4)
+	step("unchanged", 0, 6, 10)
+	fs.Spec.SKUs[0].Stock = 15
+	step("raised", 5, 11, 15)
+	step("unchanged", 0, 11, 15) // the raise happened once
+	fs.Spec.SKUs[0].Stock = 3
+	step("lowered", -11, 0, 4) // only the 11 unsold units can be taken back
+	if n, _ := rdb.Get(ctx, k.Stock).Int64(); n != 0 {
+		t.Fatalf("stock %d", n)
+	}
+	groups, err := rdb.XInfoGroups(ctx, k.Stream).Result()
+	if err != nil || len(groups) != 1 || groups[0].Name != keys.RelayGroup {
+		t.Fatalf("relay group: %v %v", groups, err)
+	}
+	ok, err := rdb.ScriptExists(ctx, purchase.SHA()).Result()
+	if err != nil || !ok[0] {
+		t.Fatalf("script not loaded: %v %v", ok, err)
+	}
+}
+
+func TestPausedSwitch(t *testing.T) {
+	rdb := testutil.Redis(t)
+	ctx := context.Background()
+	fs := sale(t, rdb, 1)
+	fs.Spec.Paused = true
+	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := rdb.HGet(ctx, keys.ForSale(fs.SaleKey()).Control, keys.FieldPaused).Result(); v != "1" {
+		t.Fatalf("paused switch %q", v)
+	}
+}
+
+// TestHeldSwitch: warming leaves the go-live gate absent (not held), SetHeld
+// flips it both ways, and warming again never releases a hold.
+func TestHeldSwitch(t *testing.T) {
+	rdb := testutil.Redis(t)
+	ctx := context.Background()
+	fs := sale(t, rdb, 1)
+	control := keys.ForSale(fs.SaleKey()).Control
+	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.HExists(ctx, control, keys.FieldHeld).Result(); err != nil || ok {
+		t.Fatalf("warm set the held switch: exists=%v err=%v", ok, err)
+	}
+	held := func() string {
+		t.Helper()
+		v, err := rdb.HGet(ctx, control, keys.FieldHeld).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := warm.SetHeld(ctx, rdb, fs.SaleKey(), true); err != nil {
+		t.Fatal(err)
+	}
+	if v := held(); v != "1" {
+		t.Fatalf("held switch %q after SetHeld(true)", v)
+	}
+	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
+		t.Fatal(err)
+	}
+	if v := held(); v != "1" {
+		t.Fatalf("held switch %q after warming again, want the hold kept", v)
+	}
+	if err := warm.SetHeld(ctx, rdb, fs.SaleKey(), false); err != nil {
+		t.Fatal(err)
+	}
+	if v := held(); v != "0" {
+		t.Fatalf("held switch %q after SetHeld(false)", v)
+	}
+	// The other switches are their own fields.
+	if v, _ := rdb.HGet(ctx, control, keys.FieldPaused).Result(); v != "0" {
+		t.Fatalf("paused switch %q", v)
+	}
+	if ok, _ := rdb.HExists(ctx, control, keys.FieldClosed).Result(); ok {
+		t.Fatal("SetHeld touched the closed switch")
+	}
+}

@@ -1,0 +1,58 @@
+package demo_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/tools/demo"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
+)
+
+// TestDemoSale runs the laptop demo small: every refusal shows up and the
+// invariants hold; its keys are gone afterwards.
+func TestDemoSale(t *testing.T) {
+	rdb := testutil.Redis(t)
+	var out bytes.Buffer
+	rep, err := demo.Run(context.Background(), rdb, demo.Options{
+		Buyers: 600, Repeats: 300, Bots: 30, PhoneStock: 20, CaseStock: 60, StickerStock: 1000, Concurrency: 64,
+		MySQLDSN: mysqlServer(), PayShare: 0.5, PaymentTimeout: 2 * time.Second,
+	}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	// Sold out in the spike; the unpaid units came back after the deadline.
+	if rep.Admitted["phone"] != 20 || rep.Admitted["case"] != 60 || rep.Remaining["phone"] != 20-rep.Paid["phone"] {
+		t.Fatalf("admitted %v paid %v remaining %v", rep.Admitted, rep.Paid, rep.Remaining)
+	}
+	if rep.Paid["sticker"] == 0 || rep.Paid["sticker"] == rep.Admitted["sticker"] {
+		t.Fatalf("pay share not honoured: paid %v of %v", rep.Paid, rep.Admitted)
+	}
+	if !rep.Audit.OK {
+		t.Fatalf("audit: %v", rep.Audit.Failures())
+	}
+	for _, code := range []string{"purchase 202", "pay 200", "ALREADY_PURCHASED", "SOLD_OUT", "BAD_TOKEN", "RATE_LIMITED", "Invariants hold"} {
+		if !strings.Contains(out.String(), code) {
+			t.Errorf("report lacks %q:\n%s", code, out.String())
+		}
+	}
+	if n, _ := rdb.Keys(context.Background(), "fs:{"+rep.Sale+"*").Result(); len(n) != 0 {
+		t.Fatalf("demo left %d keys behind", len(n))
+	}
+	db, _ := testutil.MySQL(t)
+	var n int
+	name := "flashsale_" + strings.ReplaceAll(strings.TrimPrefix(rep.Sale, "demo/"), "-", "_")
+	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?", name).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("demo left database %s behind (%d, %v)", name, n, err)
+	}
+}
+
+func mysqlServer() string {
+	if dsn := os.Getenv("FLASHSALE_TEST_MYSQL_DSN"); dsn != "" {
+		return dsn
+	}
+	return "root@tcp(127.0.0.1:3306)/"
+}
