@@ -19,6 +19,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 )
 
 // TestSaleLifecycle walks one Kafka-backed sale through every phase with a
@@ -65,8 +66,8 @@ func TestSaleLifecycle(t *testing.T) {
 	if got := e.rdb.Get(e.ctx, ck.Stock).Val(); got != "100" {
 		t.Fatalf("stock of 1001 = %q after warming, want 100", got)
 	}
-	if got := e.rdb.HGet(e.ctx, keys.ForSale(key).Control, keys.FieldHeld).Val(); got != "1" {
-		t.Fatalf("held switch = %q while warming, want 1", got)
+	if sw, err := switches.Get(e.ctx, e.rdb, key); err != nil || !sw.Held {
+		t.Fatalf("switches %+v, %v while warming, want held", sw, err)
 	}
 	if _, err := e.db.Exec("SELECT 1 FROM seckill_order LIMIT 1"); err != nil {
 		t.Fatalf("schema not migrated: %v", err)
@@ -110,8 +111,8 @@ func TestSaleLifecycle(t *testing.T) {
 	stopWorker := e.startWorker()
 	e.eventually("the go-live gate to open", func() bool { return e.get().Status.OpenedAt != nil })
 	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonLive, "Go-live gate open", "120 units")
-	if got := e.rdb.HGet(e.ctx, keys.ForSale(key).Control, keys.FieldHeld).Val(); got != "0" {
-		t.Fatalf("held switch = %q after the gate opened, want 0", got)
+	if sw, err := switches.Get(e.ctx, e.rdb, key); err != nil || sw.Held {
+		t.Fatalf("switches %+v, %v after the gate opened, want not held", sw, err)
 	}
 	e.wantPhase(v1alpha1.PhaseWarming) // still before the start
 	shop := e.startSeckill()

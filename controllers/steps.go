@@ -30,6 +30,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/lag"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 )
 
@@ -56,7 +57,7 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 	if !opened {
 		// Before anything else: the pods must never admit a buyer by their
 		// own clock while the operator is still verifying.
-		if err := warm.SetHeld(ctx, rdb, key, true); err != nil {
+		if err := switches.SetHeld(ctx, rdb, key, true); err != nil {
 			return depErr(v1alpha1.ReasonRedisUnavailable, err)
 		}
 	}
@@ -106,10 +107,10 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 		r.setCondition(s, v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed,
 			fmt.Sprintf("%d SKUs (%d units) in Redis, order streams and purchase script ready", len(sale.Spec.SKUs), sale.TotalStock()))
 	}
-	if err := warm.SetPaused(ctx, rdb, key, sale.Spec.Paused); err != nil {
+	if err := switches.SetPaused(ctx, rdb, key, sale.Spec.Paused); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
-	if err := warm.SetClosed(ctx, rdb, key, !s.now.Before(sale.Spec.EndTime.Time)); err != nil {
+	if err := switches.SetClosed(ctx, rdb, key, !s.now.Before(sale.Spec.EndTime.Time)); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	return nil
@@ -498,7 +499,7 @@ func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error
 		}
 		return nil
 	}
-	if err := warm.SetHeld(ctx, s.c.rdb, s.sale.SaleKey(), false); err != nil {
+	if err := switches.SetHeld(ctx, s.c.rdb, s.sale.SaleKey(), false); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	opened := s.now

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
@@ -159,10 +160,10 @@ func TestEveryRefusalLeavesStateUntouched(t *testing.T) {
 
 	// Switches in Redis, honoured within a second.
 	t.Run("paused", func(t *testing.T) {
-		if err := warm.SetPaused(ctx, rdb, fs.SaleKey(), true); err != nil {
+		if err := switches.SetPaused(ctx, rdb, fs.SaleKey(), true); err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = warm.SetPaused(ctx, rdb, fs.SaleKey(), false) }()
+		defer func() { _ = switches.SetPaused(ctx, rdb, fs.SaleKey(), false) }()
 		// The token endpoint changes nothing, so it is the probe.
 		eventually(t, time.Second, "the pod answers PAUSED", func() bool {
 			return s.token("u17", "1001").Error == "PAUSED"
@@ -180,10 +181,10 @@ func TestEveryRefusalLeavesStateUntouched(t *testing.T) {
 		}
 	})
 	t.Run("closed early", func(t *testing.T) {
-		if err := warm.SetClosed(ctx, rdb, fs.SaleKey(), true); err != nil {
+		if err := switches.SetClosed(ctx, rdb, fs.SaleKey(), true); err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = warm.SetClosed(ctx, rdb, fs.SaleKey(), false) }()
+		defer func() { _ = switches.SetClosed(ctx, rdb, fs.SaleKey(), false) }()
 		eventually(t, time.Second, "the pod answers ENDED", func() bool {
 			return s.token("u18", "1001").Error == "ENDED"
 		})
@@ -358,8 +359,8 @@ func TestHeldGate(t *testing.T) {
 	sale := fs.SaleKey()
 
 	// No operator: the field is absent and the sale is open.
-	if ok, _ := rdb.HExists(ctx, keys.ForSale(sale).Control, keys.FieldHeld).Result(); ok {
-		t.Fatal("warm wrote the held switch")
+	if sw, err := switches.Get(ctx, rdb, sale); err != nil || sw.Held {
+		t.Fatalf("switches %+v, %v after warm: want not held", sw, err)
 	}
 	early := s.buy("early", "1001")
 	if early.Status != 202 {
@@ -370,7 +371,7 @@ func TestHeldGate(t *testing.T) {
 		t.Fatalf("token without a hold: %d %s", waiting.Status, waiting.Error)
 	}
 
-	if err := warm.SetHeld(ctx, rdb, sale, true); err != nil {
+	if err := switches.SetHeld(ctx, rdb, sale, true); err != nil {
 		t.Fatal(err)
 	}
 	held := time.Now()
@@ -418,20 +419,20 @@ func TestHeldGate(t *testing.T) {
 
 	// Precedence: an early close (ENDED) outranks the hold, the hold outranks
 	// a pause.
-	if err := warm.SetClosed(ctx, rdb, sale, true); err != nil {
+	if err := switches.SetClosed(ctx, rdb, sale, true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "closed outranks held", func() bool { return s.token("u3", "1001").Error == "ENDED" })
-	if err := warm.SetPaused(ctx, rdb, sale, true); err != nil {
+	if err := switches.SetPaused(ctx, rdb, sale, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := warm.SetClosed(ctx, rdb, sale, false); err != nil {
+	if err := switches.SetClosed(ctx, rdb, sale, false); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "held outranks paused", func() bool { return s.token("u3", "1001").Error == "NOT_READY" })
 	time.Sleep(2 * testPoll) // the pause has surely been read by now
 	wantHeld("token while also paused", s.token("u3", "1001"))
-	if err := warm.SetPaused(ctx, rdb, sale, false); err != nil {
+	if err := switches.SetPaused(ctx, rdb, sale, false); err != nil {
 		t.Fatal(err)
 	}
 	if after := snapshot(t, rdb, fs); after != before {
@@ -439,7 +440,7 @@ func TestHeldGate(t *testing.T) {
 	}
 
 	// Release: buyers are admitted again within a second.
-	if err := warm.SetHeld(ctx, rdb, sale, false); err != nil {
+	if err := switches.SetHeld(ctx, rdb, sale, false); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "the pod admits again", func() bool { return s.token("u4", "1001").Status == 200 })
@@ -465,7 +466,7 @@ func TestHeldAfterWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Held before the pod starts, as the operator does: Start reads it.
-	if err := warm.SetHeld(context.Background(), rdb, fs.SaleKey(), true); err != nil {
+	if err := switches.SetHeld(context.Background(), rdb, fs.SaleKey(), true); err != nil {
 		t.Fatal(err)
 	}
 	s := startServer(t, rdb, fs, serverOpts{clock: clk})

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 )
 
 // skuState is what a pod knows about one SKU without asking Redis.
@@ -41,7 +42,7 @@ func (st *skuState) lower(n int64) {
 // and PAUSED from memory.
 type saleState struct {
 	rdb     redis.UniversalClient
-	control string
+	saleKey string
 	skus    map[string]*skuState
 	order   []string // SKU ids, fixed order for the pipeline
 
@@ -61,7 +62,7 @@ type saleState struct {
 func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *saleState {
 	s := &saleState{
 		rdb:     rdb,
-		control: keys.ForSale(sale).Control,
+		saleKey: sale,
 		skus:    make(map[string]*skuState, len(skuIDs)),
 		order:   skuIDs,
 		onSKU:   func(string, int64, bool) {},
@@ -76,7 +77,7 @@ func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *sale
 // refresh reads the switches and every stock counter in one pipeline.
 func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	pipe := s.rdb.Pipeline()
-	ctl := pipe.HMGet(ctx, s.control, keys.FieldPaused, keys.FieldClosed, keys.FieldHeld)
+	ctl := switches.Queue(ctx, pipe, s.saleKey)
 	gets := make([]*redis.StringCmd, len(s.order))
 	for i, id := range s.order {
 		gets[i] = pipe.Get(ctx, s.skus[id].keys.Stock)
@@ -90,10 +91,10 @@ func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("refresh sale state: %w", err)
 	}
-	vals := ctl.Val()
-	s.paused.Store(len(vals) > 0 && vals[0] == "1")
-	s.closed.Store(len(vals) > 1 && vals[1] == "1")
-	s.held.Store(len(vals) > 2 && vals[2] == "1")
+	sw := ctl()
+	s.paused.Store(sw.Paused)
+	s.closed.Store(sw.Closed)
+	s.held.Store(sw.Held)
 	for i, id := range s.order {
 		st := s.skus[id]
 		v, err := gets[i].Result()

@@ -63,8 +63,8 @@ func ForSKU(sale, sku string) SKU {
 
 // Sale holds the sale-wide keys.
 type Sale struct {
-	// Control is a hash of switches every seckill pod polls: paused, closed,
-	// held (the operator's go-live gate). An absent field means off.
+	// Control is the hash of switches every seckill pod polls (package
+	// switches owns its fields).
 	Control string
 	// Pods is a sorted set podID -> last heartbeat (unix ms): the live pods
 	// among which rate limits are shared.
@@ -86,13 +86,6 @@ func Patterns(sale string) []string {
 // RelayGroup is the consumer group of the order streams, created at warm-up so
 // that the relay sees every order admitted from the first second.
 const RelayGroup = "relay"
-
-// Control hash fields.
-const (
-	FieldPaused = "paused"
-	FieldClosed = "closed"
-	FieldHeld   = "held"
-)
 
 // Topic is the Kafka topic of a sale's orders. Kafka topic names allow
 // [a-zA-Z0-9._-], so the '/' of "namespace/name" becomes '.'; namespaces and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/teardown"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
@@ -50,7 +51,7 @@ func TestDeleteKeys(t *testing.T) {
 			ns := testutil.UniqueName(t)
 			gone := warmSale(t, rdb, ns, "sale")
 			kept := warmSale(t, rdb, ns, "sale2")
-			if err := warm.SetPaused(ctx, rdb, gone.SaleKey(), true); err != nil {
+			if err := switches.SetPaused(ctx, rdb, gone.SaleKey(), true); err != nil {
 				t.Fatal(err)
 			}
 			n, err := teardown.DeleteKeys(ctx, rdb, gone.SaleKey())

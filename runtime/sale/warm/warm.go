@@ -14,6 +14,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 )
 
 //go:embed stock.lua
@@ -61,7 +62,7 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 			return out, fmt.Errorf("create order stream of SKU %s: %w", sku.ID, err)
 		}
 	}
-	if err := SetPaused(ctx, rdb, sale, fs.Spec.Paused); err != nil {
+	if err := switches.SetPaused(ctx, rdb, sale, fs.Spec.Paused); err != nil {
 		return out, err
 	}
 	return out, nil
@@ -79,33 +80,4 @@ func parseStock(sku string, vals []any) (SKUResult, error) {
 		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: unexpected reply %v", sku, vals)
 	}
 	return SKUResult{SKU: sku, Action: action, Delta: delta, Remaining: left, Initial: init}, nil
-}
-
-// SetPaused flips the pause switch that every seckill pod polls.
-func SetPaused(ctx context.Context, rdb redis.UniversalClient, sale string, paused bool) error {
-	return setSwitch(ctx, rdb, sale, keys.FieldPaused, paused)
-}
-
-// SetClosed flips the early-close switch: purchases answer ENDED while on.
-func SetClosed(ctx context.Context, rdb redis.UniversalClient, sale string, closed bool) error {
-	return setSwitch(ctx, rdb, sale, keys.FieldClosed, closed)
-}
-
-// SetHeld flips the go-live gate: while on, purchases answer NOT_READY even
-// after the sale's start time, so the operator can keep buyers out until
-// every data-plane pod is ready. Absent (as `flashsale warm` leaves it) means
-// not held.
-func SetHeld(ctx context.Context, rdb redis.UniversalClient, sale string, held bool) error {
-	return setSwitch(ctx, rdb, sale, keys.FieldHeld, held)
-}
-
-func setSwitch(ctx context.Context, rdb redis.UniversalClient, sale, field string, on bool) error {
-	v := "0"
-	if on {
-		v = "1"
-	}
-	if err := rdb.HSet(ctx, keys.ForSale(sale).Control, field, v).Err(); err != nil {
-		return fmt.Errorf("set %s switch of sale %s: %w", field, sale, err)
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
@@ -84,8 +85,8 @@ func TestPausedSwitch(t *testing.T) {
 	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := rdb.HGet(ctx, keys.ForSale(fs.SaleKey()).Control, keys.FieldPaused).Result(); v != "1" {
-		t.Fatalf("paused switch %q", v)
+	if sw, err := switches.Get(ctx, rdb, fs.SaleKey()); err != nil || !sw.Paused {
+		t.Fatalf("switches %+v, %v: want paused", sw, err)
 	}
 }
 
@@ -95,44 +96,37 @@ func TestHeldSwitch(t *testing.T) {
 	rdb := testutil.Redis(t)
 	ctx := context.Background()
 	fs := sale(t, rdb, 1)
-	control := keys.ForSale(fs.SaleKey()).Control
-	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := rdb.HExists(ctx, control, keys.FieldHeld).Result(); err != nil || ok {
-		t.Fatalf("warm set the held switch: exists=%v err=%v", ok, err)
-	}
-	held := func() string {
+	held := func() switches.State {
 		t.Helper()
-		v, err := rdb.HGet(ctx, control, keys.FieldHeld).Result()
+		sw, err := switches.Get(ctx, rdb, fs.SaleKey())
 		if err != nil {
 			t.Fatal(err)
 		}
-		return v
-	}
-	if err := warm.SetHeld(ctx, rdb, fs.SaleKey(), true); err != nil {
-		t.Fatal(err)
-	}
-	if v := held(); v != "1" {
-		t.Fatalf("held switch %q after SetHeld(true)", v)
+		return sw
 	}
 	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
 		t.Fatal(err)
 	}
-	if v := held(); v != "1" {
-		t.Fatalf("held switch %q after warming again, want the hold kept", v)
+	if sw := held(); sw.Held {
+		t.Fatalf("warm set the held switch: %+v", sw)
 	}
-	if err := warm.SetHeld(ctx, rdb, fs.SaleKey(), false); err != nil {
+	if err := switches.SetHeld(ctx, rdb, fs.SaleKey(), true); err != nil {
 		t.Fatal(err)
 	}
-	if v := held(); v != "0" {
-		t.Fatalf("held switch %q after SetHeld(false)", v)
+	if sw := held(); !sw.Held {
+		t.Fatalf("switches %+v after SetHeld(true)", sw)
 	}
-	// The other switches are their own fields.
-	if v, _ := rdb.HGet(ctx, control, keys.FieldPaused).Result(); v != "0" {
-		t.Fatalf("paused switch %q", v)
+	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
+		t.Fatal(err)
 	}
-	if ok, _ := rdb.HExists(ctx, control, keys.FieldClosed).Result(); ok {
-		t.Fatal("SetHeld touched the closed switch")
+	if sw := held(); !sw.Held {
+		t.Fatalf("switches %+v after warming again, want the hold kept", sw)
+	}
+	if err := switches.SetHeld(ctx, rdb, fs.SaleKey(), false); err != nil {
+		t.Fatal(err)
+	}
+	// The other switches are their own fields: SetHeld never touched them.
+	if sw := held(); sw != (switches.State{}) {
+		t.Fatalf("switches %+v after SetHeld(false), want all off", sw)
 	}
 }
