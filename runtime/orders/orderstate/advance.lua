@@ -2,6 +2,7 @@
 -- Moves an order's status in the Redis orders hash forward only:
 -- queued -> created -> paid | cancelled. A late "created" from the worker can
 -- never overwrite a "paid" written by the payment that followed it.
+-- The record is "<status> <user>" (the package documentation of orderstate).
 -- KEYS: 1 orders hash. ARGV: 1 orderNo, 2 new status, 3 user.
 -- Returns 1 when the status moved.
 local rank = {queued = 0, created = 1, paid = 2, cancelled = 2}

@@ -1,6 +1,21 @@
 // Package orderstate keeps an order's Redis side in step with MySQL: the
 // status that result polling reads, and the unit of stock that a cancelled
 // order returns, exactly once.
+//
+// # The order record
+//
+// Each SKU's orders hash (keys.SKU.Orders) maps an order number to the
+// order's record, the string
+//
+//	<status> <user>
+//
+// the status word (queued, created, paid or cancelled, as order.Status
+// prints it), one space, and the buyer's user id (which has no spaces; see
+// access.ValidUserID). The purchase script writes "queued <user>" when it
+// admits the order; from then on only this package's scripts write it, and
+// only forward: queued → created → paid | cancelled (advance.lua). This
+// package is the record's one reader too: Lookup reads one record (result
+// polling, payment), QueueAll a SKU's every record (the audit).
 package orderstate
 
 import (

@@ -3,6 +3,7 @@
 -- The order's membership in the expiry set is the proof that its unit is
 -- still out: ZREM succeeds once, so a retry after a crash, or a second
 -- rollback process, finds nothing to return.
+-- The order's record becomes "cancelled <user>" (see package orderstate).
 -- KEYS: 1 stock, 2 holders, 3 expiry, 4 orders. ARGV: 1 orderNo, 2 user.
 -- Returns 1 when the unit went back, 0 when it already had.
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then

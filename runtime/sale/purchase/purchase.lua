@@ -33,6 +33,7 @@ local orderNo = ARGV[2] .. '-' .. string.sub(redis.sha1hex(ARGV[1] .. '\n' .. AR
 redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[2], 'user', ARGV[3],
   'n', n, 'amount', ARGV[7], 'at', ARGV[5], 'deadline', ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[6], orderNo)
+-- The order's record "<status> <user>", whose format package orderstate owns.
 redis.call('HSET', KEYS[6], orderNo, 'queued ' .. ARGV[3])
 redis.call('SET', KEYS[7], orderNo, 'PX', ARGV[8])
 return {'OK', orderNo, left}
