@@ -15,8 +15,8 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
-	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
@@ -66,7 +66,7 @@ func (e *env) startWorker() (stop func()) {
 	w, err := worker.New(worker.Config{
 		Sale: e.renderedSale(), Redis: e.rdb, DB: e.db, Brokers: e.brokers(), PodID: "w-" + e.ns,
 		ClaimMinIdle: time.Second, SessionTimeout: time.Second,
-		Backoff: dbsink.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}, Logger: quiet(),
+		Backoff: backoff.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}, Logger: quiet(),
 	})
 	if err != nil {
 		e.t.Fatal(err)

@@ -37,8 +37,8 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
-	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
@@ -305,7 +305,7 @@ func pipelineRun(ctx context.Context, o options, rdb *redis.Client, server *mysq
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{
 		Sale: fs, Redis: rdb, DB: db, Brokers: brokers, PodID: "bench", BatchSize: o.batch,
-		SinkConcurrency: o.readers, Backoff: dbsink.Backoff{Min: 20 * time.Millisecond, Max: time.Second},
+		SinkConcurrency: o.readers, Backoff: backoff.Backoff{Min: 20 * time.Millisecond, Max: time.Second},
 		Registry: reg, Logger: log,
 	})
 	if err != nil {

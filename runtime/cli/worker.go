@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 )
 
@@ -72,7 +72,7 @@ its source only after it is durable, and shows "created" to result polling.`,
 				Sale: fs, Redis: env.rdb, DB: env.db, Brokers: brokers, Kafka: ko, PodID: podID,
 				BatchSize: batchSize, FlushInterval: flush, ClaimMinIdle: claimMinIdle, MaxAttempts: maxAttempts,
 				SessionTimeout: sessionTimeout, SinkConcurrency: concurrency,
-				Backoff: dbsink.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}, Registry: reg, Logger: log,
+				Backoff: backoff.Default, Registry: reg, Logger: log,
 			})
 			if err != nil {
 				return err

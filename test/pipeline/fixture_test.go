@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
-	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
@@ -180,7 +180,7 @@ func runWorker(t *testing.T, fs *v1alpha1.FlashSale, rdb redis.UniversalClient, 
 	cfg := worker.Config{
 		Sale: fs, Redis: rdb, DB: db, Brokers: brokers, PodID: "w-" + testutil.UniqueName(t),
 		ClaimMinIdle: time.Second, SessionTimeout: time.Second,
-		Backoff: dbsink.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond},
+		Backoff: backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond},
 		Logger:  testLogger(t),
 	}
 	if mod != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
@@ -53,7 +54,7 @@ type Config struct {
 	SessionTimeout time.Duration
 	// ShutdownGrace bounds finishing the batch in hand after ctx ended (default 15s).
 	ShutdownGrace time.Duration
-	Backoff       dbsink.Backoff
+	Backoff       backoff.Backoff
 	Metrics       *Metrics
 	Logger        *slog.Logger
 }
@@ -90,7 +91,7 @@ func New(cfg Config) (*Consumer, error) {
 		cfg.DeadLetterPartitions = 1
 	}
 	if cfg.Backoff.Min <= 0 {
-		cfg.Backoff = dbsink.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+		cfg.Backoff = backoff.Default
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

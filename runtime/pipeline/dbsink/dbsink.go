@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -27,6 +26,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 )
 
 // Item is one message of a batch: a decoded order, or the error that made
@@ -41,40 +41,6 @@ type Item struct {
 // item durably (or return an error, and is then called again after a backoff).
 type DeadLetter func(ctx context.Context, idx int, reason string, attempts int) error
 
-// Backoff is an exponential backoff with full jitter.
-type Backoff struct {
-	Min, Max time.Duration
-}
-
-// Delay is the wait before retry number attempt (1-based).
-func (b Backoff) Delay(attempt int) time.Duration {
-	lo, hi := b.Min, b.Max
-	if lo <= 0 {
-		lo = 50 * time.Millisecond
-	}
-	if hi < lo {
-		hi = 5 * time.Second
-	}
-	d := lo
-	for i := 1; i < attempt && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter, not security
-}
-
-// Sleep waits the delay of attempt, or less if ctx ends (then it returns ctx.Err()).
-func (b Backoff) Sleep(ctx context.Context, attempt int) error {
-	t := time.NewTimer(b.Delay(attempt))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // Config configures a Writer.
 type Config struct {
 	Store *orderdb.Store
@@ -86,7 +52,7 @@ type Config struct {
 	Sale string
 	// MaxAttempts bounds the tries of a row MySQL refuses for its data (default 3).
 	MaxAttempts int
-	Backoff     Backoff
+	Backoff     backoff.Backoff
 	Metrics     *Metrics
 	Logger      *slog.Logger
 }
@@ -104,7 +70,7 @@ func New(cfg Config) *Writer {
 		cfg.MaxAttempts = 3
 	}
 	if cfg.Backoff.Min <= 0 {
-		cfg.Backoff = Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+		cfg.Backoff = backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
-	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -42,7 +42,7 @@ type Config struct {
 	Count   int64
 	Block   time.Duration
 	MinIdle time.Duration
-	Backoff dbsink.Backoff
+	Backoff backoff.Backoff
 	Metrics *Metrics
 	Logger  *slog.Logger
 }
@@ -71,7 +71,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	if cfg.Backoff.Min <= 0 {
-		cfg.Backoff = dbsink.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+		cfg.Backoff = backoff.Default
 	}
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = 12

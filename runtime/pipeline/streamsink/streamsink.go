@@ -18,6 +18,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
@@ -37,7 +38,7 @@ type Config struct {
 	BatchSize int64
 	Block     time.Duration
 	MinIdle   time.Duration
-	Backoff   dbsink.Backoff
+	Backoff   backoff.Backoff
 	// ShutdownGrace bounds finishing the batch in hand after ctx ended (default 15s).
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
@@ -61,7 +62,7 @@ func New(cfg Config) (*Sink, error) {
 		cfg.BatchSize = 500
 	}
 	if cfg.Backoff.Min <= 0 {
-		cfg.Backoff = dbsink.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+		cfg.Backoff = backoff.Default
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 15 * time.Second

@@ -23,6 +23,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/relay"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/streamsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 )
 
@@ -49,7 +50,7 @@ type Config struct {
 	SessionTimeout time.Duration
 	// SinkConcurrency is the number of readers per SKU stream in Redis-only mode (default 2).
 	SinkConcurrency int
-	Backoff         dbsink.Backoff
+	Backoff         backoff.Backoff
 	Registry        prometheus.Registerer
 	Logger          *slog.Logger
 }
