@@ -9,12 +9,10 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/access"
@@ -217,23 +215,38 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
 		return "", errBadToken
 	}
-	st := s.state.skus[sku.ID]
-	if st.soldOut.Load() {
-		// A retry of a purchase that was admitted but whose answer was lost
-		// must get its order back, not SOLD_OUT. That costs one GET, only
-		// for requests with a valid token, and the token endpoint stops
-		// issuing tokens once the SKU is sold out, so a flood cannot follow.
-		if orderNo, ok := s.replayedOrder(r.Context(), sku.ID, claims.NonceString()); ok {
-			writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued"})
-			return "replayed", nil
-		}
-		return "", errSoldOut
+	if s.state.skus[sku.ID].soldOut.Load() {
+		return s.answerSoldOut(w, r, sku.ID, claims.NonceString())
 	}
 	if !b.allowed {
 		if aerr := s.checkRisk(r, b, sku.ID); aerr != nil {
 			return "", aerr
 		}
 	}
+	res, aerr := s.runPurchase(r, b, sku, claims.NonceString(), now)
+	if aerr != nil {
+		return "", aerr
+	}
+	return s.answerPurchase(w, sku.ID, res)
+}
+
+// answerSoldOut answers a purchase of a SKU this pod knows is sold out.
+func (s *Server) answerSoldOut(w http.ResponseWriter, r *http.Request, sku, nonce string) (string, *apiError) {
+	// A retry of a purchase that was admitted but whose answer was lost
+	// must get its order back, not SOLD_OUT. That costs one GET, only
+	// for requests with a valid token, and the token endpoint stops
+	// issuing tokens once the SKU is sold out, so a flood cannot follow.
+	if orderNo, ok := s.replayedOrder(r.Context(), sku, nonce); ok {
+		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued"})
+		return "replayed", nil
+	}
+	return "", errSoldOut
+}
+
+// runPurchase calls the purchase script for a buyer who passed every check.
+// An error means the outcome is unknown: the buyer retries with the same
+// token and gets the same order.
+func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce string, now time.Time) (purchase.Result, *apiError) {
 	// Once admitted this far the purchase runs to its end even if the buyer
 	// hangs up: cancelling a call already on the wire would only turn a
 	// known outcome into an unknown one.
@@ -244,23 +257,29 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 		User:     b.user,
 		Limit:    sku.PerUserLimit,
 		Amount:   sku.Price,
-		Nonce:    claims.NonceString(),
+		Nonce:    nonce,
 		Now:      now,
 		Deadline: now.Add(s.sale.PaymentTimeout()),
 		TokenTTL: s.signer.TTL(),
 	})
 	if err != nil {
 		s.log.Error("Purchase script failed; outcome unknown, buyer told to retry with the same token", "sale", s.saleKey, "sku", sku.ID, "err", err)
-		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
+		return purchase.Result{}, &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
 			message: "the purchase could not be confirmed; retry with the same token to get the same order", retryAfter: 1}
 	}
+	return res, nil
+}
+
+// answerPurchase answers what the purchase script decided, and records a
+// sell-out or a lower stock figure it learnt on the way.
+func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res purchase.Result) (string, *apiError) {
 	switch res.Outcome {
 	case purchase.Admitted:
-		s.metrics.ordersAdmitted.WithLabelValues(s.saleKey, sku.ID).Inc()
+		s.metrics.ordersAdmitted.WithLabelValues(s.saleKey, sku).Inc()
 		if res.Remaining <= 0 {
-			s.state.markSoldOut(sku.ID)
+			s.state.markSoldOut(sku)
 		} else {
-			st.lower(res.Remaining)
+			s.state.skus[sku].lower(res.Remaining)
 		}
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
 		return "ok", nil
@@ -268,13 +287,13 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
 		return "replayed", nil
 	case purchase.SoldOut:
-		s.state.markSoldOut(sku.ID)
+		s.state.markSoldOut(sku)
 		return "", errSoldOut
 	case purchase.LimitReached:
 		return "", errLimit
 	default: // NotWarmed
 		return "", &apiError{status: http.StatusServiceUnavailable, code: CodeNotReady,
-			message: "SKU " + sku.ID + " is not warmed yet", retryAfter: 1}
+			message: "SKU " + sku + " is not warmed yet", retryAfter: 1}
 	}
 }
 
@@ -320,15 +339,14 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *a
 	if aerr != nil {
 		return "", aerr
 	}
-	v, aerr := s.orderRecord(r.Context(), skuID, orderNo)
+	rec, aerr := s.orderRecord(r.Context(), skuID, orderNo)
 	if aerr != nil {
 		return "", aerr
 	}
-	status, owner, _ := strings.Cut(v, " ")
-	if owner != b.user {
+	if rec.User != b.user {
 		return "", errUnknownOrder
 	}
-	writeJSON(w, http.StatusOK, orderResponse{OrderNo: orderNo, SKU: skuID, Status: status})
+	writeJSON(w, http.StatusOK, orderResponse{OrderNo: orderNo, SKU: skuID, Status: rec.Status.String()})
 	return "ok", nil
 }
 
@@ -359,19 +377,18 @@ func (s *Server) orderSKU(orderNo string) (string, *apiError) {
 	return skuID, nil
 }
 
-// orderRecord reads the order's "status user" record from the SKU's orders
-// hash, which knows every admitted order from the moment the script ran.
-func (s *Server) orderRecord(ctx context.Context, skuID, orderNo string) (string, *apiError) {
+// orderRecord reads the order's record (package orderstate), which Redis
+// holds from the moment the purchase script admitted the order.
+func (s *Server) orderRecord(ctx context.Context, skuID, orderNo string) (orderstate.Record, *apiError) {
 	start := time.Now()
-	v, err := s.rdb.HGet(ctx, keys.ForSKU(s.saleKey, skuID).Orders, orderNo).Result()
-	if errors.Is(err, redis.Nil) {
-		s.metrics.observeRedis("order_lookup", time.Since(start), nil)
-		return "", errUnknownOrder
-	}
+	rec, ok, err := orderstate.Lookup(ctx, s.rdb, s.saleKey, skuID, orderNo)
 	s.metrics.observeRedis("order_lookup", time.Since(start), err)
 	if err != nil {
 		s.log.Error("Order lookup in Redis failed", "sale", s.saleKey, "order", orderNo, "err", err)
-		return "", errOrderLookup
+		return orderstate.Record{}, errOrderLookup
 	}
-	return v, nil
+	if !ok {
+		return orderstate.Record{}, errUnknownOrder
+	}
+	return rec, nil
 }
