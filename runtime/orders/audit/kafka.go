@@ -63,47 +63,60 @@ func (a *Auditor) readKafka(ctx context.Context) (*kafkaView, error) {
 	defer consumer.Close()
 
 	v := &kafkaView{}
-	sale := a.cfg.Sale.SaleKey()
-	topic, dlq := keys.Topic(sale), keys.DeadLetterTopic(sale)
-
-	parts, err := partitions(client, topic)
-	if err != nil {
+	saleKey := a.cfg.Sale.SaleKey()
+	if err := a.readBehindGroup(ctx, client, consumer, saleKey, v); err != nil {
 		return nil, err
 	}
-	if len(parts) > 0 {
-		committed, err := committedOffsets(client, keys.ConsumerGroup(sale), topic, parts)
+	if err := a.readDeadLetters(ctx, client, consumer, keys.DeadLetterTopic(saleKey), v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// readBehindGroup adds to v the workers' consumer group's lag on the order
+// topic and the messages behind its committed offsets.
+func (a *Auditor) readBehindGroup(ctx context.Context, client sarama.Client, consumer sarama.Consumer, saleKey string, v *kafkaView) error {
+	topic := keys.Topic(saleKey)
+	parts, err := partitions(client, topic)
+	if err != nil || len(parts) == 0 {
+		return err
+	}
+	committed, err := committedOffsets(client, keys.ConsumerGroup(saleKey), topic, parts)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		oldest, newest, err := bounds(client, topic, p)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, p := range parts {
-			oldest, newest, err := bounds(client, topic, p)
-			if err != nil {
-				return nil, err
-			}
-			from := committed[p]
-			if from < oldest { // nothing committed (or retention passed it): the group starts at the oldest
-				from = oldest
-			}
-			if newest <= from {
-				continue
-			}
-			v.Lag += newest - from
-			msgs, complete := a.readRange(ctx, consumer, topic, p, from, newest)
-			v.Pending = append(v.Pending, msgs...)
-			if !complete {
-				v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", topic, p, from, newest))
-			}
+		from := committed[p]
+		if from < oldest { // nothing committed (or retention passed it): the group starts at the oldest
+			from = oldest
+		}
+		if newest <= from {
+			continue
+		}
+		v.Lag += newest - from
+		msgs, complete := a.readRange(ctx, consumer, topic, p, from, newest)
+		v.Pending = append(v.Pending, msgs...)
+		if !complete {
+			v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", topic, p, from, newest))
 		}
 	}
+	return nil
+}
 
+// readDeadLetters adds every message of the dead-letter topic dlq to v.
+func (a *Auditor) readDeadLetters(ctx context.Context, client sarama.Client, consumer sarama.Consumer, dlq string, v *kafkaView) error {
 	dparts, err := partitions(client, dlq)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, p := range dparts {
 		oldest, newest, err := bounds(client, dlq, p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if newest <= oldest {
 			continue
@@ -114,7 +127,7 @@ func (a *Auditor) readKafka(ctx context.Context) (*kafkaView, error) {
 			v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", dlq, p, oldest, newest))
 		}
 	}
-	return v, nil
+	return nil
 }
 
 // partitions lists a topic's partitions; a topic that does not exist has none.
@@ -183,7 +196,7 @@ func (a *Auditor) readRange(ctx context.Context, consumer sarama.Consumer, topic
 	defer pc.AsyncClose()
 	timer := time.NewTimer(a.cfg.KafkaTimeout)
 	defer timer.Stop()
-	sale := a.cfg.Sale.SaleKey()
+	saleKey := a.cfg.Sale.SaleKey()
 	for {
 		select {
 		case <-ctx.Done():
@@ -201,7 +214,7 @@ func (a *Auditor) readRange(ctx context.Context, consumer sarama.Consumer, topic
 			}
 			km := kafkaMessage{Partition: p, Offset: m.Offset}
 			km.Order, km.Err = order.Unmarshal(m.Value)
-			if km.Err == nil && km.Order.Sale != sale {
+			if km.Err == nil && km.Order.Sale != saleKey {
 				km.Err = fmt.Errorf("order %s belongs to sale %q", km.Order.OrderNo, km.Order.Sale)
 			}
 			for _, h := range m.Headers {

@@ -58,126 +58,147 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 	if rep == nil || rep.ev == nil {
 		return nil, errors.New("audit: Repair needs a report made by Run")
 	}
-	var out []Repair
-	var errs []error
-	sale := rep.Sale
-	note := func(r Repair, err error) {
-		if err != nil {
-			r.Failed = true
-			r.Detail += ": " + err.Error()
-			errs = append(errs, err)
-		}
-		out = append(out, r)
-	}
+	var log repairLog
 	for _, skuSpec := range a.cfg.Sale.Spec.SKUs {
 		sku := skuSpec.ID
-		k := keys.ForSKU(sale, sku)
-
-		// Stuck stream entries.
-		var insert []order.Order
-		var ackIDs []string
-		var acked []streamEntry
-		for _, e := range rep.ev.stuck[sku] {
-			if e.Err != nil {
-				continue
-			}
-			if !e.InMySQL {
-				insert = append(insert, e.Order)
-			}
-			ackIDs = append(ackIDs, e.ID)
-			acked = append(acked, e)
-		}
-		if len(insert) > 0 {
-			_, err := a.cfg.Orders.InsertBatch(ctx, insert)
-			for _, o := range insert {
-				note(Repair{Action: ActionInsert, SKU: sku, OrderNo: o.OrderNo, Detail: "inserted into MySQL from the stream, where it was stuck"}, err)
-			}
-			if err != nil {
-				ackIDs, acked = nil, nil // never acknowledge what is not durable
-			} else if err := orderstate.MarkCreated(ctx, a.cfg.Redis, insert); err != nil {
-				a.log.Warn("Inserted orders not marked created in Redis", "err", err)
-			}
-		}
-		if len(ackIDs) > 0 {
-			err := streamgroup.Done(ctx, a.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ackIDs, nil)
-			for _, e := range acked {
-				note(Repair{Action: ActionAck, SKU: sku, OrderNo: e.Order.OrderNo,
-					Detail: "acknowledged and deleted stream entry " + e.ID + " (the order is in MySQL)"}, err)
-			}
-		}
-
-		// The dead-letter stream.
-		insert = insert[:0]
-		var delIDs []string
-		var deleted []streamEntry
-		for _, e := range rep.ev.dlqStream[sku] {
-			if !e.InMySQL {
-				insert = append(insert, e.Order)
-			}
-			delIDs = append(delIDs, e.ID)
-			deleted = append(deleted, e)
-		}
-		if len(insert) > 0 {
-			_, err := a.cfg.Orders.InsertBatch(ctx, insert)
-			for _, o := range insert {
-				note(Repair{Action: ActionInsert, SKU: sku, OrderNo: o.OrderNo, Detail: "inserted into MySQL from the dead-letter stream"}, err)
-			}
-			if err != nil {
-				delIDs, deleted = nil, nil
-			} else if err := orderstate.MarkCreated(ctx, a.cfg.Redis, insert); err != nil {
-				a.log.Warn("Inserted orders not marked created in Redis", "err", err)
-			}
-		}
-		if len(delIDs) > 0 {
-			err := a.cfg.Redis.XDel(ctx, k.DeadLetters, delIDs...).Err()
-			for _, e := range deleted {
-				note(Repair{Action: ActionDeleteDeadLetter, SKU: sku, OrderNo: e.Order.OrderNo,
-					Detail: "deleted dead-letter entry " + e.ID + " (the order is in MySQL)"}, err)
-			}
-		}
-
-		// Stale expiry members.
-		for _, m := range rep.ev.stale[sku] {
-			o := order.Order{OrderNo: m.OrderNo, Sale: sale, SKU: sku, User: m.User}
-			if m.State.Status == order.Paid {
-				note(Repair{Action: ActionSettle, SKU: sku, OrderNo: m.OrderNo, Detail: "paid order removed from the expiry set and shown paid"},
-					orderstate.Settle(ctx, a.cfg.Redis, &o))
-				continue
-			}
-			note(Repair{Action: ActionRemoveExpiry, SKU: sku, OrderNo: m.OrderNo, Detail: "cancelled order whose unit is back removed from the expiry set"},
-				a.cfg.Redis.ZRem(ctx, k.Expiry, m.OrderNo).Err())
-		}
+		k := keys.ForSKU(rep.Sale, sku)
+		a.repairStream(ctx, &log, sku, rep.ev.stuck[sku], strandedIn{
+			where:        "the stream, where it was stuck",
+			removeAction: ActionAck,
+			removed:      "acknowledged and deleted stream entry %s (the order is in MySQL)",
+			remove: func(ctx context.Context, ids []string) error {
+				return streamgroup.Done(ctx, a.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ids, nil)
+			},
+		})
+		a.repairStream(ctx, &log, sku, rep.ev.dlqStream[sku], strandedIn{
+			where:        "the dead-letter stream",
+			removeAction: ActionDeleteDeadLetter,
+			removed:      "deleted dead-letter entry %s (the order is in MySQL)",
+			remove: func(ctx context.Context, ids []string) error {
+				return a.cfg.Redis.XDel(ctx, k.DeadLetters, ids...).Err()
+			},
+		})
+		a.repairExpiry(ctx, &log, rep.Sale, sku, rep.ev.stale[sku])
 	}
-
 	// Dead letters of the Kafka topic: insert; Kafka cannot delete one
 	// message, so it stays, and later audits find its order durable.
-	if len(rep.ev.dlqTopic) > 0 {
-		_, err := a.cfg.Orders.InsertBatch(ctx, rep.ev.dlqTopic)
-		for _, o := range rep.ev.dlqTopic {
-			note(Repair{Action: ActionInsert, SKU: o.SKU, OrderNo: o.OrderNo,
-				Detail: "inserted into MySQL from the dead-letter topic " + keys.DeadLetterTopic(sale) + " (the message stays; it is resolved now)"}, err)
-		}
-		if err == nil {
-			if err := orderstate.MarkCreated(ctx, a.cfg.Redis, rep.ev.dlqTopic); err != nil {
-				a.log.Warn("Inserted orders not marked created in Redis", "err", err)
-			}
-		}
-	}
+	a.insert(ctx, &log, "", rep.ev.dlqTopic, "the dead-letter topic "+keys.DeadLetterTopic(rep.Sale)+" (the message stays; it is resolved now)")
+	a.repairBehind(ctx, &log, rep.ev.behind)
+	return log.result()
+}
 
-	// Statuses behind MySQL.
-	for _, b := range rep.ev.behind {
+// repairLog collects what Repair did, and what failed.
+type repairLog struct {
+	done []Repair
+	errs []error
+}
+
+func (l *repairLog) note(r Repair, err error) {
+	if err != nil {
+		r.Failed = true
+		r.Detail += ": " + err.Error()
+		l.errs = append(l.errs, err)
+	}
+	l.done = append(l.done, r)
+}
+
+func (l *repairLog) result() ([]Repair, error) {
+	if len(l.errs) > 0 {
+		return l.done, fmt.Errorf("%d repairs failed: %w", len(l.errs), errors.Join(l.errs...))
+	}
+	return l.done, nil
+}
+
+// strandedIn is a Redis Stream that orders can be stranded in, as
+// repairStream needs it.
+type strandedIn struct {
+	// where names the stream in the detail of an insert.
+	where string
+	// removeAction and removed (a format of the entry ID) describe taking
+	// an entry out of the stream once its order is durable.
+	removeAction, removed string
+	// remove takes the entries out.
+	remove func(ctx context.Context, ids []string) error
+}
+
+// repairStream is the one repair of a stream with stranded entries (the
+// order stream's stuck entries, the dead-letter stream): the orders MySQL
+// lacks are inserted, then every entry whose order is durable now is taken
+// out of the stream. Nothing is taken out when the insert failed: an entry
+// is never dropped before its order is durable.
+func (a *Auditor) repairStream(ctx context.Context, log *repairLog, sku string, entries []streamEntry, in strandedIn) {
+	var missing []order.Order
+	var ids []string
+	var taken []streamEntry
+	for _, e := range entries {
+		if e.Err != nil {
+			continue
+		}
+		if !e.InMySQL {
+			missing = append(missing, e.Order)
+		}
+		ids = append(ids, e.ID)
+		taken = append(taken, e)
+	}
+	if !a.insert(ctx, log, sku, missing, in.where) || len(ids) == 0 {
+		return
+	}
+	err := in.remove(ctx, ids)
+	for _, e := range taken {
+		log.note(Repair{Action: in.removeAction, SKU: sku, OrderNo: e.Order.OrderNo, Detail: fmt.Sprintf(in.removed, e.ID)}, err)
+	}
+}
+
+// insert writes stranded orders (from where) into MySQL, idempotently, and
+// shows them created; it says whether they are durable now. Its repairs
+// name sku, or each order's own SKU when sku is empty.
+func (a *Auditor) insert(ctx context.Context, log *repairLog, sku string, orders []order.Order, where string) bool {
+	if len(orders) == 0 {
+		return true
+	}
+	_, err := a.cfg.Orders.InsertBatch(ctx, orders)
+	for _, o := range orders {
+		r := Repair{Action: ActionInsert, SKU: sku, OrderNo: o.OrderNo, Detail: "inserted into MySQL from " + where}
+		if sku == "" {
+			r.SKU = o.SKU
+		}
+		log.note(r, err)
+	}
+	if err != nil {
+		return false
+	}
+	if err := orderstate.MarkCreated(ctx, a.cfg.Redis, orders); err != nil {
+		a.log.Warn("Inserted orders not marked created in Redis", "err", err)
+	}
+	return true
+}
+
+// repairExpiry settles the stale expiry members of paid orders and removes
+// those of cancelled orders whose unit is back.
+func (a *Auditor) repairExpiry(ctx context.Context, log *repairLog, saleKey, sku string, stale []staleMember) {
+	for _, m := range stale {
+		o := order.Order{OrderNo: m.OrderNo, Sale: saleKey, SKU: sku, User: m.User}
+		if m.State.Status == order.Paid {
+			log.note(Repair{Action: ActionSettle, SKU: sku, OrderNo: m.OrderNo, Detail: "paid order removed from the expiry set and shown paid"},
+				orderstate.Settle(ctx, a.cfg.Redis, &o))
+			continue
+		}
+		log.note(Repair{Action: ActionRemoveExpiry, SKU: sku, OrderNo: m.OrderNo, Detail: "cancelled order whose unit is back removed from the expiry set"},
+			a.cfg.Redis.ZRem(ctx, keys.ForSKU(saleKey, sku).Expiry, m.OrderNo).Err())
+	}
+}
+
+// repairBehind advances the statuses result polling shows behind MySQL's.
+func (a *Auditor) repairBehind(ctx context.Context, log *repairLog, behind []behindOrder) {
+	for _, b := range behind {
 		o := b.Order
 		switch b.State.Status {
 		case order.Created:
 			_, err := orderstate.Advance(ctx, a.cfg.Redis, &o, order.Created)
-			note(Repair{Action: ActionMarkCreated, SKU: o.SKU, OrderNo: o.OrderNo, Detail: "result polling showed " + b.Shown + ", now created"}, err)
+			log.note(Repair{Action: ActionMarkCreated, SKU: o.SKU, OrderNo: o.OrderNo, Detail: "result polling showed " + b.Shown + ", now created"}, err)
 		case order.Paid:
-			note(Repair{Action: ActionSettle, SKU: o.SKU, OrderNo: o.OrderNo, Detail: "result polling showed " + b.Shown + ", now paid"},
+			log.note(Repair{Action: ActionSettle, SKU: o.SKU, OrderNo: o.OrderNo, Detail: "result polling showed " + b.Shown + ", now paid"},
 				orderstate.Settle(ctx, a.cfg.Redis, &o))
 		}
 	}
-	if len(errs) > 0 {
-		return out, fmt.Errorf("%d repairs failed: %w", len(errs), errors.Join(errs...))
-	}
-	return out, nil
 }
