@@ -453,3 +453,28 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedOrderRecord: a value in the orders hash that is not an order
+// record (no writer makes one: a hand edit, a foreign writer) fails the
+// audit as Redis inconsistent with itself, naming the order, and is never
+// read as some status; the other orders are audited as usual.
+func TestMalformedOrderRecord(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	orders := f.buy(3)
+	f.deliver(orders...)
+	if rep := f.run(f.auditor()); !rep.OK {
+		t.Fatalf("before the edit:\n%s", text(rep))
+	}
+	if err := f.rdb.HSet(ctx, f.k.Orders, orders[2].OrderNo, "shipped").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep := f.run(f.auditor())
+	var named bool
+	for _, fd := range rep.Findings {
+		named = named || fd.Kind == audit.KindRedisInconsistent && fd.OrderNo == orders[2].OrderNo && strings.Contains(fd.Detail, `"shipped"`)
+	}
+	if rep.OK || !named || rep.SKUs[0].Redis.Orders["created"] != 2 || len(rep.SKUs[0].Redis.Orders) != 1 || rep.SKUs[0].UnknownToRedis != 0 {
+		t.Fatalf("malformed record:\n%s", text(rep))
+	}
+}
