@@ -98,20 +98,32 @@ type Access struct {
 	// +listType=set
 	BlockUsers []string `json:"blockUsers,omitempty"`
 
-	// allowCIDRs are client networks (CIDR or single IP) that bypass rate limits and the risk check.
+	// allowCIDRs are client networks (a CIDR such as 10.0.0.0/8 or a single IP;
+	// at most 10,000) that bypass rate limits and the risk check.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=10000
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) || isIP(self)",message="spec.access.allowCIDRs: each entry must be a CIDR such as 10.0.0.0/8 or a single IP address"
 	AllowCIDRs []string `json:"allowCIDRs,omitempty"`
 
-	// blockCIDRs are client networks (CIDR or single IP) refused with 403 BLOCKED.
+	// blockCIDRs are client networks (a CIDR or a single IP; at most 10,000)
+	// refused with 403 BLOCKED.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=10000
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) || isIP(self)",message="spec.access.blockCIDRs: each entry must be a CIDR such as 10.0.0.0/8 or a single IP address"
 	BlockCIDRs []string `json:"blockCIDRs,omitempty"`
 
-	// trustedProxies are the networks of the gateways in front of the seckill
-	// pods; the client IP is taken from X-Forwarded-For only behind them.
+	// trustedProxies are the networks (a CIDR or a single IP; at most 10,000)
+	// of the gateways in front of the seckill pods; the client IP is taken
+	// from X-Forwarded-For only behind them.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=10000
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) || isIP(self)",message="spec.access.trustedProxies: each entry must be a CIDR such as 10.0.0.0/8 or a single IP address"
 	TrustedProxies []string `json:"trustedProxies,omitempty"`
 }
 
@@ -123,9 +135,10 @@ type Risk struct {
 	// +kubebuilder:validation:Pattern=`^https?://`
 	VerifierURL string `json:"verifierURL"`
 
-	// timeout bounds each call to the verifier.
+	// timeout bounds each call to the verifier: a positive Go duration such as "150ms".
 	// +optional
 	// +kubebuilder:default="150ms"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.risk.timeout must be a positive duration such as 150ms or 1s (units: h, m, s, ms)"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// failOpen admits the purchase when the verifier fails or times out.
@@ -136,9 +149,10 @@ type Risk struct {
 
 // Token configures the short-lived path token that a buyer fetches before purchasing.
 type Token struct {
-	// ttl is how long a token stays valid.
+	// ttl is how long a token stays valid: a positive Go duration such as "10s".
 	// +optional
 	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.token.ttl must be a positive duration such as 10s or 1m (units: h, m, s, ms)"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
 	// keySecretRef names a Secret key holding the HMAC keys, one per line,
@@ -303,15 +317,18 @@ type FlashSaleSpec struct {
 	// +required
 	EndTime metav1.Time `json:"endTime"`
 
-	// warmupLead is how long before startTime Redis is pre-warmed and pods pre-scaled.
+	// warmupLead is how long before startTime Redis is pre-warmed and pods
+	// pre-scaled: a Go duration such as "5m" or "1h30m", not negative.
 	// +optional
 	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="spec.warmupLead must be a duration such as 5m or 1h30m (units: h, m, s, ms), not negative"
 	WarmupLead *metav1.Duration `json:"warmupLead,omitempty"`
 
 	// paymentTimeout is how long a buyer has to pay; unpaid orders are then
-	// cancelled and their stock returned.
+	// cancelled and their stock returned. A positive Go duration such as "15m".
 	// +optional
 	// +kubebuilder:default="15m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.paymentTimeout must be a positive duration such as 15m or 1h30m (units: h, m, s, ms)"
 	PaymentTimeout *metav1.Duration `json:"paymentTimeout,omitempty"`
 
 	// paused is the kill switch: while true purchases are answered 503 PAUSED.
@@ -341,6 +358,7 @@ type FlashSaleSpec struct {
 
 	// token configures the path token.
 	// +optional
+	// +kubebuilder:default={}
 	Token *Token `json:"token,omitempty"`
 
 	// seckill sizes the purchase API pods.
@@ -508,6 +526,7 @@ type AuditStatus struct {
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.endTime >= oldSelf.spec.endTime",message="spec.endTime cannot move earlier once the sale has started (pause the sale instead)",fieldPath=".spec.endTime"
 //
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 50",message="metadata.name must be at most 50 characters: the operator names the sale's Deployments and Service after it"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label (lower-case letters, digits and '-'; no '.'): the operator names the sale's Service after it"
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
