@@ -40,6 +40,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 )
@@ -173,7 +174,7 @@ func fill(ctx context.Context, o options, rdb *redis.Client, mode string) (*v1al
 		fs.Spec.Kafka = &v1alpha1.Kafka{Partitions: int32(o.partitions)}
 	}
 	fs.SetDefaults()
-	if err := fs.Validate(); err != nil {
+	if err := manifest.Validate(fs); err != nil {
 		return nil, nil, err
 	}
 	cleanup := func() {

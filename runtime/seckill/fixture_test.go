@@ -21,6 +21,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
@@ -54,7 +55,7 @@ func newSale(t testing.TB, rdb redis.UniversalClient, skus ...v1alpha1.SKU) *v1a
 		},
 	}
 	fs.SetDefaults()
-	if err := fs.Validate(); err != nil {
+	if err := manifest.Validate(fs); err != nil {
 		t.Fatal(err)
 	}
 	return fs

@@ -25,6 +25,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
@@ -81,7 +82,7 @@ func newSale(t *testing.T, rdb redis.UniversalClient, partitions int32, stocks .
 		fs.Spec.Kafka = &v1alpha1.Kafka{Partitions: partitions}
 	}
 	fs.SetDefaults()
-	if err := fs.Validate(); err != nil {
+	if err := manifest.Validate(fs); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := warm.Warm(context.Background(), rdb, fs); err != nil {

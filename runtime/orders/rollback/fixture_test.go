@@ -18,6 +18,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
@@ -57,7 +58,7 @@ func setup(t *testing.T, n int, deadline time.Time) *fixture {
 		},
 	}
 	fs.SetDefaults()
-	if err := fs.Validate(); err != nil {
+	if err := manifest.Validate(fs); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := warm.Warm(ctx, rdb, fs); err != nil {

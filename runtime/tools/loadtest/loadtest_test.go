@@ -25,6 +25,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
@@ -76,7 +77,7 @@ func startSale(t *testing.T) *fixture {
 		},
 	}
 	fs.SetDefaults()
-	if err := fs.Validate(); err != nil {
+	if err := manifest.Validate(fs); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
