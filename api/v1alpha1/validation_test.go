@@ -5,6 +5,10 @@ package v1alpha1_test
 // by controller-runtime's envtest: the OpenAPI schema, the defaults and the CEL
 // rules, including the transition rules that depend on status.phase.
 //
+// The same tables go through the data plane's offline check
+// (runtime/sale/manifest), which must refuse, accept and default exactly as
+// the API server does: that is the parity the --file commands promise.
+//
 // The binaries come from `make controlplane` (hack/controlplane.sh), which
 // builds them from the Go module proxy and prints the directory to export as
 // KUBEBUILDER_ASSETS; `make test` does both. Without them the tests fail: they
@@ -12,13 +16,17 @@ package v1alpha1_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -28,6 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -122,7 +131,7 @@ var del = &struct{ deleted bool }{true}
 // uniqueName returns a name no other test uses.
 func uniqueName(t *testing.T) string {
 	t.Helper()
-	r := strings.NewReplacer("/", "-", "_", "-", " ", "-")
+	r := strings.NewReplacer("/", "-", "_", "-", " ", "-", ".", "-")
 	n := strings.ToLower(r.Replace(t.Name()))
 	if len(n) > 42 {
 		n = n[len(n)-42:]
@@ -137,12 +146,137 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// wantInvalid checks that err is the API server's 422 Invalid and mentions
-// every one of wants.
+// invalidSale is one way to get a FlashSale wrong. The same table goes to the
+// API server (envtest) and to the offline check of the data plane
+// (manifest.Parse, what every --file command runs): both must refuse it, both
+// naming field.
+type invalidSale struct {
+	name   string
+	mutate func(t *testing.T, u *unstructured.Unstructured)
+	// field is the field both refusals must name: the path of one of their
+	// causes, or, for a rule on the whole object (metadata.name), the start
+	// of the message of a cause without a path.
+	field string
+	want  []string // more of the message: what is wrong
+}
+
+func invalidSales() []invalidSale {
+	return []invalidSale{
+		{"end before start", setTo("spec.endTime", "2030-11-11T11:00:00Z"),
+			"spec.endTime", []string{"spec.endTime must be after spec.startTime"}},
+		{"end equal to start", setTo("spec.endTime", "2030-11-11T12:00:00Z"),
+			"spec.endTime", []string{"spec.endTime must be after spec.startTime"}},
+		{"no start time", setTo("spec.startTime", del), "spec.startTime", []string{"Required value"}},
+		{"start time not a date-time", setTo("spec.startTime", "tomorrow at noon"), "spec.startTime", nil},
+		{"duplicate SKU ids", setTo("spec.skus.1.id", "1001"),
+			"spec.skus[1]", []string{"Duplicate value", "spec.skus: SKU ids must be unique"}},
+		{"too many SKUs", setTo("spec.skus", manySKUs(201)), "spec.skus", []string{"must have at most 200 items"}},
+		{"negative stock", setTo("spec.skus.0.stock", int64(-1)), "spec.skus[0].stock", []string{"greater than or equal to 0"}},
+		{"perUserLimit 0", setTo("spec.skus.1.perUserLimit", int64(0)), "spec.skus[1].perUserLimit", []string{"greater than or equal to 1"}},
+		{"price with three decimals", setTo("spec.skus.0.price", "99.999"), "spec.skus[0].price", nil},
+		{"price not a number", setTo("spec.skus.0.price", "free"), "spec.skus[0].price", nil},
+		{"negative price", setTo("spec.skus.0.price", "-1.00"), "spec.skus[0].price", nil},
+		{"SKU id with a slash", setTo("spec.skus.0.id", "10/01"), "spec.skus[0].id", nil},
+		{"empty SKU id", setTo("spec.skus.0.id", ""), "spec.skus[0].id", nil},
+		{"SKU id too long", setTo("spec.skus.0.id", strings.Repeat("x", 65)), "spec.skus[0].id", []string{"Too long"}},
+		{"SKU without price", setTo("spec.skus.0.price", del), "spec.skus[0].price", []string{"Required value"}},
+		{"no SKUs", setTo("spec.skus", []any{}), "spec.skus", []string{"at least 1 items"}},
+		{"SKUs missing", setTo("spec.skus", del), "spec.skus", []string{"Required value"}},
+		{"worker replicas above kafka partitions", setTo("spec.worker.replicas", int64(5)),
+			"spec.worker.replicas", []string{"spec.worker.replicas must not exceed spec.kafka.partitions"}},
+		{"worker replicas above the default partition count",
+			func(t *testing.T, u *unstructured.Unstructured) {
+				set(t, u, "spec.kafka", map[string]any{})
+				set(t, u, "spec.worker.replicas", int64(13))
+			},
+			"spec.worker.replicas", []string{"spec.worker.replicas must not exceed spec.kafka.partitions"}},
+		{"maxReplicas below replicas",
+			func(t *testing.T, u *unstructured.Unstructured) {
+				set(t, u, "spec.seckill.replicas", int64(4))
+				set(t, u, "spec.seckill.maxReplicas", int64(3))
+			},
+			"spec.seckill.maxReplicas", []string{"spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas"}},
+		{"seckill replicas 0", setTo("spec.seckill.replicas", int64(0)), "spec.seckill.replicas", []string{"greater than or equal to 1"}},
+		{"drainingReplicas 0", setTo("spec.seckill.drainingReplicas", int64(0)), "spec.seckill.drainingReplicas", []string{"greater than or equal to 1"}},
+		{"target CPU above 100%", setTo("spec.seckill.targetCPUUtilization", int64(101)),
+			"spec.seckill.targetCPUUtilization", []string{"less than or equal to 100"}},
+		{"target CPU 0", setTo("spec.seckill.targetCPUUtilization", int64(0)),
+			"spec.seckill.targetCPUUtilization", []string{"greater than or equal to 1"}},
+		{"lagThreshold 0", setTo("spec.worker.lagThreshold", int64(0)), "spec.worker.lagThreshold", []string{"greater than or equal to 1"}},
+		{"redis mode not in the enum", setTo("spec.redis.mode", "sentinel"), "spec.redis.mode", []string{"Unsupported value", `"sentinel"`}},
+		{"kafka partitions 0", setTo("spec.kafka.partitions", int64(0)), "spec.kafka.partitions", []string{"greater than or equal to 1"}},
+		{"negative rate limit", setTo("spec.rateLimit", map[string]any{"perUserPerSecond": int64(-2)}), "spec.rateLimit.perUserPerSecond", nil},
+		{"risk verifier not an http URL", setTo("spec.risk", map[string]any{"verifierURL": "ftp://risk.example/check"}), "spec.risk.verifierURL", nil},
+		{"teardown policy not in the enum", setTo("spec.teardown.redisKeys", "Archive"), "spec.teardown.redisKeys", []string{"Unsupported value"}},
+		{"topic teardown policy lower-case", setTo("spec.teardown.topic", "delete"), "spec.teardown.topic", []string{"Unsupported value"}},
+		{"imagePullPolicy not in the enum", setTo("spec.imagePullPolicy", "Sometimes"), "spec.imagePullPolicy", []string{"Unsupported value"}},
+
+		// Every duration of the spec: a Go duration, with a sign that makes sense.
+		{"paymentTimeout not a duration", setTo("spec.paymentTimeout", "soon"),
+			"spec.paymentTimeout", []string{"type conversion error", "spec.paymentTimeout must be a positive duration"}},
+		{"paymentTimeout 0", setTo("spec.paymentTimeout", "0s"), "spec.paymentTimeout", []string{"spec.paymentTimeout must be a positive duration"}},
+		{"paymentTimeout negative", setTo("spec.paymentTimeout", "-15m"), "spec.paymentTimeout", []string{"spec.paymentTimeout must be a positive duration"}},
+		{"paymentTimeout a number", setTo("spec.paymentTimeout", int64(900)), "spec.paymentTimeout", []string{"must be of type string"}},
+		{"warmupLead negative", setTo("spec.warmupLead", "-5m"), "spec.warmupLead", []string{"spec.warmupLead must be a duration such as 5m", "not negative"}},
+		{"warmupLead not a duration", setTo("spec.warmupLead", "5 minutes"), "spec.warmupLead", []string{"type conversion error", "spec.warmupLead must be a duration"}},
+		{"token ttl 0", setTo("spec.token", map[string]any{"ttl": "0s"}), "spec.token.ttl", []string{"spec.token.ttl must be a positive duration"}},
+		{"token ttl not a duration", setTo("spec.token", map[string]any{"ttl": "10 seconds"}), "spec.token.ttl", []string{"type conversion error", "spec.token.ttl must be a positive duration"}},
+		{"risk timeout negative", setTo("spec.risk", map[string]any{"verifierURL": "https://risk.example/check", "timeout": "-150ms"}),
+			"spec.risk.timeout", []string{"spec.risk.timeout must be a positive duration"}},
+		{"risk timeout not a duration", setTo("spec.risk", map[string]any{"verifierURL": "https://risk.example/check", "timeout": "fast"}),
+			"spec.risk.timeout", []string{"type conversion error", "spec.risk.timeout must be a positive duration"}},
+
+		// Client networks: a CIDR or a single address, as the seckill pods parse them.
+		{"blockCIDRs not a CIDR", setTo("spec.access", map[string]any{"blockCIDRs": []any{"203.0.113.0/24", "bad-net"}}),
+			"spec.access.blockCIDRs[1]", []string{"each entry must be a CIDR"}},
+		{"allowCIDRs prefix too long", setTo("spec.access", map[string]any{"allowCIDRs": []any{"10.0.0.0/33"}}),
+			"spec.access.allowCIDRs[0]", []string{"each entry must be a CIDR"}},
+		{"trustedProxies with a host name", setTo("spec.access", map[string]any{"trustedProxies": []any{"gateway.local"}}),
+			"spec.access.trustedProxies[0]", []string{"each entry must be a CIDR"}},
+
+		{"name too long for the derived object names", setName(strings.Repeat("s", 51)),
+			"metadata.name", []string{"metadata.name must be at most 50 characters"}},
+		{"name with a dot, which a Service cannot have", setName("singles.day"),
+			"metadata.name", []string{"metadata.name must be a DNS-1123 label"}},
+		{"name with upper case", setName("Singles-Day"), "metadata.name", []string{"a lowercase RFC 1123 subdomain"}},
+	}
+}
+
+// setTo returns a mutation that sets the field at path (see set) to value.
+func setTo(path string, value any) func(*testing.T, *unstructured.Unstructured) {
+	return func(t *testing.T, u *unstructured.Unstructured) { set(t, u, path, value) }
+}
+
+// setName returns a mutation that renames the sale.
+func setName(name string) func(*testing.T, *unstructured.Unstructured) {
+	return func(_ *testing.T, u *unstructured.Unstructured) { u.SetName(name) }
+}
+
+// manySKUs returns n valid SKUs with distinct ids.
+func manySKUs(n int) []any {
+	skus := make([]any, n)
+	for i := range skus {
+		skus[i] = map[string]any{"id": fmt.Sprint(5000 + i), "stock": int64(1), "price": "1.00"}
+	}
+	return skus
+}
+
+// offline runs u through the data plane's check: manifest.Parse of u as YAML.
+func offline(t *testing.T, u *unstructured.Unstructured) (*v1alpha1.FlashSale, error) {
+	t.Helper()
+	data, err := yaml.Marshal(u.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return manifest.Parse(data)
+}
+
+// wantInvalid checks that err is a 422 Invalid (the API server's, or the
+// offline check's, which builds the same error) that mentions every one of wants.
 func wantInvalid(t *testing.T, err error, wants ...string) {
 	t.Helper()
 	if err == nil {
-		t.Fatalf("the API server accepted the object; want it refused with %q", wants)
+		t.Fatalf("the object was accepted; want it refused with %q", wants)
 	}
 	if !apierrors.IsInvalid(err) {
 		t.Fatalf("want a 422 Invalid error mentioning %q, got: %v", wants, err)
@@ -155,196 +289,94 @@ func wantInvalid(t *testing.T, err error, wants ...string) {
 	}
 }
 
+// wantRefused checks that err is a 422 Invalid naming tc.field and saying tc.want.
+func wantRefused(t *testing.T, err error, tc invalidSale) {
+	t.Helper()
+	wantInvalid(t, err, tc.want...)
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		t.Fatalf("not an API status error with details: %v", err)
+	}
+	for _, c := range status.Status().Details.Causes {
+		if c.Field == tc.field || (c.Field == "" || c.Field == "<nil>") && strings.HasPrefix(c.Message, "Invalid value: "+tc.field) {
+			return
+		}
+	}
+	t.Errorf("no cause names %s:\n%v", tc.field, err)
+}
+
+// causes lists the "field: type: message" of each cause of a 422 Invalid, sorted.
+func causes(t *testing.T, err error) []string {
+	t.Helper()
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		t.Fatalf("not an API status error with details: %v", err)
+	}
+	var out []string
+	for _, c := range status.Status().Details.Causes {
+		out = append(out, fmt.Sprintf("%s: %s: %s", c.Field, c.Type, c.Message))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestInvalidFlashSalesAreRefused is the parity test: every invalid sale of
+// the table is refused by the API server and by the offline check, with the
+// same causes (field, reason and message) from both.
 func TestInvalidFlashSalesAreRefused(t *testing.T) {
 	c := cluster(t)
-	cases := []struct {
-		name   string
-		mutate func(t *testing.T, u *unstructured.Unstructured)
-		want   []string // substrings of the API server's message
-	}{
-		{
-			name: "end before start",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.endTime", "2030-11-11T11:00:00Z")
-			},
-			want: []string{"spec.endTime: Invalid value", "spec.endTime must be after spec.startTime"},
-		},
-		{
-			name: "end equal to start",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.endTime", "2030-11-11T12:00:00Z")
-			},
-			want: []string{"spec.endTime: Invalid value", "spec.endTime must be after spec.startTime"},
-		},
-		{
-			name:   "no start time",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.startTime", del) },
-			want:   []string{"spec.startTime", "Required value"},
-		},
-		{
-			name: "start time not a date-time",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.startTime", "tomorrow at noon")
-			},
-			want: []string{"spec.startTime"},
-		},
-		{
-			name: "duplicate SKU ids",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.skus.1.id", "1001")
-			},
-			want: []string{"spec.skus[1]: Duplicate value", "spec.skus: SKU ids must be unique"},
-		},
-		{
-			name:   "negative stock",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.stock", int64(-1)) },
-			want:   []string{"spec.skus[0].stock", "greater than or equal to 0"},
-		},
-		{
-			name:   "perUserLimit 0",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.1.perUserLimit", int64(0)) },
-			want:   []string{"spec.skus[1].perUserLimit", "greater than or equal to 1"},
-		},
-		{
-			name:   "price with three decimals",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.price", "99.999") },
-			want:   []string{"spec.skus[0].price"},
-		},
-		{
-			name:   "price not a number",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.price", "free") },
-			want:   []string{"spec.skus[0].price"},
-		},
-		{
-			name:   "negative price",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.price", "-1.00") },
-			want:   []string{"spec.skus[0].price"},
-		},
-		{
-			name:   "SKU id with a slash",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.id", "10/01") },
-			want:   []string{"spec.skus[0].id"},
-		},
-		{
-			name:   "empty SKU id",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.id", "") },
-			want:   []string{"spec.skus[0].id"},
-		},
-		{
-			name:   "SKU without price",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus.0.price", del) },
-			want:   []string{"spec.skus[0].price", "Required value"},
-		},
-		{
-			name:   "no SKUs",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus", []any{}) },
-			want:   []string{"spec.skus", "at least 1 items"},
-		},
-		{
-			name:   "SKUs missing",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.skus", del) },
-			want:   []string{"spec.skus", "Required value"},
-		},
-		{
-			name: "worker replicas above kafka partitions",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.worker.replicas", int64(5))
-			},
-			want: []string{"spec.worker.replicas: Invalid value", "spec.worker.replicas must not exceed spec.kafka.partitions"},
-		},
-		{
-			name: "worker replicas above the default partition count",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.kafka", map[string]any{})
-				set(t, u, "spec.worker.replicas", int64(13))
-			},
-			want: []string{"spec.worker.replicas: Invalid value", "spec.worker.replicas must not exceed spec.kafka.partitions"},
-		},
-		{
-			name: "maxReplicas below replicas",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.seckill.replicas", int64(4))
-				set(t, u, "spec.seckill.maxReplicas", int64(3))
-			},
-			want: []string{"spec.seckill.maxReplicas: Invalid value", "spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas"},
-		},
-		{
-			name:   "seckill replicas 0",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.seckill.replicas", int64(0)) },
-			want:   []string{"spec.seckill.replicas"},
-		},
-		{
-			name:   "redis mode not in the enum",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.redis.mode", "sentinel") },
-			want:   []string{"spec.redis.mode", "Unsupported value", `"sentinel"`},
-		},
-		{
-			name:   "kafka partitions 0",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.kafka.partitions", int64(0)) },
-			want:   []string{"spec.kafka.partitions"},
-		},
-		{
-			name: "negative rate limit",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.rateLimit", map[string]any{"perUserPerSecond": int64(-2)})
-			},
-			want: []string{"spec.rateLimit.perUserPerSecond"},
-		},
-		{
-			name: "risk verifier not an http URL",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.risk", map[string]any{"verifierURL": "ftp://risk.example/check"})
-			},
-			want: []string{"spec.risk.verifierURL"},
-		},
-		{
-			name:   "name too long for the derived object names",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { u.SetName(strings.Repeat("s", 51)) },
-			want:   []string{"metadata.name must be at most 50 characters"},
-		},
-		{
-			name:   "teardown policy not in the enum",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.teardown.redisKeys", "Archive") },
-			want:   []string{"spec.teardown.redisKeys", "Unsupported value"},
-		},
-		{
-			name:   "topic teardown policy lower-case",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.teardown.topic", "delete") },
-			want:   []string{"spec.teardown.topic", "Unsupported value"},
-		},
-		{
-			name:   "drainingReplicas 0",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.seckill.drainingReplicas", int64(0)) },
-			want:   []string{"spec.seckill.drainingReplicas", "greater than or equal to 1"},
-		},
-		{
-			name:   "lagThreshold 0",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.worker.lagThreshold", int64(0)) },
-			want:   []string{"spec.worker.lagThreshold", "greater than or equal to 1"},
-		},
-		{
-			name:   "imagePullPolicy not in the enum",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) { set(t, u, "spec.imagePullPolicy", "Sometimes") },
-			want:   []string{"spec.imagePullPolicy", "Unsupported value"},
-		},
-		{
-			name: "target CPU above 100%",
-			mutate: func(t *testing.T, u *unstructured.Unstructured) {
-				set(t, u, "spec.seckill.targetCPUUtilization", int64(150))
-			},
-			want: []string{"spec.seckill.targetCPUUtilization", "less than or equal to 100"},
-		},
-	}
-	for _, tc := range cases {
+	for _, tc := range invalidSales() {
 		t.Run(tc.name, func(t *testing.T) {
 			u := validSale(uniqueName(t))
 			tc.mutate(t, u)
+			_, offlineErr := offline(t, u)
 			err := c.Create(ctx(t), u)
 			if err == nil {
 				_ = c.Delete(context.Background(), u)
 			}
-			wantInvalid(t, err, tc.want...)
+			wantRefused(t, err, tc)
+			wantRefused(t, offlineErr, tc)
+			if t.Failed() {
+				return
+			}
+			server, local := causes(t, err), causes(t, offlineErr)
+			if !slices.Equal(server, local) {
+				t.Errorf("the offline check and the API server disagree:\nAPI server:\n  %s\noffline:\n  %s",
+					strings.Join(server, "\n  "), strings.Join(local, "\n  "))
+			}
 		})
+	}
+}
+
+// TestInvalidFlashSalesAreRefusedOffline runs the same table through the
+// offline check alone, so that it also runs without a control plane.
+func TestInvalidFlashSalesAreRefusedOffline(t *testing.T) {
+	for _, tc := range invalidSales() {
+		t.Run(tc.name, func(t *testing.T) {
+			u := validSale("offline")
+			tc.mutate(t, u)
+			_, err := offline(t, u)
+			wantRefused(t, err, tc)
+		})
+	}
+}
+
+// validVariants are valid sales near the edges of the rules: both checks
+// must accept them, or a rule refuses more than it says.
+func validVariants() map[string]func(*testing.T, *unstructured.Unstructured) {
+	return map[string]func(*testing.T, *unstructured.Unstructured){
+		"the fixture":         func(*testing.T, *unstructured.Unstructured) {},
+		"warmupLead 0":        setTo("spec.warmupLead", "0s"),
+		"compound durations":  setTo("spec.paymentTimeout", "1h30m"),
+		"sub-second timeouts": setTo("spec.risk", map[string]any{"verifierURL": "https://risk.example/check", "timeout": "250ms"}),
+		"token ttl":           setTo("spec.token", map[string]any{"ttl": "1m"}),
+		"200 SKUs":            setTo("spec.skus", manySKUs(200)),
+		"networks": setTo("spec.access", map[string]any{
+			"allowCIDRs":     []any{"192.0.2.1", "2001:db8::/32"},
+			"blockCIDRs":     []any{"203.0.113.0/24", "2001:db8::1"},
+			"trustedProxies": []any{"10.0.0.0/8", "fd00::/8"},
+		}),
+		"name of 50 characters": setName(strings.Repeat("s", 50)),
 	}
 }
 
@@ -352,13 +384,24 @@ func TestInvalidFlashSalesAreRefused(t *testing.T) {
 // if it were invalid, every refusal above would prove nothing.
 func TestValidSalesAreAccepted(t *testing.T) {
 	c := cluster(t)
-	u := validSale(uniqueName(t))
-	if err := c.Create(ctx(t), u); err != nil {
-		t.Fatalf("the valid fixture was refused: %v", err)
+	for name, mutate := range validVariants() {
+		t.Run(name, func(t *testing.T) {
+			u := validSale(uniqueName(t))
+			mutate(t, u)
+			if _, err := offline(t, u); err != nil {
+				t.Errorf("the offline check refused it: %v", err)
+			}
+			if err := c.Create(ctx(t), u); err != nil {
+				t.Fatalf("the API server refused it: %v", err)
+			}
+			t.Cleanup(func() { _ = c.Delete(context.Background(), u) })
+		})
 	}
-	t.Cleanup(func() { _ = c.Delete(context.Background(), u) })
 }
 
+// TestSamplesAreAcceptedWithDefaults checks the samples against the API
+// server, and that the offline check and SetDefaults default them exactly as
+// the API server does.
 func TestSamplesAreAcceptedWithDefaults(t *testing.T) {
 	c := cluster(t)
 	files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "flashsale_*.yaml")) // not kustomization.yaml
@@ -381,6 +424,14 @@ func TestSamplesAreAcceptedWithDefaults(t *testing.T) {
 			}
 			u.SetNamespace(testNamespace)
 			u.SetName(uniqueName(t))
+			var sent v1alpha1.FlashSale // before Create, which writes the server's answer into u
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &sent); err != nil {
+				t.Fatal(err)
+			}
+			local, err := offline(t, u)
+			if err != nil {
+				t.Fatalf("the offline check refused %s: %v", file, err)
+			}
 			if err := c.Create(ctx(t), u); err != nil {
 				t.Fatalf("the API server refused %s: %v", file, err)
 			}
@@ -390,13 +441,23 @@ func TestSamplesAreAcceptedWithDefaults(t *testing.T) {
 			if err := c.Get(ctx(t), client.ObjectKeyFromObject(u), &got); err != nil {
 				t.Fatal(err)
 			}
-			var sent v1alpha1.FlashSale
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &sent); err != nil {
-				t.Fatal(err)
-			}
 			checkDefaults(t, &sent, &got)
+			sameSpec(t, "the offline check", &local.Spec, &got.Spec)
+			sent.SetDefaults()
+			sameSpec(t, "SetDefaults", &sent.Spec, &got.Spec)
 		})
 	}
+}
+
+// sameSpec fails unless who defaulted the spec exactly as the API server did.
+func sameSpec(t *testing.T, who string, spec, server *v1alpha1.FlashSaleSpec) {
+	t.Helper()
+	if equality.Semantic.DeepEqual(spec, server) {
+		return
+	}
+	a, _ := yaml.Marshal(spec)
+	b, _ := yaml.Marshal(server)
+	t.Errorf("%s defaulted the spec otherwise than the API server:\n%s:\n%s\nAPI server:\n%s", who, who, a, b)
 }
 
 // checkDefaults checks that every field the manifest left out came back with
