@@ -46,25 +46,24 @@ type StreamLag struct {
 // a flash sale, large enough that a big backlog takes few round trips.
 const streamPage = 1000
 
-// Stream reads the backlog of the order streams of sale's SKUs skuIDs.
+// Stream reads the backlog of the order streams of sale saleKey's SKUs skuIDs.
 //
 // Both pipelines drain the streams with the same group, keys.RelayGroup:
-// the relay (Kafka mode, relay.Relay.runSKU) and the Redis-only sink
-// (streamsink.Sink.run) both read through a streamgroup.Reader with
-// Group: keys.RelayGroup, and acknowledge with streamgroup.Done on that group.
+// the relay (Kafka mode) and the Redis-only sink both run a
+// streamgroup.Loop on it, and acknowledge with streamgroup.Done on it.
 //
 // The commands go in pipelines of per-key commands, so they work on a
 // standalone Redis and on a Redis Cluster alike (go-redis sends each to the
 // shard of its key; the keys of one SKU share a hash tag). A SKU whose stream
 // does not exist yet adds nothing.
-func Stream(ctx context.Context, rdb redis.UniversalClient, sale string, skuIDs []string) (StreamLag, error) {
+func Stream(ctx context.Context, rdb redis.UniversalClient, saleKey string, skuIDs []string) (StreamLag, error) {
 	var out StreamLag
 	if len(skuIDs) == 0 {
 		return out, nil
 	}
 	streams := make([]string, len(skuIDs))
 	for i, sku := range skuIDs {
-		streams[i] = keys.ForSKU(sale, sku).Stream
+		streams[i] = keys.ForSKU(saleKey, sku).Stream
 	}
 
 	// Round trip 1: the groups of every stream, and its length for the
@@ -82,68 +81,24 @@ func Stream(ctx context.Context, rdb redis.UniversalClient, sale string, skuIDs 
 
 	// Round trip 2: the consumers of every group, and the first page of the
 	// undelivered entries where Redis cannot say how many there are.
-	type count struct {
-		stream, after string
-		page          *redis.XMessageSliceCmd
-	}
-	var (
-		counts    []count
-		consumers []*redis.XInfoConsumersCmd
-		grouped   []string // the stream of each consumers command
-	)
 	pipe = rdb.Pipeline()
+	q := &groupQueries{}
 	for i, s := range streams {
-		gs, err := groups[i].Result()
-		if redis.HasErrorPrefix(err, "no such key") {
-			continue
+		if err := q.add(ctx, pipe, s, groups[i], lens[i], &out); err != nil {
+			return out, err
 		}
-		if err != nil {
-			return out, fmt.Errorf("groups of stream %s: %w", s, err)
-		}
-		g, ok := relayGroup(gs)
-		if !ok {
-			n, err := lens[i].Result()
-			if err != nil {
-				return out, fmt.Errorf("length of stream %s: %w", s, err)
-			}
-			out.Undelivered += n
-			continue
-		}
-		out.Pending += g.Pending
-		consumers = append(consumers, pipe.XInfoConsumers(ctx, s, keys.RelayGroup))
-		grouped = append(grouped, s)
-		// Redis reports the lag as nil (go-redis: -1) when entries after the
-		// last delivered one may have been deleted, which happens in the
-		// pipeline whenever the last delivered entry was acknowledged (and
-		// so deleted) while older ones are still pending. Redis before 7.0
-		// reports no lag at all (go-redis: 0, with entries-read also 0). In
-		// both cases the entries after the last delivered id are counted.
-		if g.Lag > 0 || (g.Lag == 0 && g.EntriesRead > 0) {
-			out.Undelivered += g.Lag
-			continue
-		}
-		c := count{stream: s, after: g.LastDeliveredID}
-		c.page = pipe.XRangeN(ctx, s, "("+c.after, "+", streamPage)
-		counts = append(counts, c)
 	}
-	if len(consumers) > 0 || len(counts) > 0 {
+	if len(q.consumers) > 0 || len(q.counts) > 0 {
 		_, _ = pipe.Exec(ctx)
 	}
-
-	names := map[string]struct{}{}
-	for i, cmd := range consumers {
-		cs, err := cmd.Result()
-		if err != nil {
-			return out, fmt.Errorf("consumers of stream %s: %w", grouped[i], err)
-		}
-		for _, c := range cs {
-			names[c.Name] = struct{}{}
-		}
+	n, err := q.consumerCount()
+	if err != nil {
+		return out, err
 	}
-	out.Consumers = len(names)
+	out.Consumers = n
 
 	// Only a backlog of more than a page takes further round trips.
-	for _, c := range counts {
+	for _, c := range q.counts {
 		n, err := countAfter(ctx, rdb, c.stream, c.page)
 		if err != nil {
 			return out, err
@@ -152,6 +107,74 @@ func Stream(ctx context.Context, rdb redis.UniversalClient, sale string, skuIDs 
 	}
 	out.Total = out.Pending + out.Undelivered
 	return out, nil
+}
+
+// groupQueries are the commands of Stream's second round trip.
+type groupQueries struct {
+	// counts page through the undelivered entries of the streams whose lag
+	// Redis cannot tell.
+	counts []undeliveredCount
+	// consumers of the group, on the streams grouped.
+	consumers []*redis.XInfoConsumersCmd
+	grouped   []string
+}
+
+type undeliveredCount struct {
+	stream string
+	page   *redis.XMessageSliceCmd
+}
+
+// add adds what the first round trip tells about stream s to out, and queues
+// on pipe what it leaves to find out.
+func (q *groupQueries) add(ctx context.Context, pipe redis.Pipeliner, s string, groups *redis.XInfoGroupsCmd, length *redis.IntCmd, out *StreamLag) error {
+	gs, err := groups.Result()
+	if redis.HasErrorPrefix(err, "no such key") {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("groups of stream %s: %w", s, err)
+	}
+	g, ok := relayGroup(gs)
+	if !ok {
+		n, err := length.Result()
+		if err != nil {
+			return fmt.Errorf("length of stream %s: %w", s, err)
+		}
+		out.Undelivered += n
+		return nil
+	}
+	out.Pending += g.Pending
+	q.consumers = append(q.consumers, pipe.XInfoConsumers(ctx, s, keys.RelayGroup))
+	q.grouped = append(q.grouped, s)
+	// Redis reports the lag as nil (go-redis: -1) when entries after the
+	// last delivered one may have been deleted, which happens in the
+	// pipeline whenever the last delivered entry was acknowledged (and
+	// so deleted) while older ones are still pending. Redis before 7.0
+	// reports no lag at all (go-redis: 0, with entries-read also 0). In
+	// both cases the entries after the last delivered id are counted.
+	if g.Lag > 0 || (g.Lag == 0 && g.EntriesRead > 0) {
+		out.Undelivered += g.Lag
+		return nil
+	}
+	q.counts = append(q.counts, undeliveredCount{
+		stream: s, page: pipe.XRangeN(ctx, s, "("+g.LastDeliveredID, "+", streamPage),
+	})
+	return nil
+}
+
+// consumerCount is how many distinct consumer names the groups have.
+func (q *groupQueries) consumerCount() (int, error) {
+	names := map[string]struct{}{}
+	for i, cmd := range q.consumers {
+		cs, err := cmd.Result()
+		if err != nil {
+			return 0, fmt.Errorf("consumers of stream %s: %w", q.grouped[i], err)
+		}
+		for _, c := range cs {
+			names[c.Name] = struct{}{}
+		}
+	}
+	return len(names), nil
 }
 
 // relayGroup finds the pipeline's group among a stream's groups.
