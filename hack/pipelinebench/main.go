@@ -272,6 +272,9 @@ func freshDB(ctx context.Context, server *mysql.Config) (*sql.DB, func(), error)
 	return db, drop, nil
 }
 
+// pipelineRun fills a fresh sale with o.n orders and times the worker moving
+// them to a fresh database in mode ("kafka" or "redis-only"); it returns the
+// orders too, for the single-row baseline.
 func pipelineRun(ctx context.Context, o options, rdb *redis.Client, server *mysql.Config, mode string) (result, []order.Order, error) {
 	fmt.Printf("%s:\n", mode)
 	fs, cleanup, err := fill(ctx, o, rdb, mode)
@@ -327,36 +330,8 @@ func pipelineRun(ctx context.Context, o options, rdb *redis.Client, server *mysq
 		stopProfile = pprof.StopCPUProfile
 		defer stopProfile()
 	}
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	cpu0 := cpuTimes()
-	idleDone := make(chan struct{})
-	idleTimeline := sampleIdle(250*time.Millisecond, idleDone)
-	start := time.Now()
-	go func() { done <- w.Run(wctx) }()
-	// Progress comes from the worker's own counter of committed rows, not a
-	// COUNT(*) (which would compete with the inserts for MariaDB's CPU); the
-	// rows are counted in MySQL once at the end.
-	var relayDone, firstRow time.Duration
-	for inserted(reg) < float64(o.n) {
-		time.Sleep(5 * time.Millisecond)
-		if firstRow == 0 && inserted(reg) > 0 {
-			firstRow = time.Since(start)
-		}
-		if relayDone == 0 && mode == "kafka" && counter(reg, "flashsale_worker_orders_relayed_total") >= float64(o.n) {
-			relayDone = time.Since(start)
-		}
-		if time.Since(start) > 5*time.Minute {
-			stop()
-			return result{}, nil, fmt.Errorf("only %.0f of %d rows after 5 minutes", inserted(reg), o.n)
-		}
-	}
-	el := time.Since(start)
-	cpu1 := cpuTimes()
-	close(idleDone)
-	stopProfile() // the deferred call is then a no-op
-	stop()
-	if err := <-done; err != nil {
+	t, err := drain(ctx, w, reg, o.n, mode == "kafka", stopProfile)
+	if err != nil {
 		return result{}, nil, err
 	}
 	var n int
@@ -366,29 +341,79 @@ func pipelineRun(ctx context.Context, o options, rdb *redis.Client, server *mysq
 	if n != o.n {
 		return result{}, nil, fmt.Errorf("%d rows in MySQL, want %d", n, o.n)
 	}
-	fmt.Printf("  stream → MySQL: %d rows in %.2fs\n", n, el.Seconds())
-	// Per-stage evidence: when the relay had produced everything, and the
-	// mean Kafka produce and MySQL commit latencies (from the worker's own
-	// histograms), to see which stage is the bottleneck.
-	// Where the machine's CPU went during the run (seconds of CPU per
-	// second of wall time; the machine has runtime.NumCPU() of them).
+	fmt.Printf("  stream → MySQL: %d rows in %.2fs\n", n, t.elapsed.Seconds())
+	t.print(reg, o.n)
+	return result{name: name, orders: o.n, elapsed: t.elapsed}, orders, nil
+}
+
+// timing is what one pipeline run measured.
+type timing struct {
+	// elapsed until the last order was committed; firstRow until the first
+	// was; relayDone until the relay had produced them all (Kafka mode).
+	elapsed, firstRow, relayDone time.Duration
+	// cpu0 and cpu1 are cpuTimes at the start and the end.
+	cpu0, cpu1 map[string]time.Duration
+	// idle receives the machine's idle CPU percentages over the run.
+	idle <-chan []int
+}
+
+// drain runs w until it has committed n orders, then stops it; stopProfile
+// is called as soon as they are all in. Progress comes from the worker's own
+// counter of committed rows, not a COUNT(*) (which would compete with the
+// inserts for MariaDB's CPU); the caller counts the rows in MySQL once at the
+// end.
+func drain(ctx context.Context, w *worker.Worker, reg *prometheus.Registry, n int, kafka bool, stopProfile func()) (timing, error) {
+	var t timing
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	t.cpu0 = cpuTimes()
+	idleDone := make(chan struct{})
+	t.idle = sampleIdle(250*time.Millisecond, idleDone)
+	start := time.Now()
+	go func() { done <- w.Run(wctx) }()
+	for inserted(reg) < float64(n) {
+		time.Sleep(5 * time.Millisecond)
+		if t.firstRow == 0 && inserted(reg) > 0 {
+			t.firstRow = time.Since(start)
+		}
+		if t.relayDone == 0 && kafka && counter(reg, "flashsale_worker_orders_relayed_total") >= float64(n) {
+			t.relayDone = time.Since(start)
+		}
+		if time.Since(start) > 5*time.Minute {
+			stop()
+			return t, fmt.Errorf("only %.0f of %d rows after 5 minutes", inserted(reg), n)
+		}
+	}
+	t.elapsed = time.Since(start)
+	t.cpu1 = cpuTimes()
+	close(idleDone)
+	stopProfile() // the caller's deferred call is then a no-op
+	stop()
+	return t, <-done
+}
+
+// print gives the per-stage evidence of a run of n orders: where the
+// machine's CPU went (seconds of CPU per second of wall time; the machine has
+// runtime.NumCPU() of them), when the relay had produced everything, and the
+// mean Kafka produce and MySQL commit latencies (from the worker's own
+// histograms), to see which stage is the bottleneck.
+func (t timing) print(reg *prometheus.Registry, n int) {
 	var (
 		parts []string
 		total time.Duration
 	)
 	for _, p := range []string{"bench", "mariadbd", "redis-server"} {
-		parts = append(parts, fmt.Sprintf("%s %.2f", p, (cpu1[p]-cpu0[p]).Seconds()/el.Seconds()))
-		total += cpu1[p] - cpu0[p]
+		parts = append(parts, fmt.Sprintf("%s %.2f", p, (t.cpu1[p]-t.cpu0[p]).Seconds()/t.elapsed.Seconds()))
+		total += t.cpu1[p] - t.cpu0[p]
 	}
-	parts = append(parts, fmt.Sprintf("= %.1fµs CPU per order", float64(total.Microseconds())/float64(o.n)))
+	parts = append(parts, fmt.Sprintf("= %.1fµs CPU per order", float64(total.Microseconds())/float64(n)))
 	fmt.Printf("  CPU cores busy (of %d): %s\n", runtime.NumCPU(), strings.Join(parts, ", "))
-	fmt.Printf("  machine CPU idle %%, per 250ms: %v\n", <-idleTimeline)
-	fmt.Printf("  first batch committed after %.2fs\n", firstRow.Seconds())
-	if relayDone > 0 {
-		fmt.Printf("  relay: all %d produced+acked after %.2fs; %s\n", o.n, relayDone.Seconds(), histo(reg, "flashsale_worker_produce_seconds", "produce"))
+	fmt.Printf("  machine CPU idle %%, per 250ms: %v\n", <-t.idle)
+	fmt.Printf("  first batch committed after %.2fs\n", t.firstRow.Seconds())
+	if t.relayDone > 0 {
+		fmt.Printf("  relay: all %d produced+acked after %.2fs; %s\n", n, t.relayDone.Seconds(), histo(reg, "flashsale_worker_produce_seconds", "produce"))
 	}
 	fmt.Printf("  mysql: %s; %s\n", histo(reg, "flashsale_worker_commit_seconds", "commit"), histo(reg, "flashsale_worker_batch_size", "batch"))
-	return result{name: name, orders: o.n, elapsed: el}, orders, nil
 }
 
 func singleRow(ctx context.Context, o options, server *mysql.Config, orders []order.Order) (result, error) {
