@@ -8,9 +8,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -462,20 +460,5 @@ func (r *FlashSaleReconciler) setReady(s *scope, p v1alpha1.Phase) {
 		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonDraining, "purchases are closed; orders drain and unpaid ones roll back")
 	default:
 		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonLive, "the sale is live")
-	}
-}
-
-// ownedKinds are the kinds a sale owns, for teardown.
-func ownedObjects(fs *v1alpha1.FlashSale) []client.Object {
-	m := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: fs.Namespace} }
-	return []client.Object{
-		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentSeckill))},
-		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentWorker))},
-		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentRollback))},
-		&autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: m(Name(fs, ComponentSeckill))},
-		&policyv1.PodDisruptionBudget{ObjectMeta: m(Name(fs, ComponentSeckill))},
-		&corev1.Service{ObjectMeta: m(Name(fs, ComponentSeckill))},
-		&corev1.ConfigMap{ObjectMeta: m(ConfigMapName(fs))},
-		&corev1.Secret{ObjectMeta: m(TokenSecretName(fs))},
 	}
 }

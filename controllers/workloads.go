@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
@@ -151,38 +152,71 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	p := &Plan{}
-	p.ConfigMap = &corev1.ConfigMap{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: meta(fs, ConfigMapName(fs), "config"),
-		Data:       map[string]string{saleFileKey: string(manifest)},
-	}
-
 	env := commonEnv(fs, in.DefaultSecret)
-	seckillArgs := []string{"seckill", "--file=" + saleFile, "--listen=:" + strconv.Itoa(seckillPort), "--log-format=json"}
+	return &Plan{
+		ConfigMap: &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(fs, ConfigMapName(fs), "config"),
+			Data:       map[string]string{saleFileKey: string(manifest)},
+		},
+		Seckill:  seckillDeployment(fs, in, hash, env),
+		Service:  seckillService(fs),
+		PDB:      seckillPDB(fs),
+		HPA:      seckillAutoscaler(fs, in.Targets),
+		Worker:   workerDeployment(fs, in, hash, env),
+		Rollback: rollbackDeployment(fs, in, hash, env),
+	}, nil
+}
+
+// seckillDeployment runs the buyers' API. It alone reads the token keys and
+// the payment callback secret.
+func seckillDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
+	args := []string{"seckill", "--file=" + saleFile, "--listen=:" + strconv.Itoa(seckillPort), "--log-format=json"}
 	seckillEnv := append(append([]corev1.EnvVar{}, env...),
 		corev1.EnvVar{Name: "FLASHSALE_TOKEN_KEY_FILE", Value: tokenDir + "/" + tokenKeysKey})
 	if fs.Spec.Payment != nil && fs.Spec.Payment.SecretRef != nil {
 		seckillEnv = append(seckillEnv, corev1.EnvVar{Name: "FLASHSALE_PAYMENT_SECRET_FILE", Value: paymentDir + "/" + paymentKey})
 	}
-	p.Seckill = deployment(fs, in, ComponentSeckill, hash, in.Targets.Seckill, container{
-		args: seckillArgs, env: seckillEnv, port: seckillPort,
+	d := deployment(fs, in, ComponentSeckill, hash, in.Targets.Seckill, container{
+		args: args, env: seckillEnv, port: seckillPort,
 		readyPath: "/readyz", resources: fs.Spec.Seckill.Resources,
 		defaultCPU: "250m", defaultMem: "128Mi",
 		volumes: seckillVolumes(fs),
 	})
 	// Buyers arrive in one burst: a surge pod adds capacity during a rollout
 	// and no ready pod is taken away first.
-	p.Seckill.Spec.Strategy = appsv1.DeploymentStrategy{
+	d.Spec.Strategy = appsv1.DeploymentStrategy{
 		Type: appsv1.RollingUpdateDeploymentStrategyType,
 		RollingUpdate: &appsv1.RollingUpdateDeployment{
 			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
 			MaxSurge:       ptr.To(intstr.FromString("25%")),
 		},
 	}
+	return d
+}
 
-	p.Service = &corev1.Service{
+// workerDeployment runs the order pipeline, scaled by the queue backlog.
+func workerDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
+	return deployment(fs, in, ComponentWorker, hash, in.Targets.Worker, container{
+		args: []string{"worker", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(workerPort), "--log-format=json"},
+		env:  env, port: workerPort, readyPath: "/readyz", resources: fs.Spec.Worker.Resources,
+		defaultCPU: "250m", defaultMem: "256Mi",
+	})
+}
+
+// rollbackDeployment runs the one pod that cancels unpaid orders and
+// returns their stock.
+func rollbackDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
+	return deployment(fs, in, ComponentRollback, hash, 1, container{
+		args: []string{"rollback", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(rollbackPort), "--log-format=json"},
+		env:  env, port: rollbackPort, readyPath: "/healthz", resources: fs.Spec.Rollback.Resources,
+		defaultCPU: "50m", defaultMem: "64Mi",
+	})
+}
+
+// seckillService is the buyers' entry point to the seckill pods.
+func seckillService(fs *v1alpha1.FlashSale) *corev1.Service {
+	return &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
 		Spec: corev1.ServiceSpec{
@@ -193,62 +227,60 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 			}},
 		},
 	}
-	p.PDB = &policyv1.PodDisruptionBudget{
+}
+
+// seckillPDB lets one API pod at a time be evicted (a node drain mid-sale).
+func seckillPDB(fs *v1alpha1.FlashSale) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 		ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
 		Spec: policyv1.PodDisruptionBudgetSpec{
-			// One API pod at a time may be evicted (a node drain mid-sale).
 			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
 			Selector:       &metav1.LabelSelector{MatchLabels: SelectorLabels(fs, ComponentSeckill)},
 		},
 	}
-	if in.Targets.Autoscale && fs.Spec.Seckill.MaxReplicas > 0 {
-		target := fs.Spec.Seckill.TargetCPUUtilization
-		if target == 0 {
-			target = v1alpha1.DefaultTargetCPUUtilization
-		}
-		p.HPA = &autoscalingv2.HorizontalPodAutoscaler{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
-			ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
-			Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-				ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{
-					APIVersion: "apps/v1", Kind: "Deployment", Name: Name(fs, ComponentSeckill),
-				},
-				MinReplicas: ptr.To(fs.Spec.Seckill.Replicas),
-				MaxReplicas: fs.Spec.Seckill.MaxReplicas,
-				Metrics: []autoscalingv2.MetricSpec{{
-					Type: autoscalingv2.ResourceMetricSourceType,
-					Resource: &autoscalingv2.ResourceMetricSource{
-						Name:   corev1.ResourceCPU,
-						Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To(target)},
-					},
-				}},
-				// A flash crowd arrives in a second: scale up at once, and
-				// come down slowly so a second wave finds the pods still there.
-				Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-					ScaleUp: &autoscalingv2.HPAScalingRules{
-						StabilizationWindowSeconds: ptr.To[int32](0),
-						Policies: []autoscalingv2.HPAScalingPolicy{
-							{Type: autoscalingv2.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
-						},
-					},
-					ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To[int32](300)},
-				},
-			},
-		}
-	}
+}
 
-	p.Worker = deployment(fs, in, ComponentWorker, hash, in.Targets.Worker, container{
-		args: []string{"worker", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(workerPort), "--log-format=json"},
-		env:  env, port: workerPort, readyPath: "/readyz", resources: fs.Spec.Worker.Resources,
-		defaultCPU: "250m", defaultMem: "256Mi",
-	})
-	p.Rollback = deployment(fs, in, ComponentRollback, hash, 1, container{
-		args: []string{"rollback", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(rollbackPort), "--log-format=json"},
-		env:  env, port: rollbackPort, readyPath: "/healthz", resources: fs.Spec.Rollback.Resources,
-		defaultCPU: "50m", defaultMem: "64Mi",
-	})
-	return p, nil
+// seckillAutoscaler keeps the seckill pods between seckill.replicas and
+// seckill.maxReplicas by CPU; nil when autoscaling is off or the sale is
+// draining.
+func seckillAutoscaler(fs *v1alpha1.FlashSale, t Targets) *autoscalingv2.HorizontalPodAutoscaler {
+	if !t.Autoscale || fs.Spec.Seckill.MaxReplicas <= 0 {
+		return nil
+	}
+	target := fs.Spec.Seckill.TargetCPUUtilization
+	if target == 0 {
+		target = v1alpha1.DefaultTargetCPUUtilization
+	}
+	return &autoscalingv2.HorizontalPodAutoscaler{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
+		ObjectMeta: meta(fs, Name(fs, ComponentSeckill), ComponentSeckill),
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{
+				APIVersion: "apps/v1", Kind: "Deployment", Name: Name(fs, ComponentSeckill),
+			},
+			MinReplicas: ptr.To(fs.Spec.Seckill.Replicas),
+			MaxReplicas: fs.Spec.Seckill.MaxReplicas,
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.ResourceMetricSourceType,
+				Resource: &autoscalingv2.ResourceMetricSource{
+					Name:   corev1.ResourceCPU,
+					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To(target)},
+				},
+			}},
+			// A flash crowd arrives in a second: scale up at once, and
+			// come down slowly so a second wave finds the pods still there.
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
+				ScaleUp: &autoscalingv2.HPAScalingRules{
+					StabilizationWindowSeconds: ptr.To[int32](0),
+					Policies: []autoscalingv2.HPAScalingPolicy{
+						{Type: autoscalingv2.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
+					},
+				},
+				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To[int32](300)},
+			},
+		},
+	}
 }
 
 // podConfigHash changes when the pods must restart to see a change of the
@@ -342,50 +374,10 @@ type container struct {
 	volumes    []volume
 }
 
+// deployment runs one component of the sale: our one image with the
+// component's subcommand, non-root on a read-only root filesystem.
 func deployment(fs *v1alpha1.FlashSale, in PlanInput, component, hash string, replicas int32, c container) *appsv1.Deployment {
-	res := corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{
-			corev1.ResourceCPU:    resource.MustParse(c.defaultCPU),
-			corev1.ResourceMemory: resource.MustParse(c.defaultMem),
-		},
-		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(c.defaultMem)},
-	}
-	if c.resources != nil {
-		res = *c.resources.DeepCopy()
-	}
-	image := in.Image
-	if fs.Spec.Image != "" {
-		image = fs.Spec.Image
-	}
-	pull := in.PullPolicy
-	if fs.Spec.ImagePullPolicy != "" {
-		pull = fs.Spec.ImagePullPolicy
-	}
-
-	volumes := []corev1.Volume{
-		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(fs)},
-		}}},
-		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-	}
-	mounts := []corev1.VolumeMount{
-		{Name: "config", MountPath: configDir, ReadOnly: true},
-		{Name: "tmp", MountPath: "/tmp"},
-	}
-	for _, v := range c.volumes {
-		volumes = append(volumes, corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: v.secret, Items: []corev1.KeyToPath{{Key: v.key, Path: v.as}},
-		}}})
-		mounts = append(mounts, corev1.VolumeMount{Name: v.name, MountPath: v.dir, ReadOnly: true})
-	}
-
-	port := intstr.FromString("http")
-	probe := func(path string, period int32) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: port}},
-			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
-		}
-	}
+	volumes, mounts := podVolumes(fs, c.volumes)
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta(fs, Name(fs, component), component),
@@ -411,27 +403,100 @@ func deployment(fs *v1alpha1.FlashSale, in PlanInput, component, hash string, re
 						RunAsGroup:     ptr.To[int64](nonRootUID),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
-					Containers: []corev1.Container{{
-						Name:            component,
-						Image:           image,
-						ImagePullPolicy: pull,
-						Args:            c.args,
-						Env:             c.env,
-						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: c.port, Protocol: corev1.ProtocolTCP}},
-						ReadinessProbe:  probe(c.readyPath, 2),
-						LivenessProbe:   probe("/healthz", 10),
-						Resources:       res,
-						VolumeMounts:    mounts,
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							RunAsNonRoot:             ptr.To(true),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
-					}},
-					Volumes: volumes,
+					Containers: []corev1.Container{appContainer(fs, in, component, c, mounts)},
+					Volumes:    volumes,
 				},
 			},
 		},
+	}
+}
+
+// appContainer is the one container of a component's pods.
+func appContainer(fs *v1alpha1.FlashSale, in PlanInput, component string, c container, mounts []corev1.VolumeMount) corev1.Container {
+	image := in.Image
+	if fs.Spec.Image != "" {
+		image = fs.Spec.Image
+	}
+	pull := in.PullPolicy
+	if fs.Spec.ImagePullPolicy != "" {
+		pull = fs.Spec.ImagePullPolicy
+	}
+	return corev1.Container{
+		Name:            component,
+		Image:           image,
+		ImagePullPolicy: pull,
+		Args:            c.args,
+		Env:             c.env,
+		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: c.port, Protocol: corev1.ProtocolTCP}},
+		ReadinessProbe:  httpProbe(c.readyPath, 2),
+		LivenessProbe:   httpProbe("/healthz", 10),
+		Resources:       c.resourcesOrDefault(),
+		VolumeMounts:    mounts,
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			RunAsNonRoot:             ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+}
+
+// resourcesOrDefault: what the spec asks for, else the component's defaults
+// (a memory limit equal to the request, no CPU limit).
+func (c container) resourcesOrDefault() corev1.ResourceRequirements {
+	if c.resources != nil {
+		return *c.resources.DeepCopy()
+	}
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse(c.defaultCPU),
+			corev1.ResourceMemory: resource.MustParse(c.defaultMem),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(c.defaultMem)},
+	}
+}
+
+// podVolumes are the sale manifest, a writable /tmp and the component's
+// Secret files, with where each is mounted.
+func podVolumes(fs *v1alpha1.FlashSale, secrets []volume) ([]corev1.Volume, []corev1.VolumeMount) {
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(fs)},
+		}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "config", MountPath: configDir, ReadOnly: true},
+		{Name: "tmp", MountPath: "/tmp"},
+	}
+	for _, v := range secrets {
+		volumes = append(volumes, corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: v.secret, Items: []corev1.KeyToPath{{Key: v.key, Path: v.as}},
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: v.name, MountPath: v.dir, ReadOnly: true})
+	}
+	return volumes, mounts
+}
+
+func httpProbe(path string, period int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
+		PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
+	}
+}
+
+// ownedObjects are the objects a sale owns, each named as the planner names
+// it, for teardown.
+func ownedObjects(fs *v1alpha1.FlashSale) []client.Object {
+	m := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: fs.Namespace} }
+	return []client.Object{
+		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentSeckill))},
+		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentWorker))},
+		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentRollback))},
+		&autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: m(Name(fs, ComponentSeckill))},
+		&policyv1.PodDisruptionBudget{ObjectMeta: m(Name(fs, ComponentSeckill))},
+		&corev1.Service{ObjectMeta: m(Name(fs, ComponentSeckill))},
+		&corev1.ConfigMap{ObjectMeta: m(ConfigMapName(fs))},
+		&corev1.Secret{ObjectMeta: m(TokenSecretName(fs))},
 	}
 }
