@@ -356,10 +356,10 @@ func TestHeldGate(t *testing.T) {
 	ctx := context.Background()
 	fs := newSale(t, rdb, v1alpha1.SKU{ID: "1001", Stock: 5, Price: "3999.00", PerUserLimit: 1})
 	s := startServer(t, rdb, fs, serverOpts{})
-	sale := fs.SaleKey()
+	saleKey := fs.SaleKey()
 
 	// No operator: the field is absent and the sale is open.
-	if sw, err := switches.Get(ctx, rdb, sale); err != nil || sw.Held {
+	if sw, err := switches.Get(ctx, rdb, saleKey); err != nil || sw.Held {
 		t.Fatalf("switches %+v, %v after warm: want not held", sw, err)
 	}
 	early := s.buy("early", "1001")
@@ -371,7 +371,7 @@ func TestHeldGate(t *testing.T) {
 		t.Fatalf("token without a hold: %d %s", waiting.Status, waiting.Error)
 	}
 
-	if err := switches.SetHeld(ctx, rdb, sale, true); err != nil {
+	if err := switches.SetHeld(ctx, rdb, saleKey, true); err != nil {
 		t.Fatal(err)
 	}
 	held := time.Now()
@@ -419,20 +419,20 @@ func TestHeldGate(t *testing.T) {
 
 	// Precedence: an early close (ENDED) outranks the hold, the hold outranks
 	// a pause.
-	if err := switches.SetClosed(ctx, rdb, sale, true); err != nil {
+	if err := switches.SetClosed(ctx, rdb, saleKey, true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "closed outranks held", func() bool { return s.token("u3", "1001").Error == "ENDED" })
-	if err := switches.SetPaused(ctx, rdb, sale, true); err != nil {
+	if err := switches.SetPaused(ctx, rdb, saleKey, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := switches.SetClosed(ctx, rdb, sale, false); err != nil {
+	if err := switches.SetClosed(ctx, rdb, saleKey, false); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "held outranks paused", func() bool { return s.token("u3", "1001").Error == "NOT_READY" })
 	time.Sleep(2 * testPoll) // the pause has surely been read by now
 	wantHeld("token while also paused", s.token("u3", "1001"))
-	if err := switches.SetPaused(ctx, rdb, sale, false); err != nil {
+	if err := switches.SetPaused(ctx, rdb, saleKey, false); err != nil {
 		t.Fatal(err)
 	}
 	if after := snapshot(t, rdb, fs); after != before {
@@ -440,7 +440,7 @@ func TestHeldGate(t *testing.T) {
 	}
 
 	// Release: buyers are admitted again within a second.
-	if err := switches.SetHeld(ctx, rdb, sale, false); err != nil {
+	if err := switches.SetHeld(ctx, rdb, saleKey, false); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "the pod admits again", func() bool { return s.token("u4", "1001").Status == 200 })

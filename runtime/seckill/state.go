@@ -59,17 +59,17 @@ type saleState struct {
 	observe func(op string, d time.Duration, err error)
 }
 
-func newSaleState(rdb redis.UniversalClient, sale string, skuIDs []string) *saleState {
+func newSaleState(rdb redis.UniversalClient, saleKey string, skuIDs []string) *saleState {
 	s := &saleState{
 		rdb:     rdb,
-		saleKey: sale,
+		saleKey: saleKey,
 		skus:    make(map[string]*skuState, len(skuIDs)),
 		order:   skuIDs,
 		onSKU:   func(string, int64, bool) {},
 		observe: func(string, time.Duration, error) {},
 	}
 	for _, id := range skuIDs {
-		s.skus[id] = &skuState{keys: keys.ForSKU(sale, id)}
+		s.skus[id] = &skuState{keys: keys.ForSKU(saleKey, id)}
 	}
 	return s
 }

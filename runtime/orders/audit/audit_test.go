@@ -346,8 +346,8 @@ func TestStrandedOrdersRepaired(t *testing.T) {
 // dead-letter topic is reported, and a valid dead-lettered order is repaired.
 func TestKafkaLagAndDeadLetters(t *testing.T) {
 	f := setup(t)
-	sale := f.fs.SaleKey()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, keys.Topic(sale)), kfake.SeedTopics(1, keys.DeadLetterTopic(sale)))
+	saleKey := f.fs.SaleKey()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, keys.Topic(saleKey)), kfake.SeedTopics(1, keys.DeadLetterTopic(saleKey)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,13 +375,13 @@ func TestKafkaLagAndDeadLetters(t *testing.T) {
 	f.deliver(orders[:2]...)
 	// Two relayed to Kafka, not consumed yet.
 	for i := 2; i < 4; i++ {
-		send(keys.Topic(sale), &orders[i], nil)
+		send(keys.Topic(saleKey), &orders[i], nil)
 		f.unstream(orders[i])
 	}
 	// One dead-lettered by the consumer; one poison message beside it.
-	send(keys.DeadLetterTopic(sale), &orders[4], nil, sarama.RecordHeader{Key: []byte("error"), Value: []byte("Error 1264: Out of range value")})
+	send(keys.DeadLetterTopic(saleKey), &orders[4], nil, sarama.RecordHeader{Key: []byte("error"), Value: []byte("Error 1264: Out of range value")})
 	f.unstream(orders[4])
-	send(keys.DeadLetterTopic(sale), nil, []byte(`{"orderNo":"1001-zz","sku":`), sarama.RecordHeader{Key: []byte("error"), Value: []byte("decode: unexpected end of JSON input")})
+	send(keys.DeadLetterTopic(saleKey), nil, []byte(`{"orderNo":"1001-zz","sku":`), sarama.RecordHeader{Key: []byte("error"), Value: []byte("decode: unexpected end of JSON input")})
 	// orders[5] is still in the stream.
 
 	a := f.auditor(brokers...)

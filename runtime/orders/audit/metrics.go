@@ -73,7 +73,7 @@ func (m *Metrics) Observe(r *Report) {
 }
 
 // ObserveError counts an audit that could not complete.
-func (m *Metrics) ObserveError(sale string) { m.runs.WithLabelValues(sale, "error").Inc() }
+func (m *Metrics) ObserveError(saleKey string) { m.runs.WithLabelValues(saleKey, "error").Inc() }
 
 func b2f(b bool) float64 {
 	if b {

@@ -173,9 +173,9 @@ const (
 )
 
 // Expired lists up to limit created orders of sale whose deadline passed by now.
-func (s *Store) Expired(ctx context.Context, sale string, now time.Time, limit int) ([]Row, error) {
+func (s *Store) Expired(ctx context.Context, saleKey string, now time.Time, limit int) ([]Row, error) {
 	return s.query(ctx, `SELECT `+rowColumns+` FROM seckill_order
-		WHERE sale = ? AND status = 0 AND pay_deadline <= ? ORDER BY pay_deadline LIMIT ?`, sale, now.UTC(), limit)
+		WHERE sale = ? AND status = 0 AND pay_deadline <= ? ORDER BY pay_deadline LIMIT ?`, saleKey, now.UTC(), limit)
 }
 
 // Cancel is the compare-and-set created → cancelled of an expired order. It
@@ -193,9 +193,9 @@ func (s *Store) Cancel(ctx context.Context, orderNo string, now time.Time) (bool
 
 // Unreturned lists cancelled orders whose unit is not known to be back in
 // Redis yet: the rollback's second step, to finish after a crash.
-func (s *Store) Unreturned(ctx context.Context, sale string, limit int) ([]Row, error) {
+func (s *Store) Unreturned(ctx context.Context, saleKey string, limit int) ([]Row, error) {
 	return s.query(ctx, `SELECT `+rowColumns+` FROM seckill_order
-		WHERE sale = ? AND status = 2 AND stock_returned = 0 LIMIT ?`, sale, limit)
+		WHERE sale = ? AND status = 2 AND stock_returned = 0 LIMIT ?`, saleKey, limit)
 }
 
 // MarkReturned records that the cancelled order's unit is back in Redis.
@@ -214,11 +214,11 @@ type Counts struct {
 }
 
 // CountBySKU counts a sale's orders per SKU and status.
-func (s *Store) CountBySKU(ctx context.Context, sale string) (map[string]*Counts, error) {
+func (s *Store) CountBySKU(ctx context.Context, saleKey string) (map[string]*Counts, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT sku_id, status, stock_returned, COUNT(*) FROM seckill_order
-		WHERE sale = ? GROUP BY sku_id, status, stock_returned`, sale)
+		WHERE sale = ? GROUP BY sku_id, status, stock_returned`, saleKey)
 	if err != nil {
-		return nil, fmt.Errorf("count orders of %s: %w", sale, err)
+		return nil, fmt.Errorf("count orders of %s: %w", saleKey, err)
 	}
 	defer rows.Close()
 	out := map[string]*Counts{}
@@ -253,10 +253,10 @@ func (s *Store) CountBySKU(ctx context.Context, sale string) (map[string]*Counts
 }
 
 // OrderNos returns every order number of a sale's SKU (for the audit).
-func (s *Store) OrderNos(ctx context.Context, sale, sku string) (map[string]order.Status, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT order_no, status FROM seckill_order WHERE sale = ? AND sku_id = ?`, sale, sku)
+func (s *Store) OrderNos(ctx context.Context, saleKey, sku string) (map[string]order.Status, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT order_no, status FROM seckill_order WHERE sale = ? AND sku_id = ?`, saleKey, sku)
 	if err != nil {
-		return nil, fmt.Errorf("list orders of %s/%s: %w", sale, sku, err)
+		return nil, fmt.Errorf("list orders of %s/%s: %w", saleKey, sku, err)
 	}
 	defer rows.Close()
 	out := map[string]order.Status{}
@@ -293,10 +293,10 @@ func (s *Store) query(ctx context.Context, q string, args ...any) ([]Row, error)
 // side: whichever runs first wins, and the other sees the order no longer
 // created. An order number of another sale in the same database is
 // ErrNotFound here and is never touched.
-func (s *Store) Pay(ctx context.Context, sale, orderNo string, now time.Time) (PayResult, Row, error) {
+func (s *Store) Pay(ctx context.Context, saleKey, orderNo string, now time.Time) (PayResult, Row, error) {
 	res, err := s.db.ExecContext(ctx,
 		`UPDATE seckill_order SET status = 1, paid_at = ? WHERE order_no = ? AND sale = ? AND status = 0 AND pay_deadline > ?`,
-		now.UTC(), orderNo, sale, now.UTC())
+		now.UTC(), orderNo, saleKey, now.UTC())
 	if err != nil {
 		return 0, Row{}, fmt.Errorf("pay order %s: %w", orderNo, err)
 	}
@@ -305,7 +305,7 @@ func (s *Store) Pay(ctx context.Context, sale, orderNo string, now time.Time) (P
 	if err != nil {
 		return 0, row, err
 	}
-	if row.Sale != sale {
+	if row.Sale != saleKey {
 		return 0, Row{}, ErrNotFound
 	}
 	switch {
@@ -328,10 +328,10 @@ type State struct {
 
 // States returns the status of every order of a sale's SKU, with whether a
 // cancelled order's unit is back in Redis (for the audit).
-func (s *Store) States(ctx context.Context, sale, sku string) (map[string]State, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT order_no, status, stock_returned FROM seckill_order WHERE sale = ? AND sku_id = ?`, sale, sku)
+func (s *Store) States(ctx context.Context, saleKey, sku string) (map[string]State, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT order_no, status, stock_returned FROM seckill_order WHERE sale = ? AND sku_id = ?`, saleKey, sku)
 	if err != nil {
-		return nil, fmt.Errorf("list orders of %s/%s: %w", sale, sku, err)
+		return nil, fmt.Errorf("list orders of %s/%s: %w", saleKey, sku, err)
 	}
 	defer rows.Close()
 	out := map[string]State{}

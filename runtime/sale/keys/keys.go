@@ -1,6 +1,7 @@
 // Package keys is the one place that names the Redis keys of a sale.
 //
-// Every key carries the sale's "namespace/name", so two sales never collide.
+// Every key carries the sale's "namespace/name" (its saleKey, as
+// v1alpha1.FlashSale.SaleKey returns it), so two sales never collide.
 // Every key of one SKU shares one Redis Cluster hash tag ({namespace/name/sku}),
 // so the purchase script, which touches all of them, runs on one shard; the
 // sale-wide keys (switches, pod registry) use the tag {namespace/name}.
@@ -45,9 +46,9 @@ func (k SKU) All() []string {
 	return []string{k.Stock, k.Initial, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders}
 }
 
-// ForSKU returns the keys of SKU sku of sale "namespace/name".
-func ForSKU(sale, sku string) SKU {
-	p := "fs:{" + sale + "/" + sku + "}:"
+// ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name").
+func ForSKU(saleKey, sku string) SKU {
+	p := "fs:{" + saleKey + "/" + sku + "}:"
 	return SKU{
 		Stock:       p + "stock",
 		Initial:     p + "initial",
@@ -71,16 +72,16 @@ type Sale struct {
 	Pods string
 }
 
-// ForSale returns the sale-wide keys of sale "namespace/name".
-func ForSale(sale string) Sale {
-	p := "fs:{" + sale + "}:"
+// ForSale returns the sale-wide keys of sale saleKey ("namespace/name").
+func ForSale(saleKey string) Sale {
+	p := "fs:{" + saleKey + "}:"
 	return Sale{Control: p + "control", Pods: p + "pods"}
 }
 
 // Patterns match every key of the sale and no key of another sale (for
 // teardown and tests): the sale-wide keys and the keys of each SKU.
-func Patterns(sale string) []string {
-	return []string{"fs:{" + sale + "}:*", "fs:{" + sale + "/*"}
+func Patterns(saleKey string) []string {
+	return []string{"fs:{" + saleKey + "}:*", "fs:{" + saleKey + "/*"}
 }
 
 // RelayGroup is the consumer group of the order streams, created at warm-up so
@@ -90,14 +91,14 @@ const RelayGroup = "relay"
 // Topic is the Kafka topic of a sale's orders. Kafka topic names allow
 // [a-zA-Z0-9._-], so the '/' of "namespace/name" becomes '.'; namespaces and
 // names are DNS labels, so the mapping cannot collide.
-func Topic(sale string) string {
-	return "flashsale." + strings.Replace(sale, "/", ".", 1) + ".orders"
+func Topic(saleKey string) string {
+	return "flashsale." + strings.Replace(saleKey, "/", ".", 1) + ".orders"
 }
 
 // DeadLetterTopic receives the order messages that can never be stored.
-func DeadLetterTopic(sale string) string { return Topic(sale) + ".dlq" }
+func DeadLetterTopic(saleKey string) string { return Topic(saleKey) + ".dlq" }
 
 // ConsumerGroup is the Kafka consumer group of a sale's workers.
-func ConsumerGroup(sale string) string {
-	return "flashsale." + strings.Replace(sale, "/", ".", 1) + ".workers"
+func ConsumerGroup(saleKey string) string {
+	return "flashsale." + strings.Replace(saleKey, "/", ".", 1) + ".workers"
 }

@@ -95,7 +95,7 @@ type Observer func(op string, d time.Duration, err error)
 type Script struct {
 	loader  redis.UniversalClient // SCRIPT LOAD goes to every master
 	exec    redis.Scripter        // EVALSHA goes through here (maybe an autopipeliner)
-	sale    string
+	saleKey string
 	sha     string
 	observe Observer
 }
@@ -108,9 +108,9 @@ type Options struct {
 	Observe      Observer
 }
 
-// New returns the purchase script of sale "namespace/name" on rdb.
-func New(rdb redis.UniversalClient, sale string, opts Options) (*Script, error) {
-	s := &Script{loader: rdb, exec: rdb, sale: sale, sha: SHA(), observe: opts.Observe}
+// New returns the purchase script of sale saleKey ("namespace/name") on rdb.
+func New(rdb redis.UniversalClient, saleKey string, opts Options) (*Script, error) {
+	s := &Script{loader: rdb, exec: rdb, saleKey: saleKey, sha: SHA(), observe: opts.Observe}
 	if s.observe == nil {
 		s.observe = func(string, time.Duration, error) {}
 	}
@@ -145,10 +145,10 @@ func Load(ctx context.Context, rdb redis.UniversalClient) error {
 // timeout may hide an admitted order): the buyer retries with the same token
 // and gets the same order back.
 func (s *Script) Purchase(ctx context.Context, r Request) (Result, error) {
-	k := keys.ForSKU(s.sale, r.SKU)
+	k := keys.ForSKU(s.saleKey, r.SKU)
 	ks := []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Token(r.Nonce)}
 	args := []any{
-		s.sale, r.SKU, r.User, int64(r.Limit),
+		s.saleKey, r.SKU, r.User, int64(r.Limit),
 		r.Now.UnixMilli(), r.Deadline.UnixMilli(), r.Amount,
 		// The nonce outlives the token so a retry near expiry still finds it.
 		(2*r.TokenTTL + 5*time.Second).Milliseconds(),
@@ -203,8 +203,8 @@ func parse(res []any) (Result, error) {
 // OrderNo is the order number the script gives the n-th purchase of user on
 // sku of sale: the SKU id, '-', and 24 hex digits of SHA-1 over the four.
 // The SKU comes first so an order can be found from its number alone.
-func OrderNo(sale, sku, user string, n int64) string {
-	h := sha1.Sum([]byte(sale + "\n" + sku + "\n" + user + "\n" + strconv.FormatInt(n, 10))) //nolint:gosec // identifier, not security
+func OrderNo(saleKey, sku, user string, n int64) string {
+	h := sha1.Sum([]byte(saleKey + "\n" + sku + "\n" + user + "\n" + strconv.FormatInt(n, 10))) //nolint:gosec // identifier, not security
 	return sku + "-" + hex.EncodeToString(h[:])[:24]
 }
 

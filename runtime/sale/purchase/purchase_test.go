@@ -28,11 +28,11 @@ func TestSKUOf(t *testing.T) {
 func TestScriptAllOrNothing(t *testing.T) {
 	rdb := testutil.Redis(t)
 	ctx := context.Background()
-	sale := testutil.UniqueName(t) + "/s"
-	for _, p := range keys.Patterns(sale) {
+	saleKey := testutil.UniqueName(t) + "/s"
+	for _, p := range keys.Patterns(saleKey) {
 		testutil.CleanupKeys(t, rdb, p)
 	}
-	s, err := purchase.New(rdb, sale, purchase.Options{})
+	s, err := purchase.New(rdb, saleKey, purchase.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,13 +45,13 @@ func TestScriptAllOrNothing(t *testing.T) {
 	if err != nil || r.Outcome != purchase.NotWarmed {
 		t.Fatalf("cold SKU: %+v %v", r, err)
 	}
-	k := keys.ForSKU(sale, "x")
+	k := keys.ForSKU(saleKey, "x")
 	if n, _ := rdb.Exists(ctx, k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Token("n1")).Result(); n != 0 {
 		t.Fatalf("a refused purchase created %d keys", n)
 	}
 	rdb.Set(ctx, k.Stock, 1, 0)
 	r, err = s.Purchase(ctx, req)
-	if err != nil || r.Outcome != purchase.Admitted || r.Remaining != 0 || r.OrderNo != purchase.OrderNo(sale, "x", "u", 1) {
+	if err != nil || r.Outcome != purchase.Admitted || r.Remaining != 0 || r.OrderNo != purchase.OrderNo(saleKey, "x", "u", 1) {
 		t.Fatalf("purchase: %+v %v", r, err)
 	}
 	req.Nonce, req.User = "n2", "v"
