@@ -210,8 +210,9 @@ type RedisFigures struct {
 
 // Report is the audit of a sale.
 type Report struct {
-	Sale string    `json:"sale"`
-	At   time.Time `json:"at"`
+	// SaleKey is the sale's "namespace/name".
+	SaleKey string    `json:"sale"`
+	At      time.Time `json:"at"`
 	// Mode is "kafka" or "redis-only".
 	Mode string `json:"mode"`
 	// KafkaLag is the consumer group's raw lag on the order topic (all SKUs).
@@ -292,7 +293,7 @@ func (a *Auditor) Run(ctx context.Context) (*Report, error) {
 
 // newReport starts the report of a run at now.
 func (a *Auditor) newReport(now time.Time) *Report {
-	rep := &Report{Sale: a.cfg.Sale.SaleKey(), At: now.UTC(), Mode: "redis-only", ev: &evidence{
+	rep := &Report{SaleKey: a.cfg.Sale.SaleKey(), At: now.UTC(), Mode: "redis-only", ev: &evidence{
 		stuck: map[string][]streamEntry{}, dlqStream: map[string][]streamEntry{}, stale: map[string][]staleMember{},
 	}}
 	if len(a.cfg.Brokers) > 0 {
@@ -313,7 +314,7 @@ type observed struct {
 // read reads the sale in the order an order travels (see the package
 // documentation): Redis, then Kafka, then MySQL.
 func (a *Auditor) read(ctx context.Context, rep *Report) (*observed, error) {
-	saleKey := rep.Sale
+	saleKey := rep.SaleKey
 	in := &observed{redis: map[string]*redisSnapshot{}, kafka: &kafkaView{}, mysql: map[string]map[string]orderdb.State{}}
 	// 1. Redis, one snapshot per SKU.
 	for _, sku := range a.cfg.Sale.Spec.SKUs {
@@ -352,14 +353,14 @@ func (a *Auditor) kafkaBySKU(rep *Report, kv *kafkaView) (pending, dead map[stri
 	for _, m := range kv.Pending {
 		if m.Err != nil {
 			rep.Findings = append(rep.Findings, Finding{Kind: KindPoison, Where: "kafka",
-				Detail: fmt.Sprintf("message %s/%d@%d is not a valid order (%v); the consumer will dead-letter it", keys.Topic(rep.Sale), m.Partition, m.Offset, m.Err)})
+				Detail: fmt.Sprintf("message %s/%d@%d is not a valid order (%v); the consumer will dead-letter it", keys.Topic(rep.SaleKey), m.Partition, m.Offset, m.Err)})
 			continue
 		}
 		pending[m.Order.SKU] = append(pending[m.Order.SKU], m)
 	}
 	for _, m := range kv.DeadLetters {
 		if m.Err != nil {
-			d := fmt.Sprintf("dead letter %s/%d@%d is not a valid order: %v", keys.DeadLetterTopic(rep.Sale), m.Partition, m.Offset, m.Err)
+			d := fmt.Sprintf("dead letter %s/%d@%d is not a valid order: %v", keys.DeadLetterTopic(rep.SaleKey), m.Partition, m.Offset, m.Err)
 			if m.Reason != "" {
 				d += " (dead-lettered because: " + m.Reason + ")"
 			}

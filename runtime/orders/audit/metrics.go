@@ -55,21 +55,21 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 // Observe records a report.
 func (m *Metrics) Observe(r *Report) {
 	for _, s := range r.SKUs {
-		m.conserved.WithLabelValues(r.Sale, s.SKU).Set(b2f(s.Conserved))
-		m.imbalance.WithLabelValues(r.Sale, s.SKU).Set(float64(s.Imbalance))
-		m.lost.WithLabelValues(r.Sale, s.SKU).Set(float64(s.Lost))
-		m.inFlight.WithLabelValues(r.Sale, s.SKU).Set(float64(s.InFlight.Total))
-		m.deadLetters.WithLabelValues(r.Sale, s.SKU).Set(float64(s.InFlight.DeadLetters))
-		m.stuck.WithLabelValues(r.Sale, s.SKU).Set(float64(s.Stuck))
+		m.conserved.WithLabelValues(r.SaleKey, s.SKU).Set(b2f(s.Conserved))
+		m.imbalance.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Imbalance))
+		m.lost.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Lost))
+		m.inFlight.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.InFlight.Total))
+		m.deadLetters.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.InFlight.DeadLetters))
+		m.stuck.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Stuck))
 	}
-	m.kafkaLag.WithLabelValues(r.Sale).Set(float64(r.KafkaLag))
-	m.ok.WithLabelValues(r.Sale).Set(b2f(r.OK))
-	m.lastRun.WithLabelValues(r.Sale).Set(float64(r.At.Unix()))
+	m.kafkaLag.WithLabelValues(r.SaleKey).Set(float64(r.KafkaLag))
+	m.ok.WithLabelValues(r.SaleKey).Set(b2f(r.OK))
+	m.lastRun.WithLabelValues(r.SaleKey).Set(float64(r.At.Unix()))
 	result := "ok"
 	if !r.OK {
 		result = "failed"
 	}
-	m.runs.WithLabelValues(r.Sale, result).Inc()
+	m.runs.WithLabelValues(r.SaleKey, result).Inc()
 }
 
 // ObserveError counts an audit that could not complete.

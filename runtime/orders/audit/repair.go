@@ -61,7 +61,7 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 	var log repairLog
 	for _, skuSpec := range a.cfg.Sale.Spec.SKUs {
 		sku := skuSpec.ID
-		k := keys.ForSKU(rep.Sale, sku)
+		k := keys.ForSKU(rep.SaleKey, sku)
 		a.repairStream(ctx, &log, sku, rep.ev.stuck[sku], strandedIn{
 			where:        "the stream, where it was stuck",
 			removeAction: ActionAck,
@@ -78,11 +78,11 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 				return a.cfg.Redis.XDel(ctx, k.DeadLetters, ids...).Err()
 			},
 		})
-		a.repairExpiry(ctx, &log, rep.Sale, sku, rep.ev.stale[sku])
+		a.repairExpiry(ctx, &log, rep.SaleKey, sku, rep.ev.stale[sku])
 	}
 	// Dead letters of the Kafka topic: insert; Kafka cannot delete one
 	// message, so it stays, and later audits find its order durable.
-	a.insert(ctx, &log, "", rep.ev.dlqTopic, "the dead-letter topic "+keys.DeadLetterTopic(rep.Sale)+" (the message stays; it is resolved now)")
+	a.insert(ctx, &log, "", rep.ev.dlqTopic, "the dead-letter topic "+keys.DeadLetterTopic(rep.SaleKey)+" (the message stays; it is resolved now)")
 	a.repairBehind(ctx, &log, rep.ev.behind)
 	return log.result()
 }

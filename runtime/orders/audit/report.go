@@ -67,7 +67,7 @@ func (r *Report) WriteText(w io.Writer) error {
 }
 
 func (r *Report) writeBody(b *strings.Builder) {
-	fmt.Fprintf(b, "Audit of sale %s at %s (mode %s", r.Sale, r.At.Format(time.RFC3339), r.Mode)
+	fmt.Fprintf(b, "Audit of sale %s at %s (mode %s", r.SaleKey, r.At.Format(time.RFC3339), r.Mode)
 	if r.Mode == "kafka" {
 		fmt.Fprintf(b, ", consumer-group lag %d", r.KafkaLag)
 	}

@@ -168,7 +168,7 @@ func (x *skuAudit) waiting(m redis.XMessage, e *streamEntry, now time.Time) (wai
 // not valid here.
 func (x *skuAudit) decode(values map[string]any) (order.Order, error) {
 	o, err := order.FromStream(values)
-	if err == nil && o.Sale != x.rep.Sale {
+	if err == nil && o.Sale != x.rep.SaleKey {
 		err = fmt.Errorf("order %s belongs to sale %q", o.OrderNo, o.Sale)
 	}
 	return o, err
@@ -268,7 +268,7 @@ func (x *skuAudit) againstMySQL() {
 			}
 		}
 		if rec.Behind(st.Status) {
-			o := order.Order{OrderNo: no, Sale: x.rep.Sale, SKU: x.sku, User: rec.User}
+			o := order.Order{OrderNo: no, Sale: x.rep.SaleKey, SKU: x.sku, User: rec.User}
 			x.rep.ev.behind = append(x.rep.ev.behind, behindOrder{Order: o, Shown: rec.Status.String(), State: st})
 			x.add(Finding{Kind: KindStatusBehind, Where: "redis", OrderNo: no, Repairable: st.Status != order.Cancelled, Detail: fmt.Sprintf(
 				"result polling shows %s, MySQL says %s", rec.Status, st.Status)})
