@@ -137,22 +137,39 @@ func New(cfg Config) (*Server, error) {
 		PerUserPerSecond:  float64(rl.PerUserPerSecond),
 		PerIPPerSecond:    float64(rl.PerIPPerSecond),
 	}, s.clk)
-	if a := cfg.Sale.Spec.Access; a != nil {
-		if s.access, err = access.NewList(a.AllowUsers, a.BlockUsers, a.AllowCIDRs, a.BlockCIDRs); err != nil {
-			return nil, fmt.Errorf("spec.access: %w", err)
-		}
-		if s.trusted, err = access.ParsePrefixes(a.TrustedProxies); err != nil {
-			return nil, fmt.Errorf("spec.access.trustedProxies: %w", err)
-		}
+	if err := s.setAccess(cfg.Sale.Spec.Access); err != nil {
+		return nil, err
 	}
 	podID := cfg.PodID
 	if podID == "" {
 		podID = defaultPodID()
 	}
 	s.registry = ratelimit.NewRegistry(cfg.Redis, keys.ForSale(s.saleKey).Pods, podID, 3*time.Second, s.clk)
-	s.state = newSaleState(cfg.Redis, s.saleKey, ids)
-	s.state.observe = s.metrics.observeRedis
-	s.state.onSKU = func(sku string, remaining int64, soldOut bool) {
+	s.state = s.newState(ids)
+	s.handler = s.routes()
+	return s, nil
+}
+
+// setAccess loads the sale's block and allow lists and trusted proxies.
+func (s *Server) setAccess(a *v1alpha1.Access) error {
+	if a == nil {
+		return nil
+	}
+	var err error
+	if s.access, err = access.NewList(a.AllowUsers, a.BlockUsers, a.AllowCIDRs, a.BlockCIDRs); err != nil {
+		return fmt.Errorf("spec.access: %w", err)
+	}
+	if s.trusted, err = access.ParsePrefixes(a.TrustedProxies); err != nil {
+		return fmt.Errorf("spec.access.trustedProxies: %w", err)
+	}
+	return nil
+}
+
+// newState is the pod's cached view of the sale, reporting to the metrics.
+func (s *Server) newState(skuIDs []string) *saleState {
+	st := newSaleState(s.rdb, s.saleKey, skuIDs)
+	st.observe = s.metrics.observeRedis
+	st.onSKU = func(sku string, remaining int64, soldOut bool) {
 		s.metrics.remaining.WithLabelValues(s.saleKey, sku).Set(float64(remaining))
 		v := 0.0
 		if soldOut {
@@ -160,8 +177,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.metrics.soldOut.WithLabelValues(s.saleKey, sku).Set(v)
 	}
-	s.handler = s.routes()
-	return s, nil
+	return st
 }
 
 func defaultPodID() string {
