@@ -174,18 +174,18 @@ type binding struct {
 	generation int64
 }
 
-// connPool holds the bindings of every sale ("namespace/name") and the
-// shared connections, by endpoints fingerprint.
+// connPool holds the bindings of every sale, by sale key ("namespace/name"),
+// and the shared connections, by endpoints fingerprint.
 type connPool struct {
 	mu    sync.Mutex
 	sales map[string]*binding
 	byFP  map[string]*conns
 }
 
-func (p *connPool) get(sale string) *binding {
+func (p *connPool) get(saleKey string) *binding {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if b := p.sales[sale]; b != nil {
+	if b := p.sales[saleKey]; b != nil {
 		cp := *b
 		return &cp
 	}
@@ -199,10 +199,10 @@ func (p *connPool) shared(fp string) *conns {
 	return p.byFP[fp]
 }
 
-// bind points sale at c (adding c to the pool if new) and releases what the
-// sale used before. If another goroutine dialled the same endpoints first,
+// bind points the sale at c (adding c to the pool if new) and releases what
+// the sale used before. If another goroutine dialled the same endpoints first,
 // its connections win and c is closed; bind returns the ones in use.
-func (p *connPool) bind(sale string, c *conns, now time.Time, gen int64) *conns {
+func (p *connPool) bind(saleKey string, c *conns, now time.Time, gen int64) *conns {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sales == nil {
@@ -213,25 +213,25 @@ func (p *connPool) bind(sale string, c *conns, now time.Time, gen int64) *conns 
 		c = have
 	}
 	p.byFP[c.fingerprint] = c
-	old := p.sales[sale]
+	old := p.sales[saleKey]
 	if old != nil && old.c == c {
 		old.resolvedAt, old.generation = now, gen
 		return c
 	}
 	c.refs++
-	p.sales[sale] = &binding{c: c, resolvedAt: now, generation: gen}
+	p.sales[saleKey] = &binding{c: c, resolvedAt: now, generation: gen}
 	if old != nil {
 		p.releaseLocked(old.c)
 	}
 	return c
 }
 
-// drop unbinds sale, closing its connections when no other sale uses them.
-func (p *connPool) drop(sale string) {
+// drop unbinds the sale, closing its connections when no other sale uses them.
+func (p *connPool) drop(saleKey string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if b := p.sales[sale]; b != nil {
-		delete(p.sales, sale)
+	if b := p.sales[saleKey]; b != nil {
+		delete(p.sales, saleKey)
 		p.releaseLocked(b.c)
 	}
 }
@@ -331,8 +331,8 @@ func dial(ctx context.Context, e Endpoints, timeout time.Duration) (*conns, erro
 // every r.ResolveEvery or when the spec changed, and dialling only endpoints
 // no other sale is connected to already.
 func (r *FlashSaleReconciler) connect(ctx context.Context, fs *v1alpha1.FlashSale, now time.Time) (*conns, error) {
-	sale := fs.SaleKey()
-	if b := r.pool.get(sale); b != nil && now.Sub(b.resolvedAt) < r.ResolveEvery && b.generation == fs.Generation {
+	saleKey := fs.SaleKey()
+	if b := r.pool.get(saleKey); b != nil && now.Sub(b.resolvedAt) < r.ResolveEvery && b.generation == fs.Generation {
 		return b.c, nil
 	}
 	e, err := r.resolveEndpoints(ctx, fs)
@@ -345,5 +345,5 @@ func (r *FlashSaleReconciler) connect(ctx context.Context, fs *v1alpha1.FlashSal
 			return nil, err
 		}
 	}
-	return r.pool.bind(sale, c, now, fs.Generation), nil
+	return r.pool.bind(saleKey, c, now, fs.Generation), nil
 }

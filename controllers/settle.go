@@ -142,11 +142,11 @@ func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.F
 		}
 	}
 	parts := []string{"workloads deleted"}
-	key := sale.SaleKey()
+	saleKey := sale.SaleKey()
 	if sale.Spec.Teardown.RedisKeys == v1alpha1.CleanupKeep {
 		parts = append(parts, "Redis keys kept")
 	} else {
-		n, err := teardown.DeleteKeys(ctx, c.rdb, key)
+		n, err := teardown.DeleteKeys(ctx, c.rdb, saleKey)
 		if err != nil {
 			return "", depErr(v1alpha1.ReasonRedisUnavailable, err)
 		}
@@ -160,10 +160,10 @@ func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.F
 		if c.admin == nil {
 			return "", depErr(v1alpha1.ReasonKafkaUnavailable, errors.New("no Kafka connection to delete the topics with"))
 		}
-		if err := teardown.DeleteTopics(c.admin, key); err != nil {
+		if err := teardown.DeleteTopics(c.admin, saleKey); err != nil {
 			return "", depErr(v1alpha1.ReasonKafkaUnavailable, err)
 		}
-		parts = append(parts, "topics "+keys.Topic(key)+" and "+keys.DeadLetterTopic(key)+" deleted")
+		parts = append(parts, "topics "+keys.Topic(saleKey)+" and "+keys.DeadLetterTopic(saleKey)+" deleted")
 	}
 	return strings.Join(parts, "; "), nil
 }
@@ -203,12 +203,12 @@ func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.
 	log := ctrl.LoggerFrom(ctx)
 	sale := fs.DeepCopy()
 	sale.SetDefaults()
-	key := sale.SaleKey()
+	saleKey := sale.SaleKey()
 
 	if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
 		var c *conns
 		var err error
-		if b := r.pool.get(key); b != nil {
+		if b := r.pool.get(saleKey); b != nil {
 			c = b.c
 		} else {
 			c, err = r.connect(ctx, sale, now)
@@ -234,9 +234,9 @@ func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.
 			if derr := r.deleteOwned(ctx, fs); derr != nil {
 				log.Info("Could not delete owned objects; the garbage collector will", "error", derr.Error())
 			}
-			left := "Redis keys " + strings.Join(keys.Patterns(key), " ")
+			left := "Redis keys " + strings.Join(keys.Patterns(saleKey), " ")
 			if sale.Spec.Kafka != nil {
-				left += " and topics " + keys.Topic(key) + ", " + keys.DeadLetterTopic(key)
+				left += " and topics " + keys.Topic(saleKey) + ", " + keys.DeadLetterTopic(saleKey)
 			}
 			r.event(fs, corev1.EventTypeWarning, v1alpha1.ReasonCleanupAbandoned, "Delete",
 				"Gave up cleaning up after %s: %v; left behind: %s", waited.Round(time.Second), err, left)
@@ -244,7 +244,7 @@ func (r *FlashSaleReconciler) reconcileDelete(ctx context.Context, fs *v1alpha1.
 			r.event(fs, corev1.EventTypeNormal, v1alpha1.ReasonCleanedUp, "Delete", "Cleaned up: %s", summary)
 		}
 	}
-	r.pool.drop(key)
+	r.pool.drop(saleKey)
 	r.tornDown.Delete(fs.UID)
 	r.Metrics.forget(fs)
 	patch := client.MergeFrom(fs.DeepCopy())

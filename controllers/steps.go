@@ -52,12 +52,12 @@ type liveFigures struct {
 // and close switches the seckill pods poll.
 func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) error {
 	sale, rdb := s.sale, s.c.rdb
-	key := sale.SaleKey()
+	saleKey := sale.SaleKey()
 	opened := s.fs.Status.OpenedAt != nil
 	if !opened {
 		// Before anything else: the pods must never admit a buyer by their
 		// own clock while the operator is still verifying.
-		if err := switches.SetHeld(ctx, rdb, key, true); err != nil {
+		if err := switches.SetHeld(ctx, rdb, saleKey, true); err != nil {
 			return depErr(v1alpha1.ReasonRedisUnavailable, err)
 		}
 	}
@@ -107,10 +107,10 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 		r.setCondition(s, v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed,
 			fmt.Sprintf("%d SKUs (%d units) in Redis, order streams and purchase script ready", len(sale.Spec.SKUs), sale.TotalStock()))
 	}
-	if err := switches.SetPaused(ctx, rdb, key, sale.Spec.Paused); err != nil {
+	if err := switches.SetPaused(ctx, rdb, saleKey, sale.Spec.Paused); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
-	if err := switches.SetClosed(ctx, rdb, key, !s.now.Before(sale.Spec.EndTime.Time)); err != nil {
+	if err := switches.SetClosed(ctx, rdb, saleKey, !s.now.Before(sale.Spec.EndTime.Time)); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	return nil
@@ -171,16 +171,16 @@ func (r *FlashSaleReconciler) reconcileTopic(_ context.Context, s *scope) error 
 	if c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.ReasonTopicCreated && c.ObservedGeneration == s.fs.Generation {
 		return nil
 	}
-	key := s.sale.SaleKey()
-	topic, partitions := keys.Topic(key), s.sale.Spec.Kafka.Partitions
+	saleKey := s.sale.SaleKey()
+	topic, partitions := keys.Topic(saleKey), s.sale.Spec.Kafka.Partitions
 	if err := kafkautil.EnsureTopic(s.c.kafka, topic, partitions); err != nil {
 		return depErr(v1alpha1.ReasonKafkaUnavailable, err)
 	}
-	if err := kafkautil.EnsureTopic(s.c.kafka, keys.DeadLetterTopic(key), 1); err != nil {
+	if err := kafkautil.EnsureTopic(s.c.kafka, keys.DeadLetterTopic(saleKey), 1); err != nil {
 		return depErr(v1alpha1.ReasonKafkaUnavailable, err)
 	}
 	r.setCondition(s, v1alpha1.ConditionTopicReady, metav1.ConditionTrue, v1alpha1.ReasonTopicCreated,
-		fmt.Sprintf("topic %s with %d partitions and dead-letter topic %s", topic, partitions, keys.DeadLetterTopic(key)))
+		fmt.Sprintf("topic %s with %d partitions and dead-letter topic %s", topic, partitions, keys.DeadLetterTopic(saleKey)))
 	return nil
 }
 
@@ -221,14 +221,14 @@ func (r *FlashSaleReconciler) reconcileTokenSecret(ctx context.Context, s *scope
 // MySQL, the queue lag from the streams and Kafka; and writes them to status.
 func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 	sale, rdb := s.sale, s.c.rdb
-	key := sale.SaleKey()
+	saleKey := sale.SaleKey()
 	f := liveFigures{remaining: map[string]int64{}, initial: map[string]int64{}}
 
 	pipe := rdb.Pipeline()
 	type pair struct{ stock, initial *redis.StringCmd }
 	cmds := make([]pair, len(sale.Spec.SKUs))
 	for i, sku := range sale.Spec.SKUs {
-		k := keys.ForSKU(key, sku.ID)
+		k := keys.ForSKU(saleKey, sku.ID)
 		cmds[i] = pair{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial)}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -243,7 +243,7 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 		}
 	}
 
-	counts, err := s.c.orders.CountBySKU(ctx, key)
+	counts, err := s.c.orders.CountBySKU(ctx, saleKey)
 	if err != nil {
 		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
 	}
@@ -251,20 +251,20 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 	for _, c := range counts {
 		f.created += c.Created
 	}
-	un, err := s.c.orders.Unreturned(ctx, key, 1)
+	un, err := s.c.orders.Unreturned(ctx, saleKey, 1)
 	if err != nil {
 		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
 	}
 	f.unreturned = len(un) > 0
 
-	sl, err := lag.Stream(ctx, rdb, key, sale.SKUIDs())
+	sl, err := lag.Stream(ctx, rdb, saleKey, sale.SKUIDs())
 	if err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	f.streamLag = sl.Total
 	f.total = sl.Total
 	if sale.Spec.Kafka != nil {
-		kl, err := lag.Kafka(s.c.kafka, s.c.admin, keys.Topic(key), keys.ConsumerGroup(key))
+		kl, err := lag.Kafka(s.c.kafka, s.c.admin, keys.Topic(saleKey), keys.ConsumerGroup(saleKey))
 		if errors.Is(err, lag.ErrNoTopic) {
 			// Deleted under us: the next reconcile creates it again.
 			apimeta.RemoveStatusCondition(&s.fs.Status.Conditions, v1alpha1.ConditionTopicReady)
@@ -526,7 +526,7 @@ func planHash(objs []client.Object) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// appliedPlans remembers the last plan applied per sale.
+// appliedPlans remembers the last plan applied per sale, by sale key.
 type appliedPlans struct {
 	mu sync.Mutex
 	m  map[string]appliedPlan
@@ -537,24 +537,24 @@ type appliedPlan struct {
 	at   time.Time
 }
 
-func (a *appliedPlans) fresh(sale, hash string, now time.Time, maxAge time.Duration) bool {
+func (a *appliedPlans) fresh(saleKey, hash string, now time.Time, maxAge time.Duration) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p, ok := a.m[sale]
+	p, ok := a.m[saleKey]
 	return ok && p.hash == hash && now.Sub(p.at) < maxAge && !now.Before(p.at)
 }
 
-func (a *appliedPlans) record(sale, hash string, now time.Time) {
+func (a *appliedPlans) record(saleKey, hash string, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.m == nil {
 		a.m = map[string]appliedPlan{}
 	}
-	a.m[sale] = appliedPlan{hash: hash, at: now}
+	a.m[saleKey] = appliedPlan{hash: hash, at: now}
 }
 
-func (a *appliedPlans) forget(sale string) {
+func (a *appliedPlans) forget(saleKey string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.m, sale)
+	delete(a.m, saleKey)
 }
