@@ -20,22 +20,27 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
 )
 
+// workerFlags are the worker command's flags.
+type workerFlags struct {
+	sale           saleFlags
+	brokers        []string
+	kafkaVersion   string
+	metricsAddr    string
+	podID          string
+	batchSize      int
+	flush          time.Duration
+	claimMinIdle   time.Duration
+	maxAttempts    int
+	sessionTimeout time.Duration
+	concurrency    int
+	shutdownGrace  time.Duration
+}
+
 func newWorkerCommand() *cobra.Command {
-	var (
-		sf             saleFlags
-		brokers        []string
-		kafkaVersion   string
-		metricsAddr    string
-		podID          string
-		batchSize      int
-		flush          time.Duration
-		claimMinIdle   time.Duration
-		maxAttempts    int
-		sessionTimeout time.Duration
-		concurrency    int
-	)
+	var wf workerFlags
 	cmd := &cobra.Command{
 		Use:   "worker --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b]",
 		Short: "Run the order pipeline of a sale: Redis streams → Kafka → MySQL (or streams → MySQL without Kafka)",
@@ -48,64 +53,74 @@ offsets only after the rows are durable. Without spec.kafka, the orders go
 from the streams straight to MySQL. Either way an order is acknowledged at
 its source only after it is durable, and shows "created" to result polling.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ko := kafkautil.Options{}
-			var err error
-			if kafkaVersion != "" {
-				if ko.Version, err = sarama.ParseKafkaVersion(kafkaVersion); err != nil {
-					return fmt.Errorf("--kafka-version: %w", err)
-				}
-			}
-			brokers = nonEmpty(brokers)
-			if podID == "" {
-				podID, _ = os.Hostname()
-			}
-			env, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			fs, log := env.sale, env.log
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			w, err := worker.New(worker.Config{
-				Sale: fs, Redis: env.rdb, DB: env.db, Brokers: brokers, Kafka: ko, PodID: podID,
-				BatchSize: batchSize, FlushInterval: flush, ClaimMinIdle: claimMinIdle, MaxAttempts: maxAttempts,
-				SessionTimeout: sessionTimeout, SinkConcurrency: concurrency,
-				Backoff: backoff.Default, Registry: reg, Logger: log,
-			})
-			if err != nil {
-				return err
-			}
-			if metricsAddr != "" {
-				if err := serveWorkerProbes(cmd.Context(), metricsAddr, reg, w, log); err != nil {
-					return err
-				}
-			}
-			mode := "redis-only"
-			if worker.KafkaMode(fs) {
-				mode = "kafka"
-			}
-			log.Info("Running the order pipeline", "sale", fs.SaleKey(), "mode", mode, "pod", podID,
-				"brokers", strings.Join(brokers, ","), "batch", batchSize, "flush", flush)
-			err = w.Run(cmd.Context())
-			log.Info("Order pipeline stopped", "sale", fs.SaleKey(), "err", err)
-			return err
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return wf.run(cmd) },
 	}
-	sf.bind(cmd)
-	f := cmd.Flags()
-	f.StringSliceVar(&brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (required when the sale has spec.kafka); env "+envKafkaBrokers)
-	f.StringVar(&kafkaVersion, "kafka-version", "", "Kafka protocol version to speak (default "+kafkautil.DefaultVersion.String()+")")
-	f.StringVar(&metricsAddr, "metrics-addr", ":9090", "serve /metrics, /healthz and /readyz here (empty: off)")
-	f.StringVar(&podID, "pod-id", os.Getenv("POD_NAME"), "this worker's name in the stream consumer group (default: env POD_NAME, else the hostname)")
-	f.IntVar(&batchSize, "batch-size", 500, "orders per MySQL transaction (and per stream read)")
-	f.DurationVar(&flush, "flush-interval", 50*time.Millisecond, "flush a partial batch this long after its first order")
-	f.DurationVar(&claimMinIdle, "claim-min-idle", 30*time.Second, "claim stream entries a dead worker left pending after this long")
-	f.IntVar(&maxAttempts, "max-attempts", 3, "tries of an order MySQL refuses for its data before it is dead-lettered")
-	f.DurationVar(&sessionTimeout, "kafka-session-timeout", 10*time.Second, "Kafka consumer group session timeout")
-	f.IntVar(&concurrency, "stream-readers", 2, "readers per SKU stream in Redis-only mode")
+	wf.bind(cmd)
 	return cmd
+}
+
+func (wf *workerFlags) bind(cmd *cobra.Command) {
+	wf.sale.bind(cmd)
+	f := cmd.Flags()
+	f.StringSliceVar(&wf.brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (required when the sale has spec.kafka); env "+envKafkaBrokers)
+	f.StringVar(&wf.kafkaVersion, "kafka-version", "", "Kafka protocol version to speak (default "+kafkautil.DefaultVersion.String()+")")
+	f.StringVar(&wf.metricsAddr, "metrics-addr", ":9090", "serve /metrics, /healthz and /readyz here (empty: off)")
+	f.StringVar(&wf.podID, "pod-id", os.Getenv("POD_NAME"), "this worker's name in the stream consumer group (default: env POD_NAME, else the hostname)")
+	f.IntVar(&wf.batchSize, "batch-size", 500, "orders per MySQL transaction (and per stream read)")
+	f.DurationVar(&wf.flush, "flush-interval", 50*time.Millisecond, "flush a partial batch this long after its first order")
+	f.DurationVar(&wf.claimMinIdle, "claim-min-idle", 30*time.Second, "claim stream entries a dead worker left pending after this long")
+	f.IntVar(&wf.maxAttempts, "max-attempts", 3, "tries of an order MySQL refuses for its data before it is dead-lettered")
+	f.DurationVar(&wf.sessionTimeout, "kafka-session-timeout", 10*time.Second, "Kafka consumer group session timeout")
+	f.IntVar(&wf.concurrency, "stream-readers", 2, "readers per SKU stream in Redis-only mode")
+	f.DurationVar(&wf.shutdownGrace, "shutdown-grace", streamgroup.DefaultGrace, "on SIGTERM, finish the batches in hand for at most this long; what is not done by then is redelivered (keep it below the pod's terminationGracePeriodSeconds)")
+}
+
+// run builds the sale's pipeline from the flags and runs it until the
+// command ends.
+func (wf *workerFlags) run(cmd *cobra.Command) error {
+	ko := kafkautil.Options{}
+	var err error
+	if wf.kafkaVersion != "" {
+		if ko.Version, err = sarama.ParseKafkaVersion(wf.kafkaVersion); err != nil {
+			return fmt.Errorf("--kafka-version: %w", err)
+		}
+	}
+	brokers := nonEmpty(wf.brokers)
+	podID := wf.podID
+	if podID == "" {
+		podID, _ = os.Hostname()
+	}
+	env, err := wf.sale.open(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	fs, log := env.sale, env.log
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	w, err := worker.New(worker.Config{
+		Sale: fs, Redis: env.rdb, DB: env.db, Brokers: brokers, Kafka: ko, PodID: podID,
+		BatchSize: wf.batchSize, FlushInterval: wf.flush, ClaimMinIdle: wf.claimMinIdle, MaxAttempts: wf.maxAttempts,
+		SessionTimeout: wf.sessionTimeout, SinkConcurrency: wf.concurrency, ShutdownGrace: wf.shutdownGrace,
+		Backoff: backoff.Default, Registry: reg, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if wf.metricsAddr != "" {
+		if err := serveWorkerProbes(cmd.Context(), wf.metricsAddr, reg, w, log); err != nil {
+			return err
+		}
+	}
+	mode := "redis-only"
+	if worker.KafkaMode(fs) {
+		mode = "kafka"
+	}
+	log.Info("Running the order pipeline", "sale", fs.SaleKey(), "mode", mode, "pod", podID,
+		"brokers", strings.Join(brokers, ","), "batch", wf.batchSize, "flush", wf.flush)
+	err = w.Run(cmd.Context())
+	log.Info("Order pipeline stopped", "sale", fs.SaleKey(), "err", err)
+	return err
 }
 
 func serveWorkerProbes(ctx context.Context, addr string, reg *prometheus.Registry, w *worker.Worker, log *slog.Logger) error {

@@ -37,8 +37,9 @@ const (
 
 // Config configures a Consumer.
 type Config struct {
-	Sale  string
-	Kafka kafkautil.Options
+	// SaleKey is "namespace/name".
+	SaleKey string
+	Kafka   kafkautil.Options
 	// Partitions of the sale's topic: when set, the consumer creates the
 	// topic if it is missing before joining the group, instead of failing
 	// sessions until the relay has created it.
@@ -72,7 +73,7 @@ type Consumer struct {
 
 // New checks cfg and returns a Consumer.
 func New(cfg Config) (*Consumer, error) {
-	if cfg.Sale == "" || len(cfg.Kafka.Brokers) == 0 || cfg.Writer == nil {
+	if cfg.SaleKey == "" || len(cfg.Kafka.Brokers) == 0 || cfg.Writer == nil {
 		return nil, errors.New("consumer: sale, kafka brokers and writer are required")
 	}
 	if cfg.BatchSize <= 0 {
@@ -102,9 +103,9 @@ func New(cfg Config) (*Consumer, error) {
 	if cfg.Kafka.ClientID == "" {
 		cfg.Kafka.ClientID = "flashsale-consumer"
 	}
-	dlq := keys.DeadLetterTopic(cfg.Sale)
+	dlq := keys.DeadLetterTopic(cfg.SaleKey)
 	return &Consumer{
-		cfg: cfg, topic: keys.Topic(cfg.Sale), dlqTopic: dlq, group: keys.ConsumerGroup(cfg.Sale),
+		cfg: cfg, topic: keys.Topic(cfg.SaleKey), dlqTopic: dlq, group: keys.ConsumerGroup(cfg.SaleKey),
 		dlq: kafkautil.NewProducer(cfg.Kafka, map[string]int32{dlq: cfg.DeadLetterPartitions}),
 		m:   cfg.Metrics, log: cfg.Logger.With("component", "consumer"),
 	}, nil

@@ -46,10 +46,10 @@ type Config struct {
 	Store *orderdb.Store
 	// Redis, when set, gets the committed orders advanced to "created".
 	Redis redis.UniversalClient
-	// Sale, when set, is the only sale whose orders are accepted; an order of
-	// another sale is dead-lettered (it would otherwise be counted in the
-	// wrong sale's numbers).
-	Sale string
+	// SaleKey ("namespace/name"), when set, is the only sale whose orders
+	// are accepted; an order of another sale is dead-lettered (it would
+	// otherwise be counted in the wrong sale's numbers).
+	SaleKey string
 	// MaxAttempts bounds the tries of a row MySQL refuses for its data (default 3).
 	MaxAttempts int
 	Backoff     backoff.Backoff
@@ -94,8 +94,8 @@ func (w *Writer) Write(ctx context.Context, items []Item, dead DeadLetter) error
 		switch {
 		case items[i].Err != nil:
 			reason = "decode: " + items[i].Err.Error()
-		case w.cfg.Sale != "" && items[i].Order.Sale != w.cfg.Sale:
-			reason = fmt.Sprintf("order %s belongs to sale %q, not %q", items[i].Order.OrderNo, items[i].Order.Sale, w.cfg.Sale)
+		case w.cfg.SaleKey != "" && items[i].Order.Sale != w.cfg.SaleKey:
+			reason = fmt.Sprintf("order %s belongs to sale %q, not %q", items[i].Order.OrderNo, items[i].Order.Sale, w.cfg.SaleKey)
 		}
 		if reason != "" {
 			if err := w.deadLetter(ctx, dead, i, reason, 1); err != nil {

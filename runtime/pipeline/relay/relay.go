@@ -28,10 +28,10 @@ import (
 
 // Config configures a Relay.
 type Config struct {
-	// Sale is "namespace/name"; SKUs are the ids whose streams are relayed.
-	Sale  string
-	SKUs  []string
-	Redis redis.UniversalClient
+	// SaleKey is "namespace/name"; SKUs are the ids whose streams are relayed.
+	SaleKey string
+	SKUs    []string
+	Redis   redis.UniversalClient
 	// Kafka is where the sale's topic lives; Partitions is used when the
 	// relay has to (re)create the topic.
 	Kafka      kafkautil.Options
@@ -43,8 +43,11 @@ type Config struct {
 	Block   time.Duration
 	MinIdle time.Duration
 	Backoff backoff.Backoff
-	Metrics *Metrics
-	Logger  *slog.Logger
+	// ShutdownGrace bounds finishing the batch in hand after ctx ended
+	// (default streamgroup.DefaultGrace).
+	ShutdownGrace time.Duration
+	Metrics       *Metrics
+	Logger        *slog.Logger
 }
 
 // Relay is the stream → Kafka half of the pipeline.
@@ -58,7 +61,7 @@ type Relay struct {
 
 // New checks cfg and returns a Relay.
 func New(cfg Config) (*Relay, error) {
-	if cfg.Sale == "" || len(cfg.SKUs) == 0 || cfg.Redis == nil || len(cfg.Kafka.Brokers) == 0 {
+	if cfg.SaleKey == "" || len(cfg.SKUs) == 0 || cfg.Redis == nil || len(cfg.Kafka.Brokers) == 0 {
 		return nil, errors.New("relay: sale, SKUs, redis and kafka brokers are required")
 	}
 	if cfg.Consumer == "" {
@@ -76,7 +79,7 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = 12
 	}
-	topic := keys.Topic(cfg.Sale)
+	topic := keys.Topic(cfg.SaleKey)
 	if cfg.Kafka.ClientID == "" {
 		cfg.Kafka.ClientID = "flashsale-relay-" + cfg.Consumer
 	}
@@ -87,64 +90,44 @@ func New(cfg Config) (*Relay, error) {
 }
 
 // Run relays until ctx ends; the batch in hand when it ends is still
-// produced and acknowledged. It returns nil after a clean stop.
+// produced and acknowledged within ShutdownGrace. It returns nil after a
+// clean stop.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.prod.Close()
 	var wg sync.WaitGroup
 	for _, sku := range r.cfg.SKUs {
-		wg.Go(func() { r.runSKU(ctx, sku) })
+		k := keys.ForSKU(r.cfg.SaleKey, sku)
+		log := r.log.With("sku", sku)
+		loop := &streamgroup.Loop{
+			Reader: streamgroup.Reader{
+				RDB: r.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: r.cfg.Consumer,
+				Count: r.cfg.Count, Block: r.cfg.Block, MinIdle: r.cfg.MinIdle,
+			},
+			DeadLetters: k.DeadLetters,
+			Handle: func(ctx context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
+				return r.relay(ctx, msgs, ack, log)
+			},
+			Backoff: r.cfg.Backoff, Grace: r.cfg.ShutdownGrace,
+			RedisErrors: r.m.Errors.WithLabelValues("redis"), Logger: log,
+		}
+		wg.Go(func() { loop.Run(ctx) })
 	}
 	wg.Wait()
 	return nil
 }
 
-func (r *Relay) runSKU(ctx context.Context, sku string) {
-	k := keys.ForSKU(r.cfg.Sale, sku)
-	rd := &streamgroup.Reader{
-		RDB: r.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: r.cfg.Consumer,
-		Count: r.cfg.Count, Block: r.cfg.Block, MinIdle: r.cfg.MinIdle,
-	}
-	log := r.log.With("sku", sku)
-	// The batch in hand is finished with this context even after ctx ended,
-	// for a bounded time (SIGTERM gives a pod 30s by default).
-	finish, cancel := graceful(ctx, 15*time.Second)
-	defer cancel()
-	for try := 1; ctx.Err() == nil; {
-		msgs, err := rd.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.m.Errors.WithLabelValues("redis").Inc()
-			log.Warn("Reading the order stream failed; retrying", "err", err)
-			_ = r.cfg.Backoff.Sleep(ctx, try)
-			try++
-			continue
-		}
-		try = 1
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := r.relay(finish, k, msgs, log); err != nil && finish.Err() == nil {
-			log.Error("Relaying a batch failed", "err", err)
-		}
-	}
-}
-
-// relay produces msgs and acknowledges what Kafka took, retrying the rest.
-func (r *Relay) relay(ctx context.Context, k keys.SKU, msgs []redis.XMessage, log *slog.Logger) error {
+// relay is the loop's handler: it produces msgs and acknowledges what Kafka
+// took, then retries the rest with backoff while ctx lives. An entry that is
+// not an order of this sale is dead-lettered.
+func (r *Relay) relay(ctx context.Context, msgs []redis.XMessage, ack streamgroup.Ack, log *slog.Logger) error {
 	var (
 		done []string
 		dead []streamgroup.DeadEntry
 		out  = make([]*sarama.ProducerMessage, 0, len(msgs))
 	)
 	for _, m := range msgs {
-		if m.Values == nil { // deleted while pending: nothing to send
-			done = append(done, m.ID)
-			continue
-		}
 		o, err := order.FromStream(m.Values)
-		if err == nil && o.Sale != r.cfg.Sale {
+		if err == nil && o.Sale != r.cfg.SaleKey {
 			err = fmt.Errorf("order %s belongs to sale %q", o.OrderNo, o.Sale)
 		}
 		var val []byte
@@ -175,7 +158,7 @@ func (r *Relay) relay(ctx context.Context, k keys.SKU, msgs []redis.XMessage, lo
 			r.m.Relayed.Add(float64(len(out) - len(failed)))
 		}
 		if len(done) > 0 || len(dead) > 0 {
-			if aerr := r.ack(ctx, k, done, dead, log); aerr != nil {
+			if aerr := ack(done, dead); aerr != nil {
 				return aerr
 			}
 			r.m.DeadLetters.Add(float64(len(dead)))
@@ -219,32 +202,6 @@ func (r *Relay) send(out []*sarama.ProducerMessage) ([]*sarama.ProducerMessage, 
 		return failed, perrs[0].Err
 	}
 	return out, err
-}
-
-func (r *Relay) ack(ctx context.Context, k keys.SKU, ids []string, dead []streamgroup.DeadEntry, log *slog.Logger) error {
-	for try := 1; ; try++ {
-		err := streamgroup.Done(ctx, r.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ids, dead)
-		if err == nil {
-			return nil
-		}
-		// Not acknowledged means produced again later: a duplicate Kafka
-		// message, harmless downstream. Still try hard to avoid it.
-		r.m.Errors.WithLabelValues("redis").Inc()
-		log.Warn("Acknowledging relayed entries failed; retrying", "entries", len(ids), "attempt", try, "err", err)
-		if serr := r.cfg.Backoff.Sleep(ctx, try); serr != nil {
-			return err
-		}
-	}
-}
-
-// graceful returns a context that ends d after parent ends.
-func graceful(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
-	stop := context.AfterFunc(parent, func() {
-		t := time.AfterFunc(d, cancel)
-		context.AfterFunc(ctx, func() { t.Stop() })
-	})
-	return ctx, func() { stop(); cancel() }
 }
 
 // Metrics of the relay.

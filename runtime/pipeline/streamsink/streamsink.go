@@ -25,10 +25,11 @@ import (
 
 // Config configures a Sink.
 type Config struct {
-	Sale   string
-	SKUs   []string
-	Redis  redis.UniversalClient
-	Writer *dbsink.Writer
+	// SaleKey is "namespace/name"; SKUs are the ids whose streams are read.
+	SaleKey string
+	SKUs    []string
+	Redis   redis.UniversalClient
+	Writer  *dbsink.Writer
 	// Consumer is this process's name in the stream group (the pod id).
 	Consumer string
 	// Concurrency is how many readers each SKU stream gets (default 2): one
@@ -39,7 +40,8 @@ type Config struct {
 	Block     time.Duration
 	MinIdle   time.Duration
 	Backoff   backoff.Backoff
-	// ShutdownGrace bounds finishing the batch in hand after ctx ended (default 15s).
+	// ShutdownGrace bounds finishing the batch in hand after ctx ended
+	// (default streamgroup.DefaultGrace).
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
 }
@@ -52,7 +54,7 @@ type Sink struct {
 
 // New checks cfg and returns a Sink.
 func New(cfg Config) (*Sink, error) {
-	if cfg.Sale == "" || len(cfg.SKUs) == 0 || cfg.Redis == nil || cfg.Writer == nil || cfg.Consumer == "" {
+	if cfg.SaleKey == "" || len(cfg.SKUs) == 0 || cfg.Redis == nil || cfg.Writer == nil || cfg.Consumer == "" {
 		return nil, errors.New("streamsink: sale, SKUs, redis, writer and consumer are required")
 	}
 	if cfg.Concurrency <= 0 {
@@ -64,103 +66,64 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.Backoff.Min <= 0 {
 		cfg.Backoff = backoff.Default
 	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 15 * time.Second
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Sink{cfg: cfg, log: cfg.Logger.With("component", "streamsink")}, nil
 }
 
-// Run moves orders until ctx ends, then finishes the batches in hand.
+// Run moves orders until ctx ends, then finishes the batches in hand within
+// ShutdownGrace.
 func (s *Sink) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, sku := range s.cfg.SKUs {
+		k := keys.ForSKU(s.cfg.SaleKey, sku)
 		for i := range s.cfg.Concurrency {
 			name := s.cfg.Consumer
 			if i > 0 {
 				name = fmt.Sprintf("%s-%d", s.cfg.Consumer, i)
 			}
-			wg.Go(func() { s.run(ctx, sku, name) })
+			loop := &streamgroup.Loop{
+				Reader: streamgroup.Reader{
+					RDB: s.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: name,
+					Count: s.cfg.BatchSize, Block: s.cfg.Block, MinIdle: s.cfg.MinIdle,
+				},
+				DeadLetters: k.DeadLetters, Handle: s.store, Backoff: s.cfg.Backoff, Grace: s.cfg.ShutdownGrace,
+				Logger: s.log.With("sku", sku, "consumer", name),
+			}
+			wg.Go(func() { loop.Run(ctx) })
 		}
 	}
 	wg.Wait()
 	return nil
 }
 
-func (s *Sink) run(ctx context.Context, sku, consumer string) {
-	k := keys.ForSKU(s.cfg.Sale, sku)
-	rd := &streamgroup.Reader{
-		RDB: s.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: consumer,
-		Count: s.cfg.BatchSize, Block: s.cfg.Block, MinIdle: s.cfg.MinIdle,
-	}
-	log := s.log.With("sku", sku, "consumer", consumer)
-	finish, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(s.cfg.ShutdownGrace, cancel) })
-	defer stop()
-	for try := 1; ctx.Err() == nil; {
-		msgs, err := rd.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warn("Reading the order stream failed; retrying", "err", err)
-			_ = s.cfg.Backoff.Sleep(ctx, try)
-			try++
-			continue
-		}
-		try = 1
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := s.store(finish, k, msgs, log); err != nil {
-			log.Warn("Batch left pending in Redis", "entries", len(msgs), "err", err)
-		}
-	}
-}
-
-// store commits msgs (or dead-letters them), then acknowledges them.
-func (s *Sink) store(ctx context.Context, k keys.SKU, msgs []redis.XMessage, log *slog.Logger) error {
-	items := make([]dbsink.Item, 0, len(msgs))
-	src := make([]redis.XMessage, 0, len(msgs))
-	var ids []string
-	for _, m := range msgs {
-		if m.Values == nil { // deleted while pending
-			ids = append(ids, m.ID)
-			continue
-		}
+// store is the loop's handler: it commits msgs to MySQL (or dead-letters
+// them), then acknowledges them.
+func (s *Sink) store(ctx context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
+	items := make([]dbsink.Item, len(msgs))
+	for i, m := range msgs {
 		o, err := order.FromStream(m.Values)
-		items = append(items, dbsink.Item{Order: o, Err: err})
-		src = append(src, m)
+		items[i] = dbsink.Item{Order: o, Err: err}
 	}
 	var dead []streamgroup.DeadEntry
 	deadIdx := map[int]bool{}
 	err := s.cfg.Writer.Write(ctx, items, func(_ context.Context, i int, reason string, attempts int) error {
-		// Recorded in the MULTI below, together with the acknowledgement.
-		dead = append(dead, streamgroup.DeadEntry{Msg: src[i], Reason: reason, Attempts: attempts})
+		// Recorded by ack below, in the MULTI that removes the entry.
+		dead = append(dead, streamgroup.DeadEntry{Msg: msgs[i], Reason: reason, Attempts: attempts})
 		deadIdx[i] = true
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	for i, m := range src {
+	ids := make([]string, 0, len(msgs))
+	for i, m := range msgs {
 		if !deadIdx[i] {
 			ids = append(ids, m.ID)
 		}
 	}
-	for try := 1; ; try++ {
-		err := streamgroup.Done(ctx, s.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ids, dead)
-		if err == nil {
-			return nil
-		}
-		// The orders are durable; an unacknowledged entry is stored again
-		// later as a duplicate, which is harmless. Still, try to avoid it.
-		log.Warn("Acknowledging stored entries failed; retrying", "entries", len(ids), "attempt", try, "err", err)
-		if serr := s.cfg.Backoff.Sleep(ctx, try); serr != nil {
-			return err
-		}
-	}
+	// The orders are durable; an entry left unacknowledged is stored again
+	// later as a duplicate, which is harmless.
+	return ack(ids, dead)
 }

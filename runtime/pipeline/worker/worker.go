@@ -50,9 +50,12 @@ type Config struct {
 	SessionTimeout time.Duration
 	// SinkConcurrency is the number of readers per SKU stream in Redis-only mode (default 2).
 	SinkConcurrency int
-	Backoff         backoff.Backoff
-	Registry        prometheus.Registerer
-	Logger          *slog.Logger
+	// ShutdownGrace bounds finishing the batches in hand after the context
+	// ended, in every part: relay, consumer and stream sink (default 15s).
+	ShutdownGrace time.Duration
+	Backoff       backoff.Backoff
+	Registry      prometheus.Registerer
+	Logger        *slog.Logger
 }
 
 // Worker runs the pipeline.
@@ -92,14 +95,11 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
 	}
-	sale := fs.SaleKey()
-	skus := make([]string, 0, len(fs.Spec.SKUs))
-	for _, s := range fs.Spec.SKUs {
-		skus = append(skus, s.ID)
-	}
+	saleKey := fs.SaleKey()
+	skus := fs.SKUIDs()
 	w := &Worker{cfg: cfg}
 	w.writer = dbsink.New(dbsink.Config{
-		Store: orderdb.New(cfg.DB), Redis: cfg.Redis, Sale: sale, MaxAttempts: cfg.MaxAttempts,
+		Store: orderdb.New(cfg.DB), Redis: cfg.Redis, SaleKey: saleKey, MaxAttempts: cfg.MaxAttempts,
 		Backoff: cfg.Backoff, Metrics: dbsink.NewMetrics(cfg.Registry), Logger: cfg.Logger,
 	})
 	var err error
@@ -108,17 +108,17 @@ func New(cfg Config) (*Worker, error) {
 		ko.Brokers = cfg.Brokers
 		ko.ClientID = "flashsale-worker-" + cfg.PodID
 		w.relay, err = relay.New(relay.Config{
-			Sale: sale, SKUs: skus, Redis: cfg.Redis, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
+			SaleKey: saleKey, SKUs: skus, Redis: cfg.Redis, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
 			Consumer: cfg.PodID, Count: int64(cfg.BatchSize), MinIdle: cfg.ClaimMinIdle, Backoff: cfg.Backoff,
-			Metrics: relay.NewMetrics(cfg.Registry), Logger: cfg.Logger,
+			ShutdownGrace: cfg.ShutdownGrace, Metrics: relay.NewMetrics(cfg.Registry), Logger: cfg.Logger,
 		})
 		if err != nil {
 			return nil, err
 		}
 		w.cons, err = consumer.New(consumer.Config{
-			Sale: sale, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
+			SaleKey: saleKey, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
 			Writer: w.writer, BatchSize: cfg.BatchSize, FlushInterval: cfg.FlushInterval,
-			SessionTimeout: cfg.SessionTimeout, Backoff: cfg.Backoff,
+			SessionTimeout: cfg.SessionTimeout, ShutdownGrace: cfg.ShutdownGrace, Backoff: cfg.Backoff,
 			Metrics: consumer.NewMetrics(cfg.Registry), Logger: cfg.Logger,
 		})
 		if err != nil {
@@ -126,9 +126,9 @@ func New(cfg Config) (*Worker, error) {
 		}
 	} else {
 		w.sink, err = streamsink.New(streamsink.Config{
-			Sale: sale, SKUs: skus, Redis: cfg.Redis, Writer: w.writer, Consumer: cfg.PodID,
+			SaleKey: saleKey, SKUs: skus, Redis: cfg.Redis, Writer: w.writer, Consumer: cfg.PodID,
 			Concurrency: cfg.SinkConcurrency, BatchSize: int64(cfg.BatchSize), MinIdle: cfg.ClaimMinIdle,
-			Backoff: cfg.Backoff, Logger: cfg.Logger,
+			Backoff: cfg.Backoff, ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger,
 		})
 		if err != nil {
 			return nil, err

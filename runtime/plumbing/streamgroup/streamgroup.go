@@ -4,6 +4,11 @@
 // then entries idle too long in a dead consumer's hands, then new entries.
 // Done acknowledges and deletes entries (and files dead letters) in one
 // MULTI, so the stream holds exactly the orders still in flight.
+//
+// Loop is the one consumer loop both run: read, back off while Redis fails,
+// hand each batch to the caller's Handler, acknowledge with retry, and on
+// shutdown finish the batch in hand within a grace period or leave it
+// pending for the next reader.
 package streamgroup
 
 import (
