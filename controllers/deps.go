@@ -264,6 +264,16 @@ type DependencyError struct {
 func (e *DependencyError) Error() string { return e.Err.Error() }
 func (e *DependencyError) Unwrap() error { return e.Err }
 
+// dependencyReason is the reason a failure is reported with: the failing
+// dependency's, or ReconcileFailed.
+func dependencyReason(err error) string {
+	var de *DependencyError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	return v1alpha1.ReasonReconcileFailed
+}
+
 func depErr(reason string, err error) error {
 	if err == nil {
 		return nil

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -203,30 +202,66 @@ func (c closer) Start(ctx context.Context) error {
 	return nil
 }
 
-// scope is what one reconcile of one sale works with.
+// scope is what one reconcile of one sale works with. The steps fill it
+// with what they observe; the deferred summary decides from it.
 type scope struct {
 	fs *v1alpha1.FlashSale
 	// sale is fs with the defaults filled in, read-only: the spec as the
 	// data-plane pods see it.
 	sale *v1alpha1.FlashSale
 	now  time.Time
-	c    *conns
-	obs  Observed
-	live liveFigures
-	// degraded collects what is wrong this reconcile.
+	// window is the sale's instants (warm-up, start, end, settling).
+	window window
+	c      *conns
+	// obs starts from what status already records (the gate opened, the
+	// sale torn down) and is completed by the steps.
+	obs Observed
+	// live is what observe read; nil until it has.
+	live *liveFigures
+	// degraded is what is wrong this reconcile: a reason and a message.
 	degraded []string
-	// missing is what holds the go-live gate closed.
+	// missing is what holds the go-live gate closed: a reason and a message.
 	missing []string
-	// settling: the sale has settled and is being torn down.
-	settling bool
+	// connected: the sale's dependencies answered this reconcile.
+	connected bool
+	// stale: this process tore the sale down a moment ago, and the read
+	// does not show it yet. Nothing was looked at.
+	stale bool
+	// configErr stalls the sale until a human fixes its configuration.
+	configErr *ConfigError
+	// err is the failure the reconcile stopped at.
+	err error
 }
 
-// Reconcile computes the sale's phase from its spec, what it observes and
-// the clock, makes the owned things match, and requeues for the next
+func newScope(fs *v1alpha1.FlashSale, now time.Time) *scope {
+	sale := fs.DeepCopy()
+	sale.SetDefaults()
+	return &scope{fs: fs, sale: sale, now: now, window: windowOf(sale), obs: Observed{
+		Live:     fs.Status.OpenedAt != nil,
+		TornDown: apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown),
+	}}
+}
+
+// stopAt records the error a step stopped at: a broken configuration
+// stalls the sale (Failed) until a human acts; any other failure leaves the
+// observation incomplete, to be retried soon.
+func (s *scope) stopAt(err error) {
+	var cfgErr *ConfigError
+	if errors.As(err, &cfgErr) {
+		s.configErr = cfgErr
+		s.obs.Failed = true
+		return
+	}
+	s.err = err
+	s.obs.Incomplete = true
+}
+
+// Reconcile observes the sale (its spec, its dependencies, its workloads
+// and the clock), makes the owned things match, and then, in one deferred
+// summary, decides its phase, writes its status and requeues for the next
 // boundary (or the next status refresh while the sale runs).
 func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	r.defaults()
-	log := ctrl.LoggerFrom(ctx)
 	fs := &v1alpha1.FlashSale{}
 	if err := r.Get(ctx, req.NamespacedName, fs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -235,32 +270,38 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if !fs.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, fs, now)
 	}
-	if !controllerutil.ContainsFinalizer(fs, Finalizer) {
-		patch := client.MergeFrom(fs.DeepCopy())
-		controllerutil.AddFinalizer(fs, Finalizer)
-		if err := r.Patch(ctx, fs, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
-		}
+	if err := r.ensureFinalizer(ctx, fs); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	base := fs.DeepCopy()
-	sale := fs.DeepCopy()
-	sale.SetDefaults()
-	s := &scope{fs: fs, sale: sale, now: now}
+	s := newScope(fs, now)
 	defer func() {
+		res = r.summarize(s)
 		if statusChanged(&base.Status, &fs.Status) {
 			if err := r.Status().Patch(ctx, fs, client.MergeFrom(base)); err != nil {
 				retErr = errors.Join(retErr, fmt.Errorf("patch status: %w", err))
 			}
 		}
+		if s.err != nil {
+			r.Metrics.reconcileError(fs, dependencyReason(s.err))
+		}
 		r.Metrics.observe(fs, retErr)
 	}()
+	r.reconcileNormal(ctx, s)
+	return res, nil // set by the summary
+}
 
-	res, err := r.reconcileNormal(ctx, s)
-	if err != nil {
-		log.Error(err, "Reconcile failed", "phase", fs.Status.Phase)
+func (r *FlashSaleReconciler) ensureFinalizer(ctx context.Context, fs *v1alpha1.FlashSale) error {
+	if controllerutil.ContainsFinalizer(fs, Finalizer) {
+		return nil
 	}
-	return res, err
+	patch := client.MergeFrom(fs.DeepCopy())
+	controllerutil.AddFinalizer(fs, Finalizer)
+	if err := r.Patch(ctx, fs, patch); err != nil {
+		return fmt.Errorf("add finalizer: %w", err)
+	}
+	return nil
 }
 
 // statusChanged compares two statuses ignoring lastRefreshTime: a refresh
@@ -272,54 +313,27 @@ func statusChanged(before, after *v1alpha1.FlashSaleStatus) bool {
 	return !equality.Semantic.DeepEqual(a, b)
 }
 
-// reconcileNormal runs the sub-reconcilers in the order of a sale's life and
-// stops at the first that cannot go on.
-func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
-	fs, sale, now := s.fs, s.sale, s.now
-	if _, done := r.tornDown.Load(fs.UID); done && !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
+// reconcileNormal looks at the sale: its connections and, from the warm-up
+// on, the sub-reconcilers in the order of a sale's life, stopping at the
+// first that fails. It decides nothing: that is the summary's job.
+func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) {
+	if s.obs.TornDown {
+		return // Ended: nothing is left to look at.
+	}
+	if _, done := r.tornDown.Load(s.fs.UID); done {
 		// A stale read: this process tore the sale down a moment ago.
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		s.stale = true
+		return
 	}
-	if apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown) {
-		s.obs.TornDown = true
-		r.setPhase(s, DecidePhase(&sale.Spec, s.obs, now).Phase)
-		fs.Status.ObservedGeneration = fs.Generation
-		return ctrl.Result{}, nil
+	if err := r.reconcileConnections(ctx, s); err != nil {
+		s.stopAt(err)
+		return
 	}
-
-	c, err := r.connect(ctx, sale, now)
-	var cfgErr *ConfigError
-	if errors.As(err, &cfgErr) {
-		r.setCondition(s, v1alpha1.ConditionConfigValid, metav1.ConditionFalse, cfgErr.Reason, cfgErr.Msg)
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, cfgErr.Reason, cfgErr.Msg)
-		s.obs.Failed = true
-		r.setPhase(s, DecidePhase(&sale.Spec, s.obs, now).Phase)
-		// Stalled: nothing to retry until a human acts; the Secret watch
-		// brings the sale back at once when they do.
-		fs.Status.ObservedGeneration = fs.Generation
-		return ctrl.Result{RequeueAfter: configRetry}, nil
+	if s.now.Before(s.window.warmFrom) {
+		// Nothing is prepared before the warm-up; the connections are
+		// checked now and then to notice a dependency that went away.
+		return
 	}
-	r.setCondition(s, v1alpha1.ConditionConfigValid, metav1.ConditionTrue, v1alpha1.ReasonConfigValid, "Secrets found and dependencies reachable")
-	if err != nil {
-		return r.degraded(s, err)
-	}
-	s.c = c
-
-	warmFrom := sale.Spec.StartTime.Add(-sale.WarmupLead())
-	if now.Before(warmFrom) {
-		d := DecidePhase(&sale.Spec, s.obs, now)
-		r.setPhase(s, d.Phase)
-		r.setCondition(s, v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy, "Redis, MySQL and Kafka reachable")
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForWarmup,
-			"warm-up starts at "+warmFrom.UTC().Format(time.RFC3339))
-		fs.Status.ObservedGeneration = fs.Generation
-		fs.Status.Stock = sale.TotalStock()
-		fs.Status.Remaining = fs.Status.Stock
-		// Look again at the warm-up instant, and now and then before it to
-		// notice a dependency that went away.
-		return ctrl.Result{RequeueAfter: min(d.RequeueAfter(now), r.ResolveEvery)}, nil
-	}
-
 	for _, step := range []func(context.Context, *scope) error{
 		r.reconcileRedis,
 		r.reconcileSchema,
@@ -332,133 +346,46 @@ func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) (ct
 		r.reconcileSettle,
 	} {
 		if err := step(ctx, s); err != nil {
-			return r.degraded(s, err)
+			s.stopAt(err)
+			return
 		}
 	}
+}
 
-	if len(s.degraded) > 0 {
-		r.setCondition(s, v1alpha1.ConditionDegraded, metav1.ConditionTrue, s.degraded[0], s.degraded[1])
-	} else {
-		r.setCondition(s, v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy, "every dependency and workload is healthy")
+// summarize is the deferred summary of a reconcile and the one place the
+// phase is decided: from what the steps observed it writes the status and
+// says when to look again.
+func (r *FlashSaleReconciler) summarize(s *scope) ctrl.Result {
+	if s.stale {
+		return ctrl.Result{RequeueAfter: time.Second}
 	}
-	d := DecidePhase(&sale.Spec, s.obs, now)
-	r.setPhase(s, d.Phase)
-	r.setReady(s, d.Phase)
-	fs.Status.ObservedGeneration = fs.Generation
-	if d.Phase == v1alpha1.PhaseEnded {
-		return ctrl.Result{}, nil
+	d := DecidePhase(s.sale, s.obs, s.now)
+	r.updateStatus(s, d)
+	return r.requeue(s, d)
+}
+
+// requeue says when to look at the sale again, from the decision and how
+// the reconcile ended.
+func (r *FlashSaleReconciler) requeue(s *scope, d Decision) ctrl.Result {
+	switch {
+	case s.configErr != nil:
+		// Stalled: nothing to retry until a human acts; the Secret watch
+		// brings the sale back at once when they do.
+		return ctrl.Result{RequeueAfter: configRetry}
+	case s.err != nil:
+		// Mid-sale the operator must notice recovery within seconds, not
+		// after an exponential backoff of minutes.
+		return ctrl.Result{RequeueAfter: r.RefreshInterval}
+	case d.Phase == v1alpha1.PhaseEnded:
+		return ctrl.Result{}
+	case d.Phase == v1alpha1.PhasePending:
+		// Look again at the warm-up instant, and now and then before it to
+		// notice a dependency that went away.
+		return ctrl.Result{RequeueAfter: min(d.RequeueAfter(s.now), r.ResolveEvery)}
 	}
 	after := r.RefreshInterval
-	if next := d.RequeueAfter(now); next > 0 && next < after {
+	if next := d.RequeueAfter(s.now); next > 0 && next < after {
 		after = next
 	}
-	return ctrl.Result{RequeueAfter: after}, nil
-}
-
-// degraded records a failing dependency and retries soon: mid-sale the
-// operator must notice recovery within seconds, not after an exponential
-// backoff of minutes.
-func (r *FlashSaleReconciler) degraded(s *scope, err error) (ctrl.Result, error) {
-	reason := v1alpha1.ReasonReconcileFailed
-	var de *DependencyError
-	if errors.As(err, &de) {
-		reason = de.Reason
-	}
-	r.setCondition(s, v1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, err.Error())
-	obs := s.obs
-	obs.Live = s.fs.Status.OpenedAt != nil
-	d := DecidePhase(&s.sale.Spec, obs, s.now)
-	if d.Phase != v1alpha1.PhaseDraining || obs.Live {
-		r.setPhase(s, d.Phase)
-	}
-	if s.fs.Status.OpenedAt == nil {
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, err.Error())
-	}
-	r.Metrics.reconcileError(s.fs, reason)
-	return ctrl.Result{RequeueAfter: r.RefreshInterval}, nil
-}
-
-// setCondition sets a condition and, when its status or reason changed,
-// records an Event with the same reason: Events then read as the log of
-// the sale without repeating themselves every refresh.
-func (r *FlashSaleReconciler) setCondition(s *scope, typ string, status metav1.ConditionStatus, reason, msg string) {
-	prev := apimeta.FindStatusCondition(s.fs.Status.Conditions, typ)
-	changed := prev == nil || prev.Status != status || prev.Reason != reason
-	apimeta.SetStatusCondition(&s.fs.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: msg,
-		ObservedGeneration: s.fs.Generation, LastTransitionTime: metav1.NewTime(s.now),
-	})
-	// Ready summarises the others: its changes are told by the condition
-	// that caused them and by the PhaseChanged Event, not a second time.
-	if !changed || r.Recorder == nil || typ == v1alpha1.ConditionReady {
-		return
-	}
-	eventType := corev1.EventTypeNormal
-	bad := status == metav1.ConditionFalse
-	if typ == v1alpha1.ConditionDegraded {
-		bad = status == metav1.ConditionTrue
-	}
-	if bad {
-		eventType = corev1.EventTypeWarning
-	}
-	// The first Healthy/Ready=False of a fresh sale is not news.
-	if prev == nil && eventType == corev1.EventTypeWarning && (reason == v1alpha1.ReasonWaitingForWarmup) {
-		return
-	}
-	if prev == nil && typ == v1alpha1.ConditionDegraded && status == metav1.ConditionFalse {
-		return
-	}
-	r.Recorder.Eventf(s.fs, nil, eventType, reason, typ, "%s", msg)
-}
-
-// event records an Event that no condition carries (a stock raise, a scale).
-func (r *FlashSaleReconciler) event(fs *v1alpha1.FlashSale, eventType, reason, action, format string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(fs, nil, eventType, reason, action, format, args...)
-	}
-}
-
-var phaseNotes = map[v1alpha1.Phase]string{
-	v1alpha1.PhasePending:  "waiting for the warm-up window",
-	v1alpha1.PhaseWarming:  "pre-warming Redis, creating the topic and schema, pre-scaling the pods",
-	v1alpha1.PhaseActive:   "purchases are admitted",
-	v1alpha1.PhasePaused:   "purchases are answered 503 PAUSED",
-	v1alpha1.PhaseDraining: "purchases are closed; orders drain and unpaid ones roll back",
-	v1alpha1.PhaseEnded:    "the sale has settled and was torn down",
-	v1alpha1.PhaseFailed:   "the sale cannot proceed without a human; see the conditions",
-}
-
-func (r *FlashSaleReconciler) setPhase(s *scope, p v1alpha1.Phase) {
-	prev := s.fs.Status.Phase
-	if prev == p {
-		return
-	}
-	s.fs.Status.Phase = p
-	from := string(prev)
-	if from == "" {
-		from = "(new)"
-	}
-	eventType := corev1.EventTypeNormal
-	if p == v1alpha1.PhaseFailed {
-		eventType = corev1.EventTypeWarning
-	}
-	r.event(s.fs, eventType, v1alpha1.ReasonPhaseChanged, "Phase", "%s → %s: %s", from, p, phaseNotes[p])
-}
-
-func (r *FlashSaleReconciler) setReady(s *scope, p v1alpha1.Phase) {
-	switch {
-	case p == v1alpha1.PhaseEnded:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTornDown, "the sale has ended and was torn down")
-	case len(s.missing) > 0 && s.fs.Status.OpenedAt == nil:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, s.missing[0], s.missing[1])
-	case p == v1alpha1.PhaseWarming:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonVerified,
-			"everything is verified; buyers are admitted from "+s.sale.Spec.StartTime.UTC().Format(time.RFC3339))
-	case p == v1alpha1.PhasePaused:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonPaused, "the sale is paused: purchases are answered 503")
-	case p == v1alpha1.PhaseDraining:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonDraining, "purchases are closed; orders drain and unpaid ones roll back")
-	default:
-		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonLive, "the sale is live")
-	}
+	return ctrl.Result{RequeueAfter: after}
 }

@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
@@ -59,12 +57,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 
 func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
 	if err != nil {
-		var de *DependencyError
-		reason := v1alpha1.ReasonReconcileFailed
-		if errors.As(err, &de) {
-			reason = de.Reason
-		}
-		m.errors.WithLabelValues(fs.Namespace, fs.Name, reason).Inc()
+		m.errors.WithLabelValues(fs.Namespace, fs.Name, dependencyReason(err)).Inc()
 	}
 	if fs.Status.Phase == "" {
 		return

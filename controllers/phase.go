@@ -22,18 +22,41 @@ type Observed struct {
 	// SoldOut: every SKU's remaining stock is zero.
 	SoldOut bool
 	// Settled: the pipeline drained to zero lag and no order waits for
-	// payment any more (after endTime + paymentTimeout).
+	// payment any more (after endTime + paymentTimeout). From here on the
+	// sale is torn down, and its workloads are not applied again.
 	Settled bool
 	// TornDown: the final audit is in status and the workloads, keys and
 	// topic are gone per policy.
 	TornDown bool
+	// Incomplete: a step failed this reconcile (a dependency unreachable, an
+	// API call refused), so what it would have observed is unknown.
+	Incomplete bool
 }
 
 // Decision is the phase and when to look again: the next instant at which
 // time alone could change the phase (zero when only an observation can).
 type Decision struct {
+	// Phase is empty when the observations cannot tell: the phase shown is
+	// kept.
 	Phase v1alpha1.Phase
 	Next  time.Time
+}
+
+// window is the instants of a sale's life: time alone changes its phase
+// only at these. The lead and the payment window come from the API's
+// helpers, which hold their defaults.
+type window struct {
+	warmFrom, start, end, settleFrom time.Time
+}
+
+func windowOf(sale *v1alpha1.FlashSale) window {
+	start, end := sale.Spec.StartTime.Time, sale.Spec.EndTime.Time
+	return window{
+		warmFrom:   start.Add(-sale.WarmupLead()),
+		start:      start,
+		end:        end,
+		settleFrom: end.Add(sale.PaymentTimeout()),
+	}
 }
 
 // DecidePhase computes the phase of a sale at now.
@@ -44,41 +67,35 @@ type Decision struct {
 // Warming also holds past start while the go-live gate is closed: buyers are
 // only admitted once everything is verified. A sold-out sale drains early, but
 // goes back to Active if stock returns (a rollback) before the end. Pause only
-// matters inside the purchase window; the end wins over a pause.
-func DecidePhase(spec *v1alpha1.FlashSaleSpec, obs Observed, now time.Time) Decision {
-	start, end := spec.StartTime.Time, spec.EndTime.Time
-	lead := v1alpha1.DefaultWarmupLead
-	if spec.WarmupLead != nil {
-		lead = spec.WarmupLead.Duration
-	}
-	pay := v1alpha1.DefaultPaymentTimeout
-	if spec.PaymentTimeout != nil {
-		pay = spec.PaymentTimeout.Duration
-	}
-	warmFrom, settleFrom := start.Add(-lead), end.Add(pay)
-
+// matters inside the purchase window; the end wins over a pause. Past the end,
+// a sale never seen live is not called Draining on an incomplete observation:
+// the phase shown stays until the operator can look again.
+func DecidePhase(sale *v1alpha1.FlashSale, obs Observed, now time.Time) Decision {
+	w := windowOf(sale)
 	switch {
 	case obs.TornDown:
 		return Decision{Phase: v1alpha1.PhaseEnded}
 	case obs.Failed:
 		return Decision{Phase: v1alpha1.PhaseFailed}
-	case now.Before(warmFrom):
-		return Decision{Phase: v1alpha1.PhasePending, Next: warmFrom}
-	case now.Before(start):
-		return Decision{Phase: v1alpha1.PhaseWarming, Next: start}
-	case now.Before(end):
+	case now.Before(w.warmFrom):
+		return Decision{Phase: v1alpha1.PhasePending, Next: w.warmFrom}
+	case now.Before(w.start):
+		return Decision{Phase: v1alpha1.PhaseWarming, Next: w.start}
+	case now.Before(w.end):
 		switch {
 		case !obs.Live:
-			return Decision{Phase: v1alpha1.PhaseWarming, Next: end}
+			return Decision{Phase: v1alpha1.PhaseWarming, Next: w.end}
 		case obs.SoldOut:
-			return Decision{Phase: v1alpha1.PhaseDraining, Next: end}
-		case spec.Paused:
-			return Decision{Phase: v1alpha1.PhasePaused, Next: end}
+			return Decision{Phase: v1alpha1.PhaseDraining, Next: w.end}
+		case sale.Spec.Paused:
+			return Decision{Phase: v1alpha1.PhasePaused, Next: w.end}
 		default:
-			return Decision{Phase: v1alpha1.PhaseActive, Next: end}
+			return Decision{Phase: v1alpha1.PhaseActive, Next: w.end}
 		}
-	case now.Before(settleFrom):
-		return Decision{Phase: v1alpha1.PhaseDraining, Next: settleFrom}
+	case obs.Incomplete && !obs.Live:
+		return Decision{}
+	case now.Before(w.settleFrom):
+		return Decision{Phase: v1alpha1.PhaseDraining, Next: w.settleFrom}
 	default:
 		// Past every boundary: Draining until the reconciler has settled and
 		// torn down, which only an observation can tell.

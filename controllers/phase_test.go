@@ -17,15 +17,15 @@ func at(s string) time.Time {
 	return t
 }
 
-// spec: warm-up from 11:55, start 12:00, end 12:30, settle from 12:45.
-func spec(paused bool) *v1alpha1.FlashSaleSpec {
-	return &v1alpha1.FlashSaleSpec{
+// timedSale: warm-up from 11:55, start 12:00, end 12:30, settle from 12:45.
+func timedSale(paused bool) *v1alpha1.FlashSale {
+	return &v1alpha1.FlashSale{Spec: v1alpha1.FlashSaleSpec{
 		StartTime:      metav1.NewTime(at("2026-11-11T12:00:00Z")),
 		EndTime:        metav1.NewTime(at("2026-11-11T12:30:00Z")),
 		WarmupLead:     &metav1.Duration{Duration: 5 * time.Minute},
 		PaymentTimeout: &metav1.Duration{Duration: 15 * time.Minute},
 		Paused:         paused,
-	}
+	}}
 }
 
 func TestDecidePhase(t *testing.T) {
@@ -61,11 +61,19 @@ func TestDecidePhase(t *testing.T) {
 		{"created after its end", false, Observed{}, "2026-11-12T00:00:00Z", v1alpha1.PhaseDraining, ""},
 		{"failed", false, Observed{Failed: true}, "2026-11-11T11:58:00Z", v1alpha1.PhaseFailed, ""},
 		{"torn down wins over failed", false, Observed{Failed: true, TornDown: true}, "2026-11-11T13:00:00Z", v1alpha1.PhaseEnded, ""},
+		// A step failed: the phase still follows the clock, except that a
+		// sale never seen live is not called Draining past its end.
+		{"incomplete before warm-up", false, Observed{Incomplete: true}, "2026-11-11T11:54:59.999999999Z", v1alpha1.PhasePending, "2026-11-11T11:55:00Z"},
+		{"incomplete mid-sale, live", false, Observed{Live: true, Incomplete: true}, "2026-11-11T12:10:00Z", v1alpha1.PhaseActive, "2026-11-11T12:30:00Z"},
+		{"incomplete mid-sale, gate closed", false, Observed{Incomplete: true}, "2026-11-11T12:29:59.999999999Z", v1alpha1.PhaseWarming, "2026-11-11T12:30:00Z"},
+		{"incomplete at the end, live", false, Observed{Live: true, Incomplete: true}, "2026-11-11T12:30:00Z", v1alpha1.PhaseDraining, "2026-11-11T12:45:00Z"},
+		{"incomplete at the end, never live: phase kept", false, Observed{Incomplete: true}, "2026-11-11T12:30:00Z", "", ""},
+		{"incomplete past settling, never live: phase kept", false, Observed{Incomplete: true}, "2026-11-11T12:45:00Z", "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			now := at(tc.now)
-			d := DecidePhase(spec(tc.paused), tc.obs, now)
+			d := DecidePhase(timedSale(tc.paused), tc.obs, now)
 			if d.Phase != tc.phase {
 				t.Fatalf("phase %s, want %s", d.Phase, tc.phase)
 			}
@@ -84,8 +92,8 @@ func TestDecidePhase(t *testing.T) {
 }
 
 func TestDecidePhaseDefaults(t *testing.T) {
-	s := spec(false)
-	s.WarmupLead, s.PaymentTimeout = nil, nil
+	s := timedSale(false)
+	s.Spec.WarmupLead, s.Spec.PaymentTimeout = nil, nil
 	if d := DecidePhase(s, Observed{}, at("2026-11-11T11:55:00Z")); d.Phase != v1alpha1.PhaseWarming {
 		t.Fatalf("default warm-up lead: %s", d.Phase)
 	}

@@ -94,11 +94,10 @@ func truncate(s string, n int) string {
 // torn down per its policy.
 func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) error {
 	sale := s.sale
-	settleFrom := sale.Spec.EndTime.Add(sale.PaymentTimeout())
-	if s.now.Before(settleFrom) {
+	if s.now.Before(s.window.settleFrom) {
 		return nil
 	}
-	if !s.settling {
+	if !s.obs.Settled {
 		s.missing = []string{v1alpha1.ReasonDraining, fmt.Sprintf(
 			"settling: %d orders in the queue, %d awaiting payment or rollback", s.live.total, s.live.created)}
 		return nil
@@ -117,7 +116,7 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 	s.c = nil
 	r.setCondition(s, v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown, summary)
 	r.tornDown.Store(s.fs.UID, true)
-	s.obs.Settled, s.obs.TornDown = true, true
+	s.obs.TornDown = true
 	return nil
 }
 

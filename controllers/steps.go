@@ -34,6 +34,23 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 )
 
+// reconcileConnections reads the sale's Secrets and connects to its
+// dependencies, through connections shared with the other sales.
+func (r *FlashSaleReconciler) reconcileConnections(ctx context.Context, s *scope) error {
+	c, err := r.connect(ctx, s.sale, s.now)
+	var cfgErr *ConfigError
+	if errors.As(err, &cfgErr) {
+		r.setCondition(s, v1alpha1.ConditionConfigValid, metav1.ConditionFalse, cfgErr.Reason, cfgErr.Msg)
+		return err
+	}
+	r.setCondition(s, v1alpha1.ConditionConfigValid, metav1.ConditionTrue, v1alpha1.ReasonConfigValid, "Secrets found and dependencies reachable")
+	if err != nil {
+		return err
+	}
+	s.c, s.connected = c, true
+	return nil
+}
+
 // liveFigures are what observe read this reconcile.
 type liveFigures struct {
 	// remaining and initial per SKU id, from Redis; missing SKUs have no keys.
@@ -110,7 +127,7 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 	if err := switches.SetPaused(ctx, rdb, saleKey, sale.Spec.Paused); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
-	if err := switches.SetClosed(ctx, rdb, saleKey, !s.now.Before(sale.Spec.EndTime.Time)); err != nil {
+	if err := switches.SetClosed(ctx, rdb, saleKey, !s.now.Before(s.window.end)); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	return nil
@@ -218,12 +235,36 @@ func (r *FlashSaleReconciler) reconcileTokenSecret(ctx context.Context, s *scope
 }
 
 // observe reads the live counts: stock from Redis, orders by status from
-// MySQL, the queue lag from the streams and Kafka; and writes them to status.
+// MySQL, the queue lag from the streams and Kafka. The summary writes them
+// to status; from them follow whether the sale sold out and whether it
+// settled.
 func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
-	sale, rdb := s.sale, s.c.rdb
-	saleKey := sale.SaleKey()
-	f := liveFigures{remaining: map[string]int64{}, initial: map[string]int64{}}
+	sale, saleKey := s.sale, s.sale.SaleKey()
+	f := &liveFigures{}
+	var err error
+	if f.remaining, f.initial, err = readStock(ctx, s.c.rdb, sale); err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("read stock: %w", err))
+	}
+	if err := readOrders(ctx, s.c.orders, saleKey, f); err != nil {
+		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+	}
+	if err := readQueueLag(ctx, s.c, sale, f); err != nil {
+		if errors.Is(err, lag.ErrNoTopic) {
+			// Deleted under us: the next reconcile creates it again.
+			clearCondition(s, v1alpha1.ConditionTopicReady)
+		}
+		return err
+	}
+	s.live = f
+	s.obs.SoldOut = f.soldOut(sale)
+	s.obs.Settled = !s.now.Before(s.window.settleFrom) && f.drained()
+	return nil
+}
 
+// readStock reads every SKU's remaining and initial stock in one pipeline;
+// a SKU without keys is missing from both maps.
+func readStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (remaining, initial map[string]int64, err error) {
+	saleKey := sale.SaleKey()
 	pipe := rdb.Pipeline()
 	type pair struct{ stock, initial *redis.StringCmd }
 	cmds := make([]pair, len(sale.Spec.SKUs))
@@ -232,82 +273,75 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 		cmds[i] = pair{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial)}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("read stock: %w", err))
+		return nil, nil, err
 	}
+	remaining, initial = map[string]int64{}, map[string]int64{}
 	for i, sku := range sale.Spec.SKUs {
 		if n, err := cmds[i].stock.Int64(); err == nil {
-			f.remaining[sku.ID] = n
+			remaining[sku.ID] = n
 		}
 		if n, err := cmds[i].initial.Int64(); err == nil {
-			f.initial[sku.ID] = n
+			initial[sku.ID] = n
 		}
 	}
+	return remaining, initial, nil
+}
 
-	counts, err := s.c.orders.CountBySKU(ctx, saleKey)
+// readOrders reads the orders by SKU and status, and whether any order
+// still waits for its stock to be returned.
+func readOrders(ctx context.Context, orders *orderdb.Store, saleKey string, f *liveFigures) error {
+	counts, err := orders.CountBySKU(ctx, saleKey)
 	if err != nil {
-		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+		return err
 	}
 	f.counts = counts
 	for _, c := range counts {
 		f.created += c.Created
 	}
-	un, err := s.c.orders.Unreturned(ctx, saleKey, 1)
+	un, err := orders.Unreturned(ctx, saleKey, 1)
 	if err != nil {
-		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
+		return err
 	}
 	f.unreturned = len(un) > 0
+	return nil
+}
 
-	sl, err := lag.Stream(ctx, rdb, saleKey, sale.SKUIDs())
+// readQueueLag reads the backlog of the order streams and, with Kafka, of
+// the topic and its consumer group.
+func readQueueLag(ctx context.Context, c *conns, sale *v1alpha1.FlashSale, f *liveFigures) error {
+	saleKey := sale.SaleKey()
+	sl, err := lag.Stream(ctx, c.rdb, saleKey, sale.SKUIDs())
 	if err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	f.streamLag = sl.Total
 	f.total = sl.Total
-	if sale.Spec.Kafka != nil {
-		kl, err := lag.Kafka(s.c.kafka, s.c.admin, keys.Topic(saleKey), keys.ConsumerGroup(saleKey))
-		if errors.Is(err, lag.ErrNoTopic) {
-			// Deleted under us: the next reconcile creates it again.
-			apimeta.RemoveStatusCondition(&s.fs.Status.Conditions, v1alpha1.ConditionTopicReady)
-			return depErr(v1alpha1.ReasonKafkaUnavailable, err)
-		}
-		if err != nil {
-			return depErr(v1alpha1.ReasonKafkaUnavailable, err)
-		}
-		f.kafka = &kl
-		f.total += kl.Total
+	if sale.Spec.Kafka == nil {
+		return nil
 	}
-	s.live = f
-
-	st := &s.fs.Status
-	st.SKUs = st.SKUs[:0]
-	st.Stock, st.Remaining, st.Sold, st.Paid, st.Cancelled = 0, 0, 0, 0, 0
-	soldOut := len(sale.Spec.SKUs) > 0
-	for _, sku := range sale.Spec.SKUs {
-		initial, ok := f.initial[sku.ID]
-		if !ok {
-			initial = sku.Stock
-		}
-		rem := f.remaining[sku.ID]
-		ss := v1alpha1.SKUStatus{ID: sku.ID, Stock: sku.Stock, Remaining: rem, Sold: initial - rem, SoldOut: rem <= 0}
-		if c := counts[sku.ID]; c != nil {
-			ss.Paid, ss.Cancelled = c.Paid, c.Cancelled
-		}
-		soldOut = soldOut && ss.SoldOut
-		st.SKUs = append(st.SKUs, ss)
-		st.Stock += ss.Stock
-		st.Remaining += ss.Remaining
-		st.Sold += ss.Sold
-		st.Paid += ss.Paid
-		st.Cancelled += ss.Cancelled
+	kl, err := lag.Kafka(c.kafka, c.admin, keys.Topic(saleKey), keys.ConsumerGroup(saleKey))
+	if err != nil {
+		return depErr(v1alpha1.ReasonKafkaUnavailable, err)
 	}
-	st.QueueLag = f.total
-	st.LastRefreshTime = &metav1.Time{Time: s.now}
-	s.obs.SoldOut = soldOut
-	// Settled: past the payment window with nothing left moving. From here
-	// on the sale is torn down, and its workloads are not applied again.
-	settleFrom := sale.Spec.EndTime.Add(sale.PaymentTimeout())
-	s.settling = !s.now.Before(settleFrom) && f.total == 0 && f.created == 0 && !f.unreturned
+	f.kafka = &kl
+	f.total += kl.Total
 	return nil
+}
+
+// soldOut: every SKU's counter is down to zero (or gone).
+func (f *liveFigures) soldOut(sale *v1alpha1.FlashSale) bool {
+	for _, sku := range sale.Spec.SKUs {
+		if f.remaining[sku.ID] > 0 {
+			return false
+		}
+	}
+	return len(sale.Spec.SKUs) > 0
+}
+
+// drained: nothing is left moving, no order in the queue, none awaiting
+// payment or rollback.
+func (f *liveFigures) drained() bool {
+	return f.total == 0 && f.created == 0 && !f.unreturned
 }
 
 // workerTarget scales the pipeline by the queue backlog, one pod per
@@ -335,13 +369,13 @@ func workerTarget(sale *v1alpha1.FlashSale, lagNow int64, current int32) int32 {
 // reconcileWorkloads applies the planned objects with server-side apply and
 // reads back whether their pods are ready.
 func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) error {
-	if s.settling {
+	if s.obs.Settled {
 		// Being torn down: applying the Deployments again would bring back
 		// the pods teardown is waiting to see gone.
 		return nil
 	}
 	sale, fs := s.sale, s.fs
-	ended := !s.now.Before(sale.Spec.EndTime.Time)
+	ended := !s.now.Before(s.window.end)
 
 	t := Targets{Seckill: sale.Spec.Seckill.Replicas, Autoscale: sale.Spec.Seckill.MaxReplicas > 0 && !ended}
 	var cur appsv1.Deployment
@@ -478,8 +512,7 @@ func (r *FlashSaleReconciler) apply(ctx context.Context, fs *v1alpha1.FlashSale,
 func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error {
 	fs := s.fs
 	if fs.Status.OpenedAt != nil {
-		s.obs.Live = true
-		return nil
+		return nil // s.obs.Live already
 	}
 	if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionWarmed) {
 		c := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionWarmed)
@@ -493,7 +526,7 @@ func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error
 		}
 	}
 	if len(s.missing) > 0 {
-		if !s.now.Before(s.sale.Spec.StartTime.Time) {
+		if !s.now.Before(s.window.start) {
 			// Past the start with the gate shut: say what is missing.
 			s.degraded = s.missing
 		}
@@ -503,9 +536,9 @@ func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	opened := s.now
-	if opened.Before(s.sale.Spec.StartTime.Time) {
+	if opened.Before(s.window.start) {
 		// The pods still answer 425 NOT_STARTED by their clock until the start.
-		opened = s.sale.Spec.StartTime.Time
+		opened = s.window.start
 	}
 	fs.Status.OpenedAt = &metav1.Time{Time: opened}
 	s.obs.Live = true
