@@ -376,29 +376,10 @@ func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) 
 	}
 	sale, fs := s.sale, s.fs
 	ended := !s.now.Before(s.window.end)
-
-	t := Targets{Seckill: sale.Spec.Seckill.Replicas, Autoscale: sale.Spec.Seckill.MaxReplicas > 0 && !ended}
-	var cur appsv1.Deployment
-	err := r.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: Name(fs, ComponentSeckill)}, &cur)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("read seckill Deployment: %w", err)
+	t, err := r.workloadTargets(ctx, s, ended)
+	if err != nil {
+		return err
 	}
-	if t.Autoscale && err == nil && cur.Spec.Replicas != nil {
-		// The autoscaler owns the count above the floor: re-applying the
-		// floor would undo its scale-up.
-		t.Seckill = max(t.Seckill, *cur.Spec.Replicas)
-	}
-	if ended {
-		t.Seckill = sale.Spec.Seckill.DrainingReplicas
-	}
-	prevWorkers := fs.Status.WorkerReplicas
-	t.Worker = workerTarget(sale, s.live.total, max(prevWorkers, 0))
-	if prevWorkers != 0 && t.Worker != prevWorkers {
-		r.event(fs, corev1.EventTypeNormal, v1alpha1.ReasonScaled, "Scale",
-			"Order workers %d → %d: queue lag %d (%d per pod)", prevWorkers, t.Worker, s.live.total, sale.Spec.Worker.LagThreshold)
-	}
-	fs.Status.WorkerReplicas = t.Worker
-
 	plan, err := BuildPlan(sale, PlanInput{Image: r.Image, PullPolicy: r.PullPolicy, DefaultSecret: r.DefaultSecret, Targets: t})
 	if err != nil {
 		return err
@@ -431,6 +412,36 @@ func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) 
 		}
 	}
 	return r.readWorkloads(ctx, s, t, ended)
+}
+
+// workloadTargets decides the replica counts: seckill at its floor, or
+// above it where the autoscaler took it, and at its draining size once the
+// sale ended; the workers by the queue backlog (a change is told by an
+// Event and recorded in status).
+func (r *FlashSaleReconciler) workloadTargets(ctx context.Context, s *scope, ended bool) (Targets, error) {
+	sale, fs := s.sale, s.fs
+	t := Targets{Seckill: sale.Spec.Seckill.Replicas, Autoscale: sale.Spec.Seckill.MaxReplicas > 0 && !ended}
+	var cur appsv1.Deployment
+	err := r.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: Name(fs, ComponentSeckill)}, &cur)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return t, fmt.Errorf("read seckill Deployment: %w", err)
+	}
+	if t.Autoscale && err == nil && cur.Spec.Replicas != nil {
+		// The autoscaler owns the count above the floor: re-applying the
+		// floor would undo its scale-up.
+		t.Seckill = max(t.Seckill, *cur.Spec.Replicas)
+	}
+	if ended {
+		t.Seckill = sale.Spec.Seckill.DrainingReplicas
+	}
+	prevWorkers := fs.Status.WorkerReplicas
+	t.Worker = workerTarget(sale, s.live.total, max(prevWorkers, 0))
+	if prevWorkers != 0 && t.Worker != prevWorkers {
+		r.event(fs, corev1.EventTypeNormal, v1alpha1.ReasonScaled, "Scale",
+			"Order workers %d → %d: queue lag %d (%d per pod)", prevWorkers, t.Worker, s.live.total, sale.Spec.Worker.LagThreshold)
+	}
+	fs.Status.WorkerReplicas = t.Worker
+	return t, nil
 }
 
 // readWorkloads reads back whether the pods of the three Deployments are ready.
