@@ -21,16 +21,19 @@ import (
 // order is lost: the command exits non-zero.
 var ErrAuditFailed = errors.New("audit failed")
 
+// auditFlags are the audit command's flags.
+type auditFlags struct {
+	sf          saleFlags
+	brokers     []string
+	asJSON      bool
+	repair      bool
+	stuckAfter  time.Duration
+	metricsAddr string
+	every       time.Duration
+}
+
 func newAuditCommand() *cobra.Command {
-	var (
-		sf          saleFlags
-		brokers     []string
-		asJSON      bool
-		repair      bool
-		stuckAfter  time.Duration
-		metricsAddr string
-		every       time.Duration
-	)
+	var af auditFlags
 	cmd := &cobra.Command{
 		Use:   "audit --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b] [--json] [--repair]",
 		Short: "Check that every unit of stock and every order of a sale is accounted for",
@@ -47,72 +50,88 @@ than --stuck-after) or in a dead-letter topic/stream are inserted into MySQL
 and acknowledged; stale expiry entries of paid orders are removed; statuses
 shown to result polling are brought up to MySQL's. It then audits again.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			env, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			fs, log := env.sale, env.log
-			a, err := audit.New(audit.Config{Sale: fs, Redis: env.rdb, Orders: orderdb.New(env.db), Brokers: nonEmpty(brokers),
-				StuckAfter: stuckAfter, Logger: log})
-			if err != nil {
-				return err
-			}
-			m := audit.NewMetrics()
-			once := func(ctx context.Context) (*audit.Report, error) {
-				rep, err := a.Run(ctx)
-				if err != nil {
-					m.ObserveError(fs.SaleKey())
-					return nil, err
-				}
-				if repair {
-					repairs, rerr := a.Repair(ctx, rep)
-					after, err := a.Run(ctx)
-					if err != nil {
-						m.ObserveError(fs.SaleKey())
-						return nil, errors.Join(rerr, err)
-					}
-					after.Repairs, after.Before = repairs, rep
-					rep = after
-					if rerr != nil {
-						log.Error("Some repairs failed", "err", rerr)
-					}
-				}
-				m.Observe(rep)
-				return rep, nil
-			}
-			if metricsAddr != "" {
-				return serveAudit(cmd.Context(), metricsAddr, every, m, once, log)
-			}
-			rep, err := once(cmd.Context())
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				err = rep.WriteJSON(out)
-			} else {
-				err = rep.WriteText(out)
-			}
-			if err != nil {
-				return err
-			}
-			if !rep.OK {
-				return ErrAuditFailed
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return af.run(cmd) },
 	}
-	sf.bind(cmd)
-	f := cmd.Flags()
-	f.StringSliceVar(&brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.BoolVar(&repair, "repair", false, "fix what is safe to fix, then audit again")
-	f.DurationVar(&stuckAfter, "stuck-after", 5*time.Minute, "a stream entry waiting this long (pending with a dead worker, or undelivered) is stuck")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "instead of printing once, audit every --every and serve the results as metrics here")
-	f.DurationVar(&every, "every", 30*time.Second, "audit interval with --metrics-addr")
+	af.bind(cmd)
 	return cmd
+}
+
+func (af *auditFlags) bind(cmd *cobra.Command) {
+	af.sf.bind(cmd)
+	f := cmd.Flags()
+	f.StringSliceVar(&af.brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
+	f.BoolVar(&af.asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&af.repair, "repair", false, "fix what is safe to fix, then audit again")
+	f.DurationVar(&af.stuckAfter, "stuck-after", 5*time.Minute, "a stream entry waiting this long (pending with a dead worker, or undelivered) is stuck")
+	f.StringVar(&af.metricsAddr, "metrics-addr", "", "instead of printing once, audit every --every and serve the results as metrics here")
+	f.DurationVar(&af.every, "every", 30*time.Second, "audit interval with --metrics-addr")
+}
+
+// run audits once and prints the report, failing when the audit does not
+// hold; with --metrics-addr it audits every --every and serves the results.
+func (af *auditFlags) run(cmd *cobra.Command) error {
+	env, err := af.sf.open(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	a, err := audit.New(audit.Config{Sale: env.sale, Redis: env.rdb, Orders: orderdb.New(env.db), Brokers: nonEmpty(af.brokers),
+		StuckAfter: af.stuckAfter, Logger: env.log})
+	if err != nil {
+		return err
+	}
+	m := audit.NewMetrics()
+	once := func(ctx context.Context) (*audit.Report, error) {
+		return auditOnce(ctx, a, m, af.repair, env.sale.SaleKey(), env.log)
+	}
+	if af.metricsAddr != "" {
+		return serveAudit(cmd.Context(), af.metricsAddr, af.every, m, once, env.log)
+	}
+	rep, err := once(cmd.Context())
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if af.asJSON {
+		err = rep.WriteJSON(out)
+	} else {
+		err = rep.WriteText(out)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		return ErrAuditFailed
+	}
+	return nil
+}
+
+// auditOnce audits the sale saleKey; with repair it fixes what is safe and
+// audits again, the report then carrying the repairs and the first report.
+// It records the result (or the failure) in m.
+func auditOnce(ctx context.Context, a *audit.Auditor, m *audit.Metrics, repair bool, saleKey string,
+	log interface{ Error(string, ...any) },
+) (*audit.Report, error) {
+	rep, err := a.Run(ctx)
+	if err != nil {
+		m.ObserveError(saleKey)
+		return nil, err
+	}
+	if repair {
+		repairs, rerr := a.Repair(ctx, rep)
+		after, err := a.Run(ctx)
+		if err != nil {
+			m.ObserveError(saleKey)
+			return nil, errors.Join(rerr, err)
+		}
+		after.Repairs, after.Before = repairs, rep
+		rep = after
+		if rerr != nil {
+			log.Error("Some repairs failed", "err", rerr)
+		}
+	}
+	m.Observe(rep)
+	return rep, nil
 }
 
 // serveAudit audits every interval and serves the last results as metrics

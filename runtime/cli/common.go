@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -70,6 +71,23 @@ func (f *saleFlags) open(ctx context.Context) (*saleEnv, error) {
 		return nil, err
 	}
 	return &saleEnv{sale: fs, rdb: rdb, db: db, log: newLogger(f.logFormat)}, nil
+}
+
+// openOrderDB opens the orders database at dsn and checks, within 5 seconds,
+// that it answers.
+func openOrderDB(ctx context.Context, dsn string) (*sql.DB, error) {
+	db, err := orderdb.Open(dsn)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = db.PingContext(pctx)
+	cancel()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("connect to MySQL: %w", err)
+	}
+	return db, nil
 }
 
 func (e *saleEnv) Close() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -24,13 +25,17 @@ import (
 // command exits non-zero.
 var ErrInvariantsBroken = errors.New("invariants broken")
 
+// loadtestFlags are the loadtest command's flags: the run's options and what
+// the command resolves into them (the sale, the SKUs, secrets, MySQL).
+type loadtestFlags struct {
+	o                                    loadtest.Options
+	file, fsRef, skus, profile, dsn      string
+	paySecret, paySecretFile, kubeconfig string
+	asJSON, quiet                        bool
+}
+
 func newLoadtestCommand() *cobra.Command {
-	var (
-		o                                    loadtest.Options
-		file, fsRef, skus, profile, dsn      string
-		paySecret, paySecretFile, kubeconfig string
-		asJSON, quiet                        bool
-	)
+	var lf loadtestFlags
 	cmd := &cobra.Command{
 		Use:   "loadtest --url http://HOST:PORT (--file sale.yaml | --fs NAMESPACE/NAME) [--profile spike|sustained]",
 		Short: "Send buyers, repeat clickers and bots at a sale's API; report latency and outcomes; check the invariants",
@@ -75,80 +80,21 @@ perIPPerSecond applies to this one client.`,
   # 2,000 requests/s for 5 minutes against a sale run without Kubernetes
   flashsale loadtest --file sale.yaml --url http://127.0.0.1:8080 --profile sustained --rate 2000 --duration 5m --json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			o.Profile = loadtest.Profile(profile)
-			sale, err := resolveLoadtestSale(ctx, &o, file, fsRef, kubeconfig)
-			if err != nil {
-				return err
-			}
-			o.Sale = sale
-			want, err := loadtest.ParseSKUs(skus)
-			if err != nil {
-				return err
-			}
-			if o.SKUs, err = loadtest.MergeSKUs(want, sale); err != nil {
-				return err
-			}
-			if len(o.SKUs) == 0 {
-				return errors.New("no SKUs: give --file, --fs with a kubeconfig, or --skus ID[:STOCK[:LIMIT]] (comma separated)")
-			}
-			if o.PaymentSecret, err = loadtestPaymentSecret(paySecret, paySecretFile); err != nil {
-				return err
-			}
-			if o.PayShare > 0 && o.PaymentSecret == "" {
-				return fmt.Errorf("buyers are to pay (--pay-share %g) but there is no payment secret: set %s, --payment-secret-file or --payment-secret (or --pay-share 0)",
-					o.PayShare, envPaymentSecret)
-			}
-			if dsn == "" {
-				dsn = os.Getenv(envMySQLDSN)
-			}
-			if dsn != "" {
-				db, err := orderdb.Open(dsn)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				err = db.PingContext(pctx)
-				cancel()
-				if err != nil {
-					return fmt.Errorf("connect to MySQL: %w", err)
-				}
-				o.Orders = orderdb.New(db)
-			}
-			if !quiet {
-				o.Progress = cmd.ErrOrStderr()
-			}
-			rep, err := loadtest.Run(ctx, o)
-			if rep != nil {
-				out := cmd.OutOrStdout()
-				var werr error
-				if asJSON {
-					werr = rep.WriteJSON(out)
-				} else {
-					werr = rep.WriteText(out)
-				}
-				if err == nil {
-					err = werr
-				}
-			}
-			if err != nil {
-				return err
-			}
-			if !rep.OK {
-				return fmt.Errorf("%w: %s", ErrInvariantsBroken, strings.Join(rep.Failed(), ", "))
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return lf.run(cmd) },
 	}
+	lf.bind(cmd)
+	return cmd
+}
+
+func (lf *loadtestFlags) bind(cmd *cobra.Command) {
+	o := &lf.o
 	f := cmd.Flags()
 	f.StringVar(&o.BaseURL, "url", "http://127.0.0.1:8080", "base URL of the seckill API (a port-forward, the Service's ClusterIP, an ingress)")
-	f.StringVarP(&file, "file", "f", "", "FlashSale manifest of the sale: its namespace/name, SKUs, stock, limits and rate limits")
-	f.StringVar(&fsRef, "fs", "", "the FlashSale NAMESPACE/NAME: names the sale and, with a kubeconfig, reads its SKUs and checks its final status")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --fs (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-	f.StringVar(&skus, "skus", "", "SKUs to buy, ID[:STOCK[:LIMIT]],... (default: every SKU of the sale); STOCK and LIMIT override the sale's for the checks")
-	f.StringVar(&profile, "profile", string(loadtest.Spike), "spike or sustained")
+	f.StringVarP(&lf.file, "file", "f", "", "FlashSale manifest of the sale: its namespace/name, SKUs, stock, limits and rate limits")
+	f.StringVar(&lf.fsRef, "fs", "", "the FlashSale NAMESPACE/NAME: names the sale and, with a kubeconfig, reads its SKUs and checks its final status")
+	f.StringVar(&lf.kubeconfig, "kubeconfig", "", "kubeconfig for --fs (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+	f.StringVar(&lf.skus, "skus", "", "SKUs to buy, ID[:STOCK[:LIMIT]],... (default: every SKU of the sale); STOCK and LIMIT override the sale's for the checks")
+	f.StringVar(&lf.profile, "profile", string(loadtest.Spike), "spike or sustained")
 	f.IntVar(&o.Users, "users", 5000, "distinct buyers (spike: each arrives once)")
 	f.DurationVar(&o.SpikeWindow, "spike-window", time.Second, "spike: the buyers arrive within this window")
 	f.Float64Var(&o.Rate, "rate", 1000, "sustained: requests per second, all steps together")
@@ -159,21 +105,95 @@ perIPPerSecond applies to this one client.`,
 	f.Float64Var(&o.BotShare, "bot-share", 0.05, "bot sessions per buyer (0.05: one for every 20 buyers)")
 	f.IntVar(&o.HammerRequests, "hammer", 50, "requests a hammering bot fires back to back")
 	f.Float64Var(&o.PayShare, "pay-share", 0.7, "share of buyers who pay; the others let the payment deadline pass")
-	f.StringVar(&paySecretFile, "payment-secret-file", os.Getenv(envPaymentSecretFile), "file holding the pay endpoint's shared secret; env "+envPaymentSecretFile)
-	f.StringVar(&paySecret, "payment-secret", "", "the pay endpoint's shared secret (prefer the environment: "+envPaymentSecret+")")
+	f.StringVar(&lf.paySecretFile, "payment-secret-file", os.Getenv(envPaymentSecretFile), "file holding the pay endpoint's shared secret; env "+envPaymentSecretFile)
+	f.StringVar(&lf.paySecret, "payment-secret", "", "the pay endpoint's shared secret (prefer the environment: "+envPaymentSecret+")")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Second, "timeout of each request")
 	f.DurationVar(&o.PollInterval, "poll-interval", 100*time.Millisecond, "how often a buyer polls their order")
 	f.DurationVar(&o.PollTimeout, "poll-timeout", 15*time.Second, "how long a buyer polls (and retries a pending payment) before giving up")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed of the plan (who buys what, pays, clicks again, is a bot); 0 picks one, printed in the report")
 	f.StringVar(&o.UserPrefix, "user-prefix", "", "prefix of every user id (default: lt-<random>-, so each run has buyers of its own)")
 	f.BoolVar(&o.ForwardedFor, "forwarded-for", true, "send each buyer's synthetic address in X-Forwarded-For")
-	f.StringVar(&dsn, "mysql-dsn", "", "go-sql-driver DSN of the sale's orders database, for the no-lost-order check; env "+envMySQLDSN)
+	f.StringVar(&lf.dsn, "mysql-dsn", "", "go-sql-driver DSN of the sale's orders database, for the no-lost-order check; env "+envMySQLDSN)
 	f.DurationVar(&o.SettleTimeout, "settle-timeout", 30*time.Second, "how long to wait for every admitted order to reach MySQL")
 	f.BoolVar(&o.WaitEnded, "wait-ended", false, "with --fs: wait until the FlashSale's phase is Ended before the final checks")
 	f.DurationVar(&o.WaitTimeout, "wait-timeout", 30*time.Minute, "how long --wait-ended waits")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
-	return cmd
+	f.BoolVar(&lf.asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&lf.quiet, "quiet", false, "no progress lines on stderr")
+}
+
+// run resolves the options, runs the load test, writes its report and
+// fails when an invariant is broken.
+func (lf *loadtestFlags) run(cmd *cobra.Command) error {
+	ctx := cmd.Context()
+	o := &lf.o
+	if err := lf.resolve(ctx); err != nil {
+		return err
+	}
+	if lf.dsn == "" {
+		lf.dsn = os.Getenv(envMySQLDSN)
+	}
+	if lf.dsn != "" {
+		db, err := openOrderDB(ctx, lf.dsn)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		o.Orders = orderdb.New(db)
+	}
+	if !lf.quiet {
+		o.Progress = cmd.ErrOrStderr()
+	}
+	rep, err := loadtest.Run(ctx, *o)
+	if rep != nil {
+		if werr := lf.writeReport(cmd.OutOrStdout(), rep); err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("%w: %s", ErrInvariantsBroken, strings.Join(rep.Failed(), ", "))
+	}
+	return nil
+}
+
+// resolve fills in the options the flags name: the profile, the sale, its
+// SKUs and the payment secret.
+func (lf *loadtestFlags) resolve(ctx context.Context) error {
+	o := &lf.o
+	o.Profile = loadtest.Profile(lf.profile)
+	sale, err := resolveLoadtestSale(ctx, o, lf.file, lf.fsRef, lf.kubeconfig)
+	if err != nil {
+		return err
+	}
+	o.Sale = sale
+	want, err := loadtest.ParseSKUs(lf.skus)
+	if err != nil {
+		return err
+	}
+	if o.SKUs, err = loadtest.MergeSKUs(want, sale); err != nil {
+		return err
+	}
+	if len(o.SKUs) == 0 {
+		return errors.New("no SKUs: give --file, --fs with a kubeconfig, or --skus ID[:STOCK[:LIMIT]] (comma separated)")
+	}
+	if o.PaymentSecret, err = loadtestPaymentSecret(lf.paySecret, lf.paySecretFile); err != nil {
+		return err
+	}
+	if o.PayShare > 0 && o.PaymentSecret == "" {
+		return fmt.Errorf("buyers are to pay (--pay-share %g) but there is no payment secret: set %s, --payment-secret-file or --payment-secret (or --pay-share 0)",
+			o.PayShare, envPaymentSecret)
+	}
+	return nil
+}
+
+// writeReport writes the report as JSON (--json) or as text.
+func (lf *loadtestFlags) writeReport(out io.Writer, rep *loadtest.Report) error {
+	if lf.asJSON {
+		return rep.WriteJSON(out)
+	}
+	return rep.WriteText(out)
 }
 
 // resolveLoadtestSale names the sale (from --file or --fs), connects to the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -46,103 +47,117 @@ func (t *tokenFlags) signer(cmd *cobra.Command, ttl time.Duration, log interface
 	return token.NewSigner(ring, ttl, nil), nil
 }
 
+// seckillFlags are the seckill command's flags.
+type seckillFlags struct {
+	file         string
+	listen       string
+	logFormat    string
+	poll         time.Duration
+	autoPipeline bool
+	debugAddr    string
+	redis        redisconn.Options
+	tok          tokenFlags
+	dsn          string
+	paySecret    string
+}
+
 func newSeckillCommand() *cobra.Command {
-	var (
-		file         string
-		listen       string
-		logFormat    string
-		poll         time.Duration
-		autoPipeline bool
-		debugAddr    string
-		redis        redisconn.Options
-		tok          tokenFlags
-		dsn          string
-		paySecret    string
-	)
+	var sf seckillFlags
 	cmd := &cobra.Command{
 		Use:   "seckill --file sale.yaml --redis-addr HOST:PORT --listen :8080",
 		Short: "Serve the purchase API of a sale",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := newLogger(logFormat)
-			fs, err := manifest.Load(file)
-			if err != nil {
-				return err
-			}
-			rdb, err := redis.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			signer, err := tok.signer(cmd, fs.TokenTTL(), log)
-			if err != nil {
-				return err
-			}
-			if tok.keyFile != "" {
-				go token.WatchFile(cmd.Context(), tok.keyFile, token.DefaultWatchInterval, signer, func(err error) {
-					log.Error("Token key file is unusable; keeping the previous keys", "file", tok.keyFile, "err", err)
-				})
-			}
-			cfg := seckill.Config{Sale: fs, Redis: rdb, Signer: signer, PollInterval: poll, AutoPipeline: autoPipeline, Logger: log}
-			if dsn != "" {
-				db, err := orderdb.Open(dsn)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				pctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
-				err = db.PingContext(pctx)
-				cancel()
-				if err != nil {
-					return fmt.Errorf("connect to MySQL: %w", err)
-				}
-				cfg.Orders = orderdb.New(db)
-			}
-			if cfg.PaymentSecret, err = readPaymentSecret(paySecret); err != nil {
-				return err
-			}
-			switch {
-			case cfg.Orders == nil:
-				log.Warn("No MySQL DSN: the pay endpoint answers 503 NOT_CONFIGURED", "hint", "set --mysql-dsn or "+envMySQLDSN)
-			case len(cfg.PaymentSecret) == 0:
-				log.Warn("No payment secret: the pay endpoint answers 503 NOT_CONFIGURED", "hint", "set --payment-secret-file or "+envPaymentSecret)
-			}
-			if r := fs.Spec.Risk; r != nil {
-				cfg.Risk = risk.NewHTTPVerifier(r.VerifierURL, r.Timeout.Duration, r.FailOpen, nil)
-			}
-			srv, err := seckill.New(cfg)
-			if err != nil {
-				return err
-			}
-			if debugAddr != "" {
-				go servePprof(debugAddr, log)
-			}
-			if err := srv.Start(cmd.Context()); err != nil {
-				return err
-			}
-			if paySecret != "" {
-				go watchPaymentSecret(cmd.Context(), paySecret, srv, log)
-			}
-			return srv.ListenAndServe(cmd.Context(), listen, func(a net.Addr) {
-				log.Info("Serving the purchase API", "sale", fs.SaleKey(), "addr", a.String(),
-					"start", fs.Spec.StartTime.UTC(), "end", fs.Spec.EndTime.UTC())
-			})
-		},
+		RunE:  func(cmd *cobra.Command, _ []string) error { return sf.run(cmd) },
 	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
-	_ = cmd.MarkFlagRequired("file")
-	cmd.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
-	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
-	cmd.Flags().DurationVar(&poll, "poll-interval", 250*time.Millisecond, "how often pause/close switches and stock are re-read from Redis")
-	cmd.Flags().BoolVar(&autoPipeline, "redis-autopipeline", true, "coalesce concurrent purchases into pipelined Redis calls")
-	cmd.Flags().StringVar(&debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default")
-	cmd.Flags().StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN),
-		"go-sql-driver DSN of the orders database, for the pay endpoint (without it payments answer 503); env "+envMySQLDSN)
-	cmd.Flags().StringVar(&paySecret, "payment-secret-file", os.Getenv(envPaymentSecretFile),
-		"file holding the shared secret the payment service sends as \"Authorization: Bearer <secret>\" (a mounted Secret; re-read when it changes); env "+envPaymentSecret+" also works")
-	redis.Bind(cmd.Flags())
-	tok.bind(cmd)
+	sf.bind(cmd)
 	return cmd
+}
+
+func (sf *seckillFlags) bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVarP(&sf.file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
+	_ = cmd.MarkFlagRequired("file")
+	f.StringVar(&sf.listen, "listen", ":8080", "address to serve on")
+	f.StringVar(&sf.logFormat, "log-format", "text", "text or json")
+	f.DurationVar(&sf.poll, "poll-interval", 250*time.Millisecond, "how often pause/close switches and stock are re-read from Redis")
+	f.BoolVar(&sf.autoPipeline, "redis-autopipeline", true, "coalesce concurrent purchases into pipelined Redis calls")
+	f.StringVar(&sf.debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default")
+	f.StringVar(&sf.dsn, "mysql-dsn", os.Getenv(envMySQLDSN),
+		"go-sql-driver DSN of the orders database, for the pay endpoint (without it payments answer 503); env "+envMySQLDSN)
+	f.StringVar(&sf.paySecret, "payment-secret-file", os.Getenv(envPaymentSecretFile),
+		"file holding the shared secret the payment service sends as \"Authorization: Bearer <secret>\" (a mounted Secret; re-read when it changes); env "+envPaymentSecret+" also works")
+	sf.redis.Bind(f)
+	sf.tok.bind(cmd)
+}
+
+// run connects the sale's Redis, token keys, orders database and risk
+// verifier into a seckill server and serves it until the command ends.
+func (sf *seckillFlags) run(cmd *cobra.Command) error {
+	ctx := cmd.Context()
+	log := newLogger(sf.logFormat)
+	fs, err := manifest.Load(sf.file)
+	if err != nil {
+		return err
+	}
+	rdb, err := sf.redis.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	signer, err := sf.tok.signer(cmd, fs.TokenTTL(), log)
+	if err != nil {
+		return err
+	}
+	if sf.tok.keyFile != "" {
+		go token.WatchFile(ctx, sf.tok.keyFile, token.DefaultWatchInterval, signer, func(err error) {
+			log.Error("Token key file is unusable; keeping the previous keys", "file", sf.tok.keyFile, "err", err)
+		})
+	}
+	cfg := seckill.Config{Sale: fs, Redis: rdb, Signer: signer, PollInterval: sf.poll, AutoPipeline: sf.autoPipeline, Logger: log}
+	if sf.dsn != "" {
+		db, err := openOrderDB(ctx, sf.dsn)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		cfg.Orders = orderdb.New(db)
+	}
+	if cfg.PaymentSecret, err = readPaymentSecret(sf.paySecret); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Orders == nil:
+		log.Warn("No MySQL DSN: the pay endpoint answers 503 NOT_CONFIGURED", "hint", "set --mysql-dsn or "+envMySQLDSN)
+	case len(cfg.PaymentSecret) == 0:
+		log.Warn("No payment secret: the pay endpoint answers 503 NOT_CONFIGURED", "hint", "set --payment-secret-file or "+envPaymentSecret)
+	}
+	if r := fs.Spec.Risk; r != nil {
+		cfg.Risk = risk.NewHTTPVerifier(r.VerifierURL, r.Timeout.Duration, r.FailOpen, nil)
+	}
+	return sf.serve(ctx, cfg, log)
+}
+
+// serve starts the server of cfg (and pprof with --debug-addr) and serves
+// the purchase API on --listen until ctx ends.
+func (sf *seckillFlags) serve(ctx context.Context, cfg seckill.Config, log *slog.Logger) error {
+	srv, err := seckill.New(cfg)
+	if err != nil {
+		return err
+	}
+	if sf.debugAddr != "" {
+		go servePprof(sf.debugAddr, log)
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	if sf.paySecret != "" {
+		go watchPaymentSecret(ctx, sf.paySecret, srv, log)
+	}
+	fs := cfg.Sale
+	return srv.ListenAndServe(ctx, sf.listen, func(a net.Addr) {
+		log.Info("Serving the purchase API", "sale", fs.SaleKey(), "addr", a.String(),
+			"start", fs.Spec.StartTime.UTC(), "end", fs.Spec.EndTime.UTC())
+	})
 }
 
 // readPaymentSecret reads the payment secret from file, else from the environment.
