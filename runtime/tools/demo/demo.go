@@ -71,7 +71,7 @@ type Options struct {
 
 // Report is what happened.
 type Report struct {
-	Sale       string
+	SaleKey    string // namespace/name
 	Requests   int64
 	Elapsed    time.Duration
 	Outcomes   map[string]int64 // per endpoint:code
@@ -114,7 +114,61 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 	}
 	fmt.Fprintln(out, "==> Warmed Redis: stock counters, order streams, purchase script")
 
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dp, err := startDataPlane(ctx, rdb, db, store, sale)
+	if err != nil {
+		return nil, err
+	}
+	defer dp.stop()
+	fmt.Fprintf(out, "==> Running in-process: seckill API on %s, order worker (Redis Stream -> MySQL), rollback every 250ms\n", dp.base)
+
+	c := newClient(dp.base, o.Concurrency, "Bearer "+string(dp.paySecret))
+	rep, orders := runSpike(ctx, c, o, sale.SaleKey(), out)
+
+	fmt.Fprintf(out, "==> Waiting for every order to be paid or cancelled (deadline %s after purchase) ...\n", o.PaymentTimeout)
+	if err := waitSettled(ctx, store, sale.SaleKey(), len(orders), o.PaymentTimeout+20*time.Second); err != nil {
+		fmt.Fprintf(out, "    %v\n", err)
+	}
+	// One more rollback pass makes sure every cancelled unit is back.
+	if _, err := dp.rb.RunOnce(ctx); err != nil {
+		return nil, err
+	}
+	rep.MySQL, err = store.CountBySKU(ctx, sale.SaleKey())
+	if err != nil {
+		return nil, err
+	}
+	aud, err := audit.New(audit.Config{Sale: sale, Redis: rdb, Orders: store, Logger: quietLogger()})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Audit, err = aud.Run(ctx); err != nil {
+		return nil, err
+	}
+	rep.Violations = check(ctx, rdb, sale, orders, c, rep)
+	printReport(out, rep, sale)
+	if len(rep.Violations) > 0 {
+		return rep, fmt.Errorf("%d invariant violations", len(rep.Violations))
+	}
+	return rep, nil
+}
+
+// quietLogger is the logger of the in-process programs: the demo tells its
+// own story.
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// dataPlane is the sale's data plane running in this process: the seckill
+// API on a free local port, the order worker and the rollback.
+type dataPlane struct {
+	base      string // the sale's API: http://ADDR/api/v1/sales/NAMESPACE/NAME
+	paySecret []byte // what the pay endpoint wants after "Bearer "
+	rb        *rollback.Rollback
+	stop      func() // stops them all and waits until they have
+}
+
+// startDataPlane starts the sale's seckill API (with a fresh token key and
+// payment secret), its order worker and its rollback, and returns once the
+// API listens.
+func startDataPlane(ctx context.Context, rdb redis.UniversalClient, db *sql.DB, store *orderdb.Store, sale *v1alpha1.FlashSale) (*dataPlane, error) {
+	quiet := quietLogger()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	ring, err := token.NewKeyRing(key)
@@ -140,10 +194,11 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 	if err != nil {
 		return nil, err
 	}
-	sctx, stop := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
-	defer func() { stop(); bg.Wait() }()
+	dp := &dataPlane{paySecret: paySecret, rb: rb, stop: func() { cancel(); bg.Wait() }}
 	if err := srv.Start(sctx); err != nil {
+		dp.stop()
 		return nil, err
 	}
 	bg.Go(func() { _ = wk.Run(sctx) })
@@ -153,17 +208,20 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 	bg.Go(func() {
 		errc <- srv.ListenAndServe(sctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a.String() })
 	})
-	var base string
 	select {
 	case a := <-addrc:
-		base = "http://" + a + "/api/v1/sales/" + sale.Namespace + "/" + sale.Name
+		dp.base = "http://" + a + "/api/v1/sales/" + sale.Namespace + "/" + sale.Name
 	case err := <-errc:
+		dp.stop()
 		return nil, err
 	}
-	fmt.Fprintf(out, "==> Running in-process: seckill API on %s, order worker (Redis Stream -> MySQL), rollback every 250ms\n", base)
+	return dp, nil
+}
 
-	c := newClient(base, o.Concurrency, "Bearer "+string(paySecret))
-	rep := &Report{Sale: sale.SaleKey(), Outcomes: map[string]int64{}, Admitted: map[string]int64{},
+// runSpike sends the spike of o at the API through c and returns the
+// report of what it was answered, and the orders admitted.
+func runSpike(ctx context.Context, c *client, o Options, saleKey string, out io.Writer) (*Report, []order) {
+	rep := &Report{SaleKey: saleKey, Outcomes: map[string]int64{}, Admitted: map[string]int64{},
 		Remaining: map[string]int64{}, Initial: map[string]int64{}, Paid: map[string]int64{}}
 	fmt.Fprintf(out, "==> Spike: %d buyers, %d repeat clicks, %d bots, %d in flight; %.0f%% of buyers pay, the rest walk away\n",
 		o.Buyers, o.Repeats, o.Bots, o.Concurrency, o.PayShare*100)
@@ -183,40 +241,15 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 			rep.Paid[od.sku]++
 		}
 	}
-
-	fmt.Fprintf(out, "==> Waiting for every order to be paid or cancelled (deadline %s after purchase) ...\n", o.PaymentTimeout)
-	if err := waitSettled(ctx, store, sale.SaleKey(), len(orders), o.PaymentTimeout+20*time.Second); err != nil {
-		fmt.Fprintf(out, "    %v\n", err)
-	}
-	// One more rollback pass makes sure every cancelled unit is back.
-	if _, err := rb.RunOnce(ctx); err != nil {
-		return nil, err
-	}
-	rep.MySQL, err = store.CountBySKU(ctx, sale.SaleKey())
-	if err != nil {
-		return nil, err
-	}
-	aud, err := audit.New(audit.Config{Sale: sale, Redis: rdb, Orders: store, Logger: quiet})
-	if err != nil {
-		return nil, err
-	}
-	if rep.Audit, err = aud.Run(ctx); err != nil {
-		return nil, err
-	}
-	rep.Violations = check(ctx, rdb, sale, orders, c, rep)
-	printReport(out, rep, sale)
-	if len(rep.Violations) > 0 {
-		return rep, fmt.Errorf("%d invariant violations", len(rep.Violations))
-	}
-	return rep, nil
+	return rep, orders
 }
 
 // waitSettled waits until MySQL holds every admitted order and none of them
 // is still waiting for payment.
-func waitSettled(ctx context.Context, store *orderdb.Store, sale string, admitted int, within time.Duration) error {
+func waitSettled(ctx context.Context, store *orderdb.Store, saleKey string, admitted int, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		counts, err := store.CountBySKU(ctx, sale)
+		counts, err := store.CountBySKU(ctx, saleKey)
 		if err != nil {
 			return err
 		}
@@ -467,53 +500,67 @@ func check(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashS
 		seen[o.orderNo] = true
 	}
 	for _, sku := range sale.Spec.SKUs {
-		k := keys.ForSKU(sale.SaleKey(), sku.ID)
-		left, _ := rdb.Get(ctx, k.Stock).Int64()
-		initial, _ := rdb.Get(ctx, k.Initial).Int64()
-		rep.Remaining[sku.ID], rep.Initial[sku.ID] = left, initial
-		admitted, paid := rep.Admitted[sku.ID], rep.Paid[sku.ID]
-		db := rep.MySQL[sku.ID]
-		if db == nil {
-			db = &orderdb.Counts{}
-		}
-		if left < 0 {
-			bad = append(bad, fmt.Sprintf("SKU %s oversold: stock is %d", sku.ID, left))
-		}
-		if got := db.Created + db.Paid + db.Cancelled; got != admitted {
-			bad = append(bad, fmt.Sprintf("SKU %s: MySQL holds %d orders, %d admitted", sku.ID, got, admitted))
-		}
-		if db.Paid != paid || db.Cancelled != admitted-paid || db.Created != 0 || db.Returning != 0 {
-			bad = append(bad, fmt.Sprintf("SKU %s: MySQL paid %d cancelled %d created %d returning %d; buyers paid %d of %d",
-				sku.ID, db.Paid, db.Cancelled, db.Created, db.Returning, paid, admitted))
-		}
-		if initial-left != paid {
-			bad = append(bad, fmt.Sprintf("SKU %s: %d units out of stock but %d paid (cancelled units must come back)", sku.ID, initial-left, paid))
-		}
-		if n, _ := rdb.XLen(ctx, k.Stream).Result(); n != 0 {
-			bad = append(bad, fmt.Sprintf("SKU %s: %d orders still in the stream", sku.ID, n))
-		}
-		if n, _ := rdb.ZCard(ctx, k.Expiry).Result(); n != 0 {
-			bad = append(bad, fmt.Sprintf("SKU %s: %d orders still awaiting payment in Redis", sku.ID, n))
-		}
-		holders, _ := rdb.HGetAll(ctx, k.Holders).Result()
-		var held int64
-		for user, v := range holders {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			held += n
-			if n > int64(sku.PerUserLimit) {
-				bad = append(bad, fmt.Sprintf("SKU %s: %s holds %d, limit %d", sku.ID, user, n, sku.PerUserLimit))
-			}
-		}
-		if held != paid {
-			bad = append(bad, fmt.Sprintf("SKU %s: buyers hold %d units, %d paid", sku.ID, held, paid))
-		}
+		bad = append(bad, checkSKU(ctx, rdb, sale.SaleKey(), sku, rep)...)
 	}
 	if rep.Audit != nil && !rep.Audit.OK {
 		for _, f := range rep.Audit.Failures() {
 			bad = append(bad, "audit: "+f)
 		}
 	}
-	// Every order shows its final status to its buyer, and to nobody else.
+	return append(bad, checkVisibility(ctx, c, orders)...)
+}
+
+// checkSKU checks one SKU of the settled sale saleKey against Redis and
+// MySQL, and records its remaining and initial stock in rep.
+func checkSKU(ctx context.Context, rdb redis.UniversalClient, saleKey string, sku v1alpha1.SKU, rep *Report) []string {
+	var bad []string
+	k := keys.ForSKU(saleKey, sku.ID)
+	left, _ := rdb.Get(ctx, k.Stock).Int64()
+	initial, _ := rdb.Get(ctx, k.Initial).Int64()
+	rep.Remaining[sku.ID], rep.Initial[sku.ID] = left, initial
+	admitted, paid := rep.Admitted[sku.ID], rep.Paid[sku.ID]
+	db := rep.MySQL[sku.ID]
+	if db == nil {
+		db = &orderdb.Counts{}
+	}
+	if left < 0 {
+		bad = append(bad, fmt.Sprintf("SKU %s oversold: stock is %d", sku.ID, left))
+	}
+	if got := db.Created + db.Paid + db.Cancelled; got != admitted {
+		bad = append(bad, fmt.Sprintf("SKU %s: MySQL holds %d orders, %d admitted", sku.ID, got, admitted))
+	}
+	if db.Paid != paid || db.Cancelled != admitted-paid || db.Created != 0 || db.Returning != 0 {
+		bad = append(bad, fmt.Sprintf("SKU %s: MySQL paid %d cancelled %d created %d returning %d; buyers paid %d of %d",
+			sku.ID, db.Paid, db.Cancelled, db.Created, db.Returning, paid, admitted))
+	}
+	if initial-left != paid {
+		bad = append(bad, fmt.Sprintf("SKU %s: %d units out of stock but %d paid (cancelled units must come back)", sku.ID, initial-left, paid))
+	}
+	if n, _ := rdb.XLen(ctx, k.Stream).Result(); n != 0 {
+		bad = append(bad, fmt.Sprintf("SKU %s: %d orders still in the stream", sku.ID, n))
+	}
+	if n, _ := rdb.ZCard(ctx, k.Expiry).Result(); n != 0 {
+		bad = append(bad, fmt.Sprintf("SKU %s: %d orders still awaiting payment in Redis", sku.ID, n))
+	}
+	holders, _ := rdb.HGetAll(ctx, k.Holders).Result()
+	var held int64
+	for user, v := range holders {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		held += n
+		if n > int64(sku.PerUserLimit) {
+			bad = append(bad, fmt.Sprintf("SKU %s: %s holds %d, limit %d", sku.ID, user, n, sku.PerUserLimit))
+		}
+	}
+	if held != paid {
+		bad = append(bad, fmt.Sprintf("SKU %s: buyers hold %d units, %d paid", sku.ID, held, paid))
+	}
+	return bad
+}
+
+// checkVisibility checks that (the first 50) orders show their final status
+// to their buyer, and to nobody else.
+func checkVisibility(ctx context.Context, c *client, orders []order) []string {
+	var bad []string
 	for i, o := range orders {
 		if i >= 50 {
 			break

@@ -39,12 +39,12 @@ func TestDemoSale(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", code, out.String())
 		}
 	}
-	if n, _ := rdb.Keys(context.Background(), "fs:{"+rep.Sale+"*").Result(); len(n) != 0 {
+	if n, _ := rdb.Keys(context.Background(), "fs:{"+rep.SaleKey+"*").Result(); len(n) != 0 {
 		t.Fatalf("demo left %d keys behind", len(n))
 	}
 	db, _ := testutil.MySQL(t)
 	var n int
-	name := "flashsale_" + strings.ReplaceAll(strings.TrimPrefix(rep.Sale, "demo/"), "-", "_")
+	name := "flashsale_" + strings.ReplaceAll(strings.TrimPrefix(rep.SaleKey, "demo/"), "-", "_")
 	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?", name).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("demo left database %s behind (%d, %v)", name, n, err)
 	}
