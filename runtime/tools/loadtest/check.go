@@ -43,7 +43,7 @@ func Verify(ctx context.Context, rep *Report, o Options) {
 	l := rep.ledger
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	sale := o.SaleKey()
+	saleKey := o.SaleKey()
 	skus := map[string]SKU{}
 	for _, s := range o.SKUs {
 		skus[s.ID] = s
@@ -74,9 +74,9 @@ func Verify(ctx context.Context, rep *Report, o Options) {
 		dbErr     error
 	)
 	if o.Orders != nil {
-		stored, dbErr = settle(ctx, o.Orders, sale, l, o.SettleTimeout)
+		stored, dbErr = settle(ctx, o.Orders, saleKey, l, o.SettleTimeout)
 		if dbErr == nil {
-			saleCount, dbErr = o.Orders.CountBySKU(ctx, sale)
+			saleCount, dbErr = o.Orders.CountBySKU(ctx, saleKey)
 		}
 	}
 	cancelled := func(rec *orderRec) bool {
@@ -110,7 +110,7 @@ func (r *Report) add(c Check) { r.Checks = append(r.Checks, c) }
 
 // settle waits until MySQL holds every order of the run, or timeout, and
 // returns the stored status of each of them that is there.
-func settle(ctx context.Context, store *orderdb.Store, sale string, l *ledger, timeout time.Duration) (map[string]order.Status, error) {
+func settle(ctx context.Context, store *orderdb.Store, saleKey string, l *ledger, timeout time.Duration) (map[string]order.Status, error) {
 	bySKU := map[string][]string{}
 	for no, o := range l.orders {
 		bySKU[o.sku] = append(bySKU[o.sku], no)
@@ -119,7 +119,7 @@ func settle(ctx context.Context, store *orderdb.Store, sale string, l *ledger, t
 	deadline := time.Now().Add(timeout)
 	for {
 		for sku, nos := range bySKU {
-			all, err := store.OrderNos(ctx, sale, sku)
+			all, err := store.OrderNos(ctx, saleKey, sku)
 			if err != nil {
 				return nil, err
 			}
@@ -419,52 +419,67 @@ func (r *Report) addKube(o *Options, fs *v1alpha1.FlashSale, kubeErr error, ende
 	case o.Orders != nil && dbErr != nil:
 		r.add(Check{CheckStatusMySQL, Fail, "reading MySQL: " + dbErr.Error()})
 	case o.Orders != nil:
-		var bad, good []string
-		for _, s := range fs.Status.SKUs {
-			c := saleCount[s.ID]
-			if c == nil {
-				c = &orderdb.Counts{}
-			}
-			if s.Paid != c.Paid || s.Cancelled != c.Cancelled {
-				bad = append(bad, fmt.Sprintf("SKU %s: status paid %d cancelled %d, MySQL paid %d cancelled %d", s.ID, s.Paid, s.Cancelled, c.Paid, c.Cancelled))
-			} else {
-				good = append(good, fmt.Sprintf("%s %d/%d", s.ID, s.Paid, s.Cancelled))
-			}
-		}
-		if len(bad) > 0 {
-			r.add(Check{CheckStatusMySQL, Fail, strings.Join(bad, "; ")})
-		} else {
-			r.add(Check{CheckStatusMySQL, Pass, "paid/cancelled per SKU: " + listed(good)})
-		}
+		r.add(checkStatusMySQL(fs, saleCount))
 	default:
-		// Without MySQL: the status must count at least the orders this run paid.
-		paid := map[string]int64{}
-		for _, rec := range r.ledger.orders {
-			if rec.paid {
-				paid[rec.sku]++
-			}
+		r.add(checkStatusPaid(fs, r.ledger))
+	}
+	r.add(checkAudit(fs))
+}
+
+// checkStatusMySQL: the Ended FlashSale's paid and cancelled counts per SKU
+// are MySQL's.
+func checkStatusMySQL(fs *v1alpha1.FlashSale, saleCount map[string]*orderdb.Counts) Check {
+	var bad, good []string
+	for _, s := range fs.Status.SKUs {
+		c := saleCount[s.ID]
+		if c == nil {
+			c = &orderdb.Counts{}
 		}
-		var bad []string
-		for _, s := range fs.Status.SKUs {
-			if s.Paid < paid[s.ID] {
-				bad = append(bad, fmt.Sprintf("SKU %s: status paid %d, this run paid %d", s.ID, s.Paid, paid[s.ID]))
-			}
-		}
-		if len(bad) > 0 {
-			r.add(Check{CheckStatusMySQL, Fail, strings.Join(bad, "; ")})
+		if s.Paid != c.Paid || s.Cancelled != c.Cancelled {
+			bad = append(bad, fmt.Sprintf("SKU %s: status paid %d cancelled %d, MySQL paid %d cancelled %d", s.ID, s.Paid, s.Cancelled, c.Paid, c.Cancelled))
 		} else {
-			r.add(Check{CheckStatusMySQL, Pass, "no MySQL DSN: compared with this run's paid orders only (status paid ≥ paid by this run for every SKU)"})
+			good = append(good, fmt.Sprintf("%s %d/%d", s.ID, s.Paid, s.Cancelled))
 		}
 	}
+	if len(bad) > 0 {
+		return Check{CheckStatusMySQL, Fail, strings.Join(bad, "; ")}
+	}
+	return Check{CheckStatusMySQL, Pass, "paid/cancelled per SKU: " + listed(good)}
+}
+
+// checkStatusPaid, without MySQL: the Ended FlashSale's status counts at
+// least the orders this run paid.
+func checkStatusPaid(fs *v1alpha1.FlashSale, l *ledger) Check {
+	paid := map[string]int64{}
+	for _, rec := range l.orders {
+		if rec.paid {
+			paid[rec.sku]++
+		}
+	}
+	var bad []string
+	for _, s := range fs.Status.SKUs {
+		if s.Paid < paid[s.ID] {
+			bad = append(bad, fmt.Sprintf("SKU %s: status paid %d, this run paid %d", s.ID, s.Paid, paid[s.ID]))
+		}
+	}
+	if len(bad) > 0 {
+		return Check{CheckStatusMySQL, Fail, strings.Join(bad, "; ")}
+	}
+	return Check{CheckStatusMySQL, Pass, "no MySQL DSN: compared with this run's paid orders only (status paid ≥ paid by this run for every SKU)"}
+}
+
+// checkAudit: the audit in the FlashSale's status found the sale conserved.
+func checkAudit(fs *v1alpha1.FlashSale) Check {
+	phase := fs.Status.Phase
 	switch a := fs.Status.Audit; {
 	case a == nil:
-		r.add(Check{CheckAuditConserv, Skip, fmt.Sprintf("phase %s: no audit in the status yet", phase)})
+		return Check{CheckAuditConserv, Skip, fmt.Sprintf("phase %s: no audit in the status yet", phase)}
 	case !a.Conserved:
-		r.add(Check{CheckAuditConserv, Fail, fmt.Sprintf("audit at %s: initial %d, accounted %d, lost %d: %s",
-			a.Time.UTC().Format(time.RFC3339), a.Initial, a.Accounted, a.Lost, a.Message)})
+		return Check{CheckAuditConserv, Fail, fmt.Sprintf("audit at %s: initial %d, accounted %d, lost %d: %s",
+			a.Time.UTC().Format(time.RFC3339), a.Initial, a.Accounted, a.Lost, a.Message)}
 	default:
-		r.add(Check{CheckAuditConserv, Pass, fmt.Sprintf("audit at %s (phase %s): initial %d = accounted %d, lost %d",
-			a.Time.UTC().Format(time.RFC3339), phase, a.Initial, a.Accounted, a.Lost)})
+		return Check{CheckAuditConserv, Pass, fmt.Sprintf("audit at %s (phase %s): initial %d = accounted %d, lost %d",
+			a.Time.UTC().Format(time.RFC3339), phase, a.Initial, a.Accounted, a.Lost)}
 	}
 }
 

@@ -290,11 +290,11 @@ func passed(rep *loadtest.Report, name string) bool {
 	return false
 }
 
-func waitNoneCreated(t *testing.T, store *orderdb.Store, sale string) {
+func waitNoneCreated(t *testing.T, store *orderdb.Store, saleKey string) {
 	t.Helper()
 	deadline := time.Now().Add(paymentTimeout + 10*time.Second)
 	for {
-		counts, err := store.CountBySKU(context.Background(), sale)
+		counts, err := store.CountBySKU(context.Background(), saleKey)
 		if err != nil {
 			t.Fatal(err)
 		}

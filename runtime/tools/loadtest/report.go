@@ -12,7 +12,7 @@ import (
 
 // Report is what a load test did and found.
 type Report struct {
-	Sale               string    `json:"sale"`
+	SaleKey            string    `json:"sale"` // namespace/name
 	API                string    `json:"api"`
 	Profile            Profile   `json:"profile"`
 	Seed               uint64    `json:"seed"`
@@ -182,7 +182,7 @@ func (r *Report) Failed() []string {
 }
 
 func newReport(o *Options, api string) *Report {
-	rep := &Report{Sale: o.SaleKey(), API: api, Profile: o.Profile, Seed: o.Seed, UserPrefix: o.UserPrefix,
+	rep := &Report{SaleKey: o.SaleKey(), API: api, Profile: o.Profile, Seed: o.Seed, UserPrefix: o.UserPrefix,
 		Users: o.Users, Concurrency: o.Concurrency, RepeatShare: o.RepeatShare, BotShare: o.BotShare, PayShare: o.PayShare}
 	if o.Profile == Spike {
 		rep.SpikeWindowSeconds = o.SpikeWindow.Seconds()
@@ -304,8 +304,25 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes the report for people.
 func (r *Report) WriteText(w io.Writer) error {
-	var b strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	var b text
+	r.textRun(&b)
+	r.textSteps(&b)
+	r.textOrders(&b)
+	r.textSessions(&b)
+	r.textKube(&b)
+	r.textChecks(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// text is the report for people, section by section.
+type text struct{ strings.Builder }
+
+func (b *text) p(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+
+// textRun: the profile, what arrived, and the totals.
+func (r *Report) textRun(b *text) {
+	p := b.p
 	p("==> Load test (%s) of %s\n", r.Profile, r.API)
 	switch r.Profile {
 	case Spike:
@@ -316,7 +333,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			r.TargetRate, secs(r.DurationSeconds), r.Users, r.Sessions.Buyers, r.Sessions.Bots, r.RepeatShare*100, r.PayShare*100, r.Concurrency, r.Seed, r.UserPrefix)
 	}
 	p("\n==> %d requests in %.2fs: %.0f req/s, %d errors\n", r.Requests, r.ElapsedSeconds, r.RequestsPerSecond, r.Errors)
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+}
+
+// textSteps: throughput and latency per step, then the outcomes per step.
+func (r *Report) textSteps(b *text) {
+	p := b.p
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "    step\trequests\treq/s\tp50\tp95\tp99\tmax\terrors\t")
 	for _, s := range r.Steps {
 		if s.Requests == 0 {
@@ -336,20 +358,28 @@ func (r *Report) WriteText(w io.Writer) error {
 			p("    %-10s %-28s %9d%s\n", s.Name, o.Outcome, o.Count, mark)
 		}
 	}
+}
 
+// textOrders: the run's orders, then the table of SKUs.
+func (r *Report) textOrders(b *text) {
+	p := b.p
 	p("\n==> Orders: %d admitted, %d paid, %d walked away (left to expire), %d refused at payment, %d never durable while polled\n",
 		r.Orders.Admitted, r.Orders.Paid, r.Orders.WalkedAway, r.Orders.PayRefused, r.Orders.PollTimeouts)
 	if r.Orders.Expired != nil {
 		p("    in MySQL: %d expired (cancelled), %d still awaiting payment, %d missing\n", *r.Orders.Expired, *r.Orders.AwaitingPay, *r.Orders.MissingMySQL)
 	}
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "    SKU\tstock\tlimit\tleft before\tleft after\tadmitted\tpaid\tunpaid\tMySQL created/paid/cancelled\tsale in MySQL\t")
 	for _, s := range r.SKUs {
 		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t\n", s.ID, optInt(s.Stock), optLimit(s.PerUserLimit),
 			optInt(s.RemainingBefore), optInt(s.RemainingAfter), s.Admitted, s.Paid, s.Admitted-s.Paid, countsText(s.MySQL), countsText(s.SaleMySQL))
 	}
 	_ = tw.Flush()
+}
 
+// textSessions: what repeat clickers and each kind of bot were answered.
+func (r *Report) textSessions(b *text) {
+	p := b.p
 	p("\n==> Repeat clickers: %d\n", r.Repeats.Clickers)
 	p("    same token again:  %s\n", mapText(r.Repeats.Retry))
 	p("    fresh token again: %s\n", mapText(r.Repeats.Again))
@@ -361,16 +391,28 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		p("    %-15s %5d sessions, %d admitted%s: %s\n", bt.Kind, bt.Sessions, bt.Admitted, extra, mapText(bt.Outcomes))
 	}
-	if v := r.Kube; v != nil {
-		p("\n==> FlashSale %s: phase %s", r.Sale, v.Phase)
-		if v.Audit != nil {
-			p(", audit conserved=%t (initial %d, accounted %d, lost %d)", v.Audit.Conserved, v.Audit.Initial, v.Audit.Accounted, v.Audit.Lost)
-		}
-		p("\n")
-		for _, s := range v.SKUs {
-			p("    %-10s stock %d remaining %d sold %d paid %d cancelled %d\n", s.ID, s.Stock, s.Remaining, s.Sold, s.Paid, s.Cancelled)
-		}
+}
+
+// textKube: the FlashSale's phase, audit and per-SKU status, when read.
+func (r *Report) textKube(b *text) {
+	v := r.Kube
+	if v == nil {
+		return
 	}
+	p := b.p
+	p("\n==> FlashSale %s: phase %s", r.SaleKey, v.Phase)
+	if v.Audit != nil {
+		p(", audit conserved=%t (initial %d, accounted %d, lost %d)", v.Audit.Conserved, v.Audit.Initial, v.Audit.Accounted, v.Audit.Lost)
+	}
+	p("\n")
+	for _, s := range v.SKUs {
+		p("    %-10s stock %d remaining %d sold %d paid %d cancelled %d\n", s.ID, s.Stock, s.Remaining, s.Sold, s.Paid, s.Cancelled)
+	}
+}
+
+// textChecks: the notes, each check, and the verdict.
+func (r *Report) textChecks(b *text) {
+	p := b.p
 	if len(r.Notes) > 0 {
 		p("\n==> Notes\n")
 		for _, n := range r.Notes {
@@ -386,8 +428,6 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else if len(r.Checks) > 0 {
 		p("\n==> Invariants hold (%d checked, %d skipped)\n", len(r.Checks)-r.skipped(), r.skipped())
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 func (r *Report) skipped() int {
