@@ -213,15 +213,41 @@ func pack(o options) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	layerGz, err := layerTarGz(bin, o.created)
+	img, layerSize, err := buildImage(bin, p, o)
 	if err != nil {
 		return result{}, err
+	}
+	if err := writeTarball(ref, img, o.out); err != nil {
+		return result{}, err
+	}
+
+	res := result{Tag: ref.String(), Platform: p.String(), LayerSize: layerSize}
+	if res.Digest, err = img.Digest(); err != nil {
+		return result{}, err
+	}
+	if res.ImageID, err = img.ConfigName(); err != nil {
+		return result{}, err
+	}
+	st, err := os.Stat(o.out)
+	if err != nil {
+		return result{}, err
+	}
+	res.FileSize = st.Size()
+	return res, nil
+}
+
+// buildImage returns the one-layer image of bin for platform p, and the
+// size of its compressed layer.
+func buildImage(bin []byte, p *v1.Platform, o options) (v1.Image, int64, error) {
+	layerGz, err := layerTarGz(bin, o.created)
+	if err != nil {
+		return nil, 0, err
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerGz)), nil
 	})
 	if err != nil {
-		return result{}, err
+		return nil, 0, err
 	}
 	img, err := mutate.Append(empty.Image, mutate.Addendum{
 		Layer: layer,
@@ -232,12 +258,21 @@ func pack(o options) (result, error) {
 		},
 	})
 	if err != nil {
-		return result{}, err
+		return nil, 0, err
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return result{}, err
+		return nil, 0, err
 	}
+	if img, err = mutate.ConfigFile(img, imageConfig(cfg, p, o)); err != nil {
+		return nil, 0, err
+	}
+	return img, int64(len(layerGz)), nil
+}
+
+// imageConfig returns a copy of cfg with the image's platform, creation
+// time, entrypoint, user, environment and labels.
+func imageConfig(cfg *v1.ConfigFile, p *v1.Platform, o options) *v1.ConfigFile {
 	cfg = cfg.DeepCopy()
 	cfg.Created = v1.Time{Time: o.created}
 	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
@@ -253,18 +288,19 @@ func pack(o options) (result, error) {
 		"org.opencontainers.image.url":         o.source,
 		"org.opencontainers.image.version":     o.version,
 	}
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		return result{}, err
-	}
+	return cfg
+}
 
-	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-		return result{}, err
+// writeTarball writes img, tagged ref, as a docker-archive tarball to out.
+// It writes next to out and renames, so a failed run never leaves a
+// truncated tarball behind for `ctr images import`.
+func writeTarball(ref name.Tag, img v1.Image, out string) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
 	}
-	// Write next to the target and rename, so a failed run never leaves a
-	// truncated tarball behind for `ctr images import`.
-	tmp, err := os.CreateTemp(filepath.Dir(o.out), ".flashsale-image-*.tar")
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".flashsale-image-*.tar")
 	if err != nil {
-		return result{}, err
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	werr := tarball.Write(ref, img, tmp)
@@ -272,28 +308,12 @@ func pack(o options) (result, error) {
 		werr = cerr
 	}
 	if werr != nil {
-		return result{}, fmt.Errorf("writing %s: %w", o.out, werr)
+		return fmt.Errorf("writing %s: %w", out, werr)
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return result{}, err
+		return err
 	}
-	if err := os.Rename(tmp.Name(), o.out); err != nil {
-		return result{}, err
-	}
-
-	res := result{Tag: ref.String(), Platform: p.String(), LayerSize: int64(len(layerGz))}
-	if res.Digest, err = img.Digest(); err != nil {
-		return result{}, err
-	}
-	if res.ImageID, err = img.ConfigName(); err != nil {
-		return result{}, err
-	}
-	st, err := os.Stat(o.out)
-	if err != nil {
-		return result{}, err
-	}
-	res.FileSize = st.Size()
-	return res, nil
+	return os.Rename(tmp.Name(), out)
 }
 
 const (
