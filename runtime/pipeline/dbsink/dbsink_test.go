@@ -1,0 +1,302 @@
+package dbsink_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
+)
+
+var fast = backoff.Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond}
+
+// newOrder is the n-th order of user for SKU 1001 of saleKey, as the
+// purchase script admits it.
+func newOrder(saleKey, user string, amount string) order.Order {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	return order.Order{
+		OrderNo: purchase.OrderNo(saleKey, "1001", user, 1), Sale: saleKey, SKU: "1001", User: user, N: 1,
+		Amount: amount, AdmittedAt: now, Deadline: now.Add(15 * time.Minute),
+	}
+}
+
+func items(orders ...order.Order) []dbsink.Item {
+	out := make([]dbsink.Item, len(orders))
+	for i, o := range orders {
+		out[i] = dbsink.Item{Order: o}
+	}
+	return out
+}
+
+func rows(t *testing.T, db *sql.DB, saleKey string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM seckill_order WHERE sale = ?`, saleKey).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// value is the value of the metric family name with label value label ("" : none).
+func value(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// noDeadLetters fails the test when called.
+func noDeadLetters(t *testing.T) dbsink.DeadLetter {
+	return func(_ context.Context, idx int, reason string, _ int) error {
+		t.Errorf("item %d dead-lettered: %s", idx, reason)
+		return nil
+	}
+}
+
+// TestWriteIsIdempotent writes a batch twice, as a redelivery after a crash
+// does: every order is stored once, the second write succeeds too, and the
+// metrics tell new rows from duplicates.
+func TestWriteIsIdempotent(t *testing.T) {
+	t.Parallel()
+	db, _ := testutil.OrderDB(t)
+	saleKey := testutil.UniqueName(t) + "/sale"
+	reg := prometheus.NewRegistry()
+	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast, Metrics: dbsink.NewMetrics(reg)})
+	var batch []dbsink.Item
+	for i := range 20 {
+		batch = append(batch, items(newOrder(saleKey, fmt.Sprintf("u%d", i), "9.90"))...)
+	}
+	ctx := context.Background()
+	for range 2 {
+		if err := w.Write(ctx, batch, noDeadLetters(t)); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	if n := rows(t, db, saleKey); n != 20 {
+		t.Fatalf("%d rows, want 20", n)
+	}
+	if n, d := value(t, reg, "flashsale_worker_orders_inserted_total", "new"), value(t, reg, "flashsale_worker_orders_inserted_total", "duplicate"); n != 20 || d != 20 {
+		t.Fatalf("inserted new=%v duplicate=%v, want 20 and 20", n, d)
+	}
+}
+
+// TestWriteDeadLettersWhatCanNeverBeStored mixes good orders with an entry
+// that did not decode, an order of another sale, and a row MySQL refuses
+// for its data: the good ones are stored, each bad one is dead-lettered
+// once with its reason (the refused row after MaxAttempts tries), and a
+// dead letter that fails to be recorded is retried.
+func TestWriteDeadLettersWhatCanNeverBeStored(t *testing.T) {
+	t.Parallel()
+	db, _ := testutil.OrderDB(t)
+	saleKey := testutil.UniqueName(t) + "/sale"
+	reg := prometheus.NewRegistry()
+	w := dbsink.New(dbsink.Config{
+		Store: orderdb.New(db), SaleKey: saleKey, MaxAttempts: 2, Backoff: fast, Metrics: dbsink.NewMetrics(reg),
+	})
+	batch := items(
+		newOrder(saleKey, "alice", "1.00"),
+		order.Order{},
+		newOrder("other/sale", "mallory", "1.00"),
+		newOrder(saleKey, "carol", "1e20"), // out of DECIMAL(14,2)'s range
+		newOrder(saleKey, "dave", "3.00"),
+	)
+	batch[1].Err = errors.New("not an order")
+	type dead struct {
+		reason   string
+		attempts int
+	}
+	var (
+		mu    sync.Mutex
+		got   = map[int]dead{}
+		fails = 1
+	)
+	// Bounded: a refused row retried as if MySQL were away would never end.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := w.Write(ctx, batch, func(_ context.Context, idx int, reason string, attempts int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return errors.New("dead-letter stream away")
+		}
+		if _, dup := got[idx]; dup {
+			t.Errorf("item %d dead-lettered twice", idx)
+		}
+		got[idx] = dead{reason, attempts}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if n := rows(t, db, saleKey); n != 2 {
+		t.Fatalf("%d rows, want the 2 good orders", n)
+	}
+	for idx, want := range map[int]dead{1: {"decode: not an order", 1}, 2: {`belongs to sale "other/sale"`, 1}, 3: {"mysql: ", 2}} {
+		g, ok := got[idx]
+		if !ok || !strings.Contains(g.reason, want.reason) || g.attempts != want.attempts {
+			t.Errorf("item %d: dead letter %+v (%v), want reason containing %q after %d attempts", idx, g, ok, want.reason, want.attempts)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("dead letters %v, want items 1, 2 and 3", got)
+	}
+	if n := value(t, reg, "flashsale_worker_dead_letters_total", ""); n != 3 {
+		t.Errorf("dead letters counted: %v, want 3", n)
+	}
+}
+
+// proxiedDB opens the order database through a TCP proxy the test can cut.
+func proxiedDB(t *testing.T) (direct, proxied *sql.DB, proxy *testutil.Proxy) {
+	t.Helper()
+	direct, dsn := testutil.OrderDB(t)
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy = testutil.TCPProxy(t, cfg.Addr)
+	cfg.Addr = proxy.Addr()
+	cfg.Timeout = time.Second
+	cfg.ReadTimeout = 2 * time.Second
+	cfg.WriteTimeout = 2 * time.Second
+	proxied, err = orderdb.Open(cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxied.Close() })
+	return direct, proxied, proxy
+}
+
+// TestWriteWaitsOutAMySQLOutage cuts MySQL away during a write: Write keeps
+// retrying (it neither returns nor skips an order) and completes once MySQL
+// is back.
+func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
+	t.Parallel()
+	direct, db, proxy := proxiedDB(t)
+	saleKey := testutil.UniqueName(t) + "/sale"
+	reg := prometheus.NewRegistry()
+	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast, Metrics: dbsink.NewMetrics(reg)})
+	proxy.Cut()
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Write(context.Background(), items(newOrder(saleKey, "a", "1.00"), newOrder(saleKey, "b", "2.00")), noDeadLetters(t))
+	}()
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("Write returned %v while MySQL was away", err)
+	default:
+	}
+	if value(t, reg, "flashsale_worker_retries_total", "transient") == 0 {
+		t.Fatal("no transient retry counted while MySQL was away")
+	}
+	proxy.Restore()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Write did not finish within 15s of MySQL coming back")
+	}
+	if n := rows(t, direct, saleKey); n != 2 {
+		t.Fatalf("%d rows, want 2", n)
+	}
+}
+
+// TestWriteStopsWithItsContext ends the context of a write that cannot
+// reach MySQL: Write returns the context's error, so the caller leaves its
+// source unacknowledged, and nothing is dead-lettered for it.
+func TestWriteStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	_, db, proxy := proxiedDB(t)
+	saleKey := testutil.UniqueName(t) + "/sale"
+	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast})
+	proxy.Cut()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := w.Write(ctx, items(newOrder(saleKey, "a", "1.00")), noDeadLetters(t))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Write: %v, want the context's deadline", err)
+	}
+}
+
+// TestWriteMarksOrdersCreated gives the writer a Redis: after the commit,
+// result polling sees the orders "created" instead of "queued".
+func TestWriteMarksOrdersCreated(t *testing.T) {
+	t.Parallel()
+	db, _ := testutil.OrderDB(t)
+	rdb := testutil.Redis(t)
+	saleKey := testutil.UniqueName(t) + "/sale"
+	for _, p := range keys.Patterns(saleKey) {
+		testutil.CleanupKeys(t, rdb, p)
+	}
+	ctx := context.Background()
+	a, b := newOrder(saleKey, "a", "1.00"), newOrder(saleKey, "b", "2.00")
+	ordersKey := keys.ForSKU(saleKey, "1001").Orders
+	if err := rdb.HSet(ctx, ordersKey, a.OrderNo, "queued a", b.OrderNo, "queued b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), Redis: rdb, SaleKey: saleKey, Backoff: fast})
+	if err := w.Write(ctx, items(a, b), noDeadLetters(t)); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	for _, o := range []order.Order{a, b} {
+		rec, ok, err := orderstate.Lookup(ctx, rdb, saleKey, "1001", o.OrderNo)
+		if err != nil || !ok || rec.Status != order.Created {
+			t.Fatalf("order %s: %+v (found %v, %v), want created", o.OrderNo, rec, ok, err)
+		}
+	}
+}
+
+// TestIsPermanent tells the errors no retry can cure (a row's data) from
+// the ones a retry can (everything else, including unknown errors).
+func TestIsPermanent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&mysql.MySQLError{Number: 1264}, true},                           // out of range
+		{fmt.Errorf("insert: %w", &mysql.MySQLError{Number: 1406}), true}, // too long, wrapped
+		{&mysql.MySQLError{Number: 4025}, true},                           // MariaDB check constraint
+		{&mysql.MySQLError{Number: 1213}, false},                          // deadlock
+		{&mysql.MySQLError{Number: 1205}, false},                          // lock wait timeout
+		{&mysql.MySQLError{Number: 1290}, false},                          // read-only
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
+		{mysql.ErrInvalidConn, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := dbsink.IsPermanent(tc.err); got != tc.want {
+			t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
