@@ -18,23 +18,12 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/internal/pipelinetest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
-	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 var fast = backoff.Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond}
-
-// newOrder is the n-th order of user for SKU 1001 of saleKey, as the
-// purchase script admits it.
-func newOrder(saleKey, user string, amount string) order.Order {
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	return order.Order{
-		OrderNo: purchase.OrderNo(saleKey, "1001", user, 1), Sale: saleKey, SKU: "1001", User: user, N: 1,
-		Amount: amount, AdmittedAt: now, Deadline: now.Add(15 * time.Minute),
-	}
-}
 
 func items(orders ...order.Order) []dbsink.Item {
 	out := make([]dbsink.Item, len(orders))
@@ -42,15 +31,6 @@ func items(orders ...order.Order) []dbsink.Item {
 		out[i] = dbsink.Item{Order: o}
 	}
 	return out
-}
-
-func rows(t *testing.T, db *sql.DB, saleKey string) int {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(`SELECT COUNT(*) FROM seckill_order WHERE sale = ?`, saleKey).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // value is the value of the metric family name with label value label ("" : none).
@@ -92,7 +72,7 @@ func TestWriteIsIdempotent(t *testing.T) {
 	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast, Metrics: dbsink.NewMetrics(reg)})
 	var batch []dbsink.Item
 	for i := range 20 {
-		batch = append(batch, items(newOrder(saleKey, fmt.Sprintf("u%d", i), "9.90"))...)
+		batch = append(batch, items(pipelinetest.Order(saleKey, "1001", fmt.Sprintf("u%d", i), "9.90"))...)
 	}
 	ctx := context.Background()
 	for range 2 {
@@ -100,7 +80,7 @@ func TestWriteIsIdempotent(t *testing.T) {
 			t.Fatalf("Write: %v", err)
 		}
 	}
-	if n := rows(t, db, saleKey); n != 20 {
+	if n := pipelinetest.Rows(t, db, saleKey); n != 20 {
 		t.Fatalf("%d rows, want 20", n)
 	}
 	if n, d := value(t, reg, "flashsale_worker_orders_inserted_total", "new"), value(t, reg, "flashsale_worker_orders_inserted_total", "duplicate"); n != 20 || d != 20 {
@@ -122,11 +102,11 @@ func TestWriteDeadLettersWhatCanNeverBeStored(t *testing.T) {
 		Store: orderdb.New(db), SaleKey: saleKey, MaxAttempts: 2, Backoff: fast, Metrics: dbsink.NewMetrics(reg),
 	})
 	batch := items(
-		newOrder(saleKey, "alice", "1.00"),
+		pipelinetest.Order(saleKey, "1001", "alice", "1.00"),
 		order.Order{},
-		newOrder("other/sale", "mallory", "1.00"),
-		newOrder(saleKey, "carol", "1e20"), // out of DECIMAL(14,2)'s range
-		newOrder(saleKey, "dave", "3.00"),
+		pipelinetest.Order("other/sale", "1001", "mallory", "1.00"),
+		pipelinetest.Order(saleKey, "1001", "carol", "1e20"), // out of DECIMAL(14,2)'s range
+		pipelinetest.Order(saleKey, "1001", "dave", "3.00"),
 	)
 	batch[1].Err = errors.New("not an order")
 	type dead struct {
@@ -157,7 +137,7 @@ func TestWriteDeadLettersWhatCanNeverBeStored(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	if n := rows(t, db, saleKey); n != 2 {
+	if n := pipelinetest.Rows(t, db, saleKey); n != 2 {
 		t.Fatalf("%d rows, want the 2 good orders", n)
 	}
 	for idx, want := range map[int]dead{1: {"decode: not an order", 1}, 2: {`belongs to sale "other/sale"`, 1}, 3: {"mysql: ", 2}} {
@@ -207,7 +187,8 @@ func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 	proxy.Cut()
 	done := make(chan error, 1)
 	go func() {
-		done <- w.Write(context.Background(), items(newOrder(saleKey, "a", "1.00"), newOrder(saleKey, "b", "2.00")), noDeadLetters(t))
+		batch := items(pipelinetest.Order(saleKey, "1001", "a", "1.00"), pipelinetest.Order(saleKey, "1001", "b", "2.00"))
+		done <- w.Write(context.Background(), batch, noDeadLetters(t))
 	}()
 	time.Sleep(500 * time.Millisecond)
 	select {
@@ -227,7 +208,7 @@ func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Write did not finish within 15s of MySQL coming back")
 	}
-	if n := rows(t, direct, saleKey); n != 2 {
+	if n := pipelinetest.Rows(t, direct, saleKey); n != 2 {
 		t.Fatalf("%d rows, want 2", n)
 	}
 }
@@ -243,7 +224,7 @@ func TestWriteStopsWithItsContext(t *testing.T) {
 	proxy.Cut()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err := w.Write(ctx, items(newOrder(saleKey, "a", "1.00")), noDeadLetters(t))
+	err := w.Write(ctx, items(pipelinetest.Order(saleKey, "1001", "a", "1.00")), noDeadLetters(t))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Write: %v, want the context's deadline", err)
 	}
@@ -255,16 +236,10 @@ func TestWriteMarksOrdersCreated(t *testing.T) {
 	t.Parallel()
 	db, _ := testutil.OrderDB(t)
 	rdb := testutil.Redis(t)
-	saleKey := testutil.UniqueName(t) + "/sale"
-	for _, p := range keys.Patterns(saleKey) {
-		testutil.CleanupKeys(t, rdb, p)
-	}
+	saleKey := pipelinetest.SaleKey(t, rdb)
 	ctx := context.Background()
-	a, b := newOrder(saleKey, "a", "1.00"), newOrder(saleKey, "b", "2.00")
-	ordersKey := keys.ForSKU(saleKey, "1001").Orders
-	if err := rdb.HSet(ctx, ordersKey, a.OrderNo, "queued a", b.OrderNo, "queued b").Err(); err != nil {
-		t.Fatal(err)
-	}
+	a, b := pipelinetest.Order(saleKey, "1001", "a", "1.00"), pipelinetest.Order(saleKey, "1001", "b", "2.00")
+	pipelinetest.Admit(t, rdb, a, b) // "queued" to result polling
 	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), Redis: rdb, SaleKey: saleKey, Backoff: fast})
 	if err := w.Write(ctx, items(a, b), noDeadLetters(t)); err != nil {
 		t.Fatalf("Write: %v", err)

@@ -1,0 +1,110 @@
+// Package pipelinetest holds what the tests of the pipeline packages share:
+// a sale of their own on the shared Redis, orders admitted into its SKU
+// streams the way the purchase script admits them, and what is left there.
+package pipelinetest
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
+)
+
+// SaleKey returns a "namespace/name" of the test's own and deletes its keys
+// in rdb when the test ends.
+func SaleKey(t testing.TB, rdb redis.UniversalClient) string {
+	t.Helper()
+	saleKey := testutil.UniqueName(t) + "/sale"
+	for _, p := range keys.Patterns(saleKey) {
+		testutil.CleanupKeys(t, rdb, p)
+	}
+	return saleKey
+}
+
+// Order is user's first order of sku in saleKey.
+func Order(saleKey, sku, user, amount string) order.Order {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	return order.Order{
+		OrderNo: purchase.OrderNo(saleKey, sku, user, 1), Sale: saleKey, SKU: sku, User: user, N: 1,
+		Amount: amount, AdmittedAt: now, Deadline: now.Add(15 * time.Minute),
+	}
+}
+
+// Admit appends orders to their SKU streams with the fields the purchase
+// script writes, and records them "queued" for result polling; it returns
+// the stream ids.
+func Admit(t testing.TB, rdb redis.UniversalClient, orders ...order.Order) []string {
+	t.Helper()
+	ctx := context.Background()
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(orders))
+	for i, o := range orders {
+		k := keys.ForSKU(o.Sale, o.SKU)
+		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Stream, Values: []any{
+			"order", o.OrderNo, "sale", o.Sale, "sku", o.SKU, "user", o.User, "n", strconv.FormatInt(o.N, 10),
+			"amount", o.Amount, "at", o.AdmittedAt.UnixMilli(), "deadline", o.Deadline.UnixMilli(),
+		}})
+		pipe.HSet(ctx, k.Orders, o.OrderNo, "queued "+o.User)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatalf("admit %d orders: %v", len(orders), err)
+	}
+	ids := make([]string, len(cmds))
+	for i, c := range cmds {
+		ids[i] = c.Val()
+	}
+	return ids
+}
+
+// Left is how many entries the SKU streams of saleKey hold, and how many of
+// them are pending in the relay group (delivered, not acknowledged).
+func Left(t testing.TB, rdb redis.UniversalClient, saleKey string, skus ...string) (length, pending int64) {
+	t.Helper()
+	ctx := context.Background()
+	for _, sku := range skus {
+		k := keys.ForSKU(saleKey, sku)
+		n, err := rdb.XLen(ctx, k.Stream).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		length += n
+		p, err := rdb.XPending(ctx, k.Stream, keys.RelayGroup).Result()
+		if err != nil && !redis.HasErrorPrefix(err, "NOGROUP") {
+			t.Fatal(err)
+		}
+		if p != nil {
+			pending += p.Count
+		}
+	}
+	return length, pending
+}
+
+// Rows counts the rows of saleKey in MySQL.
+func Rows(t testing.TB, db *sql.DB, saleKey string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM seckill_order WHERE sale = ?`, saleKey).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Eventually fails the test when cond is not true within d.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
