@@ -48,10 +48,7 @@ func Admit(t testing.TB, rdb redis.UniversalClient, orders ...order.Order) []str
 	cmds := make([]*redis.StringCmd, len(orders))
 	for i, o := range orders {
 		k := keys.ForSKU(o.Sale, o.SKU)
-		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Stream, Values: []any{
-			"order", o.OrderNo, "sale", o.Sale, "sku", o.SKU, "user", o.User, "n", strconv.FormatInt(o.N, 10),
-			"amount", o.Amount, "at", o.AdmittedAt.UnixMilli(), "deadline", o.Deadline.UnixMilli(),
-		}})
+		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Stream, Values: Entry(o)})
 		pipe.HSet(ctx, k.Orders, o.OrderNo, "queued "+o.User)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -62,6 +59,14 @@ func Admit(t testing.TB, rdb redis.UniversalClient, orders ...order.Order) []str
 		ids[i] = c.Val()
 	}
 	return ids
+}
+
+// Entry is the fields of o's stream entry.
+func Entry(o order.Order) []any {
+	return []any{
+		"order", o.OrderNo, "sale", o.Sale, "sku", o.SKU, "user", o.User, "n", strconv.FormatInt(o.N, 10),
+		"amount", o.Amount, "at", o.AdmittedAt.UnixMilli(), "deadline", o.Deadline.UnixMilli(),
+	}
 }
 
 // Left is how many entries the SKU streams of saleKey hold, and how many of
