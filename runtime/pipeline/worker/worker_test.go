@@ -1,0 +1,283 @@
+package worker_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/internal/pipelinetest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
+)
+
+var skus = []string{"1001", "1002"}
+
+// newSale is a sale of the test's own with two SKUs; partitions > 0 gives
+// it spec.kafka.
+func newSale(t *testing.T, rdb redis.UniversalClient, partitions int32) *v1alpha1.FlashSale {
+	t.Helper()
+	ns, name, _ := strings.Cut(pipelinetest.SaleKey(t, rdb), "/")
+	sale := &v1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	for _, id := range skus {
+		sale.Spec.SKUs = append(sale.Spec.SKUs, v1alpha1.SKU{ID: id, Stock: 1000, Price: "19.90", PerUserLimit: 1})
+	}
+	if partitions > 0 {
+		sale.Spec.Kafka = &v1alpha1.Kafka{Partitions: partitions}
+	}
+	return sale
+}
+
+func admit(t *testing.T, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, n int) {
+	t.Helper()
+	orders := make([]order.Order, n)
+	for i := range orders {
+		orders[i] = pipelinetest.Order(sale.SaleKey(), skus[i%2], fmt.Sprintf("u%d", i), "19.90")
+	}
+	pipelinetest.Admit(t, rdb, orders...)
+}
+
+func config(sale *v1alpha1.FlashSale, rdb redis.UniversalClient, db *sql.DB, brokers []string) worker.Config {
+	return worker.Config{
+		Sale: sale, Redis: rdb, DB: db, Brokers: brokers, PodID: "pod-a", BatchSize: 50,
+		ClaimMinIdle: time.Second, SessionTimeout: time.Second,
+		Backoff: backoff.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	}
+}
+
+func startKafka(t *testing.T, port int) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.GroupMinSessionTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// start runs w until the test ends or stop is called; stop returns how long
+// Run took to return after its context ended, and Run's error.
+func start(t *testing.T, w *worker.Worker) (stop func() (time.Duration, error)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	stopped := false
+	var (
+		took time.Duration
+		err  error
+	)
+	stop = func() (time.Duration, error) {
+		if !stopped {
+			stopped = true
+			at := time.Now()
+			cancel()
+			select {
+			case err = <-done:
+				took = time.Since(at)
+			case <-time.After(30 * time.Second):
+				t.Fatal("worker did not stop within 30s")
+			}
+		}
+		return took, err
+	}
+	t.Cleanup(func() { _, _ = stop() })
+	return stop
+}
+
+// TestNewChecksTheModeAgainstTheSale refuses brokers for a Redis-only sale
+// and a Kafka sale without brokers, with a message that says what to do.
+func TestNewChecksTheModeAgainstTheSale(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{})
+	db := &sql.DB{}
+	kafkaSale := &v1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "k"},
+		Spec: v1alpha1.FlashSaleSpec{SKUs: []v1alpha1.SKU{{ID: "1"}}, Kafka: &v1alpha1.Kafka{Partitions: 1}}}
+	redisSale := &v1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "r"},
+		Spec: v1alpha1.FlashSaleSpec{SKUs: []v1alpha1.SKU{{ID: "1"}}}}
+	for _, tc := range []struct {
+		name string
+		cfg  worker.Config
+		want string
+	}{
+		{"kafka sale without brokers", config(kafkaSale, rdb, db, nil), "give the brokers with --kafka-brokers"},
+		{"redis-only sale with brokers", config(redisSale, rdb, db, []string{"b:9092"}), "runs Redis-only"},
+		{"no sale", config(nil, rdb, db, nil), "sale, redis and MySQL are required"},
+		{"no pod id", func() worker.Config { c := config(redisSale, rdb, db, nil); c.PodID = ""; return c }(), "pod id"},
+	} {
+		if _, err := worker.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+	for _, cfg := range []worker.Config{config(kafkaSale, rdb, db, []string{"b:9092"}), config(redisSale, rdb, db, nil)} {
+		if _, err := worker.New(cfg); err != nil {
+			t.Errorf("sale %s: %v", cfg.Sale.SaleKey(), err)
+		}
+	}
+}
+
+// TestRunRefusesAnUnmigratedDatabase starts a worker on a database without
+// the order schema: Run says to migrate first and the worker is never ready.
+func TestRunRefusesAnUnmigratedDatabase(t *testing.T) {
+	t.Parallel()
+	rdb := testutil.Redis(t)
+	db, _ := testutil.MySQL(t)
+	w, err := worker.New(config(newSale(t, rdb, 0), rdb, db, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "flashsale migrate") {
+		t.Fatalf("Run: %v, want an error that says to run flashsale migrate", err)
+	}
+	if w.Ready() {
+		t.Fatal("ready without a schema")
+	}
+}
+
+// TestRunMovesOrders runs the pipeline in both modes: the worker is ready
+// while it runs, every admitted order becomes a row, and it is not ready
+// once stopped.
+func TestRunMovesOrders(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"kafka", "redis-only"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			rdb := testutil.Redis(t)
+			db, _ := testutil.OrderDB(t)
+			var brokers []string
+			var partitions int32
+			if mode == "kafka" {
+				kc := startKafka(t, 0)
+				t.Cleanup(kc.Close)
+				brokers, partitions = kc.ListenAddrs(), 4
+			}
+			sale := newSale(t, rdb, partitions)
+			admit(t, rdb, sale, 200)
+			w, err := worker.New(config(sale, rdb, db, brokers))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := start(t, w)
+			pipelinetest.Eventually(t, 5*time.Second, "ready", w.Ready)
+			pipelinetest.Eventually(t, 30*time.Second, "200 rows", func() bool { return pipelinetest.Rows(t, db, sale.SaleKey()) == 200 })
+			if _, err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if w.Ready() {
+				t.Fatal("still ready after Run returned")
+			}
+		})
+	}
+}
+
+// TestShutdownGraceReachesEveryPart stops a worker whose batch cannot be
+// handed on, in each part that may hold one: the stream sink (MySQL down),
+// the relay (Kafka down), the consumer (MySQL down). With ShutdownGrace
+// 300ms, Run returns within a few seconds instead of the default 15s.
+func TestShutdownGraceReachesEveryPart(t *testing.T) {
+	t.Parallel()
+	for _, part := range []string{"streamsink", "relay", "consumer"} {
+		t.Run(part, func(t *testing.T) {
+			t.Parallel()
+			rdb := testutil.Redis(t)
+			db, dsn := testutil.OrderDB(t)
+			var brokers []string
+			var partitions int32
+			if part != "streamsink" {
+				port := testutil.FreePort(t)
+				kc := startKafka(t, port)
+				brokers, partitions = kc.ListenAddrs(), 4
+				if part == "relay" {
+					kc.Close()
+				} else {
+					t.Cleanup(kc.Close)
+				}
+			}
+			sale := newSale(t, rdb, partitions)
+			cfg := config(sale, rdb, db, brokers)
+			cfg.ShutdownGrace = 300 * time.Millisecond
+			reg := prometheus.NewRegistry()
+			cfg.Registry = reg
+			var proxy *testutil.Proxy
+			if part != "relay" {
+				proxy, cfg.DB = proxied(t, dsn)
+			}
+			w, err := worker.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := start(t, w)
+			pipelinetest.Eventually(t, 5*time.Second, "ready", w.Ready)
+			if proxy != nil {
+				proxy.Cut()
+			}
+			admit(t, rdb, sale, 100)
+			// Wait until the part holds a batch it keeps failing to hand on.
+			metric, label := "flashsale_worker_retries_total", "transient"
+			if part == "relay" {
+				metric, label = "flashsale_worker_relay_errors_total", "kafka"
+			}
+			pipelinetest.Eventually(t, 20*time.Second, part+" retrying its batch", func() bool {
+				return counter(t, reg, metric, label) >= 2
+			})
+			took, err := stop()
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if took > 5*time.Second {
+				t.Fatalf("Run returned %v after its context ended, want about ShutdownGrace (300ms)", took)
+			}
+			if n := pipelinetest.Rows(t, db, sale.SaleKey()); n != 0 {
+				t.Fatalf("%d rows stored while the batch could not be handed on", n)
+			}
+		})
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// proxied opens the database at dsn through a TCP proxy the test can cut.
+func proxied(t *testing.T, dsn string) (*testutil.Proxy, *sql.DB) {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testutil.TCPProxy(t, cfg.Addr)
+	cfg.Addr = proxy.Addr()
+	cfg.Timeout = time.Second
+	db, err := orderdb.Open(cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return proxy, db
+}
