@@ -47,8 +47,8 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	ns := testutil.UniqueName(t)
 	testutil.CleanupKeys(t, rdb, "*"+ns+"/*")
-	sale := ns + "/sale"
-	stream := func(sku string) string { return keys.ForSKU(sale, sku).Stream }
+	saleKey := ns + "/sale"
+	stream := func(sku string) string { return keys.ForSKU(saleKey, sku).Stream }
 
 	add := func(sku string, n int) {
 		t.Helper()
@@ -82,7 +82,7 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	}
 	done := func(sku string, ids ...string) {
 		t.Helper()
-		k := keys.ForSKU(sale, sku)
+		k := keys.ForSKU(saleKey, sku)
 		if err := streamgroup.Done(ctx, rdb, k.Stream, keys.RelayGroup, k.DeadLetters, ids, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +121,7 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	group("e")
 	done("e", read("e", "pod-1", 2)...)
 
-	got, err := lag.Stream(ctx, rdb, sale, []string{"a", "b", "c", "d", "e"})
+	got, err := lag.Stream(ctx, rdb, saleKey, []string{"a", "b", "c", "d", "e"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	}
 
 	// One SKU alone, and a sale with nothing.
-	if got, err := lag.Stream(ctx, rdb, sale, []string{"e"}); err != nil || got != (lag.StreamLag{Consumers: 1}) {
+	if got, err := lag.Stream(ctx, rdb, saleKey, []string{"e"}); err != nil || got != (lag.StreamLag{Consumers: 1}) {
 		t.Fatalf("Stream(e) = %+v, %v; want only one consumer", got, err)
 	}
 	if got, err := lag.Stream(ctx, rdb, ns+"/other", []string{"a"}); err != nil || got != (lag.StreamLag{}) {
@@ -154,8 +154,8 @@ const partitions = 3
 
 func newKafka(t *testing.T) *kafka {
 	t.Helper()
-	sale := testutil.UniqueName(t) + "/sale"
-	k := &kafka{topic: keys.Topic(sale), group: keys.ConsumerGroup(sale)}
+	saleKey := testutil.UniqueName(t) + "/sale"
+	k := &kafka{topic: keys.Topic(saleKey), group: keys.ConsumerGroup(saleKey)}
 	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(partitions, k.topic))
 	if err != nil {
 		t.Fatal(err)
