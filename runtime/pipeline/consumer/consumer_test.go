@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -72,38 +70,14 @@ func orders(t *testing.T, saleKey string, n int) []*sarama.ProducerMessage {
 	return out
 }
 
-// start runs a consumer until the test ends or stop is called; stop returns
-// how long Run took to return after its context ended.
-func start(t *testing.T, cfg consumer.Config) (stop func() time.Duration) {
+// start runs a consumer until the test ends or the returned stop is called.
+func start(t *testing.T, cfg consumer.Config) (stop func() (time.Duration, error)) {
 	t.Helper()
 	c, err := consumer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.Run(ctx)
-	}()
-	stopped := false
-	var took time.Duration
-	stop = func() time.Duration {
-		if !stopped {
-			stopped = true
-			at := time.Now()
-			cancel()
-			select {
-			case <-done:
-				took = time.Since(at)
-			case <-time.After(30 * time.Second):
-				t.Fatal("consumer did not stop within 30s")
-			}
-		}
-		return took
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return pipelinetest.Start(t, c.Run)
 }
 
 func config(saleKey string, brokers []string, db *sql.DB, reg prometheus.Registerer) consumer.Config {
@@ -217,18 +191,7 @@ func TestConsumerStoresThenCommits(t *testing.T) {
 func TestConsumerCommitsNothingWhileMySQLIsDown(t *testing.T) {
 	t.Parallel()
 	direct, dsn := testutil.OrderDB(t)
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.TCPProxy(t, cfg.Addr)
-	cfg.Addr = proxy.Addr()
-	cfg.Timeout = time.Second
-	db, err := orderdb.Open(cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	proxy, db := pipelinetest.ProxiedDB(t, dsn)
 	brokers := startKafka(t)
 	saleKey := testutil.UniqueName(t) + "/sale"
 	produce(t, brokers, saleKey, orders(t, saleKey, 100)...)
@@ -239,18 +202,12 @@ func TestConsumerCommitsNothingWhileMySQLIsDown(t *testing.T) {
 	first.ShutdownGrace = 300 * time.Millisecond
 	stop := start(t, first)
 	pipelinetest.Eventually(t, 30*time.Second, "MySQL retries", func() bool {
-		mfs, _ := reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() == "flashsale_worker_retries_total" {
-				return len(mf.GetMetric()) > 0 && mf.GetMetric()[0].GetCounter().GetValue() >= 2
-			}
-		}
-		return false
+		return pipelinetest.Counter(t, reg, "flashsale_worker_retries_total", "transient") >= 2
 	})
 	if n := committed(t, brokers, saleKey); n != 0 {
 		t.Fatalf("%d offsets committed while MySQL is down", n)
 	}
-	if took := stop(); took > 5*time.Second {
+	if took, _ := stop(); took > 5*time.Second {
 		t.Fatalf("Run returned %v after its context ended (grace 300ms)", took)
 	}
 	if n := committed(t, brokers, saleKey); n != 0 {

@@ -2,7 +2,6 @@ package dbsink_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -31,26 +30,6 @@ func items(orders ...order.Order) []dbsink.Item {
 		out[i] = dbsink.Item{Order: o}
 	}
 	return out
-}
-
-// value is the value of the metric family name with label value label ("" : none).
-func value(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
 }
 
 // noDeadLetters fails the test when called.
@@ -83,7 +62,7 @@ func TestWriteIsIdempotent(t *testing.T) {
 	if n := pipelinetest.Rows(t, db, saleKey); n != 20 {
 		t.Fatalf("%d rows, want 20", n)
 	}
-	if n, d := value(t, reg, "flashsale_worker_orders_inserted_total", "new"), value(t, reg, "flashsale_worker_orders_inserted_total", "duplicate"); n != 20 || d != 20 {
+	if n, d := pipelinetest.Counter(t, reg, "flashsale_worker_orders_inserted_total", "new"), pipelinetest.Counter(t, reg, "flashsale_worker_orders_inserted_total", "duplicate"); n != 20 || d != 20 {
 		t.Fatalf("inserted new=%v duplicate=%v, want 20 and 20", n, d)
 	}
 }
@@ -149,30 +128,9 @@ func TestWriteDeadLettersWhatCanNeverBeStored(t *testing.T) {
 	if len(got) != 3 {
 		t.Errorf("dead letters %v, want items 1, 2 and 3", got)
 	}
-	if n := value(t, reg, "flashsale_worker_dead_letters_total", ""); n != 3 {
+	if n := pipelinetest.Counter(t, reg, "flashsale_worker_dead_letters_total", ""); n != 3 {
 		t.Errorf("dead letters counted: %v, want 3", n)
 	}
-}
-
-// proxiedDB opens the order database through a TCP proxy the test can cut.
-func proxiedDB(t *testing.T) (direct, proxied *sql.DB, proxy *testutil.Proxy) {
-	t.Helper()
-	direct, dsn := testutil.OrderDB(t)
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy = testutil.TCPProxy(t, cfg.Addr)
-	cfg.Addr = proxy.Addr()
-	cfg.Timeout = time.Second
-	cfg.ReadTimeout = 2 * time.Second
-	cfg.WriteTimeout = 2 * time.Second
-	proxied, err = orderdb.Open(cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxied.Close() })
-	return direct, proxied, proxy
 }
 
 // TestWriteWaitsOutAMySQLOutage cuts MySQL away during a write: Write keeps
@@ -180,7 +138,8 @@ func proxiedDB(t *testing.T) (direct, proxied *sql.DB, proxy *testutil.Proxy) {
 // is back.
 func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 	t.Parallel()
-	direct, db, proxy := proxiedDB(t)
+	direct, dsn := testutil.OrderDB(t)
+	proxy, db := pipelinetest.ProxiedDB(t, dsn)
 	saleKey := testutil.UniqueName(t) + "/sale"
 	reg := prometheus.NewRegistry()
 	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast, Metrics: dbsink.NewMetrics(reg)})
@@ -196,7 +155,7 @@ func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 		t.Fatalf("Write returned %v while MySQL was away", err)
 	default:
 	}
-	if value(t, reg, "flashsale_worker_retries_total", "transient") == 0 {
+	if pipelinetest.Counter(t, reg, "flashsale_worker_retries_total", "transient") == 0 {
 		t.Fatal("no transient retry counted while MySQL was away")
 	}
 	proxy.Restore()
@@ -218,7 +177,8 @@ func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 // source unacknowledged, and nothing is dead-lettered for it.
 func TestWriteStopsWithItsContext(t *testing.T) {
 	t.Parallel()
-	_, db, proxy := proxiedDB(t)
+	_, dsn := testutil.OrderDB(t)
+	proxy, db := pipelinetest.ProxiedDB(t, dsn)
 	saleKey := testutil.UniqueName(t) + "/sale"
 	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast})
 	proxy.Cut()

@@ -32,38 +32,14 @@ func startKafka(t *testing.T, port int) *kfake.Cluster {
 	return c
 }
 
-// start runs a relay until the test ends or stop is called; stop returns
-// how long Run took to return after its context ended.
-func start(t *testing.T, cfg relay.Config) (stop func() time.Duration) {
+// start runs a relay until the test ends or the returned stop is called.
+func start(t *testing.T, cfg relay.Config) (stop func() (time.Duration, error)) {
 	t.Helper()
 	r, err := relay.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = r.Run(ctx)
-	}()
-	stopped := false
-	var took time.Duration
-	stop = func() time.Duration {
-		if !stopped {
-			stopped = true
-			at := time.Now()
-			cancel()
-			select {
-			case <-done:
-				took = time.Since(at)
-			case <-time.After(30 * time.Second):
-				t.Fatal("relay did not stop within 30s")
-			}
-		}
-		return took
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return pipelinetest.Start(t, r.Run)
 }
 
 func config(saleKey string, rdb redis.UniversalClient, brokers []string, reg prometheus.Registerer) relay.Config {
@@ -119,26 +95,6 @@ func consume(t *testing.T, brokers []string, topic string, n int) []*sarama.Cons
 		}
 	}
 	return out
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
-				v += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return v
 }
 
 // TestRelayProducesEveryOrderKeyedByUser relays two SKU streams, with a
@@ -197,9 +153,9 @@ func TestRelayProducesEveryOrderKeyedByUser(t *testing.T) {
 			t.Errorf("dead letter %d: %v, want a reason with %q", i, dl[i].Values, reason)
 		}
 	}
-	if counter(t, reg, "flashsale_worker_orders_relayed_total", "") != 200 || counter(t, reg, "flashsale_worker_relay_dead_letters_total", "") != 2 {
+	if pipelinetest.Counter(t, reg, "flashsale_worker_orders_relayed_total", "") != 200 || pipelinetest.Counter(t, reg, "flashsale_worker_relay_dead_letters_total", "") != 2 {
 		t.Fatalf("relayed %v, dead letters %v; want 200 and 2",
-			counter(t, reg, "flashsale_worker_orders_relayed_total", ""), counter(t, reg, "flashsale_worker_relay_dead_letters_total", ""))
+			pipelinetest.Counter(t, reg, "flashsale_worker_orders_relayed_total", ""), pipelinetest.Counter(t, reg, "flashsale_worker_relay_dead_letters_total", ""))
 	}
 }
 
@@ -223,12 +179,12 @@ func TestRelayKeepsOrdersWhileKafkaIsDown(t *testing.T) {
 	cfg.ShutdownGrace = 300 * time.Millisecond
 	stop := start(t, cfg)
 	pipelinetest.Eventually(t, 10*time.Second, "failed produce", func() bool {
-		return counter(t, reg, "flashsale_worker_relay_errors_total", "kafka") >= 2
+		return pipelinetest.Counter(t, reg, "flashsale_worker_relay_errors_total", "kafka") >= 2
 	})
 	if n, p := pipelinetest.Left(t, rdb, saleKey, skus...); n != 60 || p != 60 {
 		t.Fatalf("while Kafka is down: %d orders, %d pending; want all 60 pending", n, p)
 	}
-	if took := stop(); took < 250*time.Millisecond || took > 5*time.Second {
+	if took, _ := stop(); took < 250*time.Millisecond || took > 5*time.Second {
 		t.Fatalf("Run returned %v after its context ended, want about its grace (300ms)", took)
 	}
 	if n, p := pipelinetest.Left(t, rdb, saleKey, skus...); n != 60 || p != 60 {

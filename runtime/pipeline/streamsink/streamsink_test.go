@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
@@ -24,38 +23,14 @@ import (
 
 var fast = backoff.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
 
-// start runs a sink until the test ends or stop is called; stop returns
-// how long Run took to return after its context ended.
-func start(t *testing.T, cfg streamsink.Config) (stop func() time.Duration) {
+// start runs a sink until the test ends or the returned stop is called.
+func start(t *testing.T, cfg streamsink.Config) (stop func() (time.Duration, error)) {
 	t.Helper()
 	s, err := streamsink.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Run(ctx)
-	}()
-	stopped := false
-	var took time.Duration
-	stop = func() time.Duration {
-		if !stopped {
-			stopped = true
-			at := time.Now()
-			cancel()
-			select {
-			case <-done:
-				took = time.Since(at)
-			case <-time.After(30 * time.Second):
-				t.Fatal("sink did not stop within 30s")
-			}
-		}
-		return took
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return pipelinetest.Start(t, s.Run)
 }
 
 func config(saleKey string, rdb redis.UniversalClient, db *sql.DB, consumer string) streamsink.Config {
@@ -124,18 +99,7 @@ func TestSinkLeavesOrdersPendingWhileMySQLIsDown(t *testing.T) {
 	t.Parallel()
 	rdb := testutil.Redis(t)
 	direct, dsn := testutil.OrderDB(t)
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.TCPProxy(t, cfg.Addr)
-	cfg.Addr = proxy.Addr()
-	cfg.Timeout = time.Second
-	db, err := orderdb.Open(cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	proxy, db := pipelinetest.ProxiedDB(t, dsn)
 	saleKey := pipelinetest.SaleKey(t, rdb)
 	proxy.Cut()
 	pipelinetest.Admit(t, rdb, orders(saleKey, 100)...)
@@ -151,7 +115,7 @@ func TestSinkLeavesOrdersPendingWhileMySQLIsDown(t *testing.T) {
 	if n, _ := pipelinetest.Left(t, rdb, saleKey, "1001", "1002"); n != 100 {
 		t.Fatalf("%d orders left in Redis while MySQL is down, want all 100", n)
 	}
-	if took := stop(); took < 250*time.Millisecond || took > 5*time.Second {
+	if took, _ := stop(); took < 250*time.Millisecond || took > 5*time.Second {
 		t.Fatalf("Run returned %v after its context ended, want about its grace (300ms)", took)
 	}
 	if n, p := pipelinetest.Left(t, rdb, saleKey, "1001", "1002"); n != 100 || p != 100 {

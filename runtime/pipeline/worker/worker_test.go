@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/internal/pipelinetest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
@@ -64,36 +62,6 @@ func startKafka(t *testing.T, port int) *kfake.Cluster {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// start runs w until the test ends or stop is called; stop returns how long
-// Run took to return after its context ended, and Run's error.
-func start(t *testing.T, w *worker.Worker) (stop func() (time.Duration, error)) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	stopped := false
-	var (
-		took time.Duration
-		err  error
-	)
-	stop = func() (time.Duration, error) {
-		if !stopped {
-			stopped = true
-			at := time.Now()
-			cancel()
-			select {
-			case err = <-done:
-				took = time.Since(at)
-			case <-time.After(30 * time.Second):
-				t.Fatal("worker did not stop within 30s")
-			}
-		}
-		return took, err
-	}
-	t.Cleanup(func() { _, _ = stop() })
-	return stop
 }
 
 // TestNewChecksTheModeAgainstTheSale refuses brokers for a Redis-only sale
@@ -168,7 +136,7 @@ func TestRunMovesOrders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stop := start(t, w)
+			stop := pipelinetest.Start(t, w.Run)
 			pipelinetest.Eventually(t, 5*time.Second, "ready", w.Ready)
 			pipelinetest.Eventually(t, 30*time.Second, "200 rows", func() bool { return pipelinetest.Rows(t, db, sale.SaleKey()) == 200 })
 			if _, err := stop(); err != nil {
@@ -211,13 +179,13 @@ func TestShutdownGraceReachesEveryPart(t *testing.T) {
 			cfg.Registry = reg
 			var proxy *testutil.Proxy
 			if part != "relay" {
-				proxy, cfg.DB = proxied(t, dsn)
+				proxy, cfg.DB = pipelinetest.ProxiedDB(t, dsn)
 			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			stop := start(t, w)
+			stop := pipelinetest.Start(t, w.Run)
 			pipelinetest.Eventually(t, 5*time.Second, "ready", w.Ready)
 			if proxy != nil {
 				proxy.Cut()
@@ -229,7 +197,7 @@ func TestShutdownGraceReachesEveryPart(t *testing.T) {
 				metric, label = "flashsale_worker_relay_errors_total", "kafka"
 			}
 			pipelinetest.Eventually(t, 20*time.Second, part+" retrying its batch", func() bool {
-				return counter(t, reg, metric, label) >= 2
+				return pipelinetest.Counter(t, reg, metric, label) >= 2
 			})
 			took, err := stop()
 			if err != nil {
@@ -243,41 +211,4 @@ func TestShutdownGraceReachesEveryPart(t *testing.T) {
 			}
 		})
 	}
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-// proxied opens the database at dsn through a TCP proxy the test can cut.
-func proxied(t *testing.T, dsn string) (*testutil.Proxy, *sql.DB) {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.TCPProxy(t, cfg.Addr)
-	cfg.Addr = proxy.Addr()
-	cfg.Timeout = time.Second
-	db, err := orderdb.Open(cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return proxy, db
 }

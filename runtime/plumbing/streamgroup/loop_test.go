@@ -82,6 +82,16 @@ func (s *stream) left() (length, pending int64) {
 	return length, p.Count
 }
 
+// proxied returns a client of the stream's Redis through a TCP proxy that
+// the test can cut; it does not retry a failed command itself.
+func (s *stream) proxied() (*testutil.Proxy, *redis.Client) {
+	s.t.Helper()
+	proxy := testutil.TCPProxy(s.t, s.rdb.(*redis.Client).Options().Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, DialTimeout: time.Second})
+	s.t.Cleanup(func() { _ = rdb.Close() })
+	return proxy, rdb
+}
+
 func (s *stream) loop(consumer string, h streamgroup.Handler) *streamgroup.Loop {
 	return &streamgroup.Loop{
 		Reader:      streamgroup.Reader{RDB: s.rdb, Stream: s.key, Group: group, Consumer: consumer, Block: 100 * time.Millisecond},
@@ -118,6 +128,14 @@ func start(t *testing.T, l *streamgroup.Loop) (stop func() time.Duration) {
 	return stop
 }
 
+func idsOf(msgs []redis.XMessage) []string {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
 // seen records the entries a handler got, in order.
 type seen struct {
 	mu  sync.Mutex
@@ -130,6 +148,12 @@ func (s *seen) add(msgs []redis.XMessage) {
 	for _, m := range msgs {
 		s.ids = append(s.ids, m.ID)
 	}
+}
+
+// ackAll is a handler that records and acknowledges every entry.
+func (s *seen) ackAll(_ context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
+	s.add(msgs)
+	return ack(idsOf(msgs), nil)
 }
 
 func (s *seen) get() []string {
@@ -213,14 +237,7 @@ func TestLoopResumesItsOwnPendingEntries(t *testing.T) {
 	}
 	later := s.add(3)
 	var got seen
-	l := s.loop("a", func(_ context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
-		got.add(msgs)
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		return ack(ids, nil)
-	})
+	l := s.loop("a", got.ackAll)
 	start(t, l)
 	eventually(t, 10*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
 	want := append(slices.Delete(slices.Clone(held), 2, 3), later...)
@@ -241,18 +258,13 @@ func TestLoopClaimsDeadConsumersEntries(t *testing.T) {
 	var got seen
 	var firstAt time.Time
 	var mu sync.Mutex
-	l := s.loop("b", func(_ context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
+	l := s.loop("b", func(ctx context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
 		mu.Lock()
 		if firstAt.IsZero() {
 			firstAt = time.Now()
 		}
 		mu.Unlock()
-		got.add(msgs)
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		return ack(ids, nil)
+		return got.ackAll(ctx, msgs, ack)
 	})
 	l.Reader.MinIdle = 400 * time.Millisecond
 	l.Reader.ClaimInterval = 50 * time.Millisecond
@@ -277,11 +289,8 @@ func TestLoopClaimsDeadConsumersEntries(t *testing.T) {
 // counted.
 func TestLoopRetriesAFailingAck(t *testing.T) {
 	t.Parallel()
-	direct := testutil.Redis(t)
-	proxy := testutil.TCPProxy(t, direct.Options().Addr)
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, DialTimeout: time.Second})
-	t.Cleanup(func() { _ = rdb.Close() })
-	s := newStream(t, direct)
+	s := newStream(t, testutil.Redis(t))
+	proxy, rdb := s.proxied()
 	want := s.add(5)
 	var got seen
 	cut := make(chan struct{})
@@ -289,13 +298,9 @@ func TestLoopRetriesAFailingAck(t *testing.T) {
 	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "redis_errors"})
 	l := s.loop("a", func(_ context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
 		got.add(msgs)
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
 		proxy.Cut()
 		close(cut)
-		err := ack(ids, nil)
+		err := ack(idsOf(msgs), nil)
 		ackErr <- err
 		return err
 	})
@@ -330,21 +335,11 @@ func TestLoopRetriesAFailingAck(t *testing.T) {
 // resumes by itself and hands on what was added meanwhile.
 func TestLoopSurvivesRedisOutage(t *testing.T) {
 	t.Parallel()
-	direct := testutil.Redis(t)
-	proxy := testutil.TCPProxy(t, direct.Options().Addr)
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, DialTimeout: time.Second})
-	t.Cleanup(func() { _ = rdb.Close() })
-	s := newStream(t, direct)
+	s := newStream(t, testutil.Redis(t))
+	proxy, rdb := s.proxied()
 	var got seen
 	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "redis_errors"})
-	l := s.loop("a", func(_ context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
-		got.add(msgs)
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		return ack(ids, nil)
-	})
+	l := s.loop("a", got.ackAll)
 	l.Reader.RDB = rdb
 	l.RedisErrors = failures
 	first := s.add(1)
@@ -388,14 +383,7 @@ func TestLoopStopsWithinItsGrace(t *testing.T) {
 	}
 
 	var got seen
-	next := s.loop("b", func(_ context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {
-		got.add(msgs)
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		return ack(ids, nil)
-	})
+	next := s.loop("b", got.ackAll)
 	next.Reader.MinIdle = 100 * time.Millisecond
 	next.Reader.ClaimInterval = 50 * time.Millisecond
 	start(t, next)
@@ -420,11 +408,7 @@ func TestLoopFinishesTheBatchInHand(t *testing.T) {
 		<-stopped
 		time.Sleep(100 * time.Millisecond) // still writing
 		ctxErr = ctx.Err()
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		ackErr = ack(ids, nil)
+		ackErr = ack(idsOf(msgs), nil)
 		return ackErr
 	})
 	l.Grace = 10 * time.Second

@@ -1,18 +1,23 @@
 // Package pipelinetest holds what the tests of the pipeline packages share:
 // a sale of their own on the shared Redis, orders admitted into its SKU
-// streams the way the purchase script admits them, and what is left there.
+// streams the way the purchase script admits them, what is left there, a
+// MySQL the test can cut away, and running a part until the test ends.
 package pipelinetest
 
 import (
 	"context"
 	"database/sql"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
@@ -112,4 +117,77 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Start runs run in the background until the test ends or stop is called;
+// stop returns how long run took to return after its context ended, and its
+// error.
+func Start(t testing.TB, run func(context.Context) error) (stop func() (time.Duration, error)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var (
+		once sync.Once
+		took time.Duration
+		err  error
+	)
+	stop = func() (time.Duration, error) {
+		once.Do(func() {
+			at := time.Now()
+			cancel()
+			select {
+			case err = <-done:
+				took = time.Since(at)
+			case <-time.After(30 * time.Second):
+				t.Fatal("did not stop within 30s")
+			}
+		})
+		return took, err
+	}
+	t.Cleanup(func() { _, _ = stop() })
+	return stop
+}
+
+// Counter is the value of the counter name in reg, summed over the series
+// whose single label has the value label ("": every series).
+func Counter(t testing.TB, reg prometheus.Gatherer, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
+}
+
+// ProxiedDB opens the order database at dsn through a TCP proxy that the
+// test can cut (MySQL gone) and restore.
+func ProxiedDB(t testing.TB, dsn string) (*testutil.Proxy, *sql.DB) {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testutil.TCPProxy(t, cfg.Addr)
+	cfg.Addr = proxy.Addr()
+	cfg.Timeout = time.Second
+	cfg.ReadTimeout = 2 * time.Second
+	cfg.WriteTimeout = 2 * time.Second
+	db, err := orderdb.Open(cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return proxy, db
 }
