@@ -72,15 +72,27 @@ func consume(t *testing.T, brokers []string, topic string, n int) []*sarama.Cons
 		t.Fatal(err)
 	}
 	msgs := make(chan *sarama.ConsumerMessage)
+	done := make(chan struct{})
+	var pcs []sarama.PartitionConsumer
+	defer func() {
+		close(done)
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
+	}()
 	for _, p := range parts {
 		pc, err := c.ConsumePartition(topic, p, sarama.OffsetOldest)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer pc.Close()
+		pcs = append(pcs, pc)
 		go func() {
 			for m := range pc.Messages() {
-				msgs <- m
+				select {
+				case msgs <- m:
+				case <-done:
+					return
+				}
 			}
 		}()
 	}
