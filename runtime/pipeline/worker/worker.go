@@ -34,7 +34,8 @@ type Config struct {
 	DB    *sql.DB
 	// Brokers of Kafka; required exactly when the sale has spec.kafka.
 	Brokers []string
-	// KafkaVersion zero means kafkautil.DefaultVersion.
+	// Kafka are the client options (a zero Version means kafkautil.DefaultVersion);
+	// their Brokers and ClientID are set from Brokers and PodID.
 	Kafka kafkautil.Options
 	// PodID names this worker in the stream group and the Kafka client id.
 	PodID string
