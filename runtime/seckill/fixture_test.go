@@ -230,15 +230,3 @@ func stock(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale, sku 
 	}
 	return n
 }
-
-// eventually polls cond every 10 ms until it holds or within elapses.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -165,7 +165,7 @@ func TestEveryRefusalLeavesStateUntouched(t *testing.T) {
 		}
 		defer func() { _ = switches.SetPaused(ctx, rdb, fs.SaleKey(), false) }()
 		// The token endpoint changes nothing, so it is the probe.
-		eventually(t, time.Second, "the pod answers PAUSED", func() bool {
+		testutil.Eventually(t, time.Second, "the pod answers PAUSED", func() bool {
 			return s.token("u17", "1001").Error == "PAUSED"
 		})
 		before := snapshot(t, rdb, fs)
@@ -185,7 +185,7 @@ func TestEveryRefusalLeavesStateUntouched(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { _ = switches.SetClosed(ctx, rdb, fs.SaleKey(), false) }()
-		eventually(t, time.Second, "the pod answers ENDED", func() bool {
+		testutil.Eventually(t, time.Second, "the pod answers ENDED", func() bool {
 			return s.token("u18", "1001").Error == "ENDED"
 		})
 		before := snapshot(t, rdb, fs)
@@ -422,14 +422,14 @@ func TestHeldGate(t *testing.T) {
 	if err := switches.SetClosed(ctx, rdb, saleKey, true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "closed outranks held", func() bool { return s.token("u3", "1001").Error == "ENDED" })
+	testutil.Eventually(t, time.Second, "closed outranks held", func() bool { return s.token("u3", "1001").Error == "ENDED" })
 	if err := switches.SetPaused(ctx, rdb, saleKey, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := switches.SetClosed(ctx, rdb, saleKey, false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "held outranks paused", func() bool { return s.token("u3", "1001").Error == "NOT_READY" })
+	testutil.Eventually(t, time.Second, "held outranks paused", func() bool { return s.token("u3", "1001").Error == "NOT_READY" })
 	time.Sleep(2 * testPoll) // the pause has surely been read by now
 	wantHeld("token while also paused", s.token("u3", "1001"))
 	if err := switches.SetPaused(ctx, rdb, saleKey, false); err != nil {
@@ -443,7 +443,7 @@ func TestHeldGate(t *testing.T) {
 	if err := switches.SetHeld(ctx, rdb, saleKey, false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "the pod admits again", func() bool { return s.token("u4", "1001").Status == 200 })
+	testutil.Eventually(t, time.Second, "the pod admits again", func() bool { return s.token("u4", "1001").Status == 200 })
 	if r := s.purchase("waiting", "1001", waiting.Token); r.Status != 202 {
 		t.Fatalf("purchase after release: %d %s", r.Status, r.Error)
 	}

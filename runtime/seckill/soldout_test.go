@@ -51,7 +51,7 @@ func TestSoldOutShortCircuitAndReopen(t *testing.T) {
 		}
 	}
 	// Pod A learnt it from the script's answer; pod B within a poll.
-	eventually(t, time.Second, "pod B sees the SKU sold out", func() bool {
+	testutil.Eventually(t, time.Second, "pod B sees the SKU sold out", func() bool {
 		return b.call(http.MethodGet, "/skus/1001", "").SoldOut
 	})
 	before := evalCalls(t, b)
@@ -78,7 +78,7 @@ func TestSoldOutShortCircuitAndReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []*testServer{a, b} {
-		eventually(t, time.Second, "pod reopens after stock came back", func() bool {
+		testutil.Eventually(t, time.Second, "pod reopens after stock came back", func() bool {
 			r := s.call(http.MethodGet, "/skus/1001", "")
 			return !r.SoldOut && r.Remaining == 1
 		})
@@ -86,7 +86,7 @@ func TestSoldOutShortCircuitAndReopen(t *testing.T) {
 	if r := b.buy("u4", "1001"); r.Status != http.StatusAccepted {
 		t.Fatalf("buy after reopening: %d %s", r.Status, r.Error)
 	}
-	eventually(t, time.Second, "pod A sees it sold out again", func() bool {
+	testutil.Eventually(t, time.Second, "pod A sees it sold out again", func() bool {
 		return a.call(http.MethodGet, "/skus/1001", "").SoldOut
 	})
 
@@ -96,7 +96,7 @@ func TestSoldOutShortCircuitAndReopen(t *testing.T) {
 	if _, err := warm.Warm(ctx, rdb, fs); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "pod A reopens after a stock raise", func() bool {
+	testutil.Eventually(t, time.Second, "pod A reopens after a stock raise", func() bool {
 		r := a.call(http.MethodGet, "/skus/1001", "")
 		return !r.SoldOut && r.Remaining == 2
 	})

@@ -241,25 +241,14 @@ func streamLen(t *testing.T, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) 
 	return n
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // checkAllStored asserts that exactly n orders of the sale are in MySQL, each
 // once, all shown created in Redis, and that the streams are empty with
 // nothing pending.
 func checkAllStored(t *testing.T, rdb redis.UniversalClient, db *sql.DB, fs *v1alpha1.FlashSale, n int) {
 	t.Helper()
 	ctx := context.Background()
-	eventually(t, 60*time.Second, fmt.Sprintf("%d rows", n), func() bool { return rows(t, db, fs) >= n })
-	eventually(t, 10*time.Second, "streams empty", func() bool { return streamLen(t, rdb, fs) == 0 })
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("%d rows", n), func() bool { return rows(t, db, fs) >= n })
+	testutil.Eventually(t, 10*time.Second, "streams empty", func() bool { return streamLen(t, rdb, fs) == 0 })
 	var total, distinctPurchases int
 	if err := db.QueryRow(`SELECT COUNT(*), COUNT(DISTINCT sku_id, user_id, seq) FROM seckill_order WHERE sale = ?`, fs.SaleKey()).
 		Scan(&total, &distinctPurchases); err != nil {
@@ -271,7 +260,7 @@ func checkAllStored(t *testing.T, rdb redis.UniversalClient, db *sql.DB, fs *v1a
 	var created int
 	for _, s := range fs.Spec.SKUs {
 		k := keys.ForSKU(fs.SaleKey(), s.ID)
-		eventually(t, 10*time.Second, "nothing pending in "+k.Stream, func() bool {
+		testutil.Eventually(t, 10*time.Second, "nothing pending in "+k.Stream, func() bool {
 			p, err := rdb.XPending(ctx, k.Stream, keys.RelayGroup).Result()
 			return err == nil && p.Count == 0
 		})

@@ -10,11 +10,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/consumer"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -37,7 +35,7 @@ func TestKafka10000(t *testing.T) {
 	runWorker(t, fs, rdb, db, kc.ListenAddrs(), nil)
 	b.buy(n10k / 2)
 	checkAllStored(t, rdb, db, fs, n10k)
-	eventually(t, 10*time.Second, "offsets committed", func() bool {
+	testutil.Eventually(t, 10*time.Second, "offsets committed", func() bool {
 		return committedOffsets(t, kc.ListenAddrs(), fs) >= n10k
 	})
 }
@@ -112,7 +110,7 @@ func TestWorkerKilled(t *testing.T) {
 				}
 			}()
 			first := start("w1")
-			eventually(t, 30*time.Second, "first rows", func() bool { return rows(t, db, fs) >= 1500 })
+			testutil.Eventually(t, 30*time.Second, "first rows", func() bool { return rows(t, db, fs) >= 1500 })
 			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -143,13 +141,13 @@ func TestKafkaRestart(t *testing.T) {
 	runWorker(t, fs, rdb, db, brokers, nil)
 	b := newBuyer(t, rdb, fs)
 	b.buy(2000)
-	eventually(t, 30*time.Second, "2000 rows", func() bool { return rows(t, db, fs) == 2000 })
+	testutil.Eventually(t, 30*time.Second, "2000 rows", func() bool { return rows(t, db, fs) == 2000 })
 	kc.Close()
 	b.buy(2000)
 	// Nothing can leave Redis: the stream holds every order bought since.
-	eventually(t, 10*time.Second, "2000 in the streams", func() bool { return streamLen(t, rdb, fs) == 2000 })
+	testutil.Eventually(t, 10*time.Second, "2000 in the streams", func() bool { return streamLen(t, rdb, fs) == 2000 })
 	b.buy(2000)
-	eventually(t, 10*time.Second, "4000 in the streams", func() bool { return streamLen(t, rdb, fs) == 4000 })
+	testutil.Eventually(t, 10*time.Second, "4000 in the streams", func() bool { return streamLen(t, rdb, fs) == 4000 })
 	time.Sleep(time.Second)
 	if l := streamLen(t, rdb, fs); l != 4000 {
 		t.Fatalf("stream holds %d while Kafka is down, want 4000", l)
@@ -169,31 +167,18 @@ func TestMySQLDown(t *testing.T) {
 	rdb := testutil.Redis(t)
 	fs := newSale(t, rdb, 4, 3000, 3000)
 	db, dsn := newDB(t)
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.TCPProxy(t, cfg.Addr)
-	cfg.Addr = proxy.Addr()
-	cfg.Timeout = time.Second
-	cfg.ReadTimeout = 5 * time.Second
-	cfg.WriteTimeout = 5 * time.Second
-	wdb, err := orderdb.Open(cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wdb.Close() })
+	proxy, wdb := testutil.ProxiedOrderDB(t, dsn, 5*time.Second)
 	kc := startKafka(t, 0, "")
 	t.Cleanup(kc.Close)
 	brokers := kc.ListenAddrs()
 	runWorker(t, fs, rdb, wdb, brokers, nil)
 	b := newBuyer(t, rdb, fs)
 	b.buy(1000)
-	eventually(t, 30*time.Second, "1000 rows", func() bool { return rows(t, db, fs) == 1000 })
-	eventually(t, 10*time.Second, "1000 offsets committed", func() bool { return committedOffsets(t, brokers, fs) == 1000 })
+	testutil.Eventually(t, 30*time.Second, "1000 rows", func() bool { return rows(t, db, fs) == 1000 })
+	testutil.Eventually(t, 10*time.Second, "1000 offsets committed", func() bool { return committedOffsets(t, brokers, fs) == 1000 })
 	proxy.Cut()
 	b.buy(2000)
-	eventually(t, 10*time.Second, "relayed while MySQL is down", func() bool { return streamLen(t, rdb, fs) == 0 })
+	testutil.Eventually(t, 10*time.Second, "relayed while MySQL is down", func() bool { return streamLen(t, rdb, fs) == 0 })
 	time.Sleep(2 * time.Second)
 	if got := committedOffsets(t, brokers, fs); got != 1000 {
 		t.Fatalf("committed offsets moved to %d while MySQL was down", got)
@@ -203,7 +188,7 @@ func TestMySQLDown(t *testing.T) {
 	}
 	proxy.Restore()
 	checkAllStored(t, rdb, db, fs, 3000)
-	eventually(t, 10*time.Second, "3000 offsets committed", func() bool { return committedOffsets(t, brokers, fs) == 3000 })
+	testutil.Eventually(t, 10*time.Second, "3000 offsets committed", func() bool { return committedOffsets(t, brokers, fs) == 3000 })
 }
 
 // TestPoison produces garbage and a row MySQL refuses between good orders:
@@ -246,7 +231,7 @@ func TestPoison(t *testing.T) {
 		t.Fatal(err)
 	}
 	runWorker(t, fs, rdb, db, brokers, nil)
-	eventually(t, 30*time.Second, "3 good rows", func() bool { return rows(t, db, fs) == 3 })
+	testutil.Eventually(t, 30*time.Second, "3 good rows", func() bool { return rows(t, db, fs) == 3 })
 
 	cons, err := sarama.NewConsumer(brokers, kafkautil.Options{}.Config())
 	if err != nil {
@@ -254,7 +239,7 @@ func TestPoison(t *testing.T) {
 	}
 	defer cons.Close()
 	var pc sarama.PartitionConsumer
-	eventually(t, 20*time.Second, "dead-letter topic", func() bool {
+	testutil.Eventually(t, 20*time.Second, "dead-letter topic", func() bool {
 		pc, err = cons.ConsumePartition(keys.DeadLetterTopic(sale), 0, sarama.OffsetOldest)
 		return err == nil
 	})
@@ -279,5 +264,5 @@ func TestPoison(t *testing.T) {
 			t.Fatalf("no dead letter for %s", w.key)
 		}
 	}
-	eventually(t, 10*time.Second, "all 5 offsets committed", func() bool { return committedOffsets(t, brokers, fs) == 5 })
+	testutil.Eventually(t, 10*time.Second, "all 5 offsets committed", func() bool { return committedOffsets(t, brokers, fs) == 5 })
 }

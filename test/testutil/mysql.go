@@ -111,3 +111,25 @@ func OrderDB(t testing.TB) (*sql.DB, string) {
 	}
 	return db, dsn
 }
+
+// ProxiedOrderDB opens the order database at dsn through a TCP proxy the test
+// can cut (MySQL gone) and restore. ioTimeout bounds each read and write, so
+// a cut is noticed within it.
+func ProxiedOrderDB(t testing.TB, dsn string, ioTimeout time.Duration) (*Proxy, *sql.DB) {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := TCPProxy(t, cfg.Addr)
+	cfg.Addr = proxy.Addr()
+	cfg.Timeout = time.Second
+	cfg.ReadTimeout = ioTimeout
+	cfg.WriteTimeout = ioTimeout
+	db, err := orderdb.Open(cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return proxy, db
+}

@@ -148,7 +148,7 @@ func TestConsumerStoresThenCommits(t *testing.T) {
 	produce(t, brokers, saleKey, msgs...)
 	start(t, config(saleKey, brokers, db, nil))
 
-	pipelinetest.Eventually(t, 30*time.Second, "offsets committed past all 302", func() bool {
+	testutil.Eventually(t, 30*time.Second, "offsets committed past all 302", func() bool {
 		return committed(t, brokers, saleKey) == 302
 	})
 	if n := pipelinetest.Rows(t, db, saleKey); n != 300 {
@@ -191,7 +191,7 @@ func TestConsumerStoresThenCommits(t *testing.T) {
 func TestConsumerCommitsNothingWhileMySQLIsDown(t *testing.T) {
 	t.Parallel()
 	direct, dsn := testutil.OrderDB(t)
-	proxy, db := pipelinetest.ProxiedDB(t, dsn)
+	proxy, db := testutil.ProxiedOrderDB(t, dsn, 2*time.Second)
 	brokers := startKafka(t)
 	saleKey := testutil.UniqueName(t) + "/sale"
 	produce(t, brokers, saleKey, orders(t, saleKey, 100)...)
@@ -201,7 +201,7 @@ func TestConsumerCommitsNothingWhileMySQLIsDown(t *testing.T) {
 	first := config(saleKey, brokers, db, reg)
 	first.ShutdownGrace = 300 * time.Millisecond
 	stop := start(t, first)
-	pipelinetest.Eventually(t, 30*time.Second, "MySQL retries", func() bool {
+	testutil.Eventually(t, 30*time.Second, "MySQL retries", func() bool {
 		return pipelinetest.Counter(t, reg, "flashsale_worker_retries_total", "transient") >= 2
 	})
 	if n := committed(t, brokers, saleKey); n != 0 {
@@ -216,7 +216,7 @@ func TestConsumerCommitsNothingWhileMySQLIsDown(t *testing.T) {
 
 	proxy.Restore()
 	start(t, config(saleKey, brokers, direct, nil))
-	pipelinetest.Eventually(t, 30*time.Second, "all 100 committed", func() bool { return committed(t, brokers, saleKey) == 100 })
+	testutil.Eventually(t, 30*time.Second, "all 100 committed", func() bool { return committed(t, brokers, saleKey) == 100 })
 	if n := pipelinetest.Rows(t, direct, saleKey); n != 100 {
 		t.Fatalf("%d rows, want 100", n)
 	}

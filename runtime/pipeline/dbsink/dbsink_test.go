@@ -139,7 +139,7 @@ func TestWriteDeadLettersWhatCanNeverBeStored(t *testing.T) {
 func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 	t.Parallel()
 	direct, dsn := testutil.OrderDB(t)
-	proxy, db := pipelinetest.ProxiedDB(t, dsn)
+	proxy, db := testutil.ProxiedOrderDB(t, dsn, 2*time.Second)
 	saleKey := testutil.UniqueName(t) + "/sale"
 	reg := prometheus.NewRegistry()
 	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast, Metrics: dbsink.NewMetrics(reg)})
@@ -178,7 +178,7 @@ func TestWriteWaitsOutAMySQLOutage(t *testing.T) {
 func TestWriteStopsWithItsContext(t *testing.T) {
 	t.Parallel()
 	_, dsn := testutil.OrderDB(t)
-	proxy, db := pipelinetest.ProxiedDB(t, dsn)
+	proxy, db := testutil.ProxiedOrderDB(t, dsn, 2*time.Second)
 	saleKey := testutil.UniqueName(t) + "/sale"
 	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), SaleKey: saleKey, Backoff: fast})
 	proxy.Cut()

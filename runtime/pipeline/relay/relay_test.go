@@ -152,7 +152,7 @@ func TestRelayProducesEveryOrderKeyedByUser(t *testing.T) {
 			t.Fatalf("message key %q, order %+v; want key %q and %+v", m.Key, o, want.User, want)
 		}
 	}
-	pipelinetest.Eventually(t, 10*time.Second, "streams drained", func() bool {
+	testutil.Eventually(t, 10*time.Second, "streams drained", func() bool {
 		n, p := pipelinetest.Left(t, rdb, saleKey, skus...)
 		return n == 0 && p == 0
 	})
@@ -190,7 +190,7 @@ func TestRelayKeepsOrdersWhileKafkaIsDown(t *testing.T) {
 	cfg := config(saleKey, rdb, brokers, reg)
 	cfg.ShutdownGrace = 300 * time.Millisecond
 	stop := start(t, cfg)
-	pipelinetest.Eventually(t, 10*time.Second, "failed produce", func() bool {
+	testutil.Eventually(t, 10*time.Second, "failed produce", func() bool {
 		return pipelinetest.Counter(t, reg, "flashsale_worker_relay_errors_total", "kafka") >= 2
 	})
 	if n, p := pipelinetest.Left(t, rdb, saleKey, skus...); n != 60 || p != 60 {
@@ -210,7 +210,7 @@ func TestRelayKeepsOrdersWhileKafkaIsDown(t *testing.T) {
 	next.MinIdle = 100 * time.Millisecond
 	start(t, next)
 	consume(t, brokers, keys.Topic(saleKey), 60)
-	pipelinetest.Eventually(t, 10*time.Second, "streams drained", func() bool {
+	testutil.Eventually(t, 10*time.Second, "streams drained", func() bool {
 		n, p := pipelinetest.Left(t, rdb, saleKey, skus...)
 		return n == 0 && p == 0
 	})

@@ -68,8 +68,8 @@ func TestSinkStoresEveryOrderOnce(t *testing.T) {
 	start(t, config(saleKey, rdb, db, "pod-a"))
 	pipelinetest.Admit(t, rdb, all[300:]...)
 
-	pipelinetest.Eventually(t, 30*time.Second, "600 rows", func() bool { return pipelinetest.Rows(t, db, saleKey) >= 600 })
-	pipelinetest.Eventually(t, 10*time.Second, "streams drained", func() bool {
+	testutil.Eventually(t, 30*time.Second, "600 rows", func() bool { return pipelinetest.Rows(t, db, saleKey) >= 600 })
+	testutil.Eventually(t, 10*time.Second, "streams drained", func() bool {
 		n, p := pipelinetest.Left(t, rdb, saleKey, "1001", "1002")
 		return n == 0 && p == 0
 	})
@@ -99,7 +99,7 @@ func TestSinkLeavesOrdersPendingWhileMySQLIsDown(t *testing.T) {
 	t.Parallel()
 	rdb := testutil.Redis(t)
 	direct, dsn := testutil.OrderDB(t)
-	proxy, db := pipelinetest.ProxiedDB(t, dsn)
+	proxy, db := testutil.ProxiedOrderDB(t, dsn, 2*time.Second)
 	saleKey := pipelinetest.SaleKey(t, rdb)
 	proxy.Cut()
 	pipelinetest.Admit(t, rdb, orders(saleKey, 100)...)
@@ -107,7 +107,7 @@ func TestSinkLeavesOrdersPendingWhileMySQLIsDown(t *testing.T) {
 	first := config(saleKey, rdb, db, "pod-a")
 	first.ShutdownGrace = 300 * time.Millisecond
 	stop := start(t, first)
-	pipelinetest.Eventually(t, 10*time.Second, "orders delivered to the sink", func() bool {
+	testutil.Eventually(t, 10*time.Second, "orders delivered to the sink", func() bool {
 		_, p := pipelinetest.Left(t, rdb, saleKey, "1001", "1002")
 		return p == 100
 	})
@@ -126,7 +126,7 @@ func TestSinkLeavesOrdersPendingWhileMySQLIsDown(t *testing.T) {
 	next := config(saleKey, rdb, direct, "pod-b")
 	next.MinIdle = 100 * time.Millisecond
 	start(t, next)
-	pipelinetest.Eventually(t, 30*time.Second, "claimed and stored", func() bool {
+	testutil.Eventually(t, 30*time.Second, "claimed and stored", func() bool {
 		n, p := pipelinetest.Left(t, rdb, saleKey, "1001", "1002")
 		return n == 0 && p == 0
 	})

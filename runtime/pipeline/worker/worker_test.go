@@ -137,8 +137,8 @@ func TestRunMovesOrders(t *testing.T) {
 				t.Fatal(err)
 			}
 			stop := pipelinetest.Start(t, w.Run)
-			pipelinetest.Eventually(t, 5*time.Second, "ready", w.Ready)
-			pipelinetest.Eventually(t, 30*time.Second, "200 rows", func() bool { return pipelinetest.Rows(t, db, sale.SaleKey()) == 200 })
+			testutil.Eventually(t, 5*time.Second, "ready", w.Ready)
+			testutil.Eventually(t, 30*time.Second, "200 rows", func() bool { return pipelinetest.Rows(t, db, sale.SaleKey()) == 200 })
 			if _, err := stop(); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -179,14 +179,14 @@ func TestShutdownGraceReachesEveryPart(t *testing.T) {
 			cfg.Registry = reg
 			var proxy *testutil.Proxy
 			if part != "relay" {
-				proxy, cfg.DB = pipelinetest.ProxiedDB(t, dsn)
+				proxy, cfg.DB = testutil.ProxiedOrderDB(t, dsn, 2*time.Second)
 			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			stop := pipelinetest.Start(t, w.Run)
-			pipelinetest.Eventually(t, 5*time.Second, "ready", w.Ready)
+			testutil.Eventually(t, 5*time.Second, "ready", w.Ready)
 			if proxy != nil {
 				proxy.Cut()
 			}
@@ -196,7 +196,7 @@ func TestShutdownGraceReachesEveryPart(t *testing.T) {
 			if part == "relay" {
 				metric, label = "flashsale_worker_relay_errors_total", "kafka"
 			}
-			pipelinetest.Eventually(t, 20*time.Second, part+" retrying its batch", func() bool {
+			testutil.Eventually(t, 20*time.Second, part+" retrying its batch", func() bool {
 				return pipelinetest.Counter(t, reg, metric, label) >= 2
 			})
 			took, err := stop()

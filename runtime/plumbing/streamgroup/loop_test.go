@@ -170,17 +170,6 @@ func count(c prometheus.Counter) float64 {
 	return mfs[0].GetMetric()[0].GetCounter().GetValue()
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestLoopHandsOnEveryEntryOnce runs the loop over a backlog and entries
 // added while it runs, in batches of 7: each entry reaches the handler
 // exactly once, in stream order; the acknowledged entries leave the stream,
@@ -208,8 +197,8 @@ func TestLoopHandsOnEveryEntryOnce(t *testing.T) {
 	l.Reader.Count = 7
 	start(t, l)
 	want = append(want, s.add(20)...)
-	eventually(t, 10*time.Second, "50 entries handed on", func() bool { return len(got.get()) >= 50 })
-	eventually(t, 5*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
+	testutil.Eventually(t, 10*time.Second, "50 entries handed on", func() bool { return len(got.get()) >= 50 })
+	testutil.Eventually(t, 5*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
 	if ids := got.get(); !slices.Equal(ids, want) {
 		t.Fatalf("handed on %d entries %v, want each of %d once in order", len(ids), ids, len(want))
 	}
@@ -239,7 +228,7 @@ func TestLoopResumesItsOwnPendingEntries(t *testing.T) {
 	var got seen
 	l := s.loop("a", got.ackAll)
 	start(t, l)
-	eventually(t, 10*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
+	testutil.Eventually(t, 10*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
 	want := append(slices.Delete(slices.Clone(held), 2, 3), later...)
 	if ids := got.get(); !slices.Equal(ids, want) {
 		t.Fatalf("handed on %v, want %v (the deleted %s acknowledged without reaching the handler)", ids, want, held[2])
@@ -269,8 +258,8 @@ func TestLoopClaimsDeadConsumersEntries(t *testing.T) {
 	l.Reader.MinIdle = 400 * time.Millisecond
 	l.Reader.ClaimInterval = 50 * time.Millisecond
 	stop := start(t, l)
-	eventually(t, 10*time.Second, "dead consumer's entries handed on", func() bool { return len(got.get()) == 10 })
-	eventually(t, 5*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
+	testutil.Eventually(t, 10*time.Second, "dead consumer's entries handed on", func() bool { return len(got.get()) == 10 })
+	testutil.Eventually(t, 5*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
 	stop()
 	if ids := got.get(); !slices.Equal(ids, dead) {
 		t.Fatalf("handed on %v, want %v", ids, dead)
@@ -308,7 +297,7 @@ func TestLoopRetriesAFailingAck(t *testing.T) {
 	l.RedisErrors = failures
 	start(t, l)
 	<-cut
-	eventually(t, 5*time.Second, "failed acknowledgements", func() bool { return count(failures) >= 2 })
+	testutil.Eventually(t, 5*time.Second, "failed acknowledgements", func() bool { return count(failures) >= 2 })
 	if n, p := s.left(); n != 5 || p != 5 {
 		t.Fatalf("while Redis is away: %d entries, %d pending; want 5, 5", n, p)
 	}
@@ -344,12 +333,12 @@ func TestLoopSurvivesRedisOutage(t *testing.T) {
 	l.RedisErrors = failures
 	first := s.add(1)
 	start(t, l)
-	eventually(t, 5*time.Second, "first entry", func() bool { return len(got.get()) == 1 })
+	testutil.Eventually(t, 5*time.Second, "first entry", func() bool { return len(got.get()) == 1 })
 	proxy.Cut()
-	eventually(t, 5*time.Second, "failed reads", func() bool { return count(failures) >= 2 })
+	testutil.Eventually(t, 5*time.Second, "failed reads", func() bool { return count(failures) >= 2 })
 	more := s.add(4)
 	proxy.Restore()
-	eventually(t, 10*time.Second, "entries added during the outage", func() bool { return len(got.get()) == 5 })
+	testutil.Eventually(t, 10*time.Second, "entries added during the outage", func() bool { return len(got.get()) == 5 })
 	if ids := got.get(); !slices.Equal(ids, append(first, more...)) {
 		t.Fatalf("handed on %v", ids)
 	}
@@ -387,7 +376,7 @@ func TestLoopStopsWithinItsGrace(t *testing.T) {
 	next.Reader.MinIdle = 100 * time.Millisecond
 	next.Reader.ClaimInterval = 50 * time.Millisecond
 	start(t, next)
-	eventually(t, 10*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
+	testutil.Eventually(t, 10*time.Second, "stream empty", func() bool { n, p := s.left(); return n == 0 && p == 0 })
 	if ids := got.get(); !slices.Equal(ids, want) {
 		t.Fatalf("next consumer handed on %v, want %v", ids, want)
 	}

@@ -12,12 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
-	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
@@ -107,18 +105,6 @@ func Rows(t testing.TB, db *sql.DB, saleKey string) int {
 	return n
 }
 
-// Eventually fails the test when cond is not true within d.
-func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Start runs run in the background until the test ends or stop is called;
 // stop returns how long run took to return after its context ended, and its
 // error.
@@ -169,25 +155,4 @@ func Counter(t testing.TB, reg prometheus.Gatherer, name, label string) float64 
 		}
 	}
 	return v
-}
-
-// ProxiedDB opens the order database at dsn through a TCP proxy that the
-// test can cut (MySQL gone) and restore.
-func ProxiedDB(t testing.TB, dsn string) (*testutil.Proxy, *sql.DB) {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.TCPProxy(t, cfg.Addr)
-	cfg.Addr = proxy.Addr()
-	cfg.Timeout = time.Second
-	cfg.ReadTimeout = 2 * time.Second
-	cfg.WriteTimeout = 2 * time.Second
-	db, err := orderdb.Open(cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return proxy, db
 }
