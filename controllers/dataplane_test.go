@@ -94,7 +94,7 @@ func (e *env) startWorker() (stop func()) {
 // rollbackOnce runs one pass of the rollback at the fake clock's time.
 func (e *env) rollbackOnce() rollback.Pass {
 	e.t.Helper()
-	rb, err := rollback.New(rollback.Config{Sale: e.ns + "/" + saleName, Redis: e.rdb, Orders: orderdb.New(e.db), Clock: e.clk, Logger: quiet()})
+	rb, err := rollback.New(rollback.Config{SaleKey: e.ns + "/" + saleName, Redis: e.rdb, Orders: orderdb.New(e.db), Clock: e.clk, Logger: quiet()})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ between the two steps) are finished first. Safe to run in several replicas.`,
 			defer env.Close()
 			fs, log := env.sale, env.log
 			rb, err := rollback.New(rollback.Config{
-				Sale: fs.SaleKey(), Redis: env.rdb, Orders: orderdb.New(env.db),
+				SaleKey: fs.SaleKey(), Redis: env.rdb, Orders: orderdb.New(env.db),
 				Interval: interval, Batch: batch, Concurrency: concurrency, Logger: log,
 			})
 			if err != nil {

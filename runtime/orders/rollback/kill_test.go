@@ -57,7 +57,7 @@ func child(mode string) int {
 			select {} // the signal is on its way
 		})
 	}
-	rb, err := rollback.New(rollback.Config{Sale: os.Getenv(envSale), Redis: rdb, Orders: orderdb.New(db), Concurrency: 1, Logger: quiet})
+	rb, err := rollback.New(rollback.Config{SaleKey: os.Getenv(envSale), Redis: rdb, Orders: orderdb.New(db), Concurrency: 1, Logger: quiet})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -131,7 +131,7 @@ func TestKilledBetweenCancelAndReturn(t *testing.T) {
 	}
 
 	// Once more, in process, and a stray release: nothing moves.
-	rb, err := rollback.New(rollback.Config{Sale: f.fs.SaleKey(), Redis: f.rdb, Orders: f.store, Logger: quiet})
+	rb, err := rollback.New(rollback.Config{SaleKey: f.fs.SaleKey(), Redis: f.rdb, Orders: f.store, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

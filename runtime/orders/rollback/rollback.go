@@ -36,12 +36,12 @@ import (
 // the unit is released: the window a crash may hit.
 var afterCancel func(orderNo string)
 
-// Config is what a Rollback needs. Sale, Redis and Orders are required.
+// Config is what a Rollback needs. SaleKey, Redis and Orders are required.
 type Config struct {
-	// Sale is "namespace/name".
-	Sale   string
-	Redis  redis.UniversalClient
-	Orders *orderdb.Store
+	// SaleKey is the sale's "namespace/name".
+	SaleKey string
+	Redis   redis.UniversalClient
+	Orders  *orderdb.Store
 	// Clock decides which deadlines have passed (default: the real clock).
 	Clock clock.Clock
 	// Interval between passes (default 1 s).
@@ -81,7 +81,7 @@ type Pass struct {
 
 // New checks cfg and fills in defaults.
 func New(cfg Config) (*Rollback, error) {
-	if cfg.Sale == "" || cfg.Redis == nil || cfg.Orders == nil {
+	if cfg.SaleKey == "" || cfg.Redis == nil || cfg.Orders == nil {
 		return nil, errors.New("rollback: Sale, Redis and Orders are required")
 	}
 	if cfg.Clock == nil {
@@ -118,7 +118,7 @@ func (r *Rollback) Metrics() *Metrics { return r.m }
 func (r *Rollback) Run(ctx context.Context) error {
 	for {
 		if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
-			r.log.Error("Rollback pass failed; retrying next interval", "sale", r.cfg.Sale, "err", err)
+			r.log.Error("Rollback pass failed; retrying next interval", "sale", r.cfg.SaleKey, "err", err)
 		}
 		t := r.clk.NewTimer(r.cfg.Interval)
 		select {
@@ -138,13 +138,13 @@ func (r *Rollback) RunOnce(ctx context.Context) (Pass, error) {
 	if err == nil {
 		err = r.cancelExpired(ctx, &p)
 	}
-	r.m.passDuration.WithLabelValues(r.cfg.Sale).Observe(time.Since(start).Seconds())
+	r.m.passDuration.WithLabelValues(r.cfg.SaleKey).Observe(time.Since(start).Seconds())
 	if err != nil {
 		return p, err
 	}
-	r.m.lastSuccess.WithLabelValues(r.cfg.Sale).Set(float64(r.clk.Now().Unix()))
+	r.m.lastSuccess.WithLabelValues(r.cfg.SaleKey).Set(float64(r.clk.Now().Unix()))
 	if p.Cancelled > 0 || p.Finished > 0 {
-		r.log.Info("Rollback pass", "sale", r.cfg.Sale, "cancelled", p.Cancelled, "returned", p.Returned,
+		r.log.Info("Rollback pass", "sale", r.cfg.SaleKey, "cancelled", p.Cancelled, "returned", p.Returned,
 			"finished", p.Finished, "lost", p.Lost, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return p, nil
@@ -156,9 +156,9 @@ func (r *Rollback) finish(ctx context.Context, p *Pass) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		rows, err := r.cfg.Orders.Unreturned(ctx, r.cfg.Sale, r.cfg.Batch)
+		rows, err := r.cfg.Orders.Unreturned(ctx, r.cfg.SaleKey, r.cfg.Batch)
 		if err != nil {
-			r.m.errors.WithLabelValues(r.cfg.Sale, "list_unreturned").Inc()
+			r.m.errors.WithLabelValues(r.cfg.SaleKey, "list_unreturned").Inc()
 			return err
 		}
 		var mu sync.Mutex
@@ -193,9 +193,9 @@ func (r *Rollback) cancelExpired(ctx context.Context, p *Pass) error {
 			return nil
 		}
 		now := r.clk.Now()
-		rows, err := r.cfg.Orders.Expired(ctx, r.cfg.Sale, now, r.cfg.Batch)
+		rows, err := r.cfg.Orders.Expired(ctx, r.cfg.SaleKey, now, r.cfg.Batch)
 		if err != nil {
-			r.m.errors.WithLabelValues(r.cfg.Sale, "list_expired").Inc()
+			r.m.errors.WithLabelValues(r.cfg.SaleKey, "list_expired").Inc()
 			return err
 		}
 		var mu sync.Mutex
@@ -203,8 +203,8 @@ func (r *Rollback) cancelExpired(ctx context.Context, p *Pass) error {
 		r.each(ctx, rows, func(ctx context.Context, row *orderdb.Row) {
 			won, err := r.cfg.Orders.Cancel(ctx, row.OrderNo, now)
 			if err != nil {
-				r.m.errors.WithLabelValues(r.cfg.Sale, "cancel").Inc()
-				r.log.Warn("Cancel failed", "sale", r.cfg.Sale, "order", row.OrderNo, "err", err)
+				r.m.errors.WithLabelValues(r.cfg.SaleKey, "cancel").Inc()
+				r.log.Warn("Cancel failed", "sale", r.cfg.SaleKey, "order", row.OrderNo, "err", err)
 				mu.Lock()
 				failed++
 				mu.Unlock()
@@ -216,7 +216,7 @@ func (r *Rollback) cancelExpired(ctx context.Context, p *Pass) error {
 				mu.Unlock()
 				return
 			}
-			r.m.cancelled.WithLabelValues(r.cfg.Sale, row.SKU).Inc()
+			r.m.cancelled.WithLabelValues(r.cfg.SaleKey, row.SKU).Inc()
 			if afterCancel != nil {
 				afterCancel(row.OrderNo)
 			}
@@ -241,17 +241,17 @@ func (r *Rollback) cancelExpired(ctx context.Context, p *Pass) error {
 func (r *Rollback) release(ctx context.Context, row *orderdb.Row) (bool, error) {
 	back, err := orderstate.Release(ctx, r.cfg.Redis, &row.Order)
 	if err != nil {
-		r.m.errors.WithLabelValues(r.cfg.Sale, "release").Inc()
-		r.log.Warn("Returning stock failed; the next pass retries", "sale", r.cfg.Sale, "order", row.OrderNo, "err", err)
+		r.m.errors.WithLabelValues(r.cfg.SaleKey, "release").Inc()
+		r.log.Warn("Returning stock failed; the next pass retries", "sale", r.cfg.SaleKey, "order", row.OrderNo, "err", err)
 		return false, err
 	}
 	if back {
-		r.m.returned.WithLabelValues(r.cfg.Sale, row.SKU).Inc()
+		r.m.returned.WithLabelValues(r.cfg.SaleKey, row.SKU).Inc()
 	}
 	if err := r.cfg.Orders.MarkReturned(ctx, row.OrderNo); err != nil {
 		// The unit is back; the next pass releases again (a no-op) and marks.
-		r.m.errors.WithLabelValues(r.cfg.Sale, "mark_returned").Inc()
-		r.log.Warn("Recording the returned stock failed; the next pass retries", "sale", r.cfg.Sale, "order", row.OrderNo, "err", err)
+		r.m.errors.WithLabelValues(r.cfg.SaleKey, "mark_returned").Inc()
+		r.log.Warn("Recording the returned stock failed; the next pass retries", "sale", r.cfg.SaleKey, "order", row.OrderNo, "err", err)
 		return back, fmt.Errorf("mark order %s returned: %w", row.OrderNo, err)
 	}
 	return back, nil

@@ -54,7 +54,7 @@ func TestPaymentAndRollbackRace(t *testing.T) {
 	var loops sync.WaitGroup
 	var rbs []*rollback.Rollback
 	for range 2 {
-		rb, err := rollback.New(rollback.Config{Sale: f.fs.SaleKey(), Redis: f.rdb, Orders: f.store,
+		rb, err := rollback.New(rollback.Config{SaleKey: f.fs.SaleKey(), Redis: f.rdb, Orders: f.store,
 			Interval: 5 * time.Millisecond, Concurrency: 4, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)

@@ -189,7 +189,7 @@ func startDataPlane(ctx context.Context, rdb redis.UniversalClient, db *sql.DB, 
 	if err != nil {
 		return nil, err
 	}
-	rb, err := rollback.New(rollback.Config{Sale: sale.SaleKey(), Redis: rdb, Orders: store,
+	rb, err := rollback.New(rollback.Config{SaleKey: sale.SaleKey(), Redis: rdb, Orders: store,
 		Interval: 250 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		return nil, err

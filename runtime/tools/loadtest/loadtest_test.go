@@ -107,7 +107,7 @@ func startSale(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, err := rollback.New(rollback.Config{Sale: fs.SaleKey(), Redis: rdb, Orders: store, Interval: 200 * time.Millisecond, Logger: quiet})
+	rb, err := rollback.New(rollback.Config{SaleKey: fs.SaleKey(), Redis: rdb, Orders: store, Interval: 200 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
