@@ -225,6 +225,26 @@ func (p *phases) list() []v1alpha1.Phase {
 	return append([]v1alpha1.Phase(nil), p.seen...)
 }
 
+// waitSeen waits until the follower has recorded want as the sale's latest
+// phase. A phase the test itself ends soon after (Paused, until the test
+// resumes) must be held until the follower, which samples every 200 ms, has
+// seen it: else the order check below would test the sampling, not the
+// operator.
+func (p *phases) waitSeen(t *testing.T, want v1alpha1.Phase, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		seen := p.list()
+		if n := len(seen); n > 0 && seen[n-1] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("phase %s not seen within %s: seen %v", want, timeout, seen)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (c *cluster) waitPhase(ns, name string, want v1alpha1.Phase, timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -479,6 +499,7 @@ func TestRealSale(t *testing.T) {
 	took := c.waitAnswer(url, ns, name, http.StatusServiceUnavailable, "PAUSED", 5*time.Second)
 	t.Logf("pause honoured through the Service after %s", took.Round(time.Millisecond))
 	c.waitPhase(ns, name, v1alpha1.PhasePaused, 10*time.Second)
+	p.waitSeen(t, v1alpha1.PhasePaused, 10*time.Second)
 	patch(false)
 	c.waitPhase(ns, name, v1alpha1.PhaseActive, 10*time.Second)
 
