@@ -15,7 +15,9 @@ const (
 	DefaultPaymentTimeout = 15 * time.Minute
 	DefaultTokenTTL       = 10 * time.Second
 	DefaultRiskTimeout    = 150 * time.Millisecond
-	DefaultPartitions     = 12
+	// DefaultDurabilityTimeout bounds a purchase's wait for replicas or AOF.
+	DefaultDurabilityTimeout = 250 * time.Millisecond
+	DefaultPartitions        = 12
 	// DefaultLagThreshold is the backlog one pipeline pod is expected to work off.
 	DefaultLagThreshold = 1000
 	// DefaultTargetCPUUtilization is what the seckill autoscaler aims for.
@@ -104,6 +106,12 @@ func (f *FlashSale) SetDefaults() {
 	}
 	if s.Teardown.Topic == "" {
 		s.Teardown.Topic = CleanupDelete
+	}
+	if s.Teardown.StrandedOrders == "" {
+		s.Teardown.StrandedOrders = StrandedWait
+	}
+	if d := s.Redis.Durability; d != nil && d.Timeout == nil {
+		d.Timeout = &metav1.Duration{Duration: DefaultDurabilityTimeout}
 	}
 	if s.Redis.Mode == "" {
 		s.Redis.Mode = RedisStandalone

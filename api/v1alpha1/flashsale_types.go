@@ -259,6 +259,58 @@ type Teardown struct {
 	// +optional
 	// +kubebuilder:default=Delete
 	Topic CleanupPolicy `json:"topic,omitempty"`
+
+	// strandedOrders says what happens to valid orders that wait only in a
+	// dead-letter topic or stream (MySQL refused their row) when the sale
+	// would otherwise settle. Wait (the default) keeps the sale Draining with
+	// the OrdersStranded condition until they are stored (`flashsale audit
+	// --repair`, or the operator's own retry once MySQL accepts them).
+	// Abandon copies them into the MySQL table seckill_dead_letter, which
+	// outlives the sale, and lets teardown go on; the Event counts them.
+	// Messages that are not orders at all are always copied there.
+	// +optional
+	// +kubebuilder:default=Wait
+	StrandedOrders StrandedOrdersPolicy `json:"strandedOrders,omitempty"`
+}
+
+// StrandedOrdersPolicy says what teardown does with orders only a dead-letter
+// store holds.
+// +kubebuilder:validation:Enum=Wait;Abandon
+type StrandedOrdersPolicy string
+
+const (
+	// StrandedWait holds the teardown until every stranded order is in MySQL.
+	StrandedWait StrandedOrdersPolicy = "Wait"
+	// StrandedAbandon archives them in seckill_dead_letter and tears down.
+	StrandedAbandon StrandedOrdersPolicy = "Abandon"
+)
+
+// Durability says what a purchase waits for before the buyer is answered
+// 202. Redis replicates asynchronously: without a wait, a primary that dies
+// right after answering takes the order with it. The wait happens after the
+// purchase script ran, on the same connection.
+type Durability struct {
+	// replicas is how many replicas must acknowledge the purchase (Redis WAIT)
+	// before the buyer is answered; 0 does not wait.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// aof waits for the primary's append-only file to be fsynced (Redis
+	// WAITAOF, Redis 7.2 or later; warm-up refuses an older server with this
+	// set, as it does a server without appendonly yes).
+	// +optional
+	AOF bool `json:"aof,omitempty"`
+
+	// timeout bounds the wait: a Go duration such as "250ms". A purchase whose
+	// wait times out is still answered 202 (the order exists on the primary
+	// and stays findable by result polling) with "durable": false, and counted
+	// in flashsale_seckill_durability_timeouts_total.
+	// +optional
+	// +kubebuilder:default="250ms"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.redis.durability.timeout must be a positive duration such as 250ms or 1s"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // Redis says where the sale's Redis is.
@@ -278,6 +330,12 @@ type Redis struct {
 	// +optional
 	// +kubebuilder:default=standalone
 	Mode RedisMode `json:"mode,omitempty"`
+
+	// durability says what a purchase waits for before its 202 (replicas,
+	// AOF fsync). Unset: nothing, the fastest and the least safe against a
+	// primary's crash (see the runbook).
+	// +optional
+	Durability *Durability `json:"durability,omitempty"`
 }
 
 // Kafka says where the order topic lives. Without it orders flow from the Redis
@@ -427,6 +485,11 @@ type SKUStatus struct {
 	// soldOut is true while remaining is zero.
 	// +optional
 	SoldOut bool `json:"soldOut,omitempty"`
+	// debt is how many units a lowering of the stock could not take back
+	// because buyers held them: the next units returned by the rollback pay
+	// it off (they leave the sale) before any goes back on sale.
+	// +optional
+	Debt int64 `json:"debt,omitempty"`
 }
 
 // FlashSaleStatus is what the operator observed about the sale.
@@ -510,6 +573,16 @@ type AuditStatus struct {
 	// lost is the number of admitted orders found in neither MySQL nor the pipeline.
 	// +optional
 	Lost int64 `json:"lost"`
+	// stranded is the number of valid orders only a dead-letter topic or
+	// stream holds (MySQL refused them): while it is not zero the sale is not
+	// conserved and does not tear down (see spec.teardown.strandedOrders).
+	// +optional
+	Stranded int64 `json:"stranded,omitempty"`
+	// abandoned is the number of stranded orders archived in the MySQL table
+	// seckill_dead_letter by teardown under strandedOrders: Abandon, or when
+	// a deleted sale could not store them in time.
+	// +optional
+	Abandoned int64 `json:"abandoned,omitempty"`
 	// message lists the audit's failures, if any.
 	// +optional
 	Message string `json:"message,omitempty"`

@@ -16,6 +16,11 @@ type SKU struct {
 	// Initial is the stock the SKU was warmed with plus every raise: the left
 	// side of the conservation law, kept next to the counter it explains.
 	Initial string
+	// Debt is a string counter: units a lowering of the stock could not take
+	// back because buyers held them. A returned unit pays it off (and leaves
+	// the sale: initial goes down with it) before any goes back on sale; the
+	// declared stock is initial − debt. Absent means zero.
+	Debt string
 	// Holders is a hash user -> units held now (the per-user limit counts these).
 	Holders string
 	// Seq is a hash user -> purchases ever made; it only grows, so the n-th
@@ -43,7 +48,7 @@ func (k SKU) TokenPrefix() string { return k.tokenPrefix }
 
 // All lists the SKU's keys except the short-lived token keys.
 func (k SKU) All() []string {
-	return []string{k.Stock, k.Initial, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders}
+	return []string{k.Stock, k.Initial, k.Debt, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders}
 }
 
 // ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name").
@@ -52,6 +57,7 @@ func ForSKU(saleKey, sku string) SKU {
 	return SKU{
 		Stock:       p + "stock",
 		Initial:     p + "initial",
+		Debt:        p + "debt",
 		Holders:     p + "holders",
 		Seq:         p + "seq",
 		Stream:      p + "orders:stream",
