@@ -45,6 +45,9 @@ type orderResponse struct {
 	OrderNo string `json:"orderNo"`
 	SKU     string `json:"sku,omitempty"`
 	Status  string `json:"status"`
+	// Durable is set when the sale asks for durability: false means the
+	// wait for replicas or the AOF did not confirm the order (durable.go).
+	Durable *bool `json:"durable,omitempty"`
 }
 
 type skuResponse struct {
@@ -246,13 +249,13 @@ func (s *Server) answerSoldOut(w http.ResponseWriter, r *http.Request, sku, nonc
 // runPurchase calls the purchase script for a buyer who passed every check.
 // An error means the outcome is unknown: the buyer retries with the same
 // token and gets the same order.
-func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce string, now time.Time) (purchase.Result, *apiError) {
+func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce string, now time.Time) (admission, *apiError) {
 	// Once admitted this far the purchase runs to its end even if the buyer
 	// hangs up: cancelling a call already on the wire would only turn a
 	// known outcome into an unknown one.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), purchaseTimeout)
 	defer cancel()
-	res, err := s.script.Purchase(ctx, purchase.Request{
+	res, err := s.purchase(ctx, purchase.Request{
 		SKU:      sku.ID,
 		User:     b.user,
 		Limit:    sku.PerUserLimit,
@@ -264,7 +267,7 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce s
 	})
 	if err != nil {
 		s.log.Error("Purchase script failed; outcome unknown, buyer told to retry with the same token", "sale", s.saleKey, "sku", sku.ID, "err", err)
-		return purchase.Result{}, &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
+		return admission{}, &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
 			message: "the purchase could not be confirmed; retry with the same token to get the same order", retryAfter: 1}
 	}
 	return res, nil
@@ -272,7 +275,7 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce s
 
 // answerPurchase answers what the purchase script decided, and records a
 // sell-out or a lower stock figure it learnt on the way.
-func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res purchase.Result) (string, *apiError) {
+func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res admission) (string, *apiError) {
 	switch res.Outcome {
 	case purchase.Admitted:
 		s.metrics.ordersAdmitted.WithLabelValues(s.saleKey, sku).Inc()
@@ -281,7 +284,7 @@ func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res purchase.
 		} else {
 			s.state.skus[sku].lower(res.Remaining)
 		}
-		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
+		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued", Durable: res.durable})
 		return "ok", nil
 	case purchase.Replayed:
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})

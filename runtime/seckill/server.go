@@ -51,6 +51,9 @@ type Config struct {
 	PollInterval time.Duration
 	// AutoPipeline coalesces concurrent purchases into pipelined Redis calls.
 	AutoPipeline bool
+	// Durability is what an admitted purchase waits for before its 202
+	// (see durable.go); the zero value waits for nothing.
+	Durability Durability
 	// PodID names this pod in the rate-limit registry (default: hostname + random).
 	PodID  string
 	Logger *slog.Logger
@@ -83,6 +86,7 @@ type Server struct {
 	log      *slog.Logger
 	poll     time.Duration
 	handler  http.Handler
+	durable  *durableClient // nil unless the sale asks for durability
 
 	orders    *orderdb.Store
 	paySecret atomic.Pointer[[]byte]
@@ -127,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 		ids = append(ids, sku.ID)
 	}
 	var err error
-	s.script, err = purchase.New(cfg.Redis, s.saleKey, purchase.Options{AutoPipeline: cfg.AutoPipeline, Observe: s.metrics.observeRedis})
+	s.script, err = s.newScript(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +200,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Start loads the script, reads the sale state once, and keeps the state,
 // the pod registry and the rate-limit share fresh until ctx is done.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.checkRedis(ctx); err != nil {
+		return err
+	}
 	if err := s.script.Load(ctx); err != nil {
 		return err
 	}
