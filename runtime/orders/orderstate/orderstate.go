@@ -80,16 +80,40 @@ func MarkCreated(ctx context.Context, rdb redis.UniversalClient, orders []order.
 	return nil
 }
 
-// Release returns the unit of a cancelled order to stock, frees the user's
-// slot and marks the order cancelled, exactly once however often it is
-// called. It reports whether this call returned the unit.
+// Returned says where the unit of a released order went.
+type Returned int
+
+const (
+	// NotReturned means an earlier call (or another process) returned it already.
+	NotReturned Returned = iota
+	// BackOnSale means the unit is on sale again (the stock counter went up).
+	BackOnSale
+	// PaidDebt means a lowering of the stock still owed units and this one
+	// paid it off: it left the sale (initial and debt went down), so the SKU
+	// never holds more than its declared stock.
+	PaidDebt
+)
+
+// Release returns the unit of a cancelled order, frees the user's slot and
+// marks the order cancelled, exactly once however often it is called. It
+// reports whether this call returned the unit (on sale, or paying off a
+// lowering; ReleaseUnit tells which).
 func Release(ctx context.Context, rdb redis.Scripter, o *order.Order) (bool, error) {
+	r, err := ReleaseUnit(ctx, rdb, o)
+	return r != NotReturned, err
+}
+
+// ReleaseUnit is Release, telling where the unit went.
+func ReleaseUnit(ctx context.Context, rdb redis.Scripter, o *order.Order) (Returned, error) {
 	k := keys.ForSKU(o.Sale, o.SKU)
-	n, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders}, o.OrderNo, o.User).Int()
+	n, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders, k.Initial, k.Debt}, o.OrderNo, o.User).Int()
 	if err != nil {
-		return false, fmt.Errorf("return stock of order %s: %w", o.OrderNo, err)
+		return NotReturned, fmt.Errorf("return stock of order %s: %w", o.OrderNo, err)
 	}
-	return n == 1, nil
+	if n < int(NotReturned) || n > int(PaidDebt) {
+		return NotReturned, fmt.Errorf("return stock of order %s: unexpected reply %d", o.OrderNo, n)
+	}
+	return Returned(n), nil
 }
 
 // Settle records a payment: the order leaves the expiry set and shows paid.

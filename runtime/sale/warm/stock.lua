@@ -1,10 +1,18 @@
 #!lua
 -- Brings one SKU's stock to the declared figure, idempotently.
--- KEYS: 1 stock, 2 initial. ARGV: 1 declared stock.
--- `initial` remembers what was declared so far, so a re-run is a no-op, a
--- raise adds exactly the difference once, and a live counter is never reset.
--- A lowering takes back at most what is still unsold.
--- Returns {action, delta, stock, initial}.
+-- KEYS: 1 stock, 2 initial, 3 debt. ARGV: 1 declared stock.
+--
+-- The three keys keep one invariant, which every script that moves a unit
+-- (purchase, release, this one) preserves:
+--   initial = stock + units held by buyers
+-- (initial is the left side of the audit's conservation law). debt counts
+-- the units a lowering could not take back because buyers held them; the
+-- release script takes them out of the sale as they come back (debt and
+-- initial go down together) before any goes back on sale. The stock the
+-- spec declared so far is therefore initial - debt, which makes a re-run a
+-- no-op, a raise add exactly the difference once, and a live counter never
+-- reset.
+-- Returns {action, delta, stock, initial, debt, declared before, debt delta}.
 local want = tonumber(ARGV[1])
 local init = redis.call('GET', KEYS[2])
 if not init then
@@ -13,23 +21,51 @@ if not init then
     -- A counter without its initial (older tooling, a hand edit): adopt it
     -- rather than overwrite buyers' progress.
     redis.call('SET', KEYS[2], want)
-    return {'adopted', 0, tonumber(cur), want}
+    return {'adopted', 0, tonumber(cur), want, 0, want, 0}
   end
   redis.call('SET', KEYS[1], want)
   redis.call('SET', KEYS[2], want)
-  return {'created', want, want, want}
+  -- A debt left without its counters would lower the new declaration.
+  redis.call('DEL', KEYS[3])
+  return {'created', want, want, want, 0, 0, 0}
 end
 init = tonumber(init)
+local debt = tonumber(redis.call('GET', KEYS[3]) or '0')
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if want == init then
-  return {'unchanged', 0, cur, init}
+local declared = init - debt
+if want == declared then
+  return {'unchanged', 0, cur, init, debt, declared, 0}
 end
-if want > init then
-  local left = redis.call('INCRBY', KEYS[1], want - init)
-  redis.call('SET', KEYS[2], want)
-  return {'raised', want - init, left, want}
+
+local function setDebt(n)
+  if n > 0 then
+    redis.call('SET', KEYS[3], n)
+  else
+    redis.call('DEL', KEYS[3])
+  end
 end
-local take = math.min(init - want, math.max(cur, 0))
-local left = redis.call('DECRBY', KEYS[1], take)
-redis.call('SET', KEYS[2], init - take)
-return {'lowered', -take, left, init - take}
+
+if want > declared then
+  -- A raise first cancels what a lowering still owes: those units were
+  -- never taken back, so they need not be added either.
+  local add = want - declared
+  local pay = math.min(debt, add)
+  setDebt(debt - pay)
+  local put = add - pay
+  if put > 0 then
+    cur = redis.call('INCRBY', KEYS[1], put)
+    init = redis.call('INCRBY', KEYS[2], put)
+  end
+  return {'raised', put, cur, init, debt - pay, declared, -pay}
+end
+
+-- A lowering takes back what is unsold now; what buyers hold is owed, and
+-- paid off by the next units the rollback returns.
+local cut = declared - want
+local take = math.min(cut, math.max(cur, 0))
+if take > 0 then
+  cur = redis.call('DECRBY', KEYS[1], take)
+  init = redis.call('DECRBY', KEYS[2], take)
+end
+setDebt(debt + cut - take)
+return {'lowered', -take, cur, init, debt + cut - take, declared, cut - take}

@@ -27,12 +27,25 @@ type SKUResult struct {
 	SKU string
 	// Action is created, unchanged, raised, lowered or adopted.
 	Action string
-	// Delta is how much the counter moved.
+	// Delta is how much the counter (units on sale) moved: for a lowering,
+	// minus the unsold units taken back at once.
 	Delta int64
-	// Remaining and Initial are the counter and the declared stock afterwards.
+	// Remaining, Initial and Debt are the stock, initial and debt keys
+	// afterwards: Initial = Remaining + units held by buyers, and the
+	// declared stock is Initial − Debt (see Declared).
 	Remaining int64
 	Initial   int64
+	Debt      int64
+	// From is the declared stock before this call (0 when created).
+	From int64
+	// DebtDelta is how much the debt moved: for a lowering, the units buyers
+	// hold that it could not take back now (they leave the sale as their
+	// orders are cancelled); for a raise, minus the debt it cancelled.
+	DebtDelta int64
 }
+
+// Declared is the stock the spec declares now, as Redis keeps it.
+func (r SKUResult) Declared() int64 { return r.Initial - r.Debt }
 
 // Result is what one Warm call did.
 type Result struct{ SKUs []SKUResult }
@@ -46,7 +59,7 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 	var out Result
 	for _, sku := range fs.Spec.SKUs {
 		k := keys.ForSKU(sale, sku.ID)
-		vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial}, sku.Stock).Slice()
+		vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial, k.Debt}, sku.Stock).Slice()
 		if err != nil {
 			return out, fmt.Errorf("warm stock of SKU %s: %w", sku.ID, err)
 		}
@@ -69,15 +82,17 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 }
 
 func parseStock(sku string, vals []any) (SKUResult, error) {
-	if len(vals) != 4 {
-		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: want 4 values, got %d", sku, len(vals))
+	if len(vals) != 7 {
+		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: want 7 values, got %d", sku, len(vals))
 	}
 	action, _ := vals[0].(string)
-	delta, ok1 := vals[1].(int64)
-	left, ok2 := vals[2].(int64)
-	init, ok3 := vals[3].(int64)
-	if !ok1 || !ok2 || !ok3 {
-		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: unexpected reply %v", sku, vals)
+	var n [6]int64
+	for i := range n {
+		v, ok := vals[i+1].(int64)
+		if !ok {
+			return SKUResult{}, fmt.Errorf("warm stock of SKU %s: unexpected reply %v", sku, vals)
+		}
+		n[i] = v
 	}
-	return SKUResult{SKU: sku, Action: action, Delta: delta, Remaining: left, Initial: init}, nil
+	return SKUResult{SKU: sku, Action: action, Delta: n[0], Remaining: n[1], Initial: n[2], Debt: n[3], From: n[4], DebtDelta: n[5]}, nil
 }

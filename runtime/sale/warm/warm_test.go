@@ -33,7 +33,7 @@ func sale(t *testing.T, rdb redis.UniversalClient, stock int64) *v1alpha1.FlashS
 
 // TestWarmIdempotentAndRaises: warming again never resets a live counter; a
 // raise adds exactly the difference, once; a lowering takes back at most
-// what is unsold.
+// what is unsold and owes the rest (the debt), which a raise cancels first.
 func TestWarmIdempotentAndRaises(t *testing.T) {
 	t.Run("standalone", func(t *testing.T) { warmScenario(t, testutil.Redis(t)) })
 	t.Run("cluster", func(t *testing.T) { warmScenario(t, testutil.RedisCluster(t).Client(t)) })
@@ -63,9 +63,20 @@ func warmScenario(t *testing.T, rdb redis.UniversalClient) {
 	step("raised", 5, 11, 15)
 	step("unchanged", 0, 11, 15) // the raise happened once
 	fs.Spec.SKUs[0].Stock = 3
-	step("lowered", -11, 0, 4) // only the 11 unsold units can be taken back
+	// Only the 11 unsold units can be taken back now; the 4 sold are owed:
+	// initial 4 = 0 on sale + 4 held, declared 3 = initial 4 − debt 1.
+	step("lowered", -11, 0, 4)
 	if n, _ := rdb.Get(ctx, k.Stock).Int64(); n != 0 {
 		t.Fatalf("stock %d", n)
+	}
+	if n, _ := rdb.Get(ctx, k.Debt).Int64(); n != 1 {
+		t.Fatalf("debt %d after lowering 15 → 3 with 4 sold, want 1", n)
+	}
+	step("unchanged", 0, 0, 4) // the debt keeps the declared 3: no second cut
+	fs.Spec.SKUs[0].Stock = 4
+	step("raised", 0, 0, 4) // raising by the debt cancels it and adds nothing
+	if n, err := rdb.Exists(ctx, k.Debt).Result(); err != nil || n != 0 {
+		t.Fatalf("debt key left after it was cancelled (%d, %v)", n, err)
 	}
 	groups, err := rdb.XInfoGroups(ctx, k.Stream).Result()
 	if err != nil || len(groups) != 1 || groups[0].Name != keys.RelayGroup {
