@@ -9,6 +9,7 @@ import (
 const (
 	MetricCancelled    = "flashsale_rollback_orders_cancelled_total"
 	MetricReturned     = "flashsale_rollback_units_returned_total"
+	MetricDebtPaid     = "flashsale_rollback_units_debt_paid_total"
 	MetricPassDuration = "flashsale_rollback_pass_duration_seconds"
 	MetricErrors       = "flashsale_rollback_errors_total"
 	MetricLastSuccess  = "flashsale_rollback_last_success_timestamp_seconds"
@@ -20,6 +21,7 @@ type Metrics struct {
 
 	cancelled    *prometheus.CounterVec
 	returned     *prometheus.CounterVec
+	debtPaid     *prometheus.CounterVec
 	passDuration *prometheus.HistogramVec
 	errors       *prometheus.CounterVec
 	lastSuccess  *prometheus.GaugeVec
@@ -37,6 +39,10 @@ func NewMetrics() *Metrics {
 			Name: MetricReturned,
 			Help: "Units of stock this process returned to Redis.",
 		}, []string{"sale", "sku"}),
+		debtPaid: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricDebtPaid,
+			Help: "Units returned that paid off a lowering of the stock (they left the sale instead of going back on sale); counted in " + MetricReturned + " too.",
+		}, []string{"sale", "sku"}),
 		passDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricPassDuration,
 			Help:    "Time one rollback pass (finish + cancel + return) took.",
@@ -51,7 +57,7 @@ func NewMetrics() *Metrics {
 			Help: "When the last rollback pass completed without error (unix seconds).",
 		}, []string{"sale"}),
 	}
-	m.Registry.MustRegister(m.cancelled, m.returned, m.passDuration, m.errors, m.lastSuccess,
+	m.Registry.MustRegister(m.cancelled, m.returned, m.debtPaid, m.passDuration, m.errors, m.lastSuccess,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

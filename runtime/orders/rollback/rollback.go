@@ -239,14 +239,20 @@ func (r *Rollback) cancelExpired(ctx context.Context, p *Pass) error {
 
 // release puts a cancelled order's unit back (idempotent) and records it.
 func (r *Rollback) release(ctx context.Context, row *orderdb.Row) (bool, error) {
-	back, err := orderstate.Release(ctx, r.cfg.Redis, &row.Order)
+	unit, err := orderstate.ReleaseUnit(ctx, r.cfg.Redis, &row.Order)
 	if err != nil {
 		r.m.errors.WithLabelValues(r.cfg.SaleKey, "release").Inc()
 		r.log.Warn("Returning stock failed; the next pass retries", "sale", r.cfg.SaleKey, "order", row.OrderNo, "err", err)
 		return false, err
 	}
+	back := unit != orderstate.NotReturned
 	if back {
 		r.m.returned.WithLabelValues(r.cfg.SaleKey, row.SKU).Inc()
+	}
+	if unit == orderstate.PaidDebt {
+		// The stock was lowered below what buyers held: this unit leaves the
+		// sale instead of going back on sale.
+		r.m.debtPaid.WithLabelValues(r.cfg.SaleKey, row.SKU).Inc()
 	}
 	if err := r.cfg.Orders.MarkReturned(ctx, row.OrderNo); err != nil {
 		// The unit is back; the next pass releases again (a no-op) and marks.
