@@ -76,8 +76,32 @@ type Request struct {
 	// Now and Deadline come from the pod's clock.
 	Now      time.Time
 	Deadline time.Time
-	// TokenTTL is how long the token stays valid; the nonce is remembered longer.
+	// TokenExpiry is the expiry written in the token (token.Claims.ExpiresAt):
+	// the token's nonce is remembered until then plus ReplayMargin.
+	TokenExpiry time.Time
+	// TokenTTL stands in for TokenExpiry when that is zero (Now + TokenTTL).
 	TokenTTL time.Duration
+}
+
+// ReplayMargin is how long past the token's expiry its nonce is remembered.
+// Every pod judges a token by the expiry written in it, against its own
+// clock: a pod whose clock is behind by less than the margin still finds the
+// order the token made instead of making a second one, and a buyer retrying
+// with a token that has just expired still gets their order back.
+const ReplayMargin = 30 * time.Second
+
+// replayKeyArgs are ARGV 8 and 9 of the script: the least the nonce key
+// must live from now by Redis' clock (the token's remaining life as the pod
+// sees it, plus the margin), and the instant it may expire (the token's
+// expiry plus the margin), both in milliseconds.
+func (r Request) replayKeyArgs() (minTTL, expireAt int64) {
+	exp := r.TokenExpiry
+	if exp.IsZero() {
+		exp = r.Now.Add(r.TokenTTL)
+	}
+	remaining := max(exp.Sub(r.Now), 0)
+	// Rounded up: the key may live a millisecond longer, never shorter.
+	return (remaining + ReplayMargin + time.Millisecond - 1).Milliseconds(), exp.Add(ReplayMargin).UnixMilli()
 }
 
 // Result is the script's answer.
@@ -147,11 +171,11 @@ func Load(ctx context.Context, rdb redis.UniversalClient) error {
 func (s *Script) Purchase(ctx context.Context, r Request) (Result, error) {
 	k := keys.ForSKU(s.saleKey, r.SKU)
 	ks := []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Token(r.Nonce)}
+	minTTL, expireAt := r.replayKeyArgs()
 	args := []any{
 		s.saleKey, r.SKU, r.User, int64(r.Limit),
 		r.Now.UnixMilli(), r.Deadline.UnixMilli(), r.Amount,
-		// The nonce outlives the token so a retry near expiry still finds it.
-		(2*r.TokenTTL + 5*time.Second).Milliseconds(),
+		minTTL, expireAt,
 	}
 	start := time.Now()
 	res, err := s.exec.EvalSha(ctx, s.sha, ks, args...).Slice()

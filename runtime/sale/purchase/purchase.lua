@@ -5,7 +5,10 @@
 --
 -- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders, 7 token
 -- ARGV: 1 sale, 2 sku, 3 user, 4 per-user limit, 5 now (unix ms),
---       6 payment deadline (unix ms), 7 amount, 8 token key ttl (ms)
+--       6 payment deadline (unix ms), 7 amount,
+--       8 the least the token key must live from now, by Redis' clock (ms),
+--       9 (optional) when the token key may expire: the token's own expiry
+--         plus a margin (unix ms, by the clock that signed the token)
 -- Returns {status, orderNo, remaining}; status is one of
 --   OK, REPLAY (this token already made orderNo), SOLD_OUT, LIMIT, NOT_WARMED.
 local prior = redis.call('GET', KEYS[7])
@@ -35,5 +38,17 @@ redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[
 redis.call('ZADD', KEYS[5], ARGV[6], orderNo)
 -- The order's record "<status> <user>", whose format package orderstate owns.
 redis.call('HSET', KEYS[6], orderNo, 'queued ' .. ARGV[3])
-redis.call('SET', KEYS[7], orderNo, 'PX', ARGV[8])
+-- The token key must outlive every pod's belief that the token is valid,
+-- or the same token could make a second order. Pods judge validity by the
+-- expiry written in the token, so the key expires at that instant plus a
+-- margin (ARGV[9]); if Redis' clock is ahead of the pod's, that instant comes
+-- early by Redis' clock, so the key also lives at least the token's remaining
+-- life as the pod sees it, plus the margin (ARGV[8]), from Redis' now.
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[8])
+local expires = tonumber(ARGV[9] or '0')
+if expires > at then
+  at = expires
+end
+redis.call('SET', KEYS[7], orderNo, 'PXAT', at)
 return {'OK', orderNo, left}

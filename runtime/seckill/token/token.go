@@ -21,6 +21,12 @@ const (
 	MaxTokenLen = 256
 	// MaxFieldLen bounds each of sale, SKU and user id.
 	MaxFieldLen = 256
+	// MaxClockSkew is how far ahead of the verifying pod's clock a token's
+	// issuer may have been: a genuine token whose expiry lies further than
+	// TTL + MaxClockSkew ahead is refused (ErrTooFarAhead), so that a pod
+	// with a clock far ahead cannot mint tokens that stay valid elsewhere
+	// for longer than a TTL.
+	MaxClockSkew = 2 * time.Second
 
 	version  = "v1"
 	nonceLen = 16
@@ -34,7 +40,7 @@ const (
 // Error is the type of every verification error. All of them mean "403
 // BAD_TOKEN" to a client; Reason tells them apart for logs and metrics.
 type Error struct {
-	Reason string // malformed, unknown_key, bad_signature, expired
+	Reason string // malformed, unknown_key, bad_signature, expired, too_far_ahead
 }
 
 func (e *Error) Error() string { return "token: " + e.Reason }
@@ -54,6 +60,10 @@ var (
 	ErrBadSignature = &Error{Reason: "bad_signature"}
 	// ErrExpired means the token is genuine but now >= its expiry.
 	ErrExpired = &Error{Reason: "expired"}
+	// ErrTooFarAhead means the token is genuine but its expiry lies further
+	// ahead than the TTL (plus MaxClockSkew) allows: its issuer's clock was
+	// ahead, or it was issued with a longer TTL than this Signer's.
+	ErrTooFarAhead = &Error{Reason: "too_far_ahead"}
 )
 
 // Reason returns the metric label of a verification error ("" for nil,
@@ -180,10 +190,13 @@ func (st *macState) compute(kid, sale, sku, user string, expMs int64) []byte {
 }
 
 // Verify checks tok for (sale, sku, user) and returns its claims. The error,
-// if any, is one of ErrMalformed, ErrUnknownKey, ErrBadSignature, ErrExpired
-// (all match errors.Is(err, ErrInvalid)). The token is valid while
-// now < ExpiresAt. The signature is checked before the expiry, so ErrExpired
-// is only reported for genuine tokens.
+// if any, is one of ErrMalformed, ErrUnknownKey, ErrBadSignature,
+// ErrTooFarAhead, ErrExpired (all match errors.Is(err, ErrInvalid)). The
+// token is valid while now < ExpiresAt <= now + TTL + MaxClockSkew. The
+// signature is checked before the expiry, so ErrTooFarAhead and ErrExpired
+// are only reported for genuine tokens, and with ErrExpired the claims are
+// returned too: the token can no longer buy, but a caller may still look up
+// what it bought while it was valid.
 func (s *Signer) Verify(tok, sale, sku, user string) (Claims, error) {
 	if len(tok) == 0 || len(tok) > MaxTokenLen {
 		return Claims{}, ErrMalformed
@@ -230,11 +243,15 @@ func (s *Signer) Verify(tok, sale, sku, user string) (Claims, error) {
 	if !hmac.Equal(st.compute(k.id, sale, sku, user, expMs), st.mac[:]) {
 		return Claims{}, ErrBadSignature
 	}
-	exp := time.UnixMilli(expMs)
-	if !s.clk.Now().Before(exp) {
-		return Claims{}, ErrExpired
+	c := Claims{Nonce: st.nonce, ExpiresAt: time.UnixMilli(expMs), KeyID: k.id}
+	now := s.clk.Now()
+	if c.ExpiresAt.Sub(now) > s.ttl+MaxClockSkew {
+		return Claims{}, ErrTooFarAhead
 	}
-	return Claims{Nonce: st.nonce, ExpiresAt: exp, KeyID: k.id}, nil
+	if !now.Before(c.ExpiresAt) {
+		return c, ErrExpired
+	}
+	return c, nil
 }
 
 func indexDot(s string) int {

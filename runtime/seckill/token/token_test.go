@@ -131,6 +131,51 @@ func TestExpiryBoundary(t *testing.T) {
 	}
 }
 
+// TestExpiryTooFarAhead: a token minted by a pod whose clock runs ahead
+// carries an expiry that this pod would honour for longer than a TTL, and a
+// token key in Redis that expires with the token would be gone before it.
+// A genuine token whose expiry lies more than TTL + MaxClockSkew ahead is
+// refused; within that, small skews between pods are tolerated. An expired
+// token still yields its claims, for looking up what it already bought.
+func TestExpiryTooFarAhead(t *testing.T) {
+	issuer, issuerClk := newSigner(t, keyA)
+	verifier, _ := newSigner(t, keyA) // its clock reads t0
+	for _, tt := range []struct {
+		ahead time.Duration
+		want  error
+	}{
+		{0, nil},
+		{MaxClockSkew, nil},
+		{MaxClockSkew + time.Millisecond, ErrTooFarAhead},
+		{time.Minute, ErrTooFarAhead},
+		{-time.Second, nil}, // the issuer's clock is behind: the token lives shorter
+	} {
+		issuerClk.SetTime(t0.Add(tt.ahead))
+		tok := mustIssue(t, issuer, sale, sku, user)
+		_, err := verifier.Verify(tok, sale, sku, user)
+		if !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
+			t.Errorf("issuer %v ahead: err %v, want %v", tt.ahead, err, tt.want)
+		}
+		if tt.want != nil && Reason(err) != "too_far_ahead" {
+			t.Errorf("issuer %v ahead: reason %q", tt.ahead, Reason(err))
+		}
+	}
+	// A forged token with a far expiry is a bad signature, not "too far".
+	issuerClk.SetTime(t0.Add(time.Hour))
+	forged := []byte(mustIssue(t, issuer, sale, sku, user))
+	forged[len(forged)-2] ^= 1
+	if _, err := verifier.Verify(string(forged), sale, sku, user); !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrMalformed) {
+		t.Errorf("forged far token: %v", err)
+	}
+
+	issuerClk.SetTime(t0.Add(-DefaultTTL))
+	tok := mustIssue(t, issuer, sale, sku, user)
+	c, err := verifier.Verify(tok, sale, sku, user)
+	if !errors.Is(err, ErrExpired) || c.NonceString() != strings.Split(tok, ".")[3] || !c.ExpiresAt.Equal(t0) {
+		t.Fatalf("expired token: %+v %v, want its claims with ErrExpired", c, err)
+	}
+}
+
 func TestWrongBinding(t *testing.T) {
 	s, _ := newSigner(t, keyA)
 	tok := mustIssue(t, s, sale, sku, user)
@@ -322,7 +367,7 @@ func nonCanonical(c byte) string {
 }
 
 func TestErrorClassification(t *testing.T) {
-	for _, e := range []error{ErrMalformed, ErrUnknownKey, ErrBadSignature, ErrExpired} {
+	for _, e := range []error{ErrMalformed, ErrUnknownKey, ErrBadSignature, ErrExpired, ErrTooFarAhead} {
 		if !errors.Is(e, ErrInvalid) {
 			t.Errorf("%v is not ErrInvalid", e)
 		}
