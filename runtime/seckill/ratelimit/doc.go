@@ -61,6 +61,13 @@
 // request never charges any bucket (in particular the global bucket is never
 // charged for a request the user or IP limit refused, since it comes last).
 //
+// # Per-IP keys
+//
+// [Limiter.AllowAddr] counts an IPv4 client by its address (an IPv4-mapped
+// IPv6 address counts as the IPv4 one) and an IPv6 client by its /64
+// ([IPKey]): a host picks any address of its /64 at will, so counting /128s
+// would give one client as many buckets as it cares to use.
+//
 // Time comes from an injected [k8s.io/utils/clock.PassiveClock], so tests
 // are deterministic with the fake clock of k8s.io/utils/clock/testing.
 package ratelimit

@@ -178,9 +178,9 @@ func (l *Limiter) Allow(user, ip string) Decision {
 	return l.allow(user != "", uh, ip != "", ih)
 }
 
-// AllowAddr is Allow with the client address as a netip.Addr (IPv4-mapped
-// IPv6 addresses count as their IPv4 address). An invalid ip is not limited
-// in the IP dimension.
+// AllowAddr is Allow with the client address as a netip.Addr, keyed by
+// IPKey: an IPv4 address (IPv4-mapped IPv6 included) on its own, an IPv6
+// address by its /64. An invalid ip is not limited in the IP dimension.
 func (l *Limiter) AllowAddr(user string, ip netip.Addr) Decision {
 	var uh, ih uint64
 	if user != "" {
@@ -188,10 +188,27 @@ func (l *Limiter) AllowAddr(user string, ip netip.Addr) Decision {
 	}
 	hasIP := ip.IsValid()
 	if hasIP {
-		b := ip.Unmap().As16()
+		b := IPKey(ip).As16()
 		ih = maphash.Bytes(l.seed, b[:])
 	}
 	return l.allow(user != "", uh, hasIP, ih)
+}
+
+// IPv6Prefix is the prefix length one IPv6 client is counted by: a /64 is
+// the smallest block an ISP hands a home or a phone, and a host picks any of
+// its 2^64 addresses at will (privacy addresses), so keying by the full /128
+// would give one client as many buckets as it cares to use.
+const IPv6Prefix = 64
+
+// IPKey is the address the per-IP limit counts ip by: an IPv4 address
+// (IPv4-mapped IPv6 included) as is, an IPv6 address as its /64 (zone dropped).
+func IPKey(ip netip.Addr) netip.Addr {
+	ip = ip.Unmap()
+	if ip.Is4() || !ip.IsValid() {
+		return ip
+	}
+	p, _ := ip.WithZone("").Prefix(IPv6Prefix)
+	return p.Addr()
 }
 
 func (l *Limiter) allow(hasUser bool, uh uint64, hasIP bool, ih uint64) Decision {

@@ -239,6 +239,32 @@ func TestAllowAddr(t *testing.T) {
 	expect(t, l.AllowAddr("b", netip.MustParseAddr("::ffff:192.0.2.7")), false, IP, time.Second)
 	expect(t, l.AllowAddr("c", netip.MustParseAddr("2001:db8::7")), true, None, 0)
 	expect(t, l.AllowAddr("d", netip.MustParseAddr("2001:db8::7")), false, IP, time.Second)
+	// An IPv6 client is its /64: another address of the same /64 (a privacy
+	// address, a zone) shares the bucket, the next /64 does not.
+	expect(t, l.AllowAddr("e", netip.MustParseAddr("2001:db8::ffff:ffff:ffff:1")), false, IP, time.Second)
+	expect(t, l.AllowAddr("f", netip.MustParseAddr("fe80::1%eth0")), true, None, 0)
+	expect(t, l.AllowAddr("g", netip.MustParseAddr("fe80::2")), false, IP, time.Second)
+	expect(t, l.AllowAddr("h", netip.MustParseAddr("2001:db8:0:1::7")), true, None, 0)
+	// IPv4 stays per address: the neighbour of 192.0.2.7 has its own bucket.
+	expect(t, l.AllowAddr("i", netip.MustParseAddr("192.0.2.8")), true, None, 0)
+}
+
+func TestIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":                 "192.0.2.7",
+		"::ffff:192.0.2.7":          "192.0.2.7",
+		"2001:db8:1:2:3:4:5:6":      "2001:db8:1:2::",
+		"2001:db8:1:2:ffff::1%eth0": "2001:db8:1:2::",
+		"::1":                       "::",
+		"2001:db8:1:3:0:0:0:0":      "2001:db8:1:3::",
+	} {
+		if got := IPKey(netip.MustParseAddr(in)); got.String() != want {
+			t.Errorf("IPKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+	if IPKey(netip.Addr{}).IsValid() {
+		t.Error("IPKey of the zero Addr is valid")
+	}
 }
 
 func TestEvictionOfRefilledBuckets(t *testing.T) {
