@@ -13,9 +13,9 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
-	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/access"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/ratelimit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
@@ -106,16 +106,22 @@ func (s *Server) window(now time.Time) *apiError {
 	return nil
 }
 
+// rateLimit charges a token request or a purchase to the buyer's, their
+// address' and the sale-wide buckets.
 func (s *Server) rateLimit(b buyer) *apiError {
 	if b.allowed {
 		return nil
 	}
-	d := s.limiter.AllowAddr(b.user, b.ip)
+	return rateLimited(s.limiter.AllowAddr(b.user, b.ip), "requests")
+}
+
+// rateLimited is the 429 of a refusing decision (nil when it allows).
+func rateLimited(d ratelimit.Decision, what string) *apiError {
 	if d.Allowed {
 		return nil
 	}
 	return &apiError{status: http.StatusTooManyRequests, code: CodeRateLimited,
-		message: "too many requests (" + d.Limit.String() + " limit)", retryAfter: d.RetryAfterSeconds()}
+		message: "too many " + what + " (" + d.Limit.String() + " limit)", retryAfter: d.RetryAfterSeconds()}
 }
 
 // decode reads a small JSON body strictly: one object, capped in size.
@@ -192,14 +198,15 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *a
 }
 
 // handlePurchase runs the checks cheapest first, so that a flood of doomed
-// requests (sold out, paused, over the limit, forged) never reaches Redis.
+// requests (forged, sold out, paused, over the limit) never reaches Redis:
+// the buyer and the body, then the token's HMAC (microseconds, and before
+// any rate bucket is charged, so forged tokens use up no real buyer's
+// capacity), then admit's window, rate limits, sell-out and risk check. A
+// genuine token that admit refuses may be the retry of a purchase whose
+// answer was lost: replayOr gives it its order back instead of the refusal.
 func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	b, aerr := s.identify(r)
 	if aerr != nil {
-		return "", aerr
-	}
-	now := s.clk.Now()
-	if aerr := s.window(now); aerr != nil {
 		return "", aerr
 	}
 	var req purchaseRequest
@@ -210,46 +217,30 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 	if aerr != nil {
 		return "", aerr
 	}
-	if aerr := s.rateLimit(b); aerr != nil {
-		return "", aerr
-	}
 	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
 	if err != nil {
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
+		if errors.Is(err, token.ErrExpired) {
+			// Genuine, so it may have bought while it was valid.
+			return s.replayOr(w, r, b, sku.ID, claims, errBadToken)
+		}
 		return "", errBadToken
 	}
-	if s.state.skus[sku.ID].soldOut.Load() {
-		return s.answerSoldOut(w, r, sku.ID, claims.NonceString())
+	now := s.clk.Now()
+	if aerr := s.admit(r, b, sku.ID, now); aerr != nil {
+		return s.replayOr(w, r, b, sku.ID, claims, aerr)
 	}
-	if !b.allowed {
-		if aerr := s.checkRisk(r, b, sku.ID); aerr != nil {
-			return "", aerr
-		}
-	}
-	res, aerr := s.runPurchase(r, b, sku, claims.NonceString(), now)
+	res, aerr := s.runPurchase(r, b, sku, claims, now)
 	if aerr != nil {
 		return "", aerr
 	}
 	return s.answerPurchase(w, sku.ID, res)
 }
 
-// answerSoldOut answers a purchase of a SKU this pod knows is sold out.
-func (s *Server) answerSoldOut(w http.ResponseWriter, r *http.Request, sku, nonce string) (string, *apiError) {
-	// A retry of a purchase that was admitted but whose answer was lost
-	// must get its order back, not SOLD_OUT. That costs one GET, only
-	// for requests with a valid token, and the token endpoint stops
-	// issuing tokens once the SKU is sold out, so a flood cannot follow.
-	if orderNo, ok := s.replayedOrder(r.Context(), sku, nonce); ok {
-		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued"})
-		return "replayed", nil
-	}
-	return "", errSoldOut
-}
-
 // runPurchase calls the purchase script for a buyer who passed every check.
 // An error means the outcome is unknown: the buyer retries with the same
 // token and gets the same order.
-func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce string, now time.Time) (admission, *apiError) {
+func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, claims token.Claims, now time.Time) (admission, *apiError) {
 	// Once admitted this far the purchase runs to its end even if the buyer
 	// hangs up: cancelling a call already on the wire would only turn a
 	// known outcome into an unknown one.
@@ -260,10 +251,11 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, nonce s
 		User:     b.user,
 		Limit:    sku.PerUserLimit,
 		Amount:   sku.Price,
-		Nonce:    nonce,
+		Nonce:    claims.NonceString(),
 		Now:      now,
 		Deadline: now.Add(s.sale.PaymentTimeout()),
-		TokenTTL: s.signer.TTL(),
+		// The token key lives until the token's own expiry plus a margin.
+		TokenExpiry: claims.ExpiresAt,
 	})
 	if err != nil {
 		s.log.Error("Purchase script failed; outcome unknown, buyer told to retry with the same token", "sale", s.saleKey, "sku", sku.ID, "err", err)
@@ -300,13 +292,6 @@ func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res admission
 	}
 }
 
-// replayedOrder is the order this token already made, if any (the purchase
-// script records it under the token's nonce for the token's lifetime).
-func (s *Server) replayedOrder(ctx context.Context, sku, nonce string) (string, bool) {
-	orderNo, err := s.rdb.Get(ctx, keys.ForSKU(s.saleKey, sku).Token(nonce)).Result()
-	return orderNo, err == nil && orderNo != ""
-}
-
 func (s *Server) checkRisk(r *http.Request, b buyer, sku string) *apiError {
 	d, err := s.risk.Check(r.Context(), risk.Request{
 		Sale: s.saleKey, SKU: sku, User: b.user, IP: b.ip,
@@ -332,9 +317,17 @@ func (s *Server) checkRisk(r *http.Request, b buyer, sku string) *apiError {
 
 // handleOrder answers result polling: queued until the order pipeline made it
 // durable. Only the buyer who made the order may see it.
+//
+// Every poll reads Redis, so polls are charged to the buyer's and their
+// address' read buckets (the sale's per-user and per-IP rates, kept apart
+// from the purchase buckets so that polling never costs a buyer a purchase,
+// and never to the sale-wide bucket, which is the purchases' own).
 func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	b, aerr := s.identify(r)
 	if aerr != nil {
+		return "", aerr
+	}
+	if aerr := s.readLimit(b); aerr != nil {
 		return "", aerr
 	}
 	orderNo := r.PathValue("orderNo")

@@ -68,7 +68,7 @@ func NewMetrics() *Metrics {
 		}, []string{"sale"}),
 		tokenRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricTokenRejected,
-			Help: "Purchase tokens refused, by reason (malformed, unknown_key, bad_signature, expired).",
+			Help: "Purchase tokens refused, by reason (malformed, unknown_key, bad_signature, too_far_ahead, expired).",
 		}, []string{"reason"}),
 		riskChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRiskChecks,

@@ -74,11 +74,12 @@ func TestEveryRefusalLeavesStateUntouched(t *testing.T) {
 			headers: []string{"X-User-ID", "u3"}, status: 403, code: "BAD_TOKEN"},
 		{name: "token of another user", method: "POST", path: "/purchase", body: `{"sku":"1001","token":"` + goodToken("u4", "1001") + `"}`,
 			headers: []string{"X-User-ID", "u5"}, status: 403, code: "BAD_TOKEN"},
-		{name: "rate limited", method: "POST", path: "/purchase", body: `{"sku":"1001","token":"x"}`,
+		// A genuine token: a forged one is refused before any bucket is charged.
+		{name: "rate limited", method: "POST", path: "/purchase", body: `{"sku":"1001","token":"` + goodToken("u6", "1001") + `"}`,
 			headers: []string{"X-User-ID", "u6"}, status: 429, code: "RATE_LIMITED",
 			setup: func() {
-				s.call("POST", "/purchase", `{"sku":"1001","token":"x"}`, "X-User-ID", "u6")
-				s.call("POST", "/purchase", `{"sku":"1001","token":"x"}`, "X-User-ID", "u6")
+				s.call("POST", "/token", `{"sku":"1001"}`, "X-User-ID", "u6")
+				s.call("POST", "/token", `{"sku":"1001"}`, "X-User-ID", "u6")
 			}},
 		{name: "blocked user", method: "POST", path: "/purchase", body: `{"sku":"1001","token":"` + goodToken("mallory", "1001") + `"}`,
 			headers: []string{"X-User-ID", "mallory"}, status: 403, code: "BLOCKED"},

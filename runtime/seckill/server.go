@@ -77,6 +77,9 @@ type Server struct {
 	clk      clock.Clock
 	script   *purchase.Script
 	limiter  *ratelimit.Limiter
+	// reads limits order lookups (result polling, replay lookups) per user
+	// and per IP at the sale's rates, in buckets of their own.
+	reads    *ratelimit.Limiter
 	registry *ratelimit.Registry
 	access   *access.List
 	trusted  []netip.Prefix
@@ -140,6 +143,10 @@ func New(cfg Config) (*Server, error) {
 		RequestsPerSecond: float64(rl.RequestsPerSecond),
 		PerUserPerSecond:  float64(rl.PerUserPerSecond),
 		PerIPPerSecond:    float64(rl.PerIPPerSecond),
+	}, s.clk)
+	s.reads = ratelimit.New(ratelimit.Rates{
+		PerUserPerSecond: float64(rl.PerUserPerSecond),
+		PerIPPerSecond:   float64(rl.PerIPPerSecond),
 	}, s.clk)
 	if err := s.setAccess(cfg.Sale.Spec.Access); err != nil {
 		return nil, err
@@ -224,6 +231,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 func (s *Server) setShare(live int) {
 	s.limiter.SetShare(live)
+	s.reads.SetShare(live)
 	s.metrics.livePods.WithLabelValues(s.saleKey).Set(float64(live))
 }
 
