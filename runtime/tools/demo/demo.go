@@ -569,11 +569,13 @@ func checkVisibility(ctx context.Context, c *client, orders []order) []string {
 		if o.paid {
 			want = "paid"
 		}
-		a := c.do(ctx, "poll", http.MethodGet, "/orders/"+o.orderNo, o.user, "10.255.0.1", nil)
+		// One address per poll: result polling is rate limited per user and
+		// per IP like a buyer's own polling would be.
+		a := c.do(ctx, "poll", http.MethodGet, "/orders/"+o.orderNo, o.user, fmt.Sprintf("10.255.1.%d", i), nil)
 		if a.status != http.StatusOK || a.state != want {
 			bad = append(bad, fmt.Sprintf("order %s: poll answered %d %s %s, want %s", o.orderNo, a.status, a.code, a.state, want))
 		}
-		if a := c.do(ctx, "poll", http.MethodGet, "/orders/"+o.orderNo, "someone-else", "10.255.0.2", nil); a.status != http.StatusNotFound {
+		if a := c.do(ctx, "poll", http.MethodGet, "/orders/"+o.orderNo, "someone-else-"+strconv.Itoa(i), fmt.Sprintf("10.255.2.%d", i), nil); a.status != http.StatusNotFound {
 			bad = append(bad, fmt.Sprintf("order %s: visible to another user (%d)", o.orderNo, a.status))
 		}
 	}
