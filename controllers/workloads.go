@@ -172,6 +172,7 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 // the payment callback secret.
 func seckillDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
 	args := []string{"seckill", "--file=" + saleFile, "--listen=:" + strconv.Itoa(seckillPort), "--log-format=json"}
+	args = append(args, durabilityArgs(fs.Spec.Redis.Durability)...)
 	seckillEnv := append(append([]corev1.EnvVar{}, env...),
 		corev1.EnvVar{Name: "FLASHSALE_TOKEN_KEY_FILE", Value: tokenDir + "/" + tokenKeysKey})
 	if fs.Spec.Payment != nil && fs.Spec.Payment.SecretRef != nil {
@@ -193,6 +194,24 @@ func seckillDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []
 		},
 	}
 	return d
+}
+
+// durabilityArgs are the seckill flags of spec.redis.durability, spelt out
+// on the command line (the manifest carries them too) so that
+// `kubectl describe pod` shows what a 202 waits for.
+func durabilityArgs(d *v1alpha1.Durability) []string {
+	if d == nil || d.Replicas == 0 && !d.AOF {
+		return nil
+	}
+	timeout := v1alpha1.DefaultDurabilityTimeout
+	if d.Timeout != nil && d.Timeout.Duration > 0 {
+		timeout = d.Timeout.Duration
+	}
+	return []string{
+		"--wait-replicas=" + strconv.Itoa(int(d.Replicas)),
+		"--wait-aof=" + strconv.FormatBool(d.AOF),
+		"--wait-timeout=" + timeout.String(),
+	}
 }
 
 // workerDeployment runs the order pipeline, scaled by the queue backlog.

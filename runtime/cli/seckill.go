@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
@@ -59,6 +61,45 @@ type seckillFlags struct {
 	tok          tokenFlags
 	dsn          string
 	paySecret    string
+	durability   durabilityFlags
+}
+
+// durabilityFlags override the manifest's spec.redis.durability.
+type durabilityFlags struct {
+	replicas int
+	aof      bool
+	timeout  time.Duration
+}
+
+func (d *durabilityFlags) bind(f *pflag.FlagSet) {
+	f.IntVar(&d.replicas, "wait-replicas", 0, "replicas that must acknowledge an admitted purchase (Redis WAIT) before its 202; default: the manifest's spec.redis.durability.replicas")
+	f.BoolVar(&d.aof, "wait-aof", false, "wait for the primary's AOF fsync (Redis WAITAOF, 7.2+) before a 202; default: the manifest's spec.redis.durability.aof")
+	f.DurationVar(&d.timeout, "wait-timeout", 0, "bound of that wait; past it the buyer gets 202 with \"durable\": false (default: the manifest's spec.redis.durability.timeout, else 250ms)")
+}
+
+// resolve is the durability of fs with the flags given on the command line
+// taking precedence.
+func (d *durabilityFlags) resolve(f *pflag.FlagSet, fs *v1alpha1.FlashSale) (seckill.Durability, error) {
+	out := seckill.DurabilityOf(fs)
+	if f.Changed("wait-replicas") {
+		if d.replicas < 0 {
+			return out, fmt.Errorf("--wait-replicas must be 0 or more, not %d", d.replicas)
+		}
+		out.Replicas = d.replicas
+	}
+	if f.Changed("wait-aof") {
+		out.AOF = d.aof
+	}
+	if f.Changed("wait-timeout") {
+		if d.timeout <= 0 {
+			return out, fmt.Errorf("--wait-timeout must be positive, not %s", d.timeout)
+		}
+		out.Timeout = d.timeout
+	}
+	if out.Enabled() && out.Timeout <= 0 {
+		out.Timeout = v1alpha1.DefaultDurabilityTimeout
+	}
+	return out, nil
 }
 
 func newSeckillCommand() *cobra.Command {
@@ -88,6 +129,7 @@ func (sf *seckillFlags) bind(cmd *cobra.Command) {
 		"file holding the shared secret the payment service sends as \"Authorization: Bearer <secret>\" (a mounted Secret; re-read when it changes); env "+envPaymentSecret+" also works")
 	sf.redis.Bind(f)
 	sf.tok.bind(cmd)
+	sf.durability.bind(f)
 }
 
 // run connects the sale's Redis, token keys, orders database and risk
@@ -114,6 +156,9 @@ func (sf *seckillFlags) run(cmd *cobra.Command) error {
 		})
 	}
 	cfg := seckill.Config{Sale: fs, Redis: rdb, Signer: signer, PollInterval: sf.poll, AutoPipeline: sf.autoPipeline, Logger: log}
+	if cfg.Durability, err = sf.durability.resolve(cmd.Flags(), fs); err != nil {
+		return err
+	}
 	if sf.dsn != "" {
 		db, err := openOrderDB(ctx, sf.dsn)
 		if err != nil {

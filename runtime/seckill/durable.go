@@ -351,8 +351,8 @@ func (d Durability) wait(ctx context.Context, conn *redis.Conn) ack {
 	return ack{durable: true}
 }
 
-// describe is the durability in words, for logs and errors.
-func (d Durability) describe() string {
+// String is the durability in words, for logs and errors.
+func (d Durability) String() string {
 	var parts []string
 	if d.Replicas > 0 {
 		parts = append(parts, fmt.Sprintf("WAIT for %d replica(s)", d.Replicas))
@@ -380,7 +380,7 @@ func (s *Server) checkRedis(ctx context.Context) error {
 			s.log.Warn("Could not read the Redis version (INFO); going on without the check", "sale", s.saleKey, "err", err)
 			return nil
 		}
-		return fmt.Errorf("seckill: durability is asked for (%s) but the Redis servers cannot be checked: %w", s.durable.d.describe(), err)
+		return fmt.Errorf("seckill: durability is asked for (%s) but the Redis servers cannot be checked: %w", s.durable.d.String(), err)
 	}
 	var d Durability
 	if s.durable != nil {
@@ -394,7 +394,7 @@ func (s *Server) checkRedis(ctx context.Context) error {
 			"sale", s.saleKey, "problem", p.Msg)
 	}
 	if s.durable != nil {
-		s.log.Info("Purchases wait for durability before their 202", "sale", s.saleKey, "wait", d.describe())
+		s.log.Info("Purchases wait for durability before their 202", "sale", s.saleKey, "wait", d.String())
 	}
 	return nil
 }
