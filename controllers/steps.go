@@ -78,6 +78,9 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 			return depErr(v1alpha1.ReasonRedisUnavailable, err)
 		}
 	}
+	if err := r.checkRedis(ctx, s); err != nil { // version and durability (redischeck.go)
+		return err
+	}
 	missing, err := missingSKUs(ctx, rdb, sale)
 	if err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
