@@ -17,8 +17,9 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 )
 
-// ErrAuditFailed is returned when the conservation law does not hold or an
-// order is lost: the command exits non-zero.
+// ErrAuditFailed is returned when the conservation law does not hold, an
+// order is lost or stranded, or Redis disagrees with itself: the command
+// exits non-zero.
 var ErrAuditFailed = errors.New("audit failed")
 
 // auditFlags are the audit command's flags.
@@ -37,13 +38,18 @@ func newAuditCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit --file sale.yaml --redis-addr HOST:PORT --mysql-dsn DSN [--kafka-brokers a,b] [--json] [--repair]",
 		Short: "Check that every unit of stock and every order of a sale is accounted for",
-		Long: `Compare Redis (stock, buyers, stream, expiry set, orders), Kafka (consumer-group
-lag, dead-letter topic) and MySQL for a sale, per SKU, and check
+		Long: `Compare Redis (stock, debt, buyers, stream, expiry set, orders), Kafka
+(consumer-group lag, dead-letter topic) and MySQL for a sale, per SKU, and check
 
-    initial = remaining + in flight (stream + Kafka + dead letters) + created + paid (+ returning)
+    initial = remaining + in flight (stream + Kafka + dead letters) + created + paid + returning
 
-Orders admitted in Redis that are nowhere downstream are reported LOST. The
-command exits non-zero when the law does not hold or anything is lost.
+counting each order once, by its order number: every order the Redis snapshot
+shows holding a unit is looked for in MySQL (its status now), else the stream,
+Kafka, a dead-letter store. The law holds exactly while orders move, and breaks
+as soon as one vanishes. Orders admitted in Redis that are nowhere downstream
+are reported LOST; valid orders only in a dead-letter store are STRANDED. The
+command exits non-zero when the law does not hold, anything is lost or
+stranded, or Redis disagrees with itself.
 
 --repair fixes what is safe: valid orders stranded in a stream (stuck longer
 than --stuck-after) or in a dead-letter topic/stream are inserted into MySQL

@@ -1,25 +1,70 @@
 // Package audit compares what Redis, Kafka and MySQL hold about a sale,
-// checks the conservation law per SKU
+// checks the conservation law per SKU, lists the orders missing on either
+// side, and repairs what is safe to repair. The same Report feeds
+// `flashsale audit`, its metrics, and the operator.
 //
-//	initial = remaining + in flight + created + paid (+ returning)
+// # The law
 //
-// and lists the orders missing on either side. Repair fixes what is safe to
-// fix. The same Report feeds `flashsale audit`, its metrics, and the operator.
+// The audit counts each order once, by its order number, anchored on one
+// Redis snapshot per SKU: one MULTI reads initial, stock (remaining), debt,
+// the holders, the orders hash (each order's record "<status> <user>"), the
+// order stream with its consumer group, the dead-letter stream and the
+// expiry set. Every script that moves a unit keeps, atomically,
 //
-// In flight are the orders admitted in Redis that are not durable in MySQL
-// yet: entries of the SKU's stream (which the pipeline deletes once handed
-// on), messages behind the Kafka consumer group's committed offsets, and dead
-// letters (the Kafka dead-letter topic and the Redis dead-letter stream). They
-// are counted by order number, minus those already in MySQL, so an order
-// that is briefly in two places (committed but not yet acknowledged, or
-// redelivered) is counted once. Returning are cancelled orders whose unit is
-// not back in Redis yet (the rollback finishes them): they are still out.
+//	initial = remaining + units held      (units held = Σ holders)
 //
-// The reads go in the order an order travels: Redis (one MULTI per SKU, so
-// stock, buyers, stream, dead-letter stream, expiry set and orders hash are
-// one snapshot), then Kafka's order topic, then its dead-letter topic, then
-// MySQL. An order moving while the audit runs is therefore seen at least
-// once, and an order reported LOST is really nowhere.
+// and an order holds its unit exactly while its record is not cancelled. The
+// law is
+//
+//	initial = remaining + Σ over the snapshot's held orders, each where it is found
+//	        = remaining + in flight (stream + Kafka + dead letters) + created + paid + returning
+//
+// Each held order of the snapshot is looked for downstream, once, first
+// place wins: MySQL (by whatever status it has when MySQL is read: a payment
+// or a cancel since the snapshot is the same order moving on, and a
+// cancelled row whose unit the snapshot still counts as held is
+// "returning"), else the stream (in the snapshot), else Kafka behind the
+// consumer group, else a dead-letter topic or stream. A held order found
+// nowhere is LOST. So
+//
+//	imbalance = initial − accounted
+//	          = units of held orders found nowhere (LOST)
+//	          + (initial − remaining − units held) + (units held − held orders)
+//
+// the last two being Redis disagreeing with itself (REDIS_INCONSISTENT).
+// The imbalance is zero at every instant while nothing is lost, however the
+// orders move during the audit, and non-zero as soon as one vanishes: the
+// reads go in the order an order travels (Redis, Kafka's order topic, its
+// dead-letter topic, MySQL), and no stage lets go of an order before the
+// next one has it (the relay acknowledges a stream entry once Kafka has it;
+// the consumer commits an offset once MySQL or the dead-letter topic has the
+// message; the stream sink deletes an entry once MySQL has it, or in the
+// MULTI that dead-letters it), so an order that exists is seen at least once
+// and counted once.
+//
+// Orders the snapshot does not know (in MySQL, Kafka or a dead-letter store
+// but not in its orders hash) are not counted: they were admitted after
+// remaining was read, which still holds their unit. To tell them from orders
+// Redis never admitted, their records are read again at the end of the run:
+// present now, they were admitted after the snapshot (AfterSnapshot); absent,
+// they are UNKNOWN_TO_REDIS. Expiry members and statuses that looked stale
+// are read again the same way, so an order caught moving is not reported.
+//
+// # Conserved
+//
+// A SKU is conserved when the imbalance is zero and no valid order sits only
+// in a dead-letter store (DEAD_LETTER, counted in Stranded): such an order
+// is accounted for, but its only copy is one teardown would delete, so the
+// audit fails until `flashsale audit --repair` stores it in MySQL.
+//
+// # Debt
+//
+// Lowering the stock takes back what remaining can give; the units buyers
+// hold beyond that become the SKU's debt: each returned unit pays one off
+// (and initial goes down with it) instead of going back on sale. The declared
+// stock is initial − debt. The law above is unchanged by a debt; the audit
+// reports the debt and the declared stock beside it, and a debt outside
+// [0, units held] as REDIS_INCONSISTENT.
 package audit
 
 import (
@@ -97,12 +142,15 @@ const (
 	// KindRedisInconsistent: Redis disagrees with itself (stock + units held
 	// ≠ initial, or held units ≠ live orders in the orders hash).
 	KindRedisInconsistent = "REDIS_INCONSISTENT"
-	// KindUnknownToRedis: a MySQL row whose order Redis never admitted.
+	// KindUnknownToRedis: an order in MySQL (or a stream) that Redis never
+	// admitted: not in the orders hash, neither at the snapshot nor when read
+	// again at the end of the run.
 	KindUnknownToRedis = "UNKNOWN_TO_REDIS"
 	// KindPoison: a message or entry that is not a valid order of the sale.
 	KindPoison = "POISON"
-	// KindDeadLetter: a valid order in a dead-letter topic or stream that is
-	// not in MySQL (repairable).
+	// KindDeadLetter: a valid order only in a dead-letter topic or stream,
+	// not in MySQL (stranded; repairable). It fails the audit: teardown
+	// would delete its only copy.
 	KindDeadLetter = "DEAD_LETTER"
 	// KindStuck: a stream entry waiting longer than StuckAfter (repairable).
 	KindStuck = "STUCK"
@@ -131,25 +179,37 @@ type Finding struct {
 // Fatal says whether the finding makes the audit fail.
 func (f Finding) Fatal() bool {
 	switch f.Kind {
-	case KindLost, KindImbalance, KindRedisInconsistent:
+	case KindLost, KindImbalance, KindRedisInconsistent, KindDeadLetter:
 		return true
 	}
 	return false
 }
 
-// InFlight are the orders admitted but not durable yet, by where they wait.
+// InFlight are the held orders of the snapshot not in MySQL, by where they
+// were found (each once: the stream before Kafka before a dead-letter store).
 type InFlight struct {
-	// Stream: entries of the SKU's Redis Stream not in MySQL.
+	// Stream: in the SKU's Redis Stream.
 	Stream int64 `json:"stream"`
-	// Kafka: messages behind the consumer group's offsets, not in MySQL.
+	// Kafka: behind the consumer group's committed offsets.
 	Kafka int64 `json:"kafka"`
-	// DeadLetters: valid orders in the dead-letter topic or stream, not in MySQL.
+	// DeadLetters: valid orders only in the dead-letter topic or stream.
 	DeadLetters int64 `json:"deadLetters"`
-	// Total counts each order once.
+	// Total = Stream + Kafka + DeadLetters.
 	Total int64 `json:"total"`
 }
 
-// MySQLCounts are a SKU's rows by status.
+// Durable are the held orders of the snapshot found in MySQL, by the status
+// MySQL gives them when it is read.
+type Durable struct {
+	Created int64 `json:"created"`
+	Paid    int64 `json:"paid"`
+	// Returning: cancelled in MySQL while the snapshot counts the unit as
+	// held (the rollback returns it, or did since the snapshot).
+	Returning int64 `json:"returning"`
+}
+
+// MySQLCounts are a SKU's rows by status: every row, including orders
+// admitted after the snapshot (the law counts Durable instead).
 type MySQLCounts struct {
 	Created   int64 `json:"created"`
 	Paid      int64 `json:"paid"`
@@ -161,23 +221,38 @@ type MySQLCounts struct {
 // SKUReport is the audit of one SKU.
 type SKUReport struct {
 	SKU string `json:"sku"`
-	// Initial is the stock warmed plus every raise (the `initial` key).
+	// Initial is the stock warmed plus every raise, minus the debt paid off
+	// (the `initial` key): the left side of the law.
 	Initial int64 `json:"initial"`
+	// Debt is the units a lowering could not take back yet (the `debt` key).
+	Debt int64 `json:"debt"`
+	// Declared = Initial − Debt: the stock the sale declares now.
+	Declared int64 `json:"declared"`
 	// Remaining is the stock counter.
-	Remaining int64       `json:"remaining"`
-	InFlight  InFlight    `json:"inFlight"`
-	MySQL     MySQLCounts `json:"mysql"`
-	// ReturningOut are cancelled orders whose unit is still out of Redis
-	// (still in the expiry set: the rollback returns them); counted on the
-	// right side of the law. MySQL.Returning also counts those released but
-	// not yet marked returned, whose unit is back in Remaining already.
+	Remaining int64    `json:"remaining"`
+	InFlight  InFlight `json:"inFlight"`
+	Durable   Durable  `json:"durable"`
+	// MySQL are the raw row counts (not the law's figures).
+	MySQL MySQLCounts `json:"mysql"`
+	// ReturningOut = Durable.Returning: cancelled orders whose unit the
+	// snapshot still counts as held. MySQL.Returning also counts those
+	// released but not yet marked returned, whose unit is back in Remaining.
 	ReturningOut int64 `json:"returningOut"`
-	// Accounted = Remaining + InFlight.Total + Created + Paid + ReturningOut.
+	// Accounted = Remaining + InFlight.Total + Durable.Created + Durable.Paid
+	// + Durable.Returning.
 	Accounted int64 `json:"accounted"`
-	// Imbalance = Initial − Accounted: units nobody can account for (> 0)
-	// or counted twice (< 0).
+	// Imbalance = Initial − Accounted: units held by LOST orders, plus Redis
+	// disagreeing with itself (> 0: missing; < 0: counted twice, e.g. an
+	// order Redis shows held whose unit is also in remaining).
 	Imbalance int64 `json:"imbalance"`
-	Conserved bool  `json:"conserved"`
+	// Conserved: Imbalance is 0 and Stranded is 0.
+	Conserved bool `json:"conserved"`
+	// Stranded are the valid orders only in a dead-letter store (not in
+	// MySQL): InFlight.DeadLetters, plus any of them Redis does not know.
+	Stranded int64 `json:"stranded"`
+	// AfterSnapshot are orders seen in MySQL or a dead-letter store that
+	// were admitted after the Redis snapshot: not part of this run's law.
+	AfterSnapshot int64 `json:"afterSnapshot"`
 
 	Redis RedisFigures `json:"redis"`
 	// Raw Kafka figures attributed to this SKU.
@@ -219,7 +294,7 @@ type Report struct {
 	KafkaLag int64       `json:"kafkaLag"`
 	SKUs     []SKUReport `json:"skus"`
 	Findings []Finding   `json:"findings"`
-	// Conserved: the law holds for every SKU.
+	// Conserved: every SKU is conserved (the law holds, nothing stranded).
 	Conserved bool `json:"conserved"`
 	// Lost counts LOST orders.
 	Lost int `json:"lost"`
@@ -280,7 +355,10 @@ func (a *Auditor) Run(ctx context.Context) (*Report, error) {
 	kPending, kDead := a.kafkaBySKU(rep, in.kafka)
 	rep.Conserved = true
 	for _, sku := range a.cfg.Sale.Spec.SKUs {
-		sr := a.auditSKU(rep, sku.ID, in.redis[sku.ID], in.mysql[sku.ID], kPending[sku.ID], kDead[sku.ID], now)
+		sr, err := a.auditSKU(ctx, rep, sku.ID, in.redis[sku.ID], in.mysql[sku.ID], kPending[sku.ID], kDead[sku.ID], now)
+		if err != nil {
+			return nil, err
+		}
 		if !sr.Conserved {
 			rep.Conserved = false
 		}
@@ -312,7 +390,8 @@ type observed struct {
 }
 
 // read reads the sale in the order an order travels (see the package
-// documentation): Redis, then Kafka, then MySQL.
+// documentation): Redis, then Kafka, then MySQL. The re-read of the orders
+// the snapshot did not know comes after all of them (auditSKU).
 func (a *Auditor) read(ctx context.Context, rep *Report) (*observed, error) {
 	saleKey := rep.SaleKey
 	in := &observed{redis: map[string]*redisSnapshot{}, kafka: &kafkaView{}, mysql: map[string]map[string]orderdb.State{}}
@@ -388,8 +467,8 @@ func (rep *Report) finish() {
 }
 
 func kindRank(k string) int {
-	for i, x := range []string{KindLost, KindImbalance, KindRedisInconsistent, KindUnknownToRedis, KindIncomplete,
-		KindPoison, KindDeadLetter, KindStuck, KindStaleExpiry, KindStatusBehind} {
+	for i, x := range []string{KindLost, KindImbalance, KindRedisInconsistent, KindDeadLetter, KindUnknownToRedis, KindIncomplete,
+		KindPoison, KindStuck, KindStaleExpiry, KindStatusBehind} {
 		if x == k {
 			return i
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -85,6 +86,7 @@ func (a *Auditor) readBehindGroup(ctx context.Context, client sarama.Client, con
 	if err != nil {
 		return err
 	}
+	var ranges []partRange
 	for _, p := range parts {
 		oldest, newest, err := bounds(client, topic, p)
 		if err != nil {
@@ -98,12 +100,11 @@ func (a *Auditor) readBehindGroup(ctx context.Context, client sarama.Client, con
 			continue
 		}
 		v.Lag += newest - from
-		msgs, complete := a.readRange(ctx, consumer, topic, p, from, newest)
-		v.Pending = append(v.Pending, msgs...)
-		if !complete {
-			v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", topic, p, from, newest))
-		}
+		ranges = append(ranges, partRange{p: p, from: from, to: newest})
 	}
+	msgs, incomplete := a.readRanges(ctx, consumer, topic, ranges)
+	v.Pending = append(v.Pending, msgs...)
+	v.Incomplete = append(v.Incomplete, incomplete...)
 	return nil
 }
 
@@ -113,21 +114,47 @@ func (a *Auditor) readDeadLetters(ctx context.Context, client sarama.Client, con
 	if err != nil {
 		return err
 	}
+	var ranges []partRange
 	for _, p := range dparts {
 		oldest, newest, err := bounds(client, dlq, p)
 		if err != nil {
 			return err
 		}
-		if newest <= oldest {
-			continue
-		}
-		msgs, complete := a.readRange(ctx, consumer, dlq, p, oldest, newest)
-		v.DeadLetters = append(v.DeadLetters, msgs...)
-		if !complete {
-			v.Incomplete = append(v.Incomplete, fmt.Sprintf("%s/%d [%d,%d)", dlq, p, oldest, newest))
+		if newest > oldest {
+			ranges = append(ranges, partRange{p: p, from: oldest, to: newest})
 		}
 	}
+	msgs, incomplete := a.readRanges(ctx, consumer, dlq, ranges)
+	v.DeadLetters = append(v.DeadLetters, msgs...)
+	v.Incomplete = append(v.Incomplete, incomplete...)
 	return nil
+}
+
+// partRange is the offsets [from, to) of partition p.
+type partRange struct {
+	p        int32
+	from, to int64
+}
+
+// readRanges reads the ranges of topic at once (sarama starts each
+// partition consumer after a batching pause of its own, 100 ms: one after
+// the other, 12 partitions would take over a second) and returns their
+// messages in partition order, and the ranges it could not read to the end.
+func (a *Auditor) readRanges(ctx context.Context, consumer sarama.Consumer, topic string, ranges []partRange) (msgs []kafkaMessage, incomplete []string) {
+	out := make([][]kafkaMessage, len(ranges))
+	complete := make([]bool, len(ranges))
+	var wg sync.WaitGroup
+	for i, r := range ranges {
+		wg.Go(func() { out[i], complete[i] = a.readRange(ctx, consumer, topic, r.p, r.from, r.to) })
+	}
+	wg.Wait()
+	for i, r := range ranges {
+		msgs = append(msgs, out[i]...)
+		if !complete[i] {
+			incomplete = append(incomplete, fmt.Sprintf("%s/%d [%d,%d)", topic, r.p, r.from, r.to))
+		}
+	}
+	return msgs, incomplete
 }
 
 // partitions lists a topic's partitions; a topic that does not exist has none.

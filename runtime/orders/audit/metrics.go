@@ -33,11 +33,11 @@ func NewMetrics() *Metrics {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
 	return &Metrics{
-		conserved:   g(MetricConserved, "1 when initial = remaining + in flight + created + paid + returning holds for the SKU at the last audit.", "sale", "sku"),
-		imbalance:   g(MetricImbalance, "Initial stock minus what the last audit accounted for (0 when conserved).", "sale", "sku"),
+		conserved:   g(MetricConserved, "1 when, at the last audit, initial = remaining + in flight + created + paid + returning held exactly for the SKU (each order of the Redis snapshot counted once) and no valid order was only in a dead-letter store.", "sale", "sku"),
+		imbalance:   g(MetricImbalance, "Initial stock minus what the last audit accounted for: units of LOST orders plus Redis disagreeing with itself (0 when nothing is lost).", "sale", "sku"),
 		lost:        g(MetricLost, "Orders admitted in Redis that are nowhere downstream (not in MySQL, stream, Kafka or a dead-letter queue).", "sale", "sku"),
 		inFlight:    g(MetricInFlight, "Orders admitted but not durable in MySQL yet (stream, Kafka, dead letters).", "sale", "sku"),
-		deadLetters: g(MetricDeadLetters, "Valid orders in a dead-letter topic or stream that never reached MySQL.", "sale", "sku"),
+		deadLetters: g(MetricDeadLetters, "Valid orders only in a dead-letter topic or stream, never stored in MySQL (stranded: the audit fails until they are).", "sale", "sku"),
 		stuck:       g(MetricStuck, "Stream entries waiting longer than the stuck threshold.", "sale", "sku"),
 		kafkaLag:    g(MetricKafkaLag, "The order consumer group's lag on the sale's topic.", "sale"),
 		ok:          g(MetricOK, "1 when the last audit held (conserved, nothing lost, Redis consistent).", "sale"),
@@ -59,7 +59,7 @@ func (m *Metrics) Observe(r *Report) {
 		m.imbalance.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Imbalance))
 		m.lost.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Lost))
 		m.inFlight.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.InFlight.Total))
-		m.deadLetters.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.InFlight.DeadLetters))
+		m.deadLetters.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Stranded))
 		m.stuck.WithLabelValues(r.SaleKey, s.SKU).Set(float64(s.Stuck))
 	}
 	m.kafkaLag.WithLabelValues(r.SaleKey).Set(float64(r.KafkaLag))

@@ -17,20 +17,23 @@ import (
 // redisSnapshot is one SKU's Redis state, read in one MULTI.
 type redisSnapshot struct {
 	stock, initial int64
-	warmed         bool
-	holders        map[string]string
-	orders         orderstate.Records
-	expiry         map[string]bool
-	stream         []redis.XMessage
-	pending        map[string]redis.XPendingExt
-	lastDelivered  string
-	hasGroup       bool
-	dlq            []redis.XMessage
+	// debt is the SKU's debt counter (absent: 0), see keys.SKU.Debt.
+	debt          int64
+	warmed        bool
+	holders       map[string]string
+	orders        orderstate.Records
+	expiry        map[string]bool
+	stream        []redis.XMessage
+	pending       map[string]redis.XPendingExt
+	lastDelivered string
+	hasGroup      bool
+	dlq           []redis.XMessage
 }
 
 // redisReplies are the replies of the MULTI that readRedis sends.
 type redisReplies struct {
 	stock, initial *redis.StringCmd
+	debt           *redis.StringCmd
 	holders        *redis.MapStringStringCmd
 	orders         func() (orderstate.Records, error)
 	expiry         *redis.StringSliceCmd
@@ -45,6 +48,7 @@ func (a *Auditor) readRedis(ctx context.Context, saleKey, sku string) (*redisSna
 	_, err := a.cfg.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		r.stock = p.Get(ctx, k.Stock)
 		r.initial = p.Get(ctx, k.Initial)
+		r.debt = p.Get(ctx, k.Debt)
 		r.holders = p.HGetAll(ctx, k.Holders)
 		r.orders = orderstate.QueueAll(ctx, p, saleKey, sku)
 		r.expiry = p.ZRange(ctx, k.Expiry, 0, -1)
@@ -74,6 +78,11 @@ func (r *redisReplies) snapshot() (*redisSnapshot, error) {
 		s.initial = v
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("initial stock: %w", err)
+	}
+	if v, err := r.debt.Int64(); err == nil {
+		s.debt = v
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("stock debt: %w", err)
 	}
 	for _, m := range r.expiry.Val() {
 		s.expiry[m] = true
@@ -106,6 +115,63 @@ func (r *redisReplies) snapshot() (*redisSnapshot, error) {
 		return nil, fmt.Errorf("pending entries: %w", err)
 	}
 	return s, nil
+}
+
+// later is what Redis says now, at the end of a run, about the orders the
+// snapshot could not settle: their records, and whether they are in the
+// expiry set.
+type later struct {
+	// records by order number; an order absent from the orders hash now is
+	// in neither map.
+	records orderstate.Records
+	// inExpiry says the order is still in the expiry set.
+	inExpiry map[string]bool
+}
+
+// known says Redis knows order no now (even with a malformed record).
+func (l *later) known(no string) bool {
+	if _, ok := l.records.ByOrder[no]; ok {
+		return true
+	}
+	_, ok := l.records.Malformed[no]
+	return ok
+}
+
+// reread reads again, in one MULTI, the records of orders (HMGET on the
+// orders hash) and the expiry membership of expiring (ZMSCORE). An order
+// the snapshot did not know but Redis knows now was admitted after the
+// snapshot; a status or an expiry member that moved on since was only
+// caught moving.
+func (a *Auditor) reread(ctx context.Context, saleKey, sku string, orders, expiring []string) (*later, error) {
+	l := &later{inExpiry: map[string]bool{}}
+	if len(orders) == 0 && len(expiring) == 0 {
+		return l, nil
+	}
+	var recs func() (orderstate.Records, error)
+	var scores *redis.FloatSliceCmd
+	_, err := a.cfg.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		recs = orderstate.QueueSome(ctx, p, saleKey, sku, orders)
+		if len(expiring) > 0 {
+			scores = p.ZMScore(ctx, keys.ForSKU(saleKey, sku).Expiry, expiring...)
+		} else {
+			p.Ping(ctx) // a MULTI needs one command
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read again %d orders of SKU %s: %w", len(orders)+len(expiring), sku, err)
+	}
+	if l.records, err = recs(); err != nil {
+		return nil, err
+	}
+	if scores != nil {
+		// ZMSCORE answers nil for a missing member, which go-redis reads
+		// as 0; a deadline (unix ms) is never 0.
+		for i, v := range scores.Val() {
+			l.inExpiry[expiring[i]] = v != 0
+		}
+	}
+	return l, nil
 }
 
 // isMissing says the error only means "no such stream or group".

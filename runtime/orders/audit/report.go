@@ -13,8 +13,11 @@ import (
 func (r *Report) Failures() []string {
 	var out []string
 	for _, s := range r.SKUs {
-		if !s.Conserved {
+		if s.Imbalance != 0 {
 			out = append(out, fmt.Sprintf("the conservation law does not hold for SKU %s (%+d units)", s.SKU, s.Imbalance))
+		}
+		if s.Stranded > 0 {
+			out = append(out, fmt.Sprintf("%d valid orders of SKU %s are only in a dead-letter store (stranded; `flashsale audit --repair` stores them once MySQL accepts them)", s.Stranded, s.SKU))
 		}
 	}
 	if r.Lost > 0 {
@@ -73,23 +76,32 @@ func (r *Report) writeBody(b *strings.Builder) {
 	}
 	b.WriteString(")\n\n")
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SKU\tINITIAL\tREMAINING\tIN FLIGHT (stream/kafka/dlq)\tCREATED\tPAID\tRETURNING\tCANCELLED\tIMBALANCE\tLAW")
+	fmt.Fprintln(tw, "SKU\tDECLARED\tDEBT\tINITIAL\tREMAINING\tIN FLIGHT (stream/kafka/dlq)\tCREATED\tPAID\tRETURNING\tIMBALANCE\tLAW")
 	for _, s := range r.SKUs {
 		law := "holds"
-		if !s.Conserved {
+		switch {
+		case s.Imbalance != 0:
 			law = "BROKEN"
+		case s.Stranded > 0:
+			law = "STRANDED"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d (%d/%d/%d)\t%d\t%d\t%d\t%d\t%+d\t%s\n", s.SKU, s.Initial, s.Remaining,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d (%d/%d/%d)\t%d\t%d\t%d\t%+d\t%s\n", s.SKU, s.Declared, s.Debt, s.Initial, s.Remaining,
 			s.InFlight.Total, s.InFlight.Stream, s.InFlight.Kafka, s.InFlight.DeadLetters,
-			s.MySQL.Created, s.MySQL.Paid, s.ReturningOut, s.MySQL.Cancelled, s.Imbalance, law)
+			s.Durable.Created, s.Durable.Paid, s.Durable.Returning, s.Imbalance, law)
 	}
 	_ = tw.Flush()
-	b.WriteString("\n  law: initial = remaining + in flight + created + paid + returning (cancelled, unit not back yet)\n")
+	b.WriteString("\n  law: initial = remaining + in flight + created + paid + returning, counting each order the Redis snapshot shows\n" +
+		"       holding a unit once, where it is found (MySQL's status now, else stream, Kafka, dead letters); declared = initial − debt\n")
 	for _, s := range r.SKUs {
 		fmt.Fprintf(b, "  SKU %s redis: units held %d, orders %v, stream %d (pending %d, undelivered %d), dead-letter stream %d, expiry set %d",
 			s.SKU, s.Redis.UnitsHeld, s.Redis.Orders, s.Redis.StreamLength, s.Redis.StreamPending, s.Redis.StreamUndelivered, s.Redis.DeadLetters, s.Redis.Expiry)
 		if r.Mode == "kafka" {
 			fmt.Fprintf(b, "; kafka: behind the group %d, dead letters %d", s.KafkaPending, s.KafkaDeadLetters)
+		}
+		fmt.Fprintf(b, "; mysql rows: created %d, paid %d, cancelled %d (%d not marked returned)",
+			s.MySQL.Created, s.MySQL.Paid, s.MySQL.Cancelled, s.MySQL.Returning)
+		if s.AfterSnapshot > 0 {
+			fmt.Fprintf(b, "; %d admitted after the snapshot (not counted)", s.AfterSnapshot)
 		}
 		b.WriteString("\n")
 	}
