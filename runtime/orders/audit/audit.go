@@ -29,9 +29,14 @@
 //
 //	imbalance = initial − accounted
 //	          = units of held orders found nowhere (LOST)
+//	          − units of orders in MySQL that Redis never admitted
 //	          + (initial − remaining − units held) + (units held − held orders)
 //
 // the last two being Redis disagreeing with itself (REDIS_INCONSISTENT).
+// An order in MySQL that Redis never admitted (neither in the snapshot nor
+// when read again, below: after a failover to a replica that missed it, or
+// a restore from an old backup) holds a unit Redis still offers: it is
+// counted where MySQL says, so the oversell shows as a negative imbalance.
 // The imbalance is zero at every instant while nothing is lost, however the
 // orders move during the audit, and non-zero as soon as one vanishes: the
 // reads go in the order an order travels (Redis, Kafka's order topic, its
@@ -199,7 +204,9 @@ type InFlight struct {
 }
 
 // Durable are the held orders of the snapshot found in MySQL, by the status
-// MySQL gives them when it is read.
+// MySQL gives them when it is read, and the orders in MySQL holding a unit
+// that Redis never admitted (UNKNOWN_TO_REDIS: Redis still offers their
+// unit, so counting it shows the oversell).
 type Durable struct {
 	Created int64 `json:"created"`
 	Paid    int64 `json:"paid"`

@@ -241,7 +241,7 @@ func TestLawHoldsWhileOrdersMove(t *testing.T) {
 			if bad > 0 {
 				t.Fatalf("%d of %d audits failed while nothing was lost; the first:\n%s", bad, runs, first)
 			}
-			if runs < 20 || moving < runs/4 || sp.admitted.Load() < 500 || sp.paid.Load() == 0 {
+			if runs < 10 || moving < runs/4 || sp.admitted.Load() < 500 || sp.paid.Load() == 0 {
 				t.Fatalf("not a spike: %d runs, %d moving, %d admitted, %d paid", runs, moving, sp.admitted.Load(), sp.paid.Load())
 			}
 

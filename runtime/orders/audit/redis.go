@@ -153,8 +153,6 @@ func (a *Auditor) reread(ctx context.Context, saleKey, sku string, orders, expir
 		recs = orderstate.QueueSome(ctx, p, saleKey, sku, orders)
 		if len(expiring) > 0 {
 			scores = p.ZMScore(ctx, keys.ForSKU(saleKey, sku).Expiry, expiring...)
-		} else {
-			p.Ping(ctx) // a MULTI needs one command
 		}
 		return nil
 	})

@@ -40,8 +40,9 @@ type skuAudit struct {
 	// deadWhy: the finding detail of each order found in a dead-letter store.
 	deadWhy map[string]Finding
 	// held: orders the snapshot shows holding a unit; lostHeld: those of
-	// them found nowhere.
-	held, lostHeld int64
+	// them found nowhere; outside: orders in MySQL holding a unit that
+	// Redis never admitted.
+	held, lostHeld, outside int64
 	// What the snapshot could not settle, for the re-read at the end.
 	unknown []Finding // orders downstream the snapshot does not know
 	stale   []staleMember
@@ -410,6 +411,7 @@ func (x *skuAudit) settle(l *later) {
 		default:
 			x.sr.UnknownToRedis++
 			x.add(f)
+			x.soldOutside(f.OrderNo)
 		}
 	}
 	for _, m := range x.stale {
@@ -433,6 +435,28 @@ func (x *skuAudit) settle(l *later) {
 	}
 }
 
+// soldOutside counts the unit of an order in MySQL that Redis never
+// admitted (a failover to a replica that missed it, a restore from an old
+// backup): Redis still offers that unit, so it is counted as sold where
+// MySQL says, and the law shows the oversell as a negative imbalance.
+func (x *skuAudit) soldOutside(no string) {
+	st, ok := x.db[no]
+	if !ok {
+		return
+	}
+	switch {
+	case st.Status == order.Created:
+		x.sr.Durable.Created++
+	case st.Status == order.Paid:
+		x.sr.Durable.Paid++
+	case st.Status == order.Cancelled && !st.StockReturned:
+		x.sr.Durable.Returning++
+	default:
+		return // cancelled and settled: it holds nothing any more
+	}
+	x.outside++
+}
+
 // balance checks the conservation law; see the package documentation.
 func (x *skuAudit) balance() {
 	sr := &x.sr
@@ -443,9 +467,9 @@ func (x *skuAudit) balance() {
 	if sr.Imbalance != 0 {
 		x.add(Finding{Kind: KindImbalance, Detail: fmt.Sprintf(
 			"initial %d ≠ remaining %d + in flight %d + created %d + paid %d + returning %d = %d (%+d units unaccounted: "+
-				"%d held by LOST orders, %+d Redis stock vs units held, %+d units held vs held orders)",
+				"%d held by LOST orders, -%d sold to orders Redis never admitted, %+d Redis stock vs units held, %+d units held vs held orders)",
 			sr.Initial, sr.Remaining, sr.InFlight.Total, sr.Durable.Created, sr.Durable.Paid, sr.Durable.Returning, sr.Accounted, sr.Imbalance,
-			x.lostHeld, sr.Initial-sr.Remaining-sr.Redis.UnitsHeld, sr.Redis.UnitsHeld-x.held)})
+			x.lostHeld, x.outside, sr.Initial-sr.Remaining-sr.Redis.UnitsHeld, sr.Redis.UnitsHeld-x.held)})
 	}
 	if sr.Durable.Returning > 0 {
 		x.rep.Notes = append(x.rep.Notes, fmt.Sprintf("SKU %s: %d cancelled orders have their unit still out (the rollback returns them); they are counted as out", x.sku, sr.Durable.Returning))
