@@ -14,6 +14,8 @@ const (
 	MetricRemaining       = "flashsale_operator_stock_remaining"
 	MetricStockConserved  = "flashsale_operator_stock_conserved"
 	MetricSaleStartTime   = "flashsale_operator_sale_start_time_seconds"
+	MetricStockDebt       = "flashsale_operator_stock_debt"
+	MetricOrdersStranded  = "flashsale_operator_orders_stranded"
 )
 
 var allPhases = []v1alpha1.Phase{
@@ -29,6 +31,8 @@ type Metrics struct {
 	remaining *prometheus.GaugeVec
 	conserved *prometheus.GaugeVec
 	startTime *prometheus.GaugeVec
+	debt      *prometheus.GaugeVec
+	stranded  *prometheus.GaugeVec
 }
 
 // NewMetrics creates the collectors; register them with Collectors.
@@ -47,12 +51,16 @@ func NewMetrics() *Metrics {
 			Help: "1 when the latest audit found the stock conserved, 0 when not."}, sale),
 		startTime: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricSaleStartTime,
 			Help: "The sale's spec.startTime (unix seconds); alerts compare it with time()."}, sale),
+		debt: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricStockDebt,
+			Help: "Units buyers hold beyond a SKU's lowered stock, which the rollback takes out of the sale as their orders are cancelled (status.skus[].debt)."}, append(sale, "sku")),
+		stranded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricOrdersStranded,
+			Help: "Valid orders only a dead-letter topic or stream holds (MySQL refused them), as the latest audit found, less those abandoned on purpose; the sale does not end while it is above 0."}, sale),
 	}
 }
 
 // Collectors are to be registered with the manager's registry.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved, m.startTime}
+	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved, m.startTime, m.debt, m.stranded}
 }
 
 func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
@@ -72,12 +80,16 @@ func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
 	m.startTime.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Spec.StartTime.Unix()))
 	m.lag.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Status.QueueLag))
 	m.remaining.WithLabelValues(fs.Namespace, fs.Name).Set(float64(fs.Status.Remaining))
+	for _, sku := range fs.Status.SKUs {
+		m.debt.WithLabelValues(fs.Namespace, fs.Name, sku.ID).Set(float64(sku.Debt))
+	}
 	if a := fs.Status.Audit; a != nil {
 		v := 0.0
 		if a.Conserved {
 			v = 1
 		}
 		m.conserved.WithLabelValues(fs.Namespace, fs.Name).Set(v)
+		m.stranded.WithLabelValues(fs.Namespace, fs.Name).Set(float64(max(a.Stranded-a.Abandoned, 0)))
 	}
 }
 
@@ -93,4 +105,6 @@ func (m *Metrics) forget(fs *v1alpha1.FlashSale) {
 	m.remaining.DeletePartialMatch(l)
 	m.conserved.DeletePartialMatch(l)
 	m.startTime.DeletePartialMatch(l)
+	m.debt.DeletePartialMatch(l)
+	m.stranded.DeletePartialMatch(l)
 }

@@ -23,7 +23,9 @@ type Observed struct {
 	SoldOut bool
 	// Settled: the pipeline drained to zero lag and no order waits for
 	// payment any more (after endTime + paymentTimeout). From here on the
-	// sale is torn down, and its workloads are not applied again.
+	// sale is torn down, and its workloads are not applied again. The
+	// settle step clears it again when the final audit finds valid orders
+	// only in a dead-letter store (stranded.go): the sale stays Draining.
 	Settled bool
 	// TornDown: the final audit is in status and the workloads, keys and
 	// topic are gone per policy.

@@ -18,26 +18,34 @@ import (
 )
 
 // reconcileAudit checks the conservation law every AuditInterval once buyers
-// have been admitted, and writes the result to status.
+// have been admitted, and writes the result to status. A settled sale is
+// audited by reconcileSettle instead, which acts on the result.
 func (r *FlashSaleReconciler) reconcileAudit(ctx context.Context, s *scope) error {
 	st := &s.fs.Status
-	if st.OpenedAt == nil || s.now.Before(st.OpenedAt.Time) {
+	if st.OpenedAt == nil || s.now.Before(st.OpenedAt.Time) || s.obs.Settled {
 		return nil
 	}
 	if st.Audit != nil && s.now.Sub(st.Audit.Time.Time) < r.AuditInterval {
+		keepStrandedDegraded(s)
 		return nil
 	}
 	r.runAudit(ctx, s)
 	return nil
 }
 
-// runAudit runs the audit and records it; a failing audit is reported in
-// the StockConsistent condition but does not stop the sale.
-func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Report {
-	a, err := audit.New(audit.Config{
-		Sale: s.sale, Redis: s.c.rdb, Orders: s.c.orders, Brokers: s.c.brokers,
+// newAuditor is an auditor of sale through the connections c.
+func (r *FlashSaleReconciler) newAuditor(sale *v1alpha1.FlashSale, c *conns) (*audit.Auditor, error) {
+	return audit.New(audit.Config{
+		Sale: sale, Redis: c.rdb, Orders: c.orders, Brokers: c.brokers,
 		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout,
 	})
+}
+
+// runAudit runs the audit and records it; a failing audit is reported in
+// the StockConsistent condition but does not stop the sale. It returns nil
+// when the audit could not run.
+func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Report {
+	a, err := r.newAuditor(s.sale, s.c)
 	var rep *audit.Report
 	if err == nil {
 		rep, err = a.Run(ctx)
@@ -46,30 +54,46 @@ func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Rep
 		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionUnknown, v1alpha1.ReasonAuditFailed, "audit failed: "+err.Error())
 		return nil
 	}
-	as := &v1alpha1.AuditStatus{Time: metav1.Time{Time: s.now}, Conserved: rep.Conserved, Lost: int64(rep.Lost)}
-	var deadLetters int64
+	r.recordAudit(s, rep)
+	return rep
+}
+
+// recordAudit writes a report to status: the figures, StockConsistent and
+// OrdersStranded. An order only a dead-letter store holds is not conserved,
+// whatever the law's sum says: it is nowhere a buyer or the shop can find it.
+func (r *FlashSaleReconciler) recordAudit(s *scope, rep *audit.Report) {
+	prev := s.fs.Status.Audit
+	stranded := rep.StrandedOrders()
+	as := &v1alpha1.AuditStatus{Time: metav1.Time{Time: s.now}, Conserved: rep.Conserved && stranded == 0, Lost: int64(rep.Lost), Stranded: stranded}
+	if prev != nil {
+		as.Abandoned = prev.Abandoned // what teardown archived stays told
+	}
 	for _, sk := range rep.SKUs {
 		as.Initial += sk.Initial
 		as.Accounted += sk.Accounted
 		as.InFlight += sk.InFlight.Total
-		deadLetters += sk.InFlight.DeadLetters
 	}
-	if f := rep.Failures(); len(f) > 0 {
-		as.Message = truncate(strings.Join(f, "; "), 1024)
+	fails := rep.Failures()
+	if stranded > 0 && !strings.Contains(strings.Join(fails, " "), "dead-letter store") {
+		// The audit names them per SKU; an older report did not.
+		fails = append(fails, fmt.Sprintf("%d orders only in a dead-letter store", stranded))
+	}
+	if len(fails) > 0 {
+		as.Message = truncate(strings.Join(fails, "; "), 1024)
 	}
 	s.fs.Status.Audit = as
 	law := fmt.Sprintf("initial %d = accounted %d (remaining + in flight %d + created + paid)", as.Initial, as.Accounted, as.InFlight)
-	if rep.Conserved && rep.Lost == 0 {
+	if as.Conserved && rep.Lost == 0 {
 		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionTrue, v1alpha1.ReasonConserved, law)
 	} else {
 		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionFalse, v1alpha1.ReasonNotConserved,
 			truncate(fmt.Sprintf("%s; %d lost; %s: run `flashsale audit` for the details", law, rep.Lost, as.Message), 1024))
 	}
-	if deadLetters > 0 {
-		s.degraded = []string{v1alpha1.ReasonDeadLetters, fmt.Sprintf(
-			"%d valid orders wait in the dead-letter topic or stream: see the runbook (flashsale audit --repair stores them)", deadLetters)}
+	var was int64
+	if prev != nil {
+		was = prev.Stranded
 	}
-	return rep
+	r.setStranded(s, was, stranded)
 }
 
 // podsLeft: the sale's pods are still terminating.
@@ -86,8 +110,9 @@ func truncate(s string, n int) string {
 
 // reconcileSettle ends the sale once the payment window after the end has
 // passed and nothing is left moving: the queue is empty, no order waits for
-// payment or rollback. Then the final audit goes into status and the sale is
-// torn down per its policy.
+// payment or rollback, and no valid order waits only in a dead-letter store
+// (stranded.go). Then the final audit goes into status and the sale is torn
+// down per its policy.
 func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) error {
 	sale := s.sale
 	if s.now.Before(s.window.settleFrom) {
@@ -98,7 +123,16 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 			"settling: %d orders in the queue, %d awaiting payment or rollback", s.live.total, s.live.created)}
 		return nil
 	}
-	r.runAudit(ctx, s)
+	if r.holdStranded(s) {
+		return nil
+	}
+	rep, err := r.settleAudit(ctx, s)
+	if err != nil || !s.obs.Settled {
+		return err
+	}
+	if err := r.abandonStranded(ctx, s, rep); err != nil {
+		return err
+	}
 	summary, err := r.teardown(ctx, s.fs, sale, s.c, false)
 	var wait *podsLeft
 	if errors.As(err, &wait) {
@@ -117,7 +151,9 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 }
 
 // teardown deletes the sale's workloads and, per its policy, its Redis keys
-// and topics. It is idempotent: run again after a crash, it finishes the job.
+// and topics, once what their dead-letter stores hold is archived in MySQL
+// (poison messages; valid orders are the caller's business: abandonStranded).
+// It is idempotent: run again after a crash, it finishes the job.
 //
 // The keys go only once the sale's pods are gone: a worker still shutting
 // down would otherwise re-create the stream it reads (and a seckill pod its
@@ -137,6 +173,14 @@ func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.F
 		}
 	}
 	parts := []string{"workloads deleted"}
+	// What the dead-letter stores hold goes to MySQL before they can go.
+	kept, err := r.keepDeadLetters(ctx, sale, c, false)
+	if err != nil {
+		return "", err
+	}
+	if kept != "" {
+		parts = append(parts, kept)
+	}
 	saleKey := sale.SaleKey()
 	if sale.Spec.Teardown.RedisKeys == v1alpha1.CleanupKeep {
 		parts = append(parts, "Redis keys kept")

@@ -52,15 +52,17 @@ func (r *Report) StrandedOrders() int64 {
 // dead-letter stream under its own source id; nothing is ever dropped).
 //
 // Archive reads the stores again instead of trusting rep's evidence, so it
-// deletes exactly what it archived; rep (made by Run) names the sale and
-// the mode. Archiving twice is harmless: a message already archived is not
-// written again. An error means something may not be archived yet: the
-// caller must not delete the stores.
+// deletes exactly what it archived; rep (made by Run, or nil: teardown
+// archives without auditing first) must be of the auditor's sale.
+// Archiving twice is harmless: a message already archived is not written
+// again. An error means something may not be archived yet: the caller must
+// not delete the stores. The table must exist (orderdb.Migrate).
 func (a *Auditor) Archive(ctx context.Context, rep *Report, includeValid bool) ([]Repair, error) {
-	if rep == nil {
-		return nil, errors.New("audit: Archive needs a report made by Run")
+	saleKey := a.cfg.Sale.SaleKey()
+	if rep != nil && rep.SaleKey != saleKey {
+		return nil, fmt.Errorf("audit: Archive of sale %s given a report of %s", saleKey, rep.SaleKey)
 	}
-	ar := &archiver{a: a, saleKey: rep.SaleKey, includeValid: includeValid,
+	ar := &archiver{a: a, saleKey: saleKey, includeValid: includeValid,
 		durable: map[string]map[string]orderdb.State{}, poisonIDs: map[string][]string{}}
 	var errs []error
 	for _, sku := range a.cfg.Sale.Spec.SKUs {
