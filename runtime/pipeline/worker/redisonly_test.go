@@ -156,6 +156,10 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 
 	s.buy(300, "19.90")
 	testutil.Eventually(t, 30*time.Second, "300 rows before the outage", func() bool { return pipelinetest.Rows(t, direct, saleKey) == 300 })
+	testutil.Eventually(t, 10*time.Second, "their entries acknowledged", func() bool {
+		n, p := pipelinetest.Left(t, rdb, saleKey, skus...)
+		return n == 0 && p == 0
+	})
 
 	proxy.Cut()
 	s.buy(300, "19.90")
