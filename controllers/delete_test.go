@@ -51,6 +51,9 @@ func TestDeleteMidSaleCleansUp(t *testing.T) {
 			t.Fatalf("purchase: %d %s", a.Status, a.Error)
 		}
 	}
+	// Drained before the delete: the five orders wait for payment in MySQL
+	// (TestDeleteMidSpikeDrainsFirst deletes with the queue full).
+	e.eventually("5 orders stored", func() bool { return e.get().Status.Sold == 5 && e.get().Status.QueueLag == 0 })
 	// A pod of the sale still terminating: its keys must wait for it.
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "sale-worker-x", Namespace: e.ns, Labels: map[string]string{controllers.SaleLabel: saleName}},
@@ -77,7 +80,8 @@ func TestDeleteMidSaleCleansUp(t *testing.T) {
 	if !e.gone() {
 		t.Fatal("FlashSale still there: the finalizer was not released")
 	}
-	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonCleanedUp, "Redis keys deleted", "topics")
+	// Nobody can pay them once the sale is gone: they are cancelled.
+	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonCleanedUp, "5 unpaid orders cancelled and 5 units returned", "Redis keys deleted", "topics")
 	admin, err := sarama.NewClusterAdmin(e.brokers(), sarama.NewConfig())
 	if err != nil {
 		t.Fatal(err)
