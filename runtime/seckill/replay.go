@@ -51,8 +51,12 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 		}
 		return "", refusal
 	}
+	// Bounded: a pause is often called because Redis is in trouble, and a
+	// refused request must not hang on it.
+	ctx, cancel := context.WithTimeout(r.Context(), replayLookupTimeout)
+	defer cancel()
 	start := time.Now()
-	orderNo, err := s.rdb.Get(r.Context(), keys.ForSKU(s.saleKey, sku).Token(c.NonceString())).Result()
+	orderNo, err := s.rdb.Get(ctx, keys.ForSKU(s.saleKey, sku).Token(c.NonceString())).Result()
 	if errors.Is(err, redis.Nil) {
 		err = nil
 	}
@@ -67,6 +71,9 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 	}
 	return "", refusal
 }
+
+// replayLookupTimeout bounds the replay lookup of a refused purchase.
+const replayLookupTimeout = 500 * time.Millisecond
 
 var errReplayLookup = &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
 	message: "could not check whether this token already made an order; retry with the same token", retryAfter: 1}
