@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +19,9 @@ func (r *FlashSaleReconciler) updateStatus(s *scope, d Decision) {
 	st := &s.fs.Status
 	switch {
 	case s.live != nil:
+		prev := slices.Clone(st.SKUs) // setFigures reuses the slice
 		setFigures(st, s.sale, s.live, s.now)
+		r.stockTransitions(s.fs, prev, s.live)
 	case s.connected && d.Phase == v1alpha1.PhasePending:
 		// Before the warm-up nothing can have been sold.
 		st.Stock = s.sale.TotalStock()
@@ -41,8 +44,11 @@ func setFigures(st *v1alpha1.FlashSaleStatus, sale *v1alpha1.FlashSale, f *liveF
 		if !ok {
 			initial = sku.Stock
 		}
-		rem := f.remaining[sku.ID]
-		ss := v1alpha1.SKUStatus{ID: sku.ID, Stock: sku.Stock, Remaining: rem, Sold: initial - rem, SoldOut: rem <= 0}
+		// initial = remaining + units buyers hold, and the declared stock is
+		// initial − debt: so stock = remaining + sold − debt, and sold
+		// exceeds the declared stock only while a lowering is owed.
+		rem, debt := f.remaining[sku.ID], f.debt[sku.ID]
+		ss := v1alpha1.SKUStatus{ID: sku.ID, Stock: sku.Stock, Remaining: rem, Sold: initial - rem, SoldOut: rem <= 0, Debt: debt}
 		if c := f.counts[sku.ID]; c != nil {
 			ss.Paid, ss.Cancelled = c.Paid, c.Cancelled
 		}

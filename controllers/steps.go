@@ -62,6 +62,8 @@ type liveFigures struct {
 	kafka              *lag.KafkaLag
 	// total queue lag: the streams' backlog plus Kafka's.
 	total int64
+	// debt per SKU id, from Redis: units a lowering still owes (absent: none).
+	debt map[string]int64
 }
 
 // reconcileRedis holds the sale shut until the go-live gate opens, warms the
@@ -108,14 +110,7 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 			return depErr(v1alpha1.ReasonRedisUnavailable, err)
 		}
 		for _, sk := range res.SKUs {
-			switch sk.Action {
-			case "raised":
-				r.event(s.fs, corev1.EventTypeNormal, v1alpha1.ReasonStockRaised, "Warm",
-					"SKU %s stock raised by %d: %d remaining of %d", sk.SKU, sk.Delta, sk.Remaining, sk.Initial)
-			case "lowered":
-				r.event(s.fs, corev1.EventTypeNormal, v1alpha1.ReasonStockLowered, "Warm",
-					"SKU %s stock lowered by %d: %d remaining of %d", sk.SKU, -sk.Delta, sk.Remaining, sk.Initial)
-			}
+			r.stockChanged(s.fs, sk)
 		}
 	}
 	if len(lost) > 0 {
@@ -245,7 +240,7 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 	sale, saleKey := s.sale, s.sale.SaleKey()
 	f := &liveFigures{}
 	var err error
-	if f.remaining, f.initial, err = readStock(ctx, s.c.rdb, sale); err != nil {
+	if f.remaining, f.initial, f.debt, err = readStock(ctx, s.c.rdb, sale); err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("read stock: %w", err))
 	}
 	if err := readOrders(ctx, s.c.orders, saleKey, f); err != nil {
@@ -264,21 +259,22 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 	return nil
 }
 
-// readStock reads every SKU's remaining and initial stock in one pipeline;
-// a SKU without keys is missing from both maps.
-func readStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (remaining, initial map[string]int64, err error) {
+// readStock reads every SKU's remaining stock, initial and debt in one
+// pipeline; a SKU without keys is missing from the maps, and so is a SKU
+// without debt from debt.
+func readStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (remaining, initial, debt map[string]int64, err error) {
 	saleKey := sale.SaleKey()
 	pipe := rdb.Pipeline()
-	type pair struct{ stock, initial *redis.StringCmd }
-	cmds := make([]pair, len(sale.Spec.SKUs))
+	type keyCmds struct{ stock, initial, debt *redis.StringCmd }
+	cmds := make([]keyCmds, len(sale.Spec.SKUs))
 	for i, sku := range sale.Spec.SKUs {
 		k := keys.ForSKU(saleKey, sku.ID)
-		cmds[i] = pair{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial)}
+		cmds[i] = keyCmds{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial), pipe.Get(ctx, k.Debt)}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	remaining, initial = map[string]int64{}, map[string]int64{}
+	remaining, initial, debt = map[string]int64{}, map[string]int64{}, map[string]int64{}
 	for i, sku := range sale.Spec.SKUs {
 		if n, err := cmds[i].stock.Int64(); err == nil {
 			remaining[sku.ID] = n
@@ -286,8 +282,11 @@ func readStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.Fl
 		if n, err := cmds[i].initial.Int64(); err == nil {
 			initial[sku.ID] = n
 		}
+		if n, err := cmds[i].debt.Int64(); err == nil && n != 0 {
+			debt[sku.ID] = n
+		}
 	}
-	return remaining, initial, nil
+	return remaining, initial, debt, nil
 }
 
 // readOrders reads the orders by SKU and status, and whether any order

@@ -470,11 +470,14 @@ type FlashSaleSpec struct {
 type SKUStatus struct {
 	// id of the SKU.
 	ID string `json:"id"`
-	// stock is the configured stock.
+	// stock is the declared stock (spec.skus[].stock).
 	Stock int64 `json:"stock"`
-	// remaining is the stock left in Redis.
+	// remaining is the stock on sale in Redis now.
 	Remaining int64 `json:"remaining"`
-	// sold is the number of units admitted (stock - remaining).
+	// sold is the number of units buyers hold now: admitted and not
+	// cancelled (on their way to MySQL, awaiting payment, or paid). The
+	// figures add up as stock = remaining + sold − debt: sold exceeds the
+	// declared stock only while a lowering is owed.
 	Sold int64 `json:"sold"`
 	// paid is the number of paid orders.
 	// +optional
