@@ -166,6 +166,7 @@ func (x *skuAudit) stream(now time.Time, stuckAfter time.Duration) []streamEntry
 		if !x.knows(e.Order.OrderNo) {
 			// The stream and the orders hash are one snapshot, and the
 			// purchase script writes both at once: no later admission.
+			x.sr.UnknownToRedis++
 			x.add(Finding{Kind: KindUnknownToRedis, Where: "stream", OrderNo: e.Order.OrderNo, Detail: fmt.Sprintf(
 				"stream entry %s is an order the orders hash does not hold", m.ID)})
 		}
