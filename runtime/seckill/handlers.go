@@ -220,8 +220,9 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
 	if err != nil {
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
-		if errors.Is(err, token.ErrExpired) {
-			// Genuine, so it may have bought while it was valid.
+		if errors.Is(err, token.ErrExpired) && s.clk.Since(claims.ExpiresAt) < purchase.ReplayMargin {
+			// Genuine, so it may have bought while it was valid, and its
+			// key lives this long past its expiry.
 			return s.replayOr(w, r, b, sku.ID, claims, errBadToken)
 		}
 		return "", errBadToken
