@@ -60,7 +60,7 @@ func TestFailover(t *testing.T) {
 type told struct {
 	mu      sync.Mutex
 	orders  map[string]answer // by order number
-	beforeK atomic.Int64     // 202s answered before the kill
+	beforeK atomic.Int64      // 202s answered before the kill
 }
 
 // answer is one 202: the buyer and the answer's "durable".
