@@ -296,3 +296,42 @@ func TestSkewedPodsMakeOneOrderPerToken(t *testing.T) {
 		t.Fatalf("a token a minute ahead on an exact pod: %d %s, want 403 BAD_TOKEN", r.Status, r.Error)
 	}
 }
+
+// TestReplayLookupsAreRateLimited: the Redis lookup a refused retry makes is
+// charged to the buyer's read buckets, so one token replayed in a loop
+// cannot become a stream of Redis calls; when the bucket is empty a final
+// refusal (here ENDED) that could be wrong is answered 429 with Retry-After
+// instead, and the next second the retry gets its order.
+func TestReplayLookupsAreRateLimited(t *testing.T) {
+	rdb := testutil.Redis(t)
+	ctx := context.Background()
+	fs := newSale(t, rdb)
+	fs.Spec.RateLimit = v1alpha1.RateLimit{PerUserPerSecond: 1}
+	clk := clocktesting.NewFakeClock(time.Now())
+	s := startServer(t, rdb, fs, serverOpts{clock: clk})
+	tk := s.token("buyer", "1001")
+	clk.Step(time.Second)
+	first := s.purchase("buyer", "1001", tk.Token)
+	if first.Status != http.StatusAccepted {
+		t.Fatalf("purchase: %d %s", first.Status, first.Error)
+	}
+	if err := switches.SetClosed(ctx, rdb, fs.SaleKey(), true); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, time.Second, "the pod answers ENDED", func() bool { return s.token("probe", "1001").Error == "ENDED" })
+	if r := s.purchase("buyer", "1001", tk.Token); r.Status != http.StatusAccepted || r.OrderNo != first.OrderNo {
+		t.Fatalf("retry: %d %s, want 202 with order %s", r.Status, r.Error, first.OrderNo)
+	}
+	before := snapshot(t, rdb, fs)
+	r := s.purchase("buyer", "1001", tk.Token)
+	if r.Status != http.StatusTooManyRequests || r.Error != "RATE_LIMITED" || r.RetryAfter != "1" {
+		t.Fatalf("a second retry within the second: %d %s Retry-After=%q, want 429 RATE_LIMITED after 1 s", r.Status, r.Error, r.RetryAfter)
+	}
+	clk.Step(time.Second)
+	if r := s.purchase("buyer", "1001", tk.Token); r.Status != http.StatusAccepted || r.OrderNo != first.OrderNo {
+		t.Fatalf("retry a second later: %d %s, want 202 with order %s", r.Status, r.Error, first.OrderNo)
+	}
+	if after := snapshot(t, rdb, fs); after != before {
+		t.Fatalf("state changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
