@@ -254,3 +254,34 @@ func counter(t testing.TB, reg prometheus.Gatherer, name string) float64 {
 	}
 	return sum
 }
+
+// TestDurablePurchaseCluster: on a Redis Cluster each purchase runs, and
+// waits, on the master of its SKU's hash slot (SKUs spread over masters).
+// The test cluster has no replicas, so every 202 says "durable": false and
+// is counted with reason replicas; nothing is refused or lost.
+func TestDurablePurchaseCluster(t *testing.T) {
+	cc := testutil.RedisCluster(t).Client(t)
+	skus := []v1alpha1.SKU{}
+	for i := range 6 {
+		skus = append(skus, v1alpha1.SKU{ID: strconv.Itoa(2001 + i), Stock: 50, Price: "1.00", PerUserLimit: 1})
+	}
+	fs := newSale(t, cc, skus...)
+	s, err := startDurable(t, cc, fs, seckill.Durability{Replicas: 1, Timeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sku := range skus {
+		for u := range 5 {
+			r := s.buy("u"+strconv.Itoa(u), sku.ID)
+			if d := durableOf(t, r); r.Status != http.StatusAccepted || d == nil || *d {
+				t.Fatalf("SKU %s: %d %s, want 202 durable false", sku.ID, r.Status, r.Body)
+			}
+		}
+		if got := stock(t, cc, fs, sku.ID); got != 45 {
+			t.Errorf("SKU %s: stock %d after 5 purchases of 50", sku.ID, got)
+		}
+	}
+	if got := counter(t, s.Metrics().Registry, seckill.MetricDurabilityTimeouts); got != 30 {
+		t.Errorf("%s = %v, want 30", seckill.MetricDurabilityTimeouts, got)
+	}
+}
