@@ -91,6 +91,7 @@ func TestLoweredStockHoldsThroughRollbacks(t *testing.T) {
 		e.reconcile()
 	}
 	e.wantHeld(6)
+	e.wantSKU("raised to 6 and sold out again", v1alpha1.SKUStatus{ID: "1001", Stock: 6, Remaining: 0, Sold: 6, Paid: 5, Cancelled: 4, SoldOut: true})
 	if n := e.countEvents(v1alpha1.ReasonSoldOut); n != 2 {
 		t.Fatalf("%d SoldOut Events, want 2 (lowered, sold again after the raise):\n  %s", n, strings.Join(e.seen, "\n  "))
 	}

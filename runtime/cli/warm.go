@@ -38,7 +38,7 @@ counter is never reset; a raised stock adds exactly the difference, once.`,
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Warmed sale %s (paused=%t)\n", fs.SaleKey(), fs.Spec.Paused)
 			for _, s := range res.SKUs {
-				fmt.Fprintf(out, "  SKU %-12s %-9s remaining=%d stock=%d (moved %+d)\n", s.SKU, s.Action, s.Remaining, s.Initial, s.Delta)
+				fmt.Fprintf(out, "  SKU %-12s %-9s remaining=%d stock=%d debt=%d (moved %+d)\n", s.SKU, s.Action, s.Remaining, s.Declared(), s.Debt, s.Delta)
 			}
 			return nil
 		},
