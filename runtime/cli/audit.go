@@ -28,6 +28,8 @@ type auditFlags struct {
 	brokers     []string
 	asJSON      bool
 	repair      bool
+	archive     bool
+	abandon     bool
 	stuckAfter  time.Duration
 	metricsAddr string
 	every       time.Duration
@@ -54,7 +56,14 @@ stranded, or Redis disagrees with itself.
 --repair fixes what is safe: valid orders stranded in a stream (stuck longer
 than --stuck-after) or in a dead-letter topic/stream are inserted into MySQL
 and acknowledged; stale expiry entries of paid orders are removed; statuses
-shown to result polling are brought up to MySQL's. It then audits again.`,
+shown to result polling are brought up to MySQL's. It then audits again.
+
+--archive copies every message of the dead-letter streams and topics that is
+not an order (and any still in the order streams or behind the Kafka group)
+into the MySQL table seckill_dead_letter, which outlives the sale, and deletes
+it from the dead-letter streams; the operator does the same before teardown.
+--abandon-stranded also copies the valid orders MySQL lacks there (they stay
+in their stores too): what spec.teardown.strandedOrders: Abandon does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return af.run(cmd) },
 	}
@@ -68,6 +77,8 @@ func (af *auditFlags) bind(cmd *cobra.Command) {
 	f.StringSliceVar(&af.brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
 	f.BoolVar(&af.asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&af.repair, "repair", false, "fix what is safe to fix, then audit again")
+	f.BoolVar(&af.archive, "archive", false, "keep the dead letters that are not orders in the MySQL table seckill_dead_letter (after --repair), then audit again")
+	f.BoolVar(&af.abandon, "abandon-stranded", false, "with --archive: keep the valid orders MySQL lacks there too")
 	f.DurationVar(&af.stuckAfter, "stuck-after", 5*time.Minute, "a stream entry waiting this long (pending with a dead worker, or undelivered) is stuck")
 	f.StringVar(&af.metricsAddr, "metrics-addr", "", "instead of printing once, audit every --every and serve the results as metrics here")
 	f.DurationVar(&af.every, "every", 30*time.Second, "audit interval with --metrics-addr")
@@ -86,9 +97,19 @@ func (af *auditFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	if af.abandon && !af.archive {
+		return errors.New("--abandon-stranded needs --archive")
+	}
+	if af.archive {
+		// A database migrated by an older version lacks seckill_dead_letter.
+		if _, err := orderdb.Migrate(cmd.Context(), env.db); err != nil {
+			return err
+		}
+	}
 	m := audit.NewMetrics()
+	fix := auditFixes{repair: af.repair, archive: af.archive, abandon: af.abandon}
 	once := func(ctx context.Context) (*audit.Report, error) {
-		return auditOnce(ctx, a, m, af.repair, env.sale.SaleKey(), env.log)
+		return auditOnce(ctx, a, m, fix, env.sale.SaleKey(), env.log)
 	}
 	if af.metricsAddr != "" {
 		return serveAudit(cmd.Context(), af.metricsAddr, af.every, m, once, env.log)
@@ -112,10 +133,14 @@ func (af *auditFlags) run(cmd *cobra.Command) error {
 	return nil
 }
 
-// auditOnce audits the sale saleKey; with repair it fixes what is safe and
-// audits again, the report then carrying the repairs and the first report.
-// It records the result (or the failure) in m.
-func auditOnce(ctx context.Context, a *audit.Auditor, m *audit.Metrics, repair bool, saleKey string,
+// auditFixes are what auditOnce does beyond auditing.
+type auditFixes struct{ repair, archive, abandon bool }
+
+// auditOnce audits the sale saleKey; with repair it fixes what is safe,
+// with archive it keeps the dead letters in seckill_dead_letter, and audits
+// again, the report then carrying the repairs and the first report. It
+// records the result (or the failure) in m.
+func auditOnce(ctx context.Context, a *audit.Auditor, m *audit.Metrics, fix auditFixes, saleKey string,
 	log interface{ Error(string, ...any) },
 ) (*audit.Report, error) {
 	rep, err := a.Run(ctx)
@@ -123,8 +148,16 @@ func auditOnce(ctx context.Context, a *audit.Auditor, m *audit.Metrics, repair b
 		m.ObserveError(saleKey)
 		return nil, err
 	}
-	if repair {
-		repairs, rerr := a.Repair(ctx, rep)
+	if fix.repair || fix.archive {
+		var repairs []audit.Repair
+		var rerr error
+		if fix.repair {
+			repairs, rerr = a.Repair(ctx, rep)
+		}
+		if fix.archive {
+			archived, aerr := a.Archive(ctx, rep, fix.abandon)
+			repairs, rerr = append(repairs, archived...), errors.Join(rerr, aerr)
+		}
 		after, err := a.Run(ctx)
 		if err != nil {
 			m.ObserveError(saleKey)

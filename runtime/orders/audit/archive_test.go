@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,5 +178,38 @@ func TestArchiveKafkaDeadLetters(t *testing.T) {
 		if d.OrderNo == orders[0].OrderNo && (d.Source != orderdb.SourceKafkaDLQ || !bytes.Equal(d.Payload, raw)) {
 			t.Fatalf("valid dead letter archived as %+v", d)
 		}
+	}
+}
+
+// TestAuditCLIArchive: `flashsale audit --archive` keeps the garbage of a
+// dead-letter stream in seckill_dead_letter and takes it out of the stream;
+// --abandon-stranded keeps the valid stranded order there too.
+func TestAuditCLIArchive(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	orders := f.buy(2)
+	f.deliver(orders[0])
+	f.deadLetterEntry(orders[1], "Error 4025: CONSTRAINT failed")
+	if err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: f.k.DeadLetters, Values: []any{"error", "decode", "f:order", "garbage"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cli("--abandon-stranded"); err == nil {
+		t.Fatal("--abandon-stranded without --archive accepted")
+	}
+	out, err := f.cli("--archive")
+	if err == nil || !strings.Contains(out, "archive") || !strings.Contains(out, "seckill_dead_letter") {
+		t.Fatalf("--archive (a stranded order fails the audit): %v\n%s", err, out)
+	}
+	if dls := f.archived(); len(dls) != 1 || dls[0].Valid || string(dls[0].Payload) != `{"error":"decode","f:order":"garbage"}` {
+		t.Fatalf("archived %+v", dls)
+	}
+	if n := f.rdb.XLen(ctx, f.k.DeadLetters).Val(); n != 1 {
+		t.Fatalf("dead-letter stream holds %d entries, want the valid order's only", n)
+	}
+	if _, err := f.cli("--archive", "--abandon-stranded"); err == nil {
+		t.Fatal("the audit holds with an order only in a dead-letter store")
+	}
+	if c, err := f.store.CountDeadLetters(ctx, f.fs.SaleKey()); err != nil || c != (orderdb.DeadLetterCounts{Poison: 1, Orders: 1}) {
+		t.Fatalf("after --abandon-stranded: %+v %v", c, err)
 	}
 }
