@@ -1,11 +1,13 @@
 package controllers_test
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
@@ -26,9 +28,9 @@ const refuseRows = "ALTER TABLE seckill_order ADD CONSTRAINT refuse_test CHECK (
 // orders of users MySQL refuses (5 others are stored, 2 of them paid), with
 // a poison entry beside them in the other SKU's dead-letter stream, to just
 // past its payment window with the unpaid stored orders rolled back.
-func strandedSale(t *testing.T, policy v1alpha1.StrandedOrdersPolicy) (e *env, refused []string) {
+func strandedSale(t *testing.T, policy v1alpha1.StrandedOrdersPolicy, kafka bool) (e *env, refused []string) {
 	t.Helper()
-	e = newEnv(t, envOpts{})
+	e = newEnv(t, envOpts{kafka: kafka})
 	e.sale(func(fs *v1alpha1.FlashSale) { fs.Spec.Teardown.StrandedOrders = policy })
 	key := e.ns + "/" + saleName
 	e.clk.SetTime(e.t0.Add(5 * time.Minute))
@@ -59,16 +61,22 @@ func strandedSale(t *testing.T, policy v1alpha1.StrandedOrdersPolicy) (e *env, r
 	dlq := keys.ForSKU(key, "1001").DeadLetters
 	e.eventually("3 orders dead-lettered, 5 stored", func() bool {
 		fs := e.get()
-		return e.rdb.XLen(e.ctx, dlq).Val() == 3 && fs.Status.QueueLag == 0 && fs.Status.Sold == 8 && countRows(e, "seckill_order") == 5
+		// With Kafka the consumer commits past the dead letters: no lag.
+		dead := kafka || e.rdb.XLen(e.ctx, dlq).Val() == 3
+		return dead && fs.Status.QueueLag == 0 && fs.Status.Sold == 8 && countRows(e, "seckill_order") == 5
 	})
 	for _, o := range stored[:2] {
 		if a := shop.pay(o); a.Status != http.StatusOK {
 			t.Fatalf("pay %s: %d %s", o, a.Status, a.Error)
 		}
 	}
-	poison := []any{"source-id", "0-1", "error", "decode", "f:order", string([]byte{0xff, 'x'})}
-	if err := e.rdb.XAdd(e.ctx, &redis.XAddArgs{Stream: keys.ForSKU(key, "1002").DeadLetters, Values: poison}).Err(); err != nil {
-		t.Fatal(err)
+	if kafka {
+		e.produce(keys.DeadLetterTopic(key), []byte{0xff, 'x'})
+	} else {
+		poison := []any{"source-id", "0-1", "error", "decode", "f:order", string([]byte{0xff, 'x'})}
+		if err := e.rdb.XAdd(e.ctx, &redis.XAddArgs{Stream: keys.ForSKU(key, "1002").DeadLetters, Values: poison}).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	e.clk.SetTime(e.t0.Add(20 * time.Minute))
@@ -80,6 +88,21 @@ func strandedSale(t *testing.T, policy v1alpha1.StrandedOrdersPolicy) (e *env, r
 	}
 	stopWorker()
 	return e, refused
+}
+
+// produce sends raw bytes to a topic of the env's Kafka.
+func (e *env) produce(topic string, raw []byte) {
+	e.t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	prod, err := sarama.NewSyncProducer(e.brokers(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer prod.Close()
+	if _, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(raw)}); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func countRows(e *env, table string) int {
@@ -135,7 +158,7 @@ func (e *env) strandedGauge() float64 {
 // rollback settles them, and the sale ends with every order in MySQL and the
 // poison entry kept in seckill_dead_letter.
 func TestStrandedOrdersHoldTeardown(t *testing.T) {
-	e, refused := strandedSale(t, "")
+	e, refused := strandedSale(t, "", false)
 	key := e.ns + "/" + saleName
 	stock := keys.ForSKU(key, "1001").Stock
 
@@ -225,7 +248,7 @@ func TestStrandedOrdersHoldTeardown(t *testing.T) {
 // sale archives its stranded orders in seckill_dead_letter, says how many in
 // a Warning Event and status.audit.abandoned, and ends.
 func TestStrandedOrdersAbandoned(t *testing.T) {
-	e, refused := strandedSale(t, v1alpha1.StrandedAbandon)
+	e, refused := strandedSale(t, v1alpha1.StrandedAbandon, false)
 	key := e.ns + "/" + saleName
 	e.reconcile()
 	e.wantPhase(v1alpha1.PhaseEnded)
@@ -262,5 +285,49 @@ func TestStrandedOrdersAbandoned(t *testing.T) {
 	}
 	if n := e.countEventsOf(corev1.EventTypeWarning, v1alpha1.ReasonOrdersAbandoned); n != 1 {
 		t.Fatalf("%d OrdersAbandoned Events, want 1", n)
+	}
+}
+
+// TestStrandedOrdersKafka: the same with Kafka, where the consumer puts the
+// refused orders on the dead-letter topic (which Kafka cannot delete one
+// message of): the sale holds, the operator stores them once MySQL takes
+// them, and the garbage on the topic is kept in seckill_dead_letter, byte
+// for byte, before the topic is deleted.
+func TestStrandedOrdersKafka(t *testing.T) {
+	e, refused := strandedSale(t, "", true)
+	key := e.ns + "/" + saleName
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseDraining)
+	e.wantCond(v1alpha1.ConditionOrdersStranded, metav1.ConditionTrue, v1alpha1.ReasonOrdersStranded)
+	if a := e.get().Status.Audit; a == nil || a.Stranded != 3 || a.Conserved {
+		t.Fatalf("audit %+v, want 3 stranded, not conserved", a)
+	}
+	e.clk.Step(controllers.DefaultAuditInterval)
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseDraining)
+
+	if _, err := e.db.ExecContext(e.ctx, "ALTER TABLE seckill_order DROP CONSTRAINT refuse_test"); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Step(controllers.DefaultAuditInterval)
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionOrdersStranded, metav1.ConditionFalse, v1alpha1.ReasonNoneStranded)
+	if p := e.rollbackOnce(); p.Cancelled != 3 {
+		t.Fatalf("rollback cancelled %d repaired orders, want 3", p.Cancelled)
+	}
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseEnded)
+	if a := e.get().Status.Audit; a == nil || !a.Conserved || a.Stranded != 0 {
+		t.Fatalf("final audit %+v, want conserved with nothing stranded", a)
+	}
+	store := orderdb.New(e.db)
+	for _, no := range refused {
+		if _, err := store.Get(e.ctx, no); err != nil {
+			t.Fatalf("refused order %s not in MySQL after the repair: %v", no, err)
+		}
+	}
+	dls, err := store.ListDeadLetters(e.ctx, key, 10)
+	if err != nil || len(dls) != 1 || dls[0].Source != orderdb.SourceKafkaDLQ || !bytes.Equal(dls[0].Payload, []byte{0xff, 'x'}) {
+		t.Fatalf("seckill_dead_letter: %+v %v, want the garbage message of the topic", dls, err)
 	}
 }
