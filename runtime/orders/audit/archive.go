@@ -23,12 +23,14 @@ import (
 // seckill_dead_letter, which outlives the sale.
 const ActionArchive = "archive"
 
-// StrandedOrders counts the valid orders that only a dead-letter topic or stream
-// holds (MySQL refused them), over every SKU of the report.
+// StrandedOrders counts the valid orders that only a dead-letter topic or
+// stream holds (MySQL refused them), over every SKU of the report: each
+// SKU's Stranded, which is InFlight.DeadLetters plus the dead letters of
+// orders Redis does not know (they would go with the stores just as well).
 func (r *Report) StrandedOrders() int64 {
 	var n int64
 	for _, s := range r.SKUs {
-		n += s.InFlight.DeadLetters
+		n += max(s.Stranded, s.InFlight.DeadLetters)
 	}
 	return n
 }
