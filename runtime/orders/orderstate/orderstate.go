@@ -53,7 +53,10 @@ func Advance(ctx context.Context, rdb redis.Scripter, o *order.Order, to order.S
 }
 
 // MarkCreated advances many orders to created in one pipeline, after the
-// batch that holds them committed.
+// batch that holds them committed. It only advances records the orders hash
+// holds: an order Redis does not know (a failover to a replica that never
+// had it, keys lost) stays unknown, for the audit to report, rather than
+// look admitted.
 func MarkCreated(ctx context.Context, rdb redis.UniversalClient, orders []order.Order) error {
 	if len(orders) == 0 {
 		return nil
@@ -63,7 +66,7 @@ func MarkCreated(ctx context.Context, rdb redis.UniversalClient, orders []order.
 		pipe := rdb.Pipeline()
 		for i := range orders {
 			o := &orders[i]
-			pipe.EvalSha(ctx, advanceScript.Hash(), []string{keys.ForSKU(o.Sale, o.SKU).Orders}, o.OrderNo, order.Created.String(), o.User)
+			pipe.EvalSha(ctx, advanceScript.Hash(), []string{keys.ForSKU(o.Sale, o.SKU).Orders}, o.OrderNo, order.Created.String(), o.User, "existing")
 		}
 		if _, err = pipe.Exec(ctx); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
 			break
