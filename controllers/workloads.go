@@ -214,10 +214,25 @@ func durabilityArgs(d *v1alpha1.Durability) []string {
 	}
 }
 
+// workerDurabilityArgs is the worker's share of spec.redis.durability: it
+// moves an order out of its stream only once durability.replicas replicas
+// have it, or a failover would sell again the unit of an order it stored.
+// durability.aof asks nothing of the worker: an order on the primary's
+// fsynced AOF survives a restart of that primary, stream entry included,
+// and is moved after it; a failover to a replica is what replicas cover.
+func workerDurabilityArgs(d *v1alpha1.Durability) []string {
+	if d == nil || d.Replicas == 0 {
+		return nil
+	}
+	return []string{"--wait-replicas=" + strconv.Itoa(int(d.Replicas))}
+}
+
 // workerDeployment runs the order pipeline, scaled by the queue backlog.
 func workerDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
+	args := []string{"worker", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(workerPort), "--log-format=json"}
+	args = append(args, workerDurabilityArgs(fs.Spec.Redis.Durability)...)
 	return deployment(fs, in, ComponentWorker, hash, in.Targets.Worker, container{
-		args: []string{"worker", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(workerPort), "--log-format=json"},
+		args: args,
 		env:  env, port: workerPort, readyPath: "/readyz", resources: fs.Spec.Worker.Resources,
 		defaultCPU: "250m", defaultMem: "256Mi",
 	})
