@@ -73,12 +73,8 @@ func (r *FlashSaleReconciler) recordAudit(s *scope, rep *audit.Report) {
 		as.Accounted += sk.Accounted
 		as.InFlight += sk.InFlight.Total
 	}
-	fails := rep.Failures()
-	if stranded > 0 && !strings.Contains(strings.Join(fails, " "), "dead-letter store") {
-		// The audit names them per SKU; an older report did not.
-		fails = append(fails, fmt.Sprintf("%d orders only in a dead-letter store", stranded))
-	}
-	if len(fails) > 0 {
+	// The audit's failures name the stranded orders per SKU.
+	if fails := rep.Failures(); len(fails) > 0 {
 		as.Message = truncate(strings.Join(fails, "; "), 1024)
 	}
 	s.fs.Status.Audit = as
