@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
@@ -37,6 +38,7 @@ type workerFlags struct {
 	sessionTimeout time.Duration
 	concurrency    int
 	shutdownGrace  time.Duration
+	waitReplicas   int
 }
 
 func newWorkerCommand() *cobra.Command {
@@ -72,6 +74,12 @@ func (wf *workerFlags) bind(cmd *cobra.Command) {
 	f.IntVar(&wf.maxAttempts, "max-attempts", 3, "tries of an order MySQL refuses for its data before it is dead-lettered")
 	f.DurationVar(&wf.sessionTimeout, "kafka-session-timeout", 10*time.Second, "Kafka consumer group session timeout")
 	f.IntVar(&wf.concurrency, "stream-readers", 2, "readers per SKU stream in Redis-only mode")
+	// Only replicas: the AOF setting (--wait-aof of the seckill) needs
+	// nothing from the worker. An order on the primary's fsynced AOF
+	// survives a restart of that primary, stream entry and all, and is
+	// moved after the restart; only a failover to a replica can lose an
+	// order the worker already stored, and that is what replicas cover.
+	f.IntVar(&wf.waitReplicas, "wait-replicas", 0, "move an order out of its stream only once this many Redis replicas acknowledged it (Redis WAIT), so a failover never sells its unit twice; default: the manifest's spec.redis.durability.replicas")
 	f.DurationVar(&wf.shutdownGrace, "shutdown-grace", streamgroup.DefaultGrace, "on SIGTERM, finish the batches in hand for at most this long; what is not done by then is redelivered (keep it below the pod's terminationGracePeriodSeconds)")
 }
 
@@ -96,13 +104,17 @@ func (wf *workerFlags) run(cmd *cobra.Command) error {
 	}
 	defer env.Close()
 	fs, log := env.sale, env.log
+	waitReplicas, err := wf.replicas(cmd, fs)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w, err := worker.New(worker.Config{
 		Sale: fs, Redis: env.rdb, DB: env.db, Brokers: brokers, Kafka: ko, PodID: podID,
 		BatchSize: wf.batchSize, FlushInterval: wf.flush, ClaimMinIdle: wf.claimMinIdle, MaxAttempts: wf.maxAttempts,
 		SessionTimeout: wf.sessionTimeout, SinkConcurrency: wf.concurrency, ShutdownGrace: wf.shutdownGrace,
-		Backoff: backoff.Default, Registry: reg, Logger: log,
+		WaitReplicas: waitReplicas, Backoff: backoff.Default, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -117,10 +129,25 @@ func (wf *workerFlags) run(cmd *cobra.Command) error {
 		mode = "kafka"
 	}
 	log.Info("Running the order pipeline", "sale", fs.SaleKey(), "mode", mode, "pod", podID,
-		"brokers", strings.Join(brokers, ","), "batch", wf.batchSize, "flush", wf.flush)
+		"brokers", strings.Join(brokers, ","), "batch", wf.batchSize, "flush", wf.flush, "waitReplicas", waitReplicas)
 	err = w.Run(cmd.Context())
 	log.Info("Order pipeline stopped", "sale", fs.SaleKey(), "err", err)
 	return err
+}
+
+// replicas is --wait-replicas if given, else the manifest's
+// spec.redis.durability.replicas.
+func (wf *workerFlags) replicas(cmd *cobra.Command, fs *v1alpha1.FlashSale) (int, error) {
+	if cmd.Flags().Changed("wait-replicas") {
+		if wf.waitReplicas < 0 {
+			return 0, fmt.Errorf("--wait-replicas must be 0 or more, not %d", wf.waitReplicas)
+		}
+		return wf.waitReplicas, nil
+	}
+	if d := fs.Spec.Redis.Durability; d != nil {
+		return int(d.Replicas), nil
+	}
+	return 0, nil
 }
 
 func serveWorkerProbes(ctx context.Context, addr string, reg *prometheus.Registry, w *worker.Worker, log *slog.Logger) error {

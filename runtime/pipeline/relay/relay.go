@@ -46,8 +46,13 @@ type Config struct {
 	// ShutdownGrace bounds finishing the batch in hand after ctx ended
 	// (default streamgroup.DefaultGrace).
 	ShutdownGrace time.Duration
-	Metrics       *Metrics
-	Logger        *slog.Logger
+	// WaitReplicas, when above 0, relays an order only once that many
+	// Redis replicas have it (streamgroup.Reader.WaitReplicas); Replication
+	// counts those waits.
+	WaitReplicas int
+	Replication  *streamgroup.ReplicaMetrics
+	Metrics      *Metrics
+	Logger       *slog.Logger
 }
 
 // Relay is the stream → Kafka half of the pipeline.
@@ -102,6 +107,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			Reader: streamgroup.Reader{
 				RDB: r.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: r.cfg.Consumer,
 				Count: r.cfg.Count, Block: r.cfg.Block, MinIdle: r.cfg.MinIdle,
+				WaitReplicas: r.cfg.WaitReplicas, Replication: r.cfg.Replication,
 			},
 			DeadLetters: k.DeadLetters,
 			Handle: func(ctx context.Context, msgs []redis.XMessage, ack streamgroup.Ack) error {

@@ -43,7 +43,12 @@ type Config struct {
 	// ShutdownGrace bounds finishing the batch in hand after ctx ended
 	// (default streamgroup.DefaultGrace).
 	ShutdownGrace time.Duration
-	Logger        *slog.Logger
+	// WaitReplicas, when above 0, stores an order only once that many Redis
+	// replicas have it (streamgroup.Reader.WaitReplicas); Replication counts
+	// those waits.
+	WaitReplicas int
+	Replication  *streamgroup.ReplicaMetrics
+	Logger       *slog.Logger
 }
 
 // Sink is the Redis-only pipeline.
@@ -87,6 +92,7 @@ func (s *Sink) Run(ctx context.Context) error {
 				Reader: streamgroup.Reader{
 					RDB: s.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: name,
 					Count: s.cfg.BatchSize, Block: s.cfg.Block, MinIdle: s.cfg.MinIdle,
+					WaitReplicas: s.cfg.WaitReplicas, Replication: s.cfg.Replication,
 				},
 				DeadLetters: k.DeadLetters, Handle: s.store, Backoff: s.cfg.Backoff, Grace: s.cfg.ShutdownGrace,
 				Logger: s.log.With("sku", sku, "consumer", name),

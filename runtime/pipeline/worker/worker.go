@@ -25,6 +25,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/streamsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
 )
 
 // Config is one worker.
@@ -54,9 +55,16 @@ type Config struct {
 	// ShutdownGrace bounds finishing the batches in hand after the context
 	// ended, in every part: relay, consumer and stream sink (default 15s).
 	ShutdownGrace time.Duration
-	Backoff       backoff.Backoff
-	Registry      prometheus.Registerer
-	Logger        *slog.Logger
+	// WaitReplicas, when above 0, moves an order out of its stream only once
+	// that many Redis replicas have it (`flashsale worker --wait-replicas`,
+	// spec.redis.durability.replicas): an order the primary took but no
+	// replica has never reaches MySQL or Kafka, so a failover cannot sell
+	// its unit twice. Such orders wait, pending in the stream, while the
+	// primary lacks replicas (flashsale_worker_orders_held_for_replicas).
+	WaitReplicas int
+	Backoff      backoff.Backoff
+	Registry     prometheus.Registerer
+	Logger       *slog.Logger
 }
 
 // Worker runs the pipeline.
@@ -98,6 +106,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	saleKey := fs.SaleKey()
 	skus := fs.SKUIDs()
+	replication := streamgroup.NewReplicaMetrics(cfg.Registry)
 	w := &Worker{cfg: cfg}
 	w.writer = dbsink.New(dbsink.Config{
 		Store: orderdb.New(cfg.DB), Redis: cfg.Redis, SaleKey: saleKey, MaxAttempts: cfg.MaxAttempts,
@@ -111,7 +120,8 @@ func New(cfg Config) (*Worker, error) {
 		w.relay, err = relay.New(relay.Config{
 			SaleKey: saleKey, SKUs: skus, Redis: cfg.Redis, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
 			Consumer: cfg.PodID, Count: int64(cfg.BatchSize), MinIdle: cfg.ClaimMinIdle, Backoff: cfg.Backoff,
-			ShutdownGrace: cfg.ShutdownGrace, Metrics: relay.NewMetrics(cfg.Registry), Logger: cfg.Logger,
+			ShutdownGrace: cfg.ShutdownGrace, WaitReplicas: cfg.WaitReplicas, Replication: replication,
+			Metrics: relay.NewMetrics(cfg.Registry), Logger: cfg.Logger,
 		})
 		if err != nil {
 			return nil, err
@@ -129,7 +139,8 @@ func New(cfg Config) (*Worker, error) {
 		w.sink, err = streamsink.New(streamsink.Config{
 			SaleKey: saleKey, SKUs: skus, Redis: cfg.Redis, Writer: w.writer, Consumer: cfg.PodID,
 			Concurrency: cfg.SinkConcurrency, BatchSize: int64(cfg.BatchSize), MinIdle: cfg.ClaimMinIdle,
-			Backoff: cfg.Backoff, ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger,
+			Backoff: cfg.Backoff, ShutdownGrace: cfg.ShutdownGrace,
+			WaitReplicas: cfg.WaitReplicas, Replication: replication, Logger: cfg.Logger,
 		})
 		if err != nil {
 			return nil, err

@@ -2,6 +2,7 @@ package streamgroup
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -66,8 +67,15 @@ func (l *Loop) Run(ctx context.Context) {
 	}
 	finish, cancel := graceful(ctx, l.Grace)
 	defer cancel()
+	defer l.Reader.Close()
+	var held heldLog
 	for try := 1; ctx.Err() == nil; {
 		msgs, err := l.Reader.Next(ctx)
+		if behind, ok := errors.AsType[*ReplicasBehind](err); ok {
+			held.short(l.Logger, behind) // Next waited (WAIT); go on waiting
+			continue
+		}
+		held.done(l.Logger, err, len(msgs))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -153,4 +161,36 @@ func graceful(parent context.Context, d time.Duration) (context.Context, context
 		context.AfterFunc(ctx, func() { t.Stop() })
 	})
 	return ctx, func() { stop(); cancel() }
+}
+
+// heldLog logs a streak of entries held back for their replicas: when it
+// starts, every 10 s while it lasts, and when it ends.
+type heldLog struct {
+	since, last time.Time
+	waits       int
+}
+
+func (h *heldLog) short(log *slog.Logger, e *ReplicasBehind) {
+	now := time.Now()
+	h.waits++
+	if h.since.IsZero() {
+		h.since = now
+	}
+	if now.Sub(h.last) < 10*time.Second {
+		return
+	}
+	h.last = now
+	log.Warn("Holding orders back until the replicas have them (a replica is missing or lagging); they stay pending in Redis",
+		"entries", e.Held, "acknowledged", e.Acked, "want", e.Want, "waits", h.waits, "for", now.Sub(h.since).Round(time.Millisecond))
+}
+
+func (h *heldLog) done(log *slog.Logger, err error, n int) {
+	if h.since.IsZero() {
+		return
+	}
+	if err == nil {
+		log.Info("Replicas caught up; handing on the orders held back", "entries", n, "waits", h.waits,
+			"after", time.Since(h.since).Round(time.Millisecond))
+	}
+	*h = heldLog{}
 }

@@ -35,6 +35,16 @@ type Reader struct {
 	MinIdle time.Duration
 	// ClaimInterval is how often idle entries are looked for (default MinIdle/2, at most 5s).
 	ClaimInterval time.Duration
+	// WaitReplicas, when above 0, hands entries on only once that many
+	// replicas acknowledged them (WAIT on the reader's own connection, see
+	// replicas.go): an order that never reached a replica never reaches
+	// MySQL or Kafka, so a failover cannot sell its unit twice.
+	WaitReplicas int
+	// WaitTimeout bounds the first WAIT of a batch (default 1s); each
+	// following one waits twice as long, up to MaxWaitTimeout.
+	WaitTimeout time.Duration
+	// Replication, when set, counts the waits and the entries held back.
+	Replication *ReplicaMetrics
 
 	started     bool
 	ownDone     bool
@@ -42,6 +52,7 @@ type Reader struct {
 	nextClaim   time.Time
 	// Claimed counts the entries taken over from other consumers.
 	Claimed int64
+	wait    replicaWait
 }
 
 func (r *Reader) defaults() {
@@ -60,6 +71,9 @@ func (r *Reader) defaults() {
 	if r.claimCursor == "" {
 		r.claimCursor = "0-0"
 	}
+	if r.WaitTimeout <= 0 {
+		r.WaitTimeout = time.Second
+	}
 }
 
 // EnsureGroup creates the stream and its group from the first entry if
@@ -74,9 +88,25 @@ func EnsureGroup(ctx context.Context, rdb redis.UniversalClient, stream, group s
 
 // Next returns the next entries to process, possibly none (after Block).
 // Entries whose body is gone (deleted while pending) come with nil Values:
-// the caller only acknowledges them.
+// the caller only acknowledges them. With WaitReplicas, Next returns a
+// *ReplicasBehind error while the entries it read wait for the replicas.
 func (r *Reader) Next(ctx context.Context) ([]redis.XMessage, error) {
 	r.defaults()
+	if r.WaitReplicas > 0 {
+		return r.nextReplicated(ctx)
+	}
+	return r.next(ctx, r.RDB)
+}
+
+// streamCmds are the commands a Reader reads with: the shared client, or
+// its own connection when it waits for replicas.
+type streamCmds interface {
+	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
+	XAutoClaim(ctx context.Context, a *redis.XAutoClaimArgs) *redis.XAutoClaimCmd
+	XClaimJustID(ctx context.Context, a *redis.XClaimArgs) *redis.StringSliceCmd
+}
+
+func (r *Reader) next(ctx context.Context, c streamCmds) ([]redis.XMessage, error) {
 	if !r.started {
 		if err := EnsureGroup(ctx, r.RDB, r.Stream, r.Group); err != nil {
 			return nil, err
@@ -85,17 +115,17 @@ func (r *Reader) Next(ctx context.Context) ([]redis.XMessage, error) {
 	}
 	if !r.ownDone {
 		// Our own pending entries, from a previous life under the same name.
-		msgs, err := r.read(ctx, "0", 0)
+		msgs, err := r.read(ctx, c, "0", 0)
 		if err != nil {
 			return nil, err
 		}
 		if len(msgs) > 0 {
-			return msgs, nil
+			return msgs, r.ownHistory(ctx, c, msgs)
 		}
 		r.ownDone = true
 	}
 	if now := time.Now(); !now.Before(r.nextClaim) {
-		msgs, cursor, err := r.RDB.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		msgs, cursor, err := c.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 			Stream: r.Stream, Group: r.Group, Consumer: r.Consumer,
 			MinIdle: r.MinIdle, Start: r.claimCursor, Count: r.Count,
 		}).Result()
@@ -115,17 +145,17 @@ func (r *Reader) Next(ctx context.Context) ([]redis.XMessage, error) {
 			return msgs, nil
 		}
 	}
-	return r.read(ctx, ">", r.Block)
+	return r.read(ctx, c, ">", r.Block)
 }
 
-func (r *Reader) read(ctx context.Context, id string, block time.Duration) ([]redis.XMessage, error) {
+func (r *Reader) read(ctx context.Context, c streamCmds, id string, block time.Duration) ([]redis.XMessage, error) {
 	args := &redis.XReadGroupArgs{
 		Group: r.Group, Consumer: r.Consumer, Streams: []string{r.Stream, id}, Count: r.Count, Block: block,
 	}
 	if block == 0 {
 		args.Block = -1 // no BLOCK argument: pending reads never block
 	}
-	res, err := r.RDB.XReadGroup(ctx, args).Result()
+	res, err := c.XReadGroup(ctx, args).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
