@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,6 +32,10 @@ type failoverCase struct {
 	// strict asserts zero lost durable orders and zero oversold; otherwise
 	// the figures are only reported (losses depend on timing).
 	strict bool
+	// workerWaits runs the worker with --wait-replicas=durability.Replicas,
+	// as the operator does; a fresh replica is then attached to the
+	// promoted one (the worker moves nothing while its primary lacks one).
+	workerWaits bool
 }
 
 // TestFailover: a primary and a replica (private redis-servers), the seckill
@@ -48,8 +53,13 @@ func TestFailover(t *testing.T) {
 		c    failoverCase
 	}{
 		{"none-stalled", failoverCase{stall: true}},
-		{"replicas=1", failoverCase{durability: seckill.Durability{Replicas: 1, Timeout: 250 * time.Millisecond}, strict: true}},
-		{"replicas=1-stalled", failoverCase{durability: seckill.Durability{Replicas: 1, Timeout: 250 * time.Millisecond}, stall: true}},
+		{"replicas=1", failoverCase{durability: seckill.Durability{Replicas: 1, Timeout: 250 * time.Millisecond}, strict: true, workerWaits: true}},
+		{"replicas=1-stalled", failoverCase{durability: seckill.Durability{Replicas: 1, Timeout: 250 * time.Millisecond}, stall: true, strict: true, workerWaits: true}},
+		// The seckill waits but the worker does not: orders answered
+		// "durable": false during the stall reach MySQL before the
+		// replica has them and are sold again after the failover (the gap
+		// the worker's wait closes; reported, not asserted).
+		{"replicas=1-stalled-worker-no-wait", failoverCase{durability: seckill.Durability{Replicas: 1, Timeout: 250 * time.Millisecond}, stall: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { runFailover(t, tc.c) })
@@ -104,7 +114,11 @@ func runFailover(t *testing.T, c failoverCase) {
 		t.Fatal(err)
 	}
 	db, _ := testutil.OrderDB(t)
-	stopWorker := runWorker(t, fs, dial(), db)
+	waitReplicas := 0
+	if c.workerWaits {
+		waitReplicas = c.durability.Replicas
+	}
+	stopWorker := runWorker(t, fs, dial(), db, waitReplicas)
 
 	out := &told{orders: map[string]answer{}}
 	stopStorm := storm(t, s, out)
@@ -119,6 +133,9 @@ func runFailover(t *testing.T, c failoverCase) {
 	promoted := replica.Client(t)
 	if err := promoted.ReplicaOf(context.Background(), "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
+	}
+	if c.workerWaits {
+		testutil.StartReplica(t, replica) // as Sentinel's other replica would be
 	}
 	front.Cut()
 	testutil.TCPProxyOn(t, front.Addr(), replica.Addr)
@@ -156,6 +173,13 @@ func runFailover(t *testing.T, c failoverCase) {
 		t.Fatal(err)
 	}
 	sold := stockN - left
+	// No record in the orders hash of an order the promoted replica never
+	// admitted (the worker's status update re-created them before).
+	for no, rec := range onReplica {
+		if _, user, _ := strings.Cut(rec, " "); holders[user] == "" {
+			t.Errorf("the promoted replica's orders hash holds %s (%q) whose buyer holds no unit: a record re-created for an order it never admitted", no, rec)
+		}
+	}
 	report(t, c, out, holders, inDB, sold)
 }
 
@@ -198,8 +222,8 @@ func report(t *testing.T, c failoverCase, out *told, holders map[string]string, 
 		}
 	}
 	oversold := int64(existing) - sold
-	t.Logf("FIGURES durability=%q stalled=%v: told 202: %d (%d before the kill; durable true %d, false %d) | on the promoted replica: %d, only in MySQL (unit sold twice): %d, gone: %d | units sold (initial - stock on the promoted replica): %d; orders that exist (replica + MySQL): %d; oversold: %d",
-		c.durability, c.stall, len(out.orders), out.beforeK.Load(), saidDurable, notDurable, onPromoted, onlyInDB, gone, sold, existing, oversold)
+	t.Logf("FIGURES durability=%q stalled=%v workerWaits=%v: told 202: %d (%d before the kill; durable true %d, false %d) | on the promoted replica: %d, only in MySQL (unit sold twice): %d, gone: %d | units sold (initial - stock on the promoted replica): %d; orders that exist (replica + MySQL): %d; oversold: %d",
+		c.durability, c.stall, c.workerWaits, len(out.orders), out.beforeK.Load(), saidDurable, notDurable, onPromoted, onlyInDB, gone, sold, existing, oversold)
 	if c.strict {
 		if lostDurable != 0 {
 			t.Errorf("%d orders answered durable were lost", lostDurable)
@@ -280,8 +304,8 @@ func pause(done <-chan struct{}) bool {
 }
 
 // runWorker runs the Redis-only order pipeline of fs in-process.
-func runWorker(t *testing.T, fs *v1alpha1.FlashSale, rdb redis.UniversalClient, db *sql.DB) (stop func()) {
-	w, err := worker.New(worker.Config{Sale: fs, Redis: rdb, DB: db, PodID: "w1",
+func runWorker(t *testing.T, fs *v1alpha1.FlashSale, rdb redis.UniversalClient, db *sql.DB, waitReplicas int) (stop func()) {
+	w, err := worker.New(worker.Config{Sale: fs, Redis: rdb, DB: db, PodID: "w1", WaitReplicas: waitReplicas,
 		BatchSize: 100, FlushInterval: 20 * time.Millisecond, ClaimMinIdle: time.Second, ShutdownGrace: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
