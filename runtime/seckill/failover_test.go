@@ -45,8 +45,10 @@ type failoverCase struct {
 // told 202, orders that survived (on the promoted replica or in MySQL), units
 // sold (initial − stock on the promoted replica). Without durability, orders
 // are lost (reported, not asserted: it depends on timing); with replicas=1
-// every 202 that said "durable": true is on the promoted replica and nothing
-// is oversold.
+// (the seckill's WAIT and the worker's --wait-replicas), even with the
+// replication link stalled before the kill, every 202 that said "durable":
+// true is on the promoted replica and nothing is oversold: the orders
+// answered "durable": false never left the dead primary's stream.
 func TestFailover(t *testing.T) {
 	cases := []struct {
 		name string
