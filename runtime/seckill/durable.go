@@ -152,12 +152,8 @@ const logEvery = 10 * time.Second
 func newDurableClient(rdb redis.UniversalClient, d Durability, saleKey string, m *Metrics, log *slog.Logger) *durableClient {
 	c := &durableClient{UniversalClient: rdb, d: d, saleKey: saleKey, nodes: map[string]*durableNode{},
 		observe: m.observeRedis, log: log,
-		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricDurabilityTimeouts,
-			Help: `Admitted orders answered 202 with "durable": false, by reason: replicas or aof (not confirmed within the timeout), error (the wait failed).`,
-		}, []string{"sale", "reason"}),
+		timeouts: m.notDurable,
 	}
-	m.Registry.MustRegister(c.timeouts)
 	return c
 }
 

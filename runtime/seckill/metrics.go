@@ -34,6 +34,10 @@ type Metrics struct {
 	tokenRejected  *prometheus.CounterVec
 	riskChecks     *prometheus.CounterVec
 	ordersAdmitted *prometheus.CounterVec
+	// notDurable counts 202s whose durability wait did not confirm them;
+	// registered even when the sale asks for no durability, so the alert's
+	// series exists (at zero) on every pod.
+	notDurable *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics (and the Go and process collectors).
@@ -79,8 +83,12 @@ func NewMetrics() *Metrics {
 			Help: "Orders admitted by the purchase script, per SKU.",
 		}, []string{"sale", "sku"}),
 	}
+	m.notDurable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricDurabilityTimeouts,
+		Help: `Admitted orders answered 202 with "durable": false, by reason: replicas or aof (not confirmed within the timeout), error (the wait failed).`,
+	}, []string{"sale", "reason"})
 	m.Registry.MustRegister(m.requests, m.duration, m.redis, m.remaining, m.soldOut, m.livePods,
-		m.tokenRejected, m.riskChecks, m.ordersAdmitted,
+		m.tokenRejected, m.riskChecks, m.ordersAdmitted, m.notDurable,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
