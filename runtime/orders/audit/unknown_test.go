@@ -16,8 +16,8 @@ import (
 // admitted (a failover to a replica that missed the purchase, whose order
 // the relay had already read) holds a unit that Redis still offers. It is
 // not taken for an order admitted after the snapshot: the law breaks by
-// one unit, negative (oversold), and stays broken once the worker's
-// MarkCreated has written the order's record into the new primary.
+// one unit, negative (oversold), and stays so after the worker's
+// MarkCreated, which writes no record for an order the orders hash lacks.
 func TestOrderRedisNeverAdmittedIsOversell(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
@@ -39,7 +39,7 @@ func TestOrderRedisNeverAdmittedIsOversell(t *testing.T) {
 	}
 	rep = f.run(f.auditor())
 	s = rep.SKUs[0]
-	if rep.OK || s.Imbalance != -1 || kinds(rep)[audit.KindRedisInconsistent] != 1 || s.UnknownToRedis != 0 {
-		t.Fatalf("with its record written by MarkCreated:\n%s", text(rep))
+	if rep.OK || s.Imbalance != -1 || s.UnknownToRedis != 1 || kinds(rep)[audit.KindUnknownToRedis] != 1 {
+		t.Fatalf("after MarkCreated of the order:\n%s", text(rep))
 	}
 }
