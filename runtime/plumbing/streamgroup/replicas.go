@@ -107,7 +107,10 @@ func (r *Reader) nextReplicated(ctx context.Context) ([]redis.XMessage, error) {
 // enough acknowledged. Each short WAIT is twice as long as the one before.
 func (r *Reader) release(ctx context.Context) ([]redis.XMessage, error) {
 	w := &r.wait
-	timeout := min(r.WaitTimeout<<min(w.tries, 8), max(MaxWaitTimeout, r.WaitTimeout))
+	// At most a quarter of MinIdle, so that keep refreshes the held
+	// entries long before another consumer may claim them.
+	limit := min(max(MaxWaitTimeout, r.WaitTimeout), max(r.MinIdle/4, r.WaitTimeout))
+	timeout := min(r.WaitTimeout<<min(w.tries, 8), limit)
 	w.tries++
 	start := time.Now()
 	n, err := w.conn.Wait(ctx, r.WaitReplicas, timeout).Result()
@@ -123,6 +126,10 @@ func (r *Reader) release(ctx context.Context) ([]redis.XMessage, error) {
 		return msgs, nil
 	}
 	r.count("short")
+	if err := r.keep(ctx); err != nil {
+		r.dropConn()
+		return nil, err
+	}
 	if !w.counted && r.Replication != nil {
 		r.Replication.Held.Add(float64(len(w.held)))
 		w.counted = true
@@ -163,6 +170,24 @@ func (r *Reader) ownHistory(ctx context.Context, c streamCmds, msgs []redis.XMes
 	err := c.XClaimJustID(ctx, &redis.XClaimArgs{Stream: r.Stream, Group: r.Group, Consumer: r.Consumer, Messages: ids}).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("claim own pending entries of %s: %w", r.Stream, err)
+	}
+	return nil
+}
+
+// keep resets the idle time of the held entries once they sat half of
+// MinIdle: held back for their replicas, they are in hand, not abandoned,
+// and another consumer claiming them would only wait for the same replicas
+// and hand them on a second time.
+func (r *Reader) keep(ctx context.Context) error {
+	w := &r.wait
+	ids := make([]string, 0, len(w.held))
+	for _, m := range w.held {
+		ids = append(ids, m.ID)
+	}
+	err := w.conn.XClaimJustID(ctx, &redis.XClaimArgs{Stream: r.Stream, Group: r.Group, Consumer: r.Consumer,
+		MinIdle: r.MinIdle / 2, Messages: ids}).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("keep the held entries of %s: %w", r.Stream, err)
 	}
 	return nil
 }

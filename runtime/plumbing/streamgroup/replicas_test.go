@@ -34,7 +34,7 @@ func TestLoopWaitsForReplicas(t *testing.T) {
 	var got seen
 	l := &streamgroup.Loop{
 		Reader: streamgroup.Reader{RDB: rdb, Stream: s.key, Group: group, Consumer: "c1", Block: 100 * time.Millisecond,
-			WaitReplicas: 1, WaitTimeout: 100 * time.Millisecond, Replication: m},
+			MinIdle: 2 * time.Second, WaitReplicas: 1, WaitTimeout: 100 * time.Millisecond, Replication: m},
 		DeadLetters: s.dlq, Handle: got.ackAll, Backoff: backoff.Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond},
 	}
 	start(t, l)
@@ -51,7 +51,15 @@ func TestLoopWaitsForReplicas(t *testing.T) {
 	// The loop holds the batch it read (not necessarily all 4) and reads no
 	// more until the replica has it.
 	tu.Eventually(t, 10*time.Second, "entries held back", func() bool { return value(m.Held) > 0 })
-	time.Sleep(time.Second)
+	// Held longer than MinIdle, the entries stay this consumer's: another
+	// finds none idle enough to claim.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		m, _, err := rdb.XAutoClaim(context.Background(), &redis.XAutoClaimArgs{Stream: s.key, Group: group, Consumer: "c2",
+			MinIdle: 2 * time.Second, Start: "0-0", Count: 100}).Result()
+		if err != nil || len(m) > 0 {
+			t.Fatalf("another consumer claimed %d held entries (err %v)", len(m), err)
+		}
+	}
 	if n := len(got.get()); n != 5 {
 		t.Fatalf("%d entries handed on while no replica had them, want 5", n)
 	}
