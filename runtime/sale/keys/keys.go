@@ -85,7 +85,8 @@ func ForSale(saleKey string) Sale {
 }
 
 // Patterns match every key of the sale and no key of another sale (for
-// teardown and tests): the sale-wide keys and the keys of each SKU.
+// teardown and tests): the sale-wide keys, then the keys of each SKU
+// (teardown relies on this order).
 func Patterns(saleKey string) []string {
 	return []string{"fs:{" + saleKey + "}:*", "fs:{" + saleKey + "/*"}
 }

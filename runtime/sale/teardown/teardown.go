@@ -20,10 +20,18 @@ const scanCount = 1000
 
 // DeleteKeys unlinks every key of the sale (and of no other sale) on every
 // master of a cluster, or on the standalone server, and reports how many.
+//
+// The SKUs' keys go first, on every master, and the sale-wide keys (the
+// switches hash among them) only then: a seckill pod still serving reads a
+// missing switches hash as "open", so while any stock counter exists the
+// closed switch must still be there to refuse buyers. Once the counters are
+// gone the purchase script refuses on its own (NOT_WARMED).
 func DeleteKeys(ctx context.Context, rdb redis.UniversalClient, sale string) (int64, error) {
 	var n atomic.Int64
-	sweep := func(ctx context.Context, c redis.Cmdable) error {
-		for _, pattern := range keys.Patterns(sale) {
+	patterns := keys.Patterns(sale)
+	perSKU, saleWide := patterns[1], patterns[0]
+	for _, pattern := range []string{perSKU, saleWide} {
+		sweep := func(ctx context.Context, c redis.Cmdable) error {
 			iter := c.Scan(ctx, 0, pattern, scanCount).Iterator()
 			for iter.Next(ctx) {
 				// One key per UNLINK: keys of different SKUs live in
@@ -36,17 +44,17 @@ func DeleteKeys(ctx context.Context, rdb redis.UniversalClient, sale string) (in
 			if err := iter.Err(); err != nil {
 				return fmt.Errorf("scan %s: %w", pattern, err)
 			}
+			return nil
 		}
-		return nil
-	}
-	var err error
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return sweep(ctx, node) })
-	} else {
-		err = sweep(ctx, rdb)
-	}
-	if err != nil {
-		return n.Load(), fmt.Errorf("delete keys of sale %s: %w", sale, err)
+		var err error
+		if cc, ok := rdb.(*redis.ClusterClient); ok {
+			err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return sweep(ctx, node) })
+		} else {
+			err = sweep(ctx, rdb)
+		}
+		if err != nil {
+			return n.Load(), fmt.Errorf("delete keys of sale %s: %w", sale, err)
+		}
 	}
 	return n.Load(), nil
 }

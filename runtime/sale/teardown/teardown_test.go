@@ -116,3 +116,50 @@ func TestDeleteTopics(t *testing.T) {
 		t.Fatalf("second teardown: %v", err)
 	}
 }
+
+// TestSwitchesGoLast: a seckill pod still serving while the keys go reads a
+// missing switches hash as open, so the closed switch must outlive every
+// stock counter. The deletions are watched through keyspace notifications
+// on a private server.
+func TestSwitchesGoLast(t *testing.T) {
+	srv := testutil.StartRedisServer(t, "--notify-keyspace-events", "Eg")
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	fs := warmSale(t, rdb, "shop", "last")
+	if err := switches.SetClosed(ctx, rdb, fs.SaleKey(), true); err != nil {
+		t.Fatal(err)
+	}
+	sub := rdb.PSubscribe(ctx, "__keyevent@0__:unlink", "__keyevent@0__:del")
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := teardown.DeleteKeys(ctx, rdb, fs.SaleKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	ch := sub.Channel()
+	for len(order) < int(n) {
+		select {
+		case m := <-ch:
+			order = append(order, m.Payload)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("saw %d of %d deletions: %v", len(order), n, order)
+		}
+	}
+	control := slices.Index(order, keys.ForSale(fs.SaleKey()).Control)
+	if control < 0 {
+		t.Fatalf("the switches hash %s was not deleted: %v", keys.ForSale(fs.SaleKey()).Control, order)
+	}
+	for i, k := range order {
+		if k == keys.ForSKU(fs.SaleKey(), "a").Stock || k == keys.ForSKU(fs.SaleKey(), "b").Stock || k == keys.ForSKU(fs.SaleKey(), "c").Stock {
+			if i > control {
+				t.Errorf("stock counter %s deleted after the switches hash: %v", k, order)
+			}
+		}
+	}
+}
