@@ -34,6 +34,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/consumer"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/relay"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 )
 
@@ -81,7 +82,7 @@ var (
 
 // exported lists the metric names the code exports, from the descriptors of
 // the real collectors: the seckill API's, the worker's (relay, consumer,
-// dbsink: what worker.New registers), the rollback's, the audit's and the
+// dbsink and the stream readers' replica waits: what worker.New registers), the rollback's, the audit's and the
 // operator's.
 func exported(t *testing.T) map[string]metricInfo {
 	t.Helper()
@@ -89,6 +90,7 @@ func exported(t *testing.T) map[string]metricInfo {
 	relay.NewMetrics(worker)
 	consumer.NewMetrics(worker)
 	dbsink.NewMetrics(worker)
+	streamgroup.NewReplicaMetrics(worker)
 	collectors := []prometheus.Collector{seckill.NewMetrics().Registry, rollback.NewMetrics().Registry, worker}
 	collectors = append(collectors, audit.NewMetrics().Collectors()...)
 	collectors = append(collectors, controllers.NewMetrics().Collectors()...)
