@@ -309,7 +309,9 @@ type Durability struct {
 	// in flashsale_seckill_durability_timeouts_total.
 	// +optional
 	// +kubebuilder:default="250ms"
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.redis.durability.timeout must be a positive duration such as 250ms or 1s"
+	// It is at most 2s: the seckill gives up on a purchase after 3 s, and a
+	// wait that outlived that would answer 503 instead of "durable": false.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('2s')",message="spec.redis.durability.timeout must be a duration from 1ms to 2s, such as 250ms"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 

@@ -210,6 +210,13 @@ func invalidSales() []invalidSale {
 		{"teardown policy not in the enum", setTo("spec.teardown.redisKeys", "Archive"), "spec.teardown.redisKeys", []string{"Unsupported value"}},
 		{"topic teardown policy lower-case", setTo("spec.teardown.topic", "delete"), "spec.teardown.topic", []string{"Unsupported value"}},
 		{"imagePullPolicy not in the enum", setTo("spec.imagePullPolicy", "Sometimes"), "spec.imagePullPolicy", []string{"Unsupported value"}},
+		{"strandedOrders not in the enum", setTo("spec.teardown.strandedOrders", "Delete"), "spec.teardown.strandedOrders", []string{"Unsupported value"}},
+		{"durability replicas negative", setTo("spec.redis.durability", map[string]any{"replicas": int64(-1)}),
+			"spec.redis.durability.replicas", []string{"greater than or equal to 0"}},
+		{"durability timeout past the purchase's own", setTo("spec.redis.durability", map[string]any{"replicas": int64(1), "timeout": "5s"}),
+			"spec.redis.durability.timeout", []string{"from 1ms to 2s"}},
+		{"durability timeout under a millisecond", setTo("spec.redis.durability", map[string]any{"aof": true, "timeout": "500us"}),
+			"spec.redis.durability.timeout", []string{"from 1ms to 2s"}},
 
 		// Every duration of the spec: a Go duration, with a sign that makes sense.
 		{"paymentTimeout not a duration", setTo("spec.paymentTimeout", "soon"),
