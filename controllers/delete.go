@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -138,7 +139,11 @@ func (r *FlashSaleReconciler) cleanUpDeleted(ctx context.Context, fs *v1alpha1.F
 // cleanUp runs the steps of the cleanup that are due and says what it did.
 func (r *FlashSaleReconciler) cleanUp(ctx context.Context, d *deletion) (string, error) {
 	var parts []string
-	if d.fs.Status.OpenedAt != nil {
+	opened, err := r.wasOpened(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	if opened {
 		// Buyers were admitted: orders may be on their way.
 		if err := r.drain(ctx, d); err != nil {
 			return "", err
@@ -157,6 +162,32 @@ func (r *FlashSaleReconciler) cleanUp(ctx context.Context, d *deletion) (string,
 		return "", err
 	}
 	return strings.Join(append(parts, summary), "; "), nil
+}
+
+// wasOpened says whether buyers may have been admitted: the status says
+// the gate opened, or (the operator may have opened the gate in Redis and
+// died before its status patch) a SKU's order stream or orders hash is not
+// empty. Reading Redis when status says nothing costs two calls per SKU, and
+// only for sales deleted before their status showed them live.
+func (r *FlashSaleReconciler) wasOpened(ctx context.Context, d *deletion) (bool, error) {
+	if d.fs.Status.OpenedAt != nil {
+		return true, nil
+	}
+	pipe := d.c.rdb.Pipeline()
+	var cmds []*redis.IntCmd
+	for _, sku := range d.sale.Spec.SKUs {
+		k := keys.ForSKU(d.sale.SaleKey(), sku.ID)
+		cmds = append(cmds, pipe.XLen(ctx, k.Stream), pipe.HLen(ctx, k.Orders))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("look for orders of the deleted sale: %w", err))
+	}
+	for _, c := range cmds {
+		if c.Val() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // force: CleanupTimeout has passed; pods still terminating are not waited

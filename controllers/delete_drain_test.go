@@ -519,3 +519,45 @@ func (e *env) eventText(reason string) string {
 	}
 	return ""
 }
+
+// TestDeleteOpenedBeforeItsStatusSaidSo: the operator opened the gate in
+// Redis and died before its status patch recorded openedAt; buyers were
+// admitted meanwhile. Deleted then, the sale still salvages its orders:
+// whether buyers came is read from Redis too, not from status alone.
+func TestDeleteOpenedBeforeItsStatusSaidSo(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(nil)
+	warmAndOpen(t, e, false) // Redis-only, and no worker runs
+	shop := e.startSeckill()
+	var accepted []string
+	for _, u := range users("unrecorded", 6) {
+		a := shop.buy(u, "1002")
+		if a.Status != http.StatusAccepted {
+			t.Fatalf("purchase: %d %s", a.Status, a.Error)
+		}
+		accepted = append(accepted, a.OrderNo)
+	}
+	fs := e.get()
+	base := fs.DeepCopy()
+	fs.Status.OpenedAt = nil
+	if err := e.k8s.Status().Patch(e.ctx, fs, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	for _, comp := range []string{controllers.ComponentSeckill, controllers.ComponentWorker, controllers.ComponentRollback} {
+		if err := e.k8s.Delete(e.ctx, e.deployment(comp)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.k8s.Delete(e.ctx, e.get()); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.SetTime(e.get().DeletionTimestamp.Add(time.Second))
+	e.reconcile()
+	if !e.gone() {
+		t.Fatal("the sale waited although no worker was left to drain it")
+	}
+	if stored, kept := e.checkNoneDropped(accepted, nil); stored != 6 || kept != 0 {
+		t.Fatalf("stored %d, archived %d; want the 6 orders stored", stored, kept)
+	}
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonOrdersUndrained, "6 orders could not be drained", "6 stored")
+}
