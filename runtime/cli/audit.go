@@ -24,15 +24,17 @@ var ErrAuditFailed = errors.New("audit failed")
 
 // auditFlags are the audit command's flags.
 type auditFlags struct {
-	sf          saleFlags
-	brokers     []string
-	asJSON      bool
-	repair      bool
-	archive     bool
-	abandon     bool
-	stuckAfter  time.Duration
-	metricsAddr string
-	every       time.Duration
+	sf           saleFlags
+	brokers      []string
+	asJSON       bool
+	repair       bool
+	archive      bool
+	abandon      bool
+	stuckAfter   time.Duration
+	waitReplicas int
+	waitTimeout  time.Duration
+	metricsAddr  string
+	every        time.Duration
 }
 
 func newAuditCommand() *cobra.Command {
@@ -55,8 +57,14 @@ stranded, or Redis disagrees with itself.
 
 --repair fixes what is safe: valid orders stranded in a stream (stuck longer
 than --stuck-after) or in a dead-letter topic/stream are inserted into MySQL
-and acknowledged; stale expiry entries of paid orders are removed; statuses
-shown to result polling are brought up to MySQL's. It then audits again.
+and acknowledged, each batch only once --wait-replicas replicas have its
+stream entries (by default the manifest's spec.redis.durability.replicas:
+the wait the worker makes, so a failover cannot sell their units again;
+entries the replicas lack stay, reported as failed repairs). When MySQL
+refuses a batch, its orders are tried one by one: those MySQL takes are
+stored, each refused one is reported with MySQL's error. Stale expiry entries
+of paid orders are removed; statuses shown to result polling are brought up to
+MySQL's. It then audits again.
 
 --archive copies every message of the dead-letter streams and topics that is
 not an order (and any still in the order streams or behind the Kafka group)
@@ -80,6 +88,8 @@ func (af *auditFlags) bind(cmd *cobra.Command) {
 	f.BoolVar(&af.archive, "archive", false, "keep the dead letters that are not orders in the MySQL table seckill_dead_letter (after --repair), then audit again")
 	f.BoolVar(&af.abandon, "abandon-stranded", false, "with --archive: keep the valid orders MySQL lacks there too")
 	f.DurationVar(&af.stuckAfter, "stuck-after", 5*time.Minute, "a stream entry waiting this long (pending with a dead worker, or undelivered) is stuck")
+	f.IntVar(&af.waitReplicas, "wait-replicas", -1, "with --repair: replicas that must have a stuck or dead-lettered stream entry before its order is stored in MySQL (-1: the manifest's spec.redis.durability.replicas)")
+	f.DurationVar(&af.waitTimeout, "wait-timeout", audit.DefaultWaitTimeout, "with --repair: how long to wait for those replicas; entries they lack are left where they are")
 	f.StringVar(&af.metricsAddr, "metrics-addr", "", "instead of printing once, audit every --every and serve the results as metrics here")
 	f.DurationVar(&af.every, "every", 30*time.Second, "audit interval with --metrics-addr")
 }
@@ -92,8 +102,12 @@ func (af *auditFlags) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer env.Close()
+	waitReplicas := af.waitReplicas
+	if waitReplicas < 0 {
+		waitReplicas = audit.DurabilityReplicas(env.sale)
+	}
 	a, err := audit.New(audit.Config{Sale: env.sale, Redis: env.rdb, Orders: orderdb.New(env.db), Brokers: nonEmpty(af.brokers),
-		StuckAfter: af.stuckAfter, Logger: env.log})
+		StuckAfter: af.stuckAfter, WaitReplicas: waitReplicas, WaitTimeout: af.waitTimeout, Logger: env.log})
 	if err != nil {
 		return err
 	}
@@ -156,6 +170,9 @@ func auditOnce(ctx context.Context, a *audit.Auditor, m *audit.Metrics, fix audi
 		}
 		if fix.archive {
 			archived, aerr := a.Archive(ctx, rep, fix.abandon)
+			// Valid orders left unarchived are the audit's stranded
+			// orders, reported below: this command deletes no store.
+			aerr = audit.WithoutUnkept(aerr)
 			repairs, rerr = append(repairs, archived...), errors.Join(rerr, aerr)
 		}
 		after, err := a.Run(ctx)

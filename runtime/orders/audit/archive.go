@@ -58,7 +58,11 @@ func (r *Report) StrandedOrders() int64 {
 // archives without auditing first) must be of the auditor's sale.
 // Archiving twice is harmless: a message already archived is not written
 // again. An error means something may not be archived yet: the caller must
-// not delete the stores. The table must exist (orderdb.Migrate).
+// not delete the stores. Without includeValid, a valid order the stores
+// hold that is neither in MySQL nor archived before is such an error
+// (*UnkeptOrders, after the poison is archived): a teardown must never
+// delete its only copy, even one that arrived after the last audit. The
+// table must exist (orderdb.Migrate).
 func (a *Auditor) Archive(ctx context.Context, rep *Report, includeValid bool) ([]Repair, error) {
 	saleKey := a.cfg.Sale.SaleKey()
 	if rep != nil && rep.SaleKey != saleKey {
@@ -88,6 +92,9 @@ func (a *Auditor) Archive(ctx context.Context, rep *Report, includeValid bool) (
 		}
 	}
 	done, err := log.result()
+	if len(ar.unkept) > 0 {
+		errs = append(errs, &UnkeptOrders{OrderNos: ar.unkept})
+	}
 	return done, errors.Join(append(errs, err)...)
 }
 
@@ -110,6 +117,59 @@ type archiver struct {
 	// poisonIDs are the poison entries of each dead-letter stream, to
 	// delete once archived.
 	poisonIDs map[string][]string
+	// archived are the valid orders already kept in seckill_dead_letter
+	// (read when needed); unkept the valid orders neither there nor in
+	// MySQL, found without includeValid.
+	archived map[string]bool
+	unkept   []string
+}
+
+// unkeep notes a valid order MySQL lacks, found without includeValid,
+// unless an earlier Archive kept it.
+func (ar *archiver) unkeep(ctx context.Context, orderNo string) error {
+	if ar.archived == nil {
+		got, err := ar.a.cfg.Orders.ArchivedOrders(ctx, ar.saleKey)
+		if err != nil {
+			return err
+		}
+		ar.archived = got
+	}
+	if !ar.archived[orderNo] {
+		ar.unkept = append(ar.unkept, orderNo)
+	}
+	return nil
+}
+
+// UnkeptOrders is Archive's error, without includeValid, when the stores
+// hold valid orders that are neither in MySQL nor archived: deleting the
+// stores would lose them (found after the last audit, say, or stored by no
+// one yet). The caller keeps the stores; the next audit repairs or reports
+// them as stranded.
+type UnkeptOrders struct{ OrderNos []string }
+
+// WithoutUnkept is err without its *UnkeptOrders, for a caller that does
+// not delete the stores (the next audit reports those orders as stranded).
+func WithoutUnkept(err error) error {
+	var u *UnkeptOrders
+	if errors.As(err, &u) && err == error(u) {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	var rest []error
+	for _, e := range j.Unwrap() {
+		if !errors.As(e, &u) {
+			rest = append(rest, e)
+		}
+	}
+	return errors.Join(rest...)
+}
+
+func (e *UnkeptOrders) Error() string {
+	return fmt.Sprintf("%d valid orders are only in the sale's streams or topics, neither in MySQL nor archived (%s): "+
+		"the stores stay until they are stored or abandoned", len(e.OrderNos), clip(strings.Join(e.OrderNos, ", "), 200))
 }
 
 // keep adds the message to the rows to archive when it is poison (err is
@@ -129,9 +189,6 @@ func (ar *archiver) keep(ctx context.Context, d orderdb.DeadLetter, o order.Orde
 		return true, nil
 	}
 	d.Reason = clip(d.Reason, 4096)
-	if !ar.includeValid {
-		return false, nil
-	}
 	if _, ok := ar.durable[o.SKU]; !ok {
 		st, err := ar.a.cfg.Orders.States(ctx, ar.saleKey, o.SKU)
 		if err != nil {
@@ -141,6 +198,9 @@ func (ar *archiver) keep(ctx context.Context, d orderdb.DeadLetter, o order.Orde
 	}
 	if _, stored := ar.durable[o.SKU][o.OrderNo]; stored {
 		return false, nil
+	}
+	if !ar.includeValid {
+		return false, ar.unkeep(ctx, o.OrderNo)
 	}
 	d.Valid = true
 	ar.rows = append(ar.rows, d)

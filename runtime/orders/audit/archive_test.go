@@ -3,6 +3,7 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,28 @@ func (f *fixture) deadLetterEntry(o order.Order, reason string) {
 		f.t.Fatal(err)
 	}
 	f.unstream(o)
+}
+
+// wantUnkept fails unless err is Archive's *UnkeptOrders naming orders.
+func (f *fixture) wantUnkept(err error, orders ...order.Order) {
+	f.t.Helper()
+	var u *audit.UnkeptOrders
+	if !errors.As(err, &u) {
+		f.t.Fatalf("archive without includeValid: err %v, want the valid orders MySQL lacks reported", err)
+	}
+	want := map[string]bool{}
+	for _, o := range orders {
+		want[o.OrderNo] = true
+	}
+	for _, no := range u.OrderNos {
+		if !want[no] {
+			f.t.Fatalf("unkept %v, want %v", u.OrderNos, want)
+		}
+		delete(want, no)
+	}
+	if len(want) > 0 {
+		f.t.Fatalf("unkept %v lacks %v", u.OrderNos, want)
+	}
 }
 
 func (f *fixture) archived() []orderdb.DeadLetter {
@@ -61,8 +84,11 @@ func TestArchiveRedisDeadLetters(t *testing.T) {
 		t.Fatalf("stranded %d, want 1:\n%s", rep.StrandedOrders(), text(rep))
 	}
 
+	// Without includeValid the poison is archived, and the two valid
+	// orders MySQL lacks make it fail: a teardown must keep the stores.
 	repairs, err := a.Archive(ctx, rep, false)
-	if err != nil {
+	f.wantUnkept(err, orders[1], orders[2])
+	if audit.WithoutUnkept(err) != nil {
 		t.Fatalf("archive: %v %+v", err, repairs)
 	}
 	dls := f.archived()
@@ -75,8 +101,10 @@ func TestArchiveRedisDeadLetters(t *testing.T) {
 		t.Fatalf("dead-letter stream after archive: %v (want only the valid order's entry)", left)
 	}
 	// orders[2] is still in the order stream: valid, not archived without includeValid.
-	if _, err := a.Archive(ctx, f.run(a), false); err != nil || len(f.archived()) != 1 {
-		t.Fatalf("archive again: %v, %d rows", err, len(f.archived()))
+	_, err = a.Archive(ctx, f.run(a), false)
+	f.wantUnkept(err, orders[1], orders[2])
+	if len(f.archived()) != 1 {
+		t.Fatalf("archive again: %d rows", len(f.archived()))
 	}
 
 	// Abandon: the valid stranded order and the undrained one are kept too;
@@ -99,6 +127,10 @@ func TestArchiveRedisDeadLetters(t *testing.T) {
 	}
 	if n, _ := f.rdb.XLen(ctx, f.k.DeadLetters).Result(); n != 1 {
 		t.Fatalf("dead-letter stream holds %d entries after abandon, want 1", n)
+	}
+	// Kept in the table now, they no longer hold a teardown's archive.
+	if _, err := a.Archive(ctx, f.run(a), false); err != nil {
+		t.Fatalf("archive without includeValid after abandon: %v", err)
 	}
 
 	// Teardown deletes the keys; the table keeps every message.
@@ -148,7 +180,9 @@ func TestArchiveKafkaDeadLetters(t *testing.T) {
 
 	a := f.auditor(brokers...)
 	rep := f.run(a)
-	if _, err := a.Archive(ctx, rep, false); err != nil {
+	_, err = a.Archive(ctx, rep, false)
+	f.wantUnkept(err, orders[0], orders[1])
+	if err := audit.WithoutUnkept(err); err != nil {
 		t.Fatal(err)
 	}
 	dls := f.archived()

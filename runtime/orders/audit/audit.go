@@ -106,8 +106,15 @@ type Config struct {
 	// StuckAfter is how long a stream entry may wait (pending in a
 	// consumer's hands, or undelivered) before it counts as stuck (default 5 m).
 	StuckAfter time.Duration
-	Clock      clock.PassiveClock
-	Logger     *slog.Logger
+	// WaitReplicas is how many replicas must have a Redis stream entry
+	// (stuck, or dead-lettered) before Repair stores its order in MySQL
+	// (replicas.go); the sale's spec.redis.durability.replicas
+	// (DurabilityReplicas). 0 does not wait.
+	WaitReplicas int
+	// WaitTimeout bounds that wait (default DefaultWaitTimeout).
+	WaitTimeout time.Duration
+	Clock       clock.PassiveClock
+	Logger      *slog.Logger
 }
 
 // Auditor audits one sale.
@@ -127,6 +134,9 @@ func New(cfg Config) (*Auditor, error) {
 	}
 	if cfg.StuckAfter <= 0 {
 		cfg.StuckAfter = 5 * time.Minute
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}

@@ -49,13 +49,20 @@ type fixture struct {
 	ids map[string]string
 	// stuckAfter of the auditors made (default 1 h)
 	stuckAfter time.Duration
+	// waitReplicas of the auditors made (default 0)
+	waitReplicas int
 }
 
 // setup warms a one-SKU sale of 20 units (manifest on disk too).
 func setup(t *testing.T) *fixture {
 	t.Helper()
+	return setupOn(t, testutil.Redis(t))
+}
+
+// setupOn is setup on the Redis server of rdb.
+func setupOn(t *testing.T, rdb *redis.Client) *fixture {
+	t.Helper()
 	ctx := context.Background()
-	rdb := testutil.Redis(t)
 	ns := testutil.UniqueName(t)
 	for _, p := range keys.Patterns(ns + "/sale") {
 		testutil.CleanupKeys(t, rdb, p)
@@ -141,7 +148,8 @@ func (f *fixture) deliver(orders ...order.Order) {
 func (f *fixture) auditor(brokers ...string) *audit.Auditor {
 	f.t.Helper()
 	a, err := audit.New(audit.Config{Sale: f.fs, Redis: f.rdb, Orders: f.store, Brokers: brokers,
-		StuckAfter: f.stuckAfter, KafkaTimeout: 5 * time.Second, Logger: quiet})
+		StuckAfter: f.stuckAfter, KafkaTimeout: 5 * time.Second, Logger: quiet,
+		WaitReplicas: f.waitReplicas, WaitTimeout: 200 * time.Millisecond})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -63,6 +63,7 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 		sku := skuSpec.ID
 		k := keys.ForSKU(rep.SaleKey, sku)
 		a.repairStream(ctx, &log, sku, rep.ev.stuck[sku], strandedIn{
+			stream:       k.Stream,
 			where:        "the stream, where it was stuck",
 			removeAction: ActionAck,
 			removed:      "acknowledged and deleted stream entry %s (the order is in MySQL)",
@@ -71,6 +72,7 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 			},
 		})
 		a.repairStream(ctx, &log, sku, rep.ev.dlqStream[sku], strandedIn{
+			stream:       k.DeadLetters,
 			where:        "the dead-letter stream",
 			removeAction: ActionDeleteDeadLetter,
 			removed:      "deleted dead-letter entry %s (the order is in MySQL)",
@@ -112,6 +114,9 @@ func (l *repairLog) result() ([]Repair, error) {
 // strandedIn is a Redis Stream that orders can be stranded in, as
 // repairStream needs it.
 type strandedIn struct {
+	// stream is the stream's key, whose replicas must have the entries
+	// before their orders are stored (replicas.go).
+	stream string
 	// where names the stream in the detail of an insert.
 	where string
 	// removeAction and removed (a format of the entry ID) describe taking
@@ -122,13 +127,13 @@ type strandedIn struct {
 }
 
 // repairStream is the one repair of a stream with stranded entries (the
-// order stream's stuck entries, the dead-letter stream): the orders MySQL
-// lacks are inserted, then every entry whose order is durable now is taken
-// out of the stream. Nothing is taken out when the insert failed: an entry
-// is never dropped before its order is durable.
+// order stream's stuck entries, the dead-letter stream): once enough
+// replicas have the entries (Config.WaitReplicas), the orders MySQL lacks
+// are inserted, then every entry whose order is durable now is taken out of
+// the stream. An entry is never taken out before its order is durable, and
+// an order is never stored before the replicas have its entry.
 func (a *Auditor) repairStream(ctx context.Context, log *repairLog, sku string, entries []streamEntry, in strandedIn) {
 	var missing []order.Order
-	var ids []string
 	var taken []streamEntry
 	for _, e := range entries {
 		if e.Err != nil {
@@ -137,40 +142,79 @@ func (a *Auditor) repairStream(ctx context.Context, log *repairLog, sku string, 
 		if !e.InMySQL {
 			missing = append(missing, e.Order)
 		}
-		ids = append(ids, e.ID)
 		taken = append(taken, e)
 	}
-	if !a.insert(ctx, log, sku, missing, in.where) || len(ids) == 0 {
+	if len(missing) > 0 {
+		if err := a.replicated(ctx, in.stream); err != nil {
+			for _, o := range missing {
+				log.note(Repair{Action: ActionInsert, SKU: sku, OrderNo: o.OrderNo, Detail: "not inserted into MySQL from " + in.where}, err)
+			}
+			return
+		}
+	}
+	stored := a.insert(ctx, log, sku, missing, in.where)
+	var ids []string
+	var removed []streamEntry
+	for _, e := range taken {
+		if e.InMySQL || stored[e.Order.OrderNo] {
+			ids = append(ids, e.ID)
+			removed = append(removed, e)
+		}
+	}
+	if len(ids) == 0 {
 		return
 	}
 	err := in.remove(ctx, ids)
-	for _, e := range taken {
+	for _, e := range removed {
 		log.note(Repair{Action: in.removeAction, SKU: sku, OrderNo: e.Order.OrderNo, Detail: fmt.Sprintf(in.removed, e.ID)}, err)
 	}
 }
 
 // insert writes stranded orders (from where) into MySQL, idempotently, and
-// shows them created; it says whether they are durable now. Its repairs
+// shows them created; it returns the order numbers now durable. Its repairs
 // name sku, or each order's own SKU when sku is empty.
-func (a *Auditor) insert(ctx context.Context, log *repairLog, sku string, orders []order.Order, where string) bool {
+//
+// The batch is one statement in one transaction, so one row MySQL refuses
+// for good (a constraint, a value too long) would keep every other order of
+// the batch out of MySQL, and under strandedOrders: Wait hold the whole
+// sale. So a failed batch is tried again one order at a time: MySQL stores
+// those it takes, and each refused one is reported with MySQL's own error.
+func (a *Auditor) insert(ctx context.Context, log *repairLog, sku string, orders []order.Order, where string) map[string]bool {
 	if len(orders) == 0 {
-		return true
+		return nil
 	}
-	_, err := a.cfg.Orders.InsertBatch(ctx, orders)
-	for _, o := range orders {
+	errs := make([]error, len(orders))
+	if _, err := a.cfg.Orders.InsertBatch(ctx, orders); err != nil {
+		for i := range orders {
+			errs[i] = err
+			if len(orders) > 1 {
+				_, errs[i] = a.cfg.Orders.InsertBatch(ctx, orders[i:i+1])
+			}
+		}
+	}
+	stored := map[string]bool{}
+	var durable []order.Order
+	for i, o := range orders {
 		r := Repair{Action: ActionInsert, SKU: sku, OrderNo: o.OrderNo, Detail: "inserted into MySQL from " + where}
 		if sku == "" {
 			r.SKU = o.SKU
 		}
-		log.note(r, err)
+		if errs[i] != nil {
+			r.Detail = "not inserted into MySQL from " + where
+		}
+		log.note(r, errs[i])
+		if errs[i] == nil {
+			stored[o.OrderNo] = true
+			durable = append(durable, o)
+		}
 	}
-	if err != nil {
-		return false
+	if len(durable) == 0 {
+		return stored
 	}
-	if err := orderstate.MarkCreated(ctx, a.cfg.Redis, orders); err != nil {
+	if err := orderstate.MarkCreated(ctx, a.cfg.Redis, durable); err != nil {
 		a.log.Warn("Inserted orders not marked created in Redis", "err", err)
 	}
-	return true
+	return stored
 }
 
 // repairExpiry settles the stale expiry members of paid orders and removes
