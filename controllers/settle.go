@@ -33,11 +33,13 @@ func (r *FlashSaleReconciler) reconcileAudit(ctx context.Context, s *scope) erro
 	return nil
 }
 
-// newAuditor is an auditor of sale through the connections c.
+// newAuditor is an auditor of sale through the connections c. Its repair
+// stores a stream entry's order only once the replicas the sale's
+// purchases wait for have the entry, as the worker does.
 func (r *FlashSaleReconciler) newAuditor(sale *v1alpha1.FlashSale, c *conns) (*audit.Auditor, error) {
 	return audit.New(audit.Config{
 		Sale: sale, Redis: c.rdb, Orders: c.orders, Brokers: c.brokers,
-		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout,
+		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout, WaitReplicas: audit.DurabilityReplicas(sale),
 	})
 }
 
@@ -149,7 +151,11 @@ func (r *FlashSaleReconciler) reconcileSettle(ctx context.Context, s *scope) err
 // teardown deletes the sale's workloads and, per its policy, its Redis keys
 // and topics, once what their dead-letter stores hold is archived in MySQL
 // (poison messages; valid orders are the caller's business: abandonStranded).
-// It is idempotent: run again after a crash, it finishes the job.
+// A valid order the stores hold that is neither in MySQL nor archived (one
+// dead-lettered after the caller's audit) holds the teardown: the next
+// reconcile audits again and stores it or reports it stranded. With force
+// it is archived instead, as the cleanup gives up. It is idempotent: run
+// again after a crash, it finishes the job.
 //
 // The keys go only once the sale's pods are gone: a worker still shutting
 // down would otherwise re-create the stream it reads (and a seckill pod its
@@ -170,7 +176,7 @@ func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.F
 	}
 	parts := []string{"workloads deleted"}
 	// What the dead-letter stores hold goes to MySQL before they can go.
-	kept, err := r.keepDeadLetters(ctx, sale, c, false)
+	kept, err := r.keepDeadLetters(ctx, sale, c, force)
 	if err != nil {
 		return "", err
 	}

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -180,7 +181,9 @@ func (r *FlashSaleReconciler) abandonStranded(ctx context.Context, s *scope, rep
 // keepDeadLetters archives in seckill_dead_letter what the sale's
 // dead-letter stores hold that is not an order (and, with includeValid, the
 // valid orders MySQL lacks) before teardown deletes them. It says what it
-// kept, for the TornDown message; an error means the stores must stay.
+// kept, for the TornDown message; an error means the stores must stay:
+// without includeValid, a valid order neither in MySQL nor archived is such
+// an error (reason OrdersStranded).
 func (r *FlashSaleReconciler) keepDeadLetters(ctx context.Context, sale *v1alpha1.FlashSale, c *conns, includeValid bool) (string, error) {
 	// A sale warmed by an older operator has the schema without the table.
 	if _, err := orderdb.Migrate(ctx, c.db); err != nil {
@@ -191,6 +194,12 @@ func (r *FlashSaleReconciler) keepDeadLetters(ctx context.Context, sale *v1alpha
 		return "", err
 	}
 	repairs, err := a.Archive(ctx, nil, includeValid)
+	var unkept *audit.UnkeptOrders
+	if errors.As(err, &unkept) {
+		// Orders the last audit did not see: not deleted, not abandoned
+		// behind the policy's back. The next reconcile audits again.
+		return "", depErr(v1alpha1.ReasonOrdersStranded, fmt.Errorf("teardown held: %w", err))
+	}
 	if err != nil {
 		return "", depErr(v1alpha1.ReasonTeardownFailed, fmt.Errorf("keep the dead letters before teardown: %w", err))
 	}
