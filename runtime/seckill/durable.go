@@ -34,6 +34,15 @@ type Durability struct {
 	Timeout time.Duration
 }
 
+// The bounds of Durability.Timeout (as the CRD's on
+// spec.redis.durability.timeout). WAIT counts whole milliseconds; and a wait
+// must end well within purchaseTimeout (3 s), or every timed-out wait would
+// be answered 503 instead of 202 "durable": false.
+const (
+	MinDurabilityTimeout = time.Millisecond
+	MaxDurabilityTimeout = 2 * time.Second
+)
+
 // Enabled reports whether purchases wait for anything.
 func (d Durability) Enabled() bool { return d.Replicas > 0 || d.AOF }
 
@@ -76,7 +85,10 @@ type admission struct {
 type ackKey struct{}
 
 // purchase runs the purchase script; with durability asked for, an
-// admitted order also says whether the wait confirmed it.
+// admitted or replayed order also says whether the wait confirmed it.
+// A replay is waited for like a new order: the first answer may have been
+// lost while its wait still ran (a 503 after purchaseTimeout, a dropped
+// connection), and the retry's 202 must not promise more than that wait.
 func (s *Server) purchase(ctx context.Context, req purchase.Request) (admission, error) {
 	if s.durable == nil {
 		res, err := s.script.Purchase(ctx, req)
@@ -85,7 +97,7 @@ func (s *Server) purchase(ctx context.Context, req purchase.Request) (admission,
 	a := &ack{}
 	res, err := s.script.Purchase(context.WithValue(ctx, ackKey{}, a), req)
 	adm := admission{Result: res}
-	if err == nil && res.Outcome == purchase.Admitted {
+	if err == nil && (res.Outcome == purchase.Admitted || res.Outcome == purchase.Replayed) {
 		durable := a.durable
 		adm.durable = &durable
 		if !durable {
@@ -291,7 +303,7 @@ func (n *durableNode) run(batch []*durableCall) {
 	var a ack
 	wrote := false
 	for _, cmd := range cmds {
-		wrote = wrote || admitted(cmd)
+		wrote = wrote || answersOrder(cmd)
 		if err := cmd.Err(); err != nil && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")) {
 			if cc, ok := c.UniversalClient.(*redis.ClusterClient); ok {
 				cc.ReloadState(ctx) // the slot moved: the next call asks the new master
@@ -305,19 +317,21 @@ func (n *durableNode) run(batch []*durableCall) {
 	}
 	for i, call := range batch {
 		call.res, call.err = cmds[i].Val(), cmds[i].Err()
-		if admitted(cmds[i]) {
+		if answersOrder(cmds[i]) {
 			call.ack = a
 		}
 		close(call.done)
 	}
 }
 
-// admitted reports whether the script admitted an order (its first value
-// is "OK", see purchase.lua): only those wrote and need the wait. A refusal
-// or a replay wrote nothing and is answered at once.
-func admitted(cmd *redis.Cmd) bool {
+// answersOrder reports whether the script answers with an order: admitted
+// ("OK") or replayed ("REPLAY", see purchase.lua and replay.lua). Those
+// wrote and need the wait: a replay rewrites its token key unchanged so
+// that the WAIT, which covers this connection's writes, also covers the
+// earlier order. A refusal wrote nothing and is answered at once.
+func answersOrder(cmd *redis.Cmd) bool {
 	v, ok := cmd.Val().([]any)
-	return cmd.Err() == nil && ok && len(v) > 0 && v[0] == "OK"
+	return cmd.Err() == nil && ok && len(v) > 0 && (v[0] == "OK" || v[0] == "REPLAY")
 }
 
 // wait waits, on conn, for the replicas and then the AOF, within Timeout
@@ -325,7 +339,9 @@ func admitted(cmd *redis.Cmd) bool {
 func (d Durability) wait(ctx context.Context, conn *redis.Conn) ack {
 	deadline := time.Now().Add(d.Timeout)
 	if d.Replicas > 0 {
-		got, err := conn.Wait(ctx, d.Replicas, d.Timeout).Result()
+		// WAIT's timeout is in whole milliseconds (go-redis truncates) and
+		// 0 would block until the batch's context gives up, seconds later.
+		got, err := conn.Wait(ctx, d.Replicas, max(d.Timeout, time.Millisecond)).Result()
 		switch {
 		case err != nil:
 			return ack{reason: notDurableError, err: fmt.Errorf("WAIT: %w", err)}

@@ -220,9 +220,7 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
 	if err != nil {
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
-		if errors.Is(err, token.ErrExpired) && s.clk.Since(claims.ExpiresAt) < purchase.ReplayMargin {
-			// Genuine, so it may have bought while it was valid, and its
-			// key lives this long past its expiry.
+		if mayHaveBought(err, claims, s.clk.Now()) {
 			return s.replayOr(w, r, b, sku.ID, claims, errBadToken)
 		}
 		return "", errBadToken
@@ -236,6 +234,21 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 		return "", aerr
 	}
 	return s.answerPurchase(w, sku.ID, res)
+}
+
+// mayHaveBought reports whether a token Verify refused is genuine and may
+// have made an order: expired less than the replay margin ago (its key
+// lives that long past its expiry), or too far ahead (minted by a pod whose
+// clock runs ahead, or before the TTL was lowered: another pod may have
+// taken it, and its key lives until its own expiry plus the margin).
+func mayHaveBought(err error, c token.Claims, now time.Time) bool {
+	switch {
+	case errors.Is(err, token.ErrTooFarAhead):
+		return true
+	case errors.Is(err, token.ErrExpired):
+		return now.Sub(c.ExpiresAt) < purchase.ReplayMargin
+	}
+	return false
 }
 
 // runPurchase calls the purchase script for a buyer who passed every check.
@@ -280,7 +293,7 @@ func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res admission
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued", Durable: res.durable})
 		return "ok", nil
 	case purchase.Replayed:
-		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued"})
+		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued", Durable: res.durable})
 		return "replayed", nil
 	case purchase.SoldOut:
 		s.state.markSoldOut(sku)

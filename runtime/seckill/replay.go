@@ -3,12 +3,14 @@ package seckill
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
 )
 
@@ -36,7 +38,8 @@ func (s *Server) admit(r *http.Request, b buyer, sku string, now time.Time) *api
 // or a 503), the buyer gets that order back, 202 as any replay, whatever
 // the refusal; otherwise the refusal.
 //
-// Only refusals pay for the lookup (one GET): a purchase that passes the
+// Only refusals pay for the lookup (one GET; in a durable sale one small
+// script and the durability wait, see lookupReplay): a purchase that passes the
 // checks runs the script, which finds the token's order itself, atomically.
 // Lookups are charged to the buyer's read buckets, so one token replayed in
 // a loop cannot turn into a stream of Redis calls. When those are empty, a
@@ -51,25 +54,67 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 		}
 		return "", refusal
 	}
-	// Bounded: a pause is often called because Redis is in trouble, and a
-	// refused request must not hang on it.
-	ctx, cancel := context.WithTimeout(r.Context(), replayLookupTimeout)
-	defer cancel()
-	start := time.Now()
-	orderNo, err := s.rdb.Get(ctx, keys.ForSKU(s.saleKey, sku).Token(c.NonceString())).Result()
-	if errors.Is(err, redis.Nil) {
-		err = nil
-	}
-	s.metrics.observeRedis("replay_lookup", time.Since(start), err)
+	orderNo, durable, err := s.lookupReplay(r.Context(), sku, c.NonceString())
 	switch {
 	case err == nil && orderNo != "":
-		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued"})
+		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued", Durable: durable})
 		return "replayed", nil
 	case err != nil && final && !errors.Is(err, context.Canceled):
 		s.log.Error("Replay lookup in Redis failed; buyer told to retry", "sale", s.saleKey, "sku", sku, "err", err)
 		return "", errReplayLookup
 	}
 	return "", refusal
+}
+
+// lookupReplay finds the order the token nonce already made ("" if none).
+// Bounded: a pause is often called because Redis is in trouble, and a
+// refused request must not hang on it.
+//
+// In a durable sale the answer must promise no more than a new order's:
+// the lookup runs replay.lua through the durable client, which rewrites the
+// token key unchanged and waits for the replicas/AOF like a purchase, so
+// that "durable" says whether the earlier order reached them (its first
+// answer may have been lost while its wait still ran). The bound is then
+// the lookup's plus the wait's. If that fails (min-replicas-to-write
+// refusing writes, say), a plain read still finds the order, answered
+// "durable": false.
+func (s *Server) lookupReplay(ctx context.Context, sku, nonce string) (string, *bool, error) {
+	timeout := replayLookupTimeout
+	if s.durable != nil {
+		timeout += s.durable.d.Timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var derr error // the durable lookup's failure
+	if s.durable != nil {
+		a := &ack{}
+		res, err := s.script.Replay(context.WithValue(ctx, ackKey{}, a), sku, nonce)
+		switch {
+		case err == nil && res.Outcome == purchase.Replayed:
+			durable := a.durable
+			if !durable {
+				s.durable.notDurable(sku, res.OrderNo, a)
+			}
+			return res.OrderNo, &durable, nil
+		case err == nil:
+			return "", nil, nil
+		case errors.Is(err, context.Canceled):
+			return "", nil, err
+		}
+		derr = err
+	}
+	start := time.Now()
+	orderNo, err := s.rdb.Get(ctx, keys.ForSKU(s.saleKey, sku).Token(nonce)).Result()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	s.metrics.observeRedis("replay_lookup", time.Since(start), err)
+	if err != nil || orderNo == "" || s.durable == nil {
+		return orderNo, nil, err
+	}
+	notDurable := false
+	s.durable.notDurable(sku, orderNo, &ack{reason: notDurableError, err: fmt.Errorf("replay lookup: %w", derr)})
+	return orderNo, &notDurable, nil
 }
 
 // replayLookupTimeout bounds the replay lookup of a refused purchase.

@@ -38,8 +38,9 @@ type Outcome int
 const (
 	// Admitted: stock was taken and the order queued.
 	Admitted Outcome = iota
-	// Replayed: this token already produced an order; nothing changed and the
-	// earlier order number is returned.
+	// Replayed: this token already produced an order; the earlier order
+	// number is returned. Nothing changed (the token key is rewritten as it
+	// was, so that a durability wait covers the earlier order).
 	Replayed
 	// SoldOut: no stock left; nothing changed.
 	SoldOut
@@ -47,6 +48,8 @@ const (
 	LimitReached
 	// NotWarmed: the SKU's stock counter does not exist; nothing changed.
 	NotWarmed
+	// NoOrder (Replay only): the token made no order; nothing changed.
+	NoOrder
 )
 
 func (o Outcome) String() string {
@@ -61,6 +64,8 @@ func (o Outcome) String() string {
 		return "limit_reached"
 	case NotWarmed:
 		return "not_warmed"
+	case NoOrder:
+		return "no_order"
 	}
 	return "unknown"
 }
@@ -218,6 +223,8 @@ func parse(res []any) (Result, error) {
 		r.Outcome = LimitReached
 	case "NOT_WARMED":
 		r.Outcome = NotWarmed
+	case "NONE": // replay.lua: the token made no order
+		r.Outcome = NoOrder
 	default:
 		return Result{}, fmt.Errorf("purchase script: unknown status %q", status)
 	}

@@ -1,6 +1,7 @@
 #!lua
 -- One purchase, all or nothing. Every check comes before the first write, so
--- a refusal leaves every key untouched; the shebang makes Redis refuse the
+-- a refusal leaves every key untouched (a replay rewrites its token key
+-- unchanged, see below); the shebang makes Redis refuse the
 -- whole script up front when it is out of memory, never half-way.
 --
 -- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders, 7 token
@@ -13,6 +14,12 @@
 --   OK, REPLAY (this token already made orderNo), SOLD_OUT, LIMIT, NOT_WARMED.
 local prior = redis.call('GET', KEYS[7])
 if prior then
+  -- Rewrite the key as it is: a write that changes nothing but is
+  -- replicated and appended to the AOF, so that a WAIT or WAITAOF on this
+  -- connection covers it, and with it the earlier order (a replica applies
+  -- the stream in order). Without it a durable sale would answer a retry
+  -- whose first answer was lost without knowing the order reached anyone.
+  redis.call('SET', KEYS[7], prior, 'KEEPTTL')
   return {'REPLAY', prior, -1}
 end
 local stock = redis.call('GET', KEYS[1])

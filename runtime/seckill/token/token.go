@@ -194,9 +194,10 @@ func (st *macState) compute(kid, sale, sku, user string, expMs int64) []byte {
 // ErrTooFarAhead, ErrExpired (all match errors.Is(err, ErrInvalid)). The
 // token is valid while now < ExpiresAt <= now + TTL + MaxClockSkew. The
 // signature is checked before the expiry, so ErrTooFarAhead and ErrExpired
-// are only reported for genuine tokens, and with ErrExpired the claims are
-// returned too: the token can no longer buy, but a caller may still look up
-// what it bought while it was valid.
+// are only reported for genuine tokens, and with either of them the claims
+// are returned too: the token cannot buy here, but a caller may still look
+// up what it bought while it was valid (a token minted by a pod whose clock
+// runs ahead, or before the TTL was lowered, may have bought elsewhere).
 func (s *Signer) Verify(tok, sale, sku, user string) (Claims, error) {
 	if len(tok) == 0 || len(tok) > MaxTokenLen {
 		return Claims{}, ErrMalformed
@@ -246,7 +247,7 @@ func (s *Signer) Verify(tok, sale, sku, user string) (Claims, error) {
 	c := Claims{Nonce: st.nonce, ExpiresAt: time.UnixMilli(expMs), KeyID: k.id}
 	now := s.clk.Now()
 	if c.ExpiresAt.Sub(now) > s.ttl+MaxClockSkew {
-		return Claims{}, ErrTooFarAhead
+		return c, ErrTooFarAhead
 	}
 	if !now.Before(c.ExpiresAt) {
 		return c, ErrExpired

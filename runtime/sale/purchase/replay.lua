@@ -1,0 +1,15 @@
+#!lua
+-- The order a token already made, for a retry refused before the purchase
+-- script (package seckill's replayOr) in a sale that asks for durability.
+-- Like the purchase script's REPLAY branch, it rewrites the token key
+-- unchanged, so that a WAIT or WAITAOF on this connection covers the
+-- earlier order before the buyer is told about it.
+--
+-- KEYS: 1 token
+-- Returns {status, orderNo, -1}; status is REPLAY or NONE (no order).
+local prior = redis.call('GET', KEYS[1])
+if not prior then
+  return {'NONE', '', -1}
+end
+redis.call('SET', KEYS[1], prior, 'KEEPTTL')
+return {'REPLAY', prior, -1}
