@@ -74,7 +74,7 @@ type durabilityFlags struct {
 func (d *durabilityFlags) bind(f *pflag.FlagSet) {
 	f.IntVar(&d.replicas, "wait-replicas", 0, "replicas that must acknowledge an admitted purchase (Redis WAIT) before its 202; default: the manifest's spec.redis.durability.replicas")
 	f.BoolVar(&d.aof, "wait-aof", false, "wait for the primary's AOF fsync (Redis WAITAOF, 7.2+) before a 202; default: the manifest's spec.redis.durability.aof")
-	f.DurationVar(&d.timeout, "wait-timeout", 0, "bound of that wait; past it the buyer gets 202 with \"durable\": false (default: the manifest's spec.redis.durability.timeout, else 250ms)")
+	f.DurationVar(&d.timeout, "wait-timeout", 0, "bound of that wait, 1ms to 2s; past it the buyer gets 202 with \"durable\": false (default: the manifest's spec.redis.durability.timeout, else 250ms)")
 }
 
 // resolve is the durability of fs with the flags given on the command line
@@ -91,8 +91,9 @@ func (d *durabilityFlags) resolve(f *pflag.FlagSet, fs *v1alpha1.FlashSale) (sec
 		out.AOF = d.aof
 	}
 	if f.Changed("wait-timeout") {
-		if d.timeout <= 0 {
-			return out, fmt.Errorf("--wait-timeout must be positive, not %s", d.timeout)
+		if d.timeout < seckill.MinDurabilityTimeout || d.timeout > seckill.MaxDurabilityTimeout {
+			return out, fmt.Errorf("--wait-timeout must be between %s and %s, not %s (a purchase gives up after 3s)",
+				seckill.MinDurabilityTimeout, seckill.MaxDurabilityTimeout, d.timeout)
 		}
 		out.Timeout = d.timeout
 	}

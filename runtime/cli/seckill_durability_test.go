@@ -10,7 +10,8 @@ import (
 
 // TestSeckillDurabilityFlags: --wait-aof on a server that cannot give it
 // (Redis < 7.2, or appendonly no) stops the seckill at start-up with what to
-// configure, before it serves a buyer; a non-positive --wait-timeout is refused.
+// configure, before it serves a buyer; a --wait-timeout outside 1ms..2s is
+// refused (WAIT counts whole milliseconds, and a purchase gives up after 3 s).
 func TestSeckillDurabilityFlags(t *testing.T) {
 	path, _ := writeSale(t)
 	srv := testutil.StartRedisServer(t) // appendonly no
@@ -27,7 +28,9 @@ func TestSeckillDurabilityFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"seckill", "--file", path, "--redis-addr", srv.Addr, "--listen", "127.0.0.1:0", "--wait-aof"}, want},
-		{[]string{"seckill", "--file", path, "--redis-addr", srv.Addr, "--listen", "127.0.0.1:0", "--wait-replicas", "1", "--wait-timeout", "0s"}, "--wait-timeout must be positive"},
+		{[]string{"seckill", "--file", path, "--redis-addr", srv.Addr, "--listen", "127.0.0.1:0", "--wait-replicas", "1", "--wait-timeout", "0s"}, "--wait-timeout must be between 1ms and 2s"},
+		{[]string{"seckill", "--file", path, "--redis-addr", srv.Addr, "--listen", "127.0.0.1:0", "--wait-replicas", "1", "--wait-timeout", "500us"}, "--wait-timeout must be between 1ms and 2s"},
+		{[]string{"seckill", "--file", path, "--redis-addr", srv.Addr, "--listen", "127.0.0.1:0", "--wait-replicas", "1", "--wait-timeout", "2001ms"}, "--wait-timeout must be between 1ms and 2s"},
 	}
 	for _, tc := range cases {
 		out, err := run(context.Background(), tc.args...)
