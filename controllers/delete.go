@@ -336,7 +336,7 @@ func (r *FlashSaleReconciler) storeUndrained(ctx context.Context, d *deletion) (
 	var u undrained
 	a, err := audit.New(audit.Config{
 		Sale: d.sale, Redis: d.c.rdb, Orders: d.c.orders, Brokers: d.c.brokers,
-		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout, StuckAfter: time.Nanosecond,
+		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout, StuckAfter: time.Nanosecond, WaitReplicas: audit.DurabilityReplicas(d.sale),
 	})
 	if err != nil {
 		return u, err
