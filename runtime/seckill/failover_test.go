@@ -125,7 +125,7 @@ func runFailover(t *testing.T, c failoverCase) {
 	out := &told{orders: map[string]answer{}}
 	stopStorm := storm(t, s, out)
 
-	waitFor(t, 20*time.Second, "300 orders answered 202 before the failover", func() bool { return out.count() >= 300 })
+	waitFor(t, 60*time.Second, "300 orders answered 202 before the failover", func() bool { return out.count() >= 300 })
 	if c.stall {
 		link.Cut() // the replica misses what follows
 		time.Sleep(300 * time.Millisecond)
@@ -142,7 +142,7 @@ func runFailover(t *testing.T, c failoverCase) {
 	front.Cut()
 	testutil.TCPProxyOn(t, front.Addr(), replica.Addr)
 	before := int(out.beforeK.Load())
-	waitFor(t, 30*time.Second, "300 more orders answered 202 by the promoted replica", func() bool { return out.count() >= before+300 })
+	waitFor(t, 60*time.Second, "300 more orders answered 202 by the promoted replica", func() bool { return out.count() >= before+300 })
 	stopStorm()
 
 	k := keys.ForSKU(fs.SaleKey(), "1001")
