@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/rediscap"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 )
 
@@ -222,15 +223,9 @@ func (c *durableClient) EvalSha(ctx context.Context, sha string, keys []string, 
 
 // node returns the batcher of the master serving key.
 func (c *durableClient) node(ctx context.Context, key string) (*durableNode, error) {
-	var client *redis.Client
-	switch rdb := c.UniversalClient.(type) {
-	case *redis.Client:
-		client = rdb
-	case *redis.ClusterClient:
-		var err error
-		if client, err = rdb.MasterForKey(ctx, key); err != nil {
-			return nil, fmt.Errorf("find the master of %s: %w", key, err)
-		}
+	client, err := redisconn.MasterFor(ctx, c.UniversalClient, key, false)
+	if err != nil {
+		return nil, err
 	}
 	addr := client.Options().Addr
 	c.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
 )
 
 // Waiting for replicas before a repair stores a stream entry.
@@ -57,10 +58,13 @@ func (a *Auditor) replicated(ctx context.Context, stream string) error {
 	if a.cfg.WaitReplicas <= 0 {
 		return nil
 	}
-	c, err := connFor(ctx, a.cfg.Redis, stream)
+	// A connection of its own to the server holding the stream: WAIT
+	// counts the replicas of one connection's writes.
+	m, err := redisconn.MasterFor(ctx, a.cfg.Redis, stream, false)
 	if err != nil {
 		return err
 	}
+	c := m.Conn()
 	defer func() { _ = c.Close() }()
 	// A replicated write that leaves nothing behind: a key of the stream's
 	// slot (its hash tag), set and deleted in one transaction.
@@ -80,22 +84,4 @@ func (a *Auditor) replicated(ctx context.Context, stream string) error {
 		return &ReplicasShort{Stream: stream, Acked: int(n), Want: a.cfg.WaitReplicas, Waited: a.cfg.WaitTimeout}
 	}
 	return nil
-}
-
-// connFor is a connection of its own to the server holding key (the master
-// of its slot on a cluster), as WAIT needs: it counts the replicas of the
-// writes of one connection.
-func connFor(ctx context.Context, rdb redis.UniversalClient, key string) (*redis.Conn, error) {
-	switch c := rdb.(type) {
-	case *redis.Client:
-		return c.Conn(), nil
-	case *redis.ClusterClient:
-		m, err := c.MasterForKey(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("find the master of %s: %w", key, err)
-		}
-		return m.Conn(), nil
-	default:
-		return nil, fmt.Errorf("waiting for replicas needs a Redis or Redis Cluster client, not %T", rdb)
-	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
 )
 
 // MaxWaitTimeout caps the WAIT of a batch held back for its replicas (or
@@ -199,21 +201,11 @@ func (r *Reader) conn(ctx context.Context) (*redis.Conn, error) {
 	if w.conn != nil {
 		return w.conn, nil
 	}
-	switch c := r.RDB.(type) {
-	case *redis.Client:
-		w.conn = c.Conn()
-	case *redis.ClusterClient:
-		if w.reload {
-			c.ReloadState(ctx)
-		}
-		m, err := c.MasterForKey(ctx, r.Stream)
-		if err != nil {
-			return nil, fmt.Errorf("find the master of %s: %w", r.Stream, err)
-		}
-		w.conn = m.Conn()
-	default:
-		return nil, fmt.Errorf("waiting for replicas needs a Redis or Redis Cluster client, not %T", r.RDB)
+	m, err := redisconn.MasterFor(ctx, r.RDB, r.Stream, w.reload)
+	if err != nil {
+		return nil, err
 	}
+	w.conn = m.Conn()
 	w.reload = false
 	return w.conn, nil
 }
