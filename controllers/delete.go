@@ -334,10 +334,8 @@ func (u undrained) String() string {
 // seckill_dead_letter, which outlives the sale.
 func (r *FlashSaleReconciler) storeUndrained(ctx context.Context, d *deletion) (undrained, error) {
 	var u undrained
-	a, err := audit.New(audit.Config{
-		Sale: d.sale, Redis: d.c.rdb, Orders: d.c.orders, Brokers: d.c.brokers,
-		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout, StuckAfter: time.Nanosecond, WaitReplicas: audit.DurabilityReplicas(d.sale),
-	})
+	// Every stream entry counts as stuck: the workers are gone.
+	a, err := r.newAuditor(d.sale, d.c, time.Nanosecond)
 	if err != nil {
 		return u, err
 	}

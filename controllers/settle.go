@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,25 +36,37 @@ func (r *FlashSaleReconciler) reconcileAudit(ctx context.Context, s *scope) erro
 
 // newAuditor is an auditor of sale through the connections c. Its repair
 // stores a stream entry's order only once the replicas the sale's
-// purchases wait for have the entry, as the worker does.
-func (r *FlashSaleReconciler) newAuditor(sale *v1alpha1.FlashSale, c *conns) (*audit.Auditor, error) {
+// purchases wait for have the entry, as the worker does. stuckAfter is how
+// long an entry may wait before the repair takes it over (0: the audit's
+// default).
+func (r *FlashSaleReconciler) newAuditor(sale *v1alpha1.FlashSale, c *conns, stuckAfter time.Duration) (*audit.Auditor, error) {
 	return audit.New(audit.Config{
 		Sale: sale, Redis: c.rdb, Orders: c.orders, Brokers: c.brokers,
-		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout, WaitReplicas: audit.DurabilityReplicas(sale),
+		Clock: r.Clock, KafkaTimeout: 2 * r.DialTimeout, StuckAfter: stuckAfter, WaitReplicas: audit.DurabilityReplicas(sale),
 	})
 }
 
-// runAudit runs the audit and records it; a failing audit is reported in
-// the StockConsistent condition but does not stop the sale. It returns nil
-// when the audit could not run.
-func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Report {
-	a, err := r.newAuditor(s.sale, s.c)
+// auditSale runs one audit of the sale; when it cannot run, the
+// StockConsistent condition says why.
+func (r *FlashSaleReconciler) auditSale(ctx context.Context, s *scope) (*audit.Auditor, *audit.Report, error) {
+	a, err := r.newAuditor(s.sale, s.c, 0)
 	var rep *audit.Report
 	if err == nil {
 		rep, err = a.Run(ctx)
 	}
 	if err != nil {
 		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionUnknown, v1alpha1.ReasonAuditFailed, "audit failed: "+err.Error())
+		return nil, nil, err
+	}
+	return a, rep, nil
+}
+
+// runAudit runs the audit and records it; a failing audit is reported in
+// the StockConsistent condition but does not stop the sale. It returns nil
+// when the audit could not run.
+func (r *FlashSaleReconciler) runAudit(ctx context.Context, s *scope) *audit.Report {
+	_, rep, err := r.auditSale(ctx, s)
+	if err != nil {
 		return nil
 	}
 	r.recordAudit(s, rep)

@@ -105,15 +105,10 @@ func (r *FlashSaleReconciler) holdStranded(s *scope) bool {
 // (s.obs.Settled is false): orders just stored wait for their payment or
 // the rollback, orders still stranded for a human.
 func (r *FlashSaleReconciler) settleAudit(ctx context.Context, s *scope) (*audit.Report, error) {
-	a, err := r.newAuditor(s.sale, s.c)
-	var rep *audit.Report
-	if err == nil {
-		rep, err = a.Run(ctx)
-	}
+	a, rep, err := r.auditSale(ctx, s)
 	if err != nil {
 		// Teardown waits: without the audit, what the dead-letter stores
 		// hold is unknown.
-		r.setCondition(s, v1alpha1.ConditionStockConsistent, metav1.ConditionUnknown, v1alpha1.ReasonAuditFailed, "audit failed: "+err.Error())
 		return nil, depErr(v1alpha1.ReasonAuditFailed, fmt.Errorf("final audit: %w", err))
 	}
 	if rep.StrandedOrders() == 0 || s.sale.Spec.Teardown.StrandedOrders == v1alpha1.StrandedAbandon {
@@ -121,12 +116,7 @@ func (r *FlashSaleReconciler) settleAudit(ctx context.Context, s *scope) (*audit
 		return rep, nil
 	}
 	repairs, rerr := a.Repair(ctx, rep)
-	stored := 0
-	for _, rp := range repairs {
-		if rp.Action == audit.ActionInsert && !rp.Failed {
-			stored++
-		}
-	}
+	stored := inserted(repairs)
 	if stored > 0 {
 		if after, err := a.Run(ctx); err == nil {
 			rep = after
@@ -189,7 +179,7 @@ func (r *FlashSaleReconciler) keepDeadLetters(ctx context.Context, sale *v1alpha
 	if _, err := orderdb.Migrate(ctx, c.db); err != nil {
 		return "", depErr(v1alpha1.ReasonMySQLUnavailable, err)
 	}
-	a, err := r.newAuditor(sale, c)
+	a, err := r.newAuditor(sale, c, 0)
 	if err != nil {
 		return "", err
 	}
