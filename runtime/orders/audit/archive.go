@@ -376,14 +376,8 @@ func headerReason(m *sarama.ConsumerMessage, source string) string {
 	if source != orderdb.SourceKafkaDLQ {
 		return "behind the consumer group at teardown"
 	}
-	for _, h := range m.Headers {
-		if h == nil {
-			continue
-		}
-		k := strings.ToLower(string(h.Key))
-		if strings.Contains(k, "reason") || strings.Contains(k, "error") {
-			return "dead-lettered because: " + string(h.Value)
-		}
+	if r := dlqReason(m); r != "" {
+		return "dead-lettered because: " + r
 	}
 	return "dead-lettered"
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/IBM/sarama"
 
@@ -212,51 +211,34 @@ func committedOffsets(client sarama.Client, group, topic string, parts []int32) 
 	return out, nil
 }
 
-// readRange reads [from, to) of one partition; complete is false when it ran
-// out of time first.
+// readRange reads [from, to) of one partition and decodes each message as
+// an order of this sale; complete is false when it ran out of time first.
 func (a *Auditor) readRange(ctx context.Context, consumer sarama.Consumer, topic string, p int32, from, to int64) (out []kafkaMessage, complete bool) {
-	pc, err := consumer.ConsumePartition(topic, p, from)
-	if err != nil {
-		a.log.Warn("Reading a Kafka partition failed", "topic", topic, "partition", p, "err", err)
-		return nil, false
-	}
-	defer pc.AsyncClose()
-	timer := time.NewTimer(a.cfg.KafkaTimeout)
-	defer timer.Stop()
+	raw, complete := a.readRaw(ctx, consumer, topic, p, from, to)
 	saleKey := a.cfg.Sale.SaleKey()
-	for {
-		select {
-		case <-ctx.Done():
-			return out, false
-		case <-timer.C:
-			return out, false
-		case cerr, ok := <-pc.Errors():
-			if ok {
-				a.log.Warn("Reading a Kafka partition failed", "topic", topic, "partition", p, "err", cerr)
-			}
-			return out, false
-		case m, ok := <-pc.Messages():
-			if !ok {
-				return out, false
-			}
-			km := kafkaMessage{Partition: p, Offset: m.Offset}
-			km.Order, km.Err = order.Unmarshal(m.Value)
-			if km.Err == nil && km.Order.Sale != saleKey {
-				km.Err = fmt.Errorf("order %s belongs to sale %q", km.Order.OrderNo, km.Order.Sale)
-			}
-			for _, h := range m.Headers {
-				if h == nil {
-					continue
-				}
-				k := strings.ToLower(string(h.Key))
-				if strings.Contains(k, "reason") || strings.Contains(k, "error") {
-					km.Reason = string(h.Value)
-				}
-			}
-			out = append(out, km)
-			if m.Offset >= to-1 {
-				return out, true
-			}
+	for _, m := range raw {
+		km := kafkaMessage{Partition: p, Offset: m.Offset, Reason: dlqReason(m)}
+		km.Order, km.Err = order.Unmarshal(m.Value)
+		if km.Err == nil && km.Order.Sale != saleKey {
+			km.Err = fmt.Errorf("order %s belongs to sale %q", km.Order.OrderNo, km.Order.Sale)
+		}
+		out = append(out, km)
+	}
+	return out, complete
+}
+
+// dlqReason is the reason a dead-letter message carries in its headers (a
+// header whose key names a reason or an error; the last one wins), or "".
+func dlqReason(m *sarama.ConsumerMessage) string {
+	reason := ""
+	for _, h := range m.Headers {
+		if h == nil {
+			continue
+		}
+		k := strings.ToLower(string(h.Key))
+		if strings.Contains(k, "reason") || strings.Contains(k, "error") {
+			reason = string(h.Value)
 		}
 	}
+	return reason
 }
