@@ -49,7 +49,7 @@ spec:
 
 	k := keys.ForSKU(sale.SaleKey(), "1001")
 	now := time.Now()
-	no := purchase.OrderNo(sale.SaleKey(), "1001", "u1", 1)
+	no := purchase.OrderNo(sale.SaleKey(), "1001", "u1", 1, 0)
 	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.DeadLetters, Values: []any{
 		"source-id", "1-1", "error", "Error 4025: CONSTRAINT failed", "attempts", 3, "at", now.UnixMilli(),
 		"f:order", no, "f:sale", sale.SaleKey(), "f:sku", "1001", "f:user", "u1", "f:n", "1", "f:amount", "9.99",

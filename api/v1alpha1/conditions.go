@@ -35,6 +35,10 @@ const (
 	// Draining until they are stored or abandoned on purpose
 	// (spec.teardown.strandedOrders).
 	ConditionOrdersStranded = "OrdersStranded"
+	// ConditionBucketsSpread is True when the buckets of every SKU split
+	// into buckets live on distinct Redis primaries, False (with a Warning
+	// Event) when two share one, so the split does not spread the load.
+	ConditionBucketsSpread = "BucketsSpread"
 )
 
 // Condition reasons, also used as Event reasons.
@@ -82,6 +86,8 @@ const (
 	ReasonStockDebt             = "StockDebt"
 	ReasonRedisTooOld           = "RedisTooOld"
 	ReasonDurabilityUnavailable = "DurabilityUnavailable"
+	ReasonBucketsSpread         = "BucketsSpread"
+	ReasonBucketsColocated      = "BucketsColocated"
 	ReasonReconcileFailed       = "ReconcileFailed"
 	ReasonPhaseChanged          = "PhaseChanged"
 )

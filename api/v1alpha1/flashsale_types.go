@@ -64,7 +64,24 @@ type SKU struct {
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	PerUserLimit int32 `json:"perUserLimit,omitempty"`
+
+	// buckets splits the SKU's stock over this many Redis hash tags, so a
+	// Redis Cluster runs its purchases on up to this many shards instead of
+	// one. Each buyer buys from one home bucket (a hash of the user), so the
+	// per-user limit and retried tokens are checked in one place; unsold units
+	// move between buckets near sell-out, so none strands. The operator
+	// suggests a count in status.skus[].suggestedBuckets. It cannot change
+	// once set: orders live in the bucket that admitted them.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=32
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.skus[].buckets cannot change once set: orders live in the bucket that admitted them"
+	Buckets int32 `json:"buckets,omitempty"`
 }
+
+// BucketCount is how many buckets the SKU is split into (at least 1).
+func (s SKU) BucketCount() int { return max(int(s.Buckets), 1) }
 
 // RateLimit bounds the request rate of the purchase and token endpoints.
 // Zero means unlimited for that dimension.
@@ -495,6 +512,33 @@ type SKUStatus struct {
 	// it off (they leave the sale) before any goes back on sale.
 	// +optional
 	Debt int64 `json:"debt,omitempty"`
+	// suggestedBuckets is the bucket count the operator suggests for this
+	// SKU: spec.rateLimit.requestsPerSecond over the per-shard budget of
+	// purchases per second (docs/operator.md), capped by the Redis Cluster's
+	// primaries. Absent when the sale sets no rate limit.
+	// +optional
+	SuggestedBuckets int32 `json:"suggestedBuckets,omitempty"`
+	// buckets are the figures of each bucket of a SKU split into buckets.
+	// +optional
+	// +listType=map
+	// +listMapKey=bucket
+	Buckets []BucketStatus `json:"buckets,omitempty"`
+}
+
+// BucketStatus is one bucket of a SKU split into buckets.
+type BucketStatus struct {
+	// bucket is the bucket's index, from 0.
+	Bucket int32 `json:"bucket"`
+	// remaining is the stock on sale in this bucket now.
+	Remaining int64 `json:"remaining"`
+	// sold is the number of units this bucket's buyers hold now.
+	Sold int64 `json:"sold"`
+	// debt is the part of the SKU's debt this bucket owes.
+	// +optional
+	Debt int64 `json:"debt,omitempty"`
+	// primary is the Redis server (host:port) that holds the bucket.
+	// +optional
+	Primary string `json:"primary,omitempty"`
 }
 
 // FlashSaleStatus is what the operator observed about the sale.

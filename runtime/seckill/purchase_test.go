@@ -102,7 +102,7 @@ func spikeAndCheck(t *testing.T, rdb redis.UniversalClient) {
 			t.Errorf("stream entry %s for user %s was not admitted to that user", no, user)
 		}
 		n, _ := strconv.ParseInt(e.Values["n"].(string), 10, 64)
-		if want := purchase.OrderNo(fs.SaleKey(), "1001", user, n); no != want {
+		if want := purchase.OrderNo(fs.SaleKey(), "1001", user, n, 0); no != want {
 			t.Errorf("order number %s, want deterministic %s", no, want)
 		}
 		if e.Values["amount"] != "3999.00" || e.Values["sku"] != "1001" || e.Values["sale"] != fs.SaleKey() {
@@ -148,7 +148,7 @@ func TestPerUserLimitAboveOne(t *testing.T) {
 		}
 	}
 	for n, no := range orders {
-		if want := purchase.OrderNo(fs.SaleKey(), "case", "alice", int64(n+1)); no != want {
+		if want := purchase.OrderNo(fs.SaleKey(), "case", "alice", int64(n+1), 0); no != want {
 			t.Errorf("order %d is %s, want %s", n+1, no, want)
 		}
 	}

@@ -212,7 +212,7 @@ func TestPoison(t *testing.T) {
 	}
 	good := func(user, amount string) *sarama.ProducerMessage {
 		now := time.Now().UTC()
-		o := order.Order{OrderNo: purchase.OrderNo(sale, "1001", user, 1), Sale: sale, SKU: "1001", User: user, N: 1,
+		o := order.Order{OrderNo: purchase.OrderNo(sale, "1001", user, 1, 0), Sale: sale, SKU: "1001", User: user, N: 1,
 			Amount: amount, AdmittedAt: now, Deadline: now.Add(time.Minute)}
 		v, err := o.Marshal()
 		if err != nil {

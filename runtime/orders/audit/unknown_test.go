@@ -23,7 +23,7 @@ func TestOrderRedisNeverAdmittedIsOversell(t *testing.T) {
 	ctx := context.Background()
 	f.deliver(f.buy(3)...)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	ghost := order.Order{OrderNo: purchase.OrderNo(f.fs.SaleKey(), "1001", "ghost", 1), Sale: f.fs.SaleKey(), SKU: "1001",
+	ghost := order.Order{OrderNo: purchase.OrderNo(f.fs.SaleKey(), "1001", "ghost", 1, 0), Sale: f.fs.SaleKey(), SKU: "1001",
 		User: "ghost", N: 1, Amount: "9.99", AdmittedAt: now, Deadline: now.Add(time.Hour)}
 	if _, err := f.store.InsertBatch(ctx, []order.Order{ghost}); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 )
 
@@ -80,7 +81,7 @@ func (o *Order) Validate() error {
 	if o.N < 1 {
 		errs = append(errs, fmt.Errorf("n must be >= 1, got %d", o.N))
 	}
-	if o.OrderNo != "" && o.OrderNo != purchase.OrderNo(o.Sale, o.SKU, o.User, o.N) {
+	if b, _ := keys.BucketOf(o.OrderNo); o.OrderNo != "" && o.OrderNo != purchase.OrderNo(o.Sale, o.SKU, o.User, o.N, b) {
 		errs = append(errs, fmt.Errorf("orderNo %s does not match sale, sku, user and n", o.OrderNo))
 	}
 	if _, err := strconv.ParseFloat(o.Amount, 64); err != nil || o.Amount == "" {

@@ -11,7 +11,7 @@ import (
 
 func valid() order.Order {
 	at := time.UnixMilli(1_800_000_000_123).UTC()
-	return order.Order{OrderNo: purchase.OrderNo("shop/s", "1001", "alice", 2), Sale: "shop/s", SKU: "1001", User: "alice",
+	return order.Order{OrderNo: purchase.OrderNo("shop/s", "1001", "alice", 2, 0), Sale: "shop/s", SKU: "1001", User: "alice",
 		N: 2, Amount: "3999.00", AdmittedAt: at, Deadline: at.Add(15 * time.Minute)}
 }
 

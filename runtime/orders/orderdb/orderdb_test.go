@@ -19,7 +19,7 @@ func newStore(t *testing.T) *orderdb.Store {
 
 func mkOrder(user string, n int64, deadline time.Time) order.Order {
 	return order.Order{
-		OrderNo: purchase.OrderNo("shop/sale", "1001", user, n), Sale: "shop/sale", SKU: "1001", User: user, N: n,
+		OrderNo: purchase.OrderNo("shop/sale", "1001", user, n, 0), Sale: "shop/sale", SKU: "1001", User: user, N: n,
 		Amount: "3999.00", AdmittedAt: deadline.Add(-15 * time.Minute), Deadline: deadline,
 	}
 }

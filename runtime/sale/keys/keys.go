@@ -5,12 +5,28 @@
 // Every key of one SKU shares one Redis Cluster hash tag ({namespace/name/sku}),
 // so the purchase script, which touches all of them, runs on one shard; the
 // sale-wide keys (switches, pod registry) use the tag {namespace/name}.
+//
+// A SKU split into buckets (spec.skus[].buckets > 1) has one such set of keys
+// per bucket, each with its own hash tag ({namespace/name/sku#b} for bucket
+// b ≥ 1; bucket 0 keeps the SKU's tag), so a Redis Cluster spreads a hot SKU
+// over several shards. A bucket is a SKU in small: its own stock, holders,
+// stream, expiry set and order records. A buyer always buys from their home
+// bucket (Home), so their per-user limit is counted in one place.
 package keys
 
-import "strings"
+import (
+	"hash/fnv"
+	"strconv"
+	"strings"
+)
 
-// SKU holds the keys of one SKU of one sale.
+// SKU holds the keys of one bucket of one SKU of one sale (bucket 0 of a SKU
+// that is not split).
 type SKU struct {
+	// Sale, ID and Bucket say whose keys these are.
+	Sale   string
+	ID     string
+	Bucket int
 	// Stock is a string counter: units left.
 	Stock string
 	// Initial is the stock the SKU was warmed with plus every raise: the left
@@ -35,6 +51,19 @@ type SKU struct {
 	Expiry string
 	// Orders is a hash orderNo -> order record, for result polling.
 	Orders string
+	// Outbox is a hash transferID -> "<units> <to bucket>": units this bucket
+	// gave to another bucket of its SKU that the receiver may not have taken
+	// in yet (package buckets owns it). Its units are in neither bucket's
+	// stock nor initial while the record exists.
+	Outbox string
+	// Inbox is a hash transferID -> units: the transfers this bucket has
+	// taken in, so that completing a transfer twice adds its units once.
+	Inbox string
+	// Declared is the SKU's declared stock as the last warm-up or stock
+	// change applied it. Only bucket 0 of a SKU split into buckets has it:
+	// a split SKU's initial is spread over its buckets and moves between
+	// them, so no single bucket's initial − debt is the SKU's stock.
+	Declared string
 	// tokenPrefix + nonce is a short-lived key remembering which order a token
 	// produced, so a retried request answers with the same order.
 	tokenPrefix string
@@ -46,15 +75,29 @@ func (k SKU) Token(nonce string) string { return k.tokenPrefix + nonce }
 // TokenPrefix is the prefix of Token keys (for benchmarks that template it).
 func (k SKU) TokenPrefix() string { return k.tokenPrefix }
 
-// All lists the SKU's keys except the short-lived token keys.
+// All lists the bucket's keys except the short-lived token keys.
 func (k SKU) All() []string {
-	return []string{k.Stock, k.Initial, k.Debt, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders}
+	return []string{k.Stock, k.Initial, k.Debt, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders,
+		k.Outbox, k.Inbox, k.Declared}
 }
 
-// ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name").
-func ForSKU(saleKey, sku string) SKU {
-	p := "fs:{" + saleKey + "/" + sku + "}:"
+// ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name"): of
+// its bucket 0, which is the whole SKU when it is not split.
+func ForSKU(saleKey, sku string) SKU { return ForBucket(saleKey, sku, 0) }
+
+// ForBucket returns the keys of bucket b of SKU sku of sale saleKey. A SKU id
+// never contains '#' (the API allows [A-Za-z0-9_.-]), so no bucket's hash tag
+// is another SKU's.
+func ForBucket(saleKey, sku string, b int) SKU {
+	tag := saleKey + "/" + sku
+	if b > 0 {
+		tag += "#" + strconv.Itoa(b)
+	}
+	p := "fs:{" + tag + "}:"
 	return SKU{
+		Sale:        saleKey,
+		ID:          sku,
+		Bucket:      b,
 		Stock:       p + "stock",
 		Initial:     p + "initial",
 		Debt:        p + "debt",
@@ -64,8 +107,68 @@ func ForSKU(saleKey, sku string) SKU {
 		DeadLetters: p + "orders:stream:dlq",
 		Expiry:      p + "expiry",
 		Orders:      p + "orders",
+		Outbox:      p + "xfer:out",
+		Inbox:       p + "xfer:in",
+		Declared:    p + "declared",
 		tokenPrefix: p + "tok:",
 	}
+}
+
+// Buckets returns the keys of every bucket of a SKU split into n buckets
+// (n < 1 counts as 1), bucket 0 first.
+func Buckets(saleKey, sku string, n int) []SKU {
+	n = max(n, 1)
+	out := make([]SKU, n)
+	for b := range out {
+		out[b] = ForBucket(saleKey, sku, b)
+	}
+	return out
+}
+
+// Home is the bucket user buys from, of a SKU split into n buckets: a hash of
+// the user, so every pod sends a buyer to the same bucket and their limit and
+// their retried tokens are checked in one place.
+func Home(user string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(user))
+	return int(h.Sum32() % uint32(n))
+}
+
+// bucketMark separates an order number from the bucket that holds its
+// records. Order numbers of bucket 0 (and of SKUs not split) carry no mark.
+// '~' is in neither a SKU id nor the hex digest, so the mark is unambiguous,
+// and it is safe in a URL path.
+const bucketMark = '~'
+
+// OrderSuffix is what an order number of bucket b ends with.
+func OrderSuffix(b int) string {
+	if b <= 0 {
+		return ""
+	}
+	return string(bucketMark) + strconv.Itoa(b)
+}
+
+// BucketOf returns the bucket whose keys hold the records of orderNo, and
+// the order number without its bucket mark.
+func BucketOf(orderNo string) (bucket int, base string) {
+	i := strings.LastIndexByte(orderNo, bucketMark)
+	if i < 0 {
+		return 0, orderNo
+	}
+	b, err := strconv.Atoi(orderNo[i+1:])
+	if err != nil || b <= 0 || strconv.Itoa(b) != orderNo[i+1:] {
+		return 0, orderNo
+	}
+	return b, orderNo[:i]
+}
+
+// ForOrder returns the keys of the bucket that holds order orderNo of SKU sku.
+func ForOrder(saleKey, sku, orderNo string) SKU {
+	b, _ := BucketOf(orderNo)
+	return ForBucket(saleKey, sku, b)
 }
 
 // Sale holds the sale-wide keys.

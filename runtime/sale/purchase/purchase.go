@@ -232,15 +232,18 @@ func parse(res []any) (Result, error) {
 }
 
 // OrderNo is the order number the script gives the n-th purchase of user on
-// sku of sale: the SKU id, '-', and 24 hex digits of SHA-1 over the four.
-// The SKU comes first so an order can be found from its number alone.
-func OrderNo(saleKey, sku, user string, n int64) string {
+// sku of sale, admitted by bucket bucket of the SKU: the SKU id, '-', 24 hex
+// digits of SHA-1 over the four, and the bucket's mark (keys.OrderSuffix;
+// none for bucket 0). The SKU comes first so an order can be found from its
+// number alone, and the mark says which bucket's keys hold its records.
+func OrderNo(saleKey, sku, user string, n int64, bucket int) string {
 	h := sha1.Sum([]byte(saleKey + "\n" + sku + "\n" + user + "\n" + strconv.FormatInt(n, 10))) //nolint:gosec // identifier, not security
-	return sku + "-" + hex.EncodeToString(h[:])[:24]
+	return sku + "-" + hex.EncodeToString(h[:])[:24] + keys.OrderSuffix(bucket)
 }
 
 // SKUOf returns the SKU id an order number belongs to.
 func SKUOf(orderNo string) (string, bool) {
+	_, orderNo = keys.BucketOf(orderNo)
 	i := strings.LastIndexByte(orderNo, '-')
 	if i <= 0 || len(orderNo)-i-1 != 24 {
 		return "", false

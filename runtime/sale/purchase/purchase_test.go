@@ -12,7 +12,7 @@ import (
 )
 
 func TestSKUOf(t *testing.T) {
-	no := purchase.OrderNo("shop/sale", "sku-with-dash", "u", 1)
+	no := purchase.OrderNo("shop/sale", "sku-with-dash", "u", 1, 0)
 	if sku, ok := purchase.SKUOf(no); !ok || sku != "sku-with-dash" {
 		t.Fatalf("SKUOf(%s) = %s %t", no, sku, ok)
 	}
@@ -52,7 +52,7 @@ func TestScriptAllOrNothing(t *testing.T) {
 	}
 	rdb.Set(ctx, k.Stock, 1, 0)
 	r, err = s.Purchase(ctx, req)
-	if err != nil || r.Outcome != purchase.Admitted || r.Remaining != 0 || r.OrderNo != purchase.OrderNo(saleKey, "x", "u", 1) {
+	if err != nil || r.Outcome != purchase.Admitted || r.Remaining != 0 || r.OrderNo != purchase.OrderNo(saleKey, "x", "u", 1, 0) {
 		t.Fatalf("purchase: %+v %v", r, err)
 	}
 	req.Nonce, req.User = "n2", "v"

@@ -36,7 +36,7 @@ func SaleKey(t testing.TB, rdb redis.UniversalClient) string {
 func Order(saleKey, sku, user, amount string) order.Order {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	return order.Order{
-		OrderNo: purchase.OrderNo(saleKey, sku, user, 1), Sale: saleKey, SKU: sku, User: user, N: 1,
+		OrderNo: purchase.OrderNo(saleKey, sku, user, 1, 0), Sale: saleKey, SKU: sku, User: user, N: 1,
 		Amount: amount, AdmittedAt: now, Deadline: now.Add(15 * time.Minute),
 	}
 }
