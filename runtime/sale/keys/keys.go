@@ -18,6 +18,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // SKU holds the keys of one bucket of one SKU of one sale (bucket 0 of a SKU
@@ -83,17 +84,13 @@ func (k SKU) All() []string {
 
 // ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name"): of
 // its bucket 0, which is the whole SKU when it is not split.
-func ForSKU(saleKey, sku string) SKU { return ForBucket(saleKey, sku, 0) }
+func ForSKU(saleKey, sku string) SKU { return ForBucket(saleKey, sku, 0, 1) }
 
-// ForBucket returns the keys of bucket b of SKU sku of sale saleKey. A SKU id
-// never contains '#' (the API allows [A-Za-z0-9_.-]), so no bucket's hash tag
-// is another SKU's.
-func ForBucket(saleKey, sku string, b int) SKU {
-	tag := saleKey + "/" + sku
-	if b > 0 {
-		tag += "#" + strconv.Itoa(b)
-	}
-	p := "fs:{" + tag + "}:"
+// ForBucket returns the keys of bucket b of SKU sku of sale saleKey, one of
+// n buckets (bucket 0 is the same whatever n). A SKU id never contains '#'
+// (the API allows [A-Za-z0-9_.-]), so no bucket's hash tag is another SKU's.
+func ForBucket(saleKey, sku string, b, n int) SKU {
+	p := "fs:{" + bucketTag(saleKey+"/"+sku, b, n) + "}:"
 	return SKU{
 		Sale:        saleKey,
 		ID:          sku,
@@ -120,7 +117,7 @@ func Buckets(saleKey, sku string, n int) []SKU {
 	n = max(n, 1)
 	out := make([]SKU, n)
 	for b := range out {
-		out[b] = ForBucket(saleKey, sku, b)
+		out[b] = ForBucket(saleKey, sku, b, n)
 	}
 	return out
 }
@@ -165,10 +162,73 @@ func BucketOf(orderNo string) (bucket int, base string) {
 	return b, orderNo[:i]
 }
 
-// ForOrder returns the keys of the bucket that holds order orderNo of SKU sku.
-func ForOrder(saleKey, sku, orderNo string) SKU {
+// ForOrder returns the keys of the bucket that holds order orderNo of SKU
+// sku, split into n buckets.
+func ForOrder(saleKey, sku, orderNo string, n int) SKU {
 	b, _ := BucketOf(orderNo)
-	return ForBucket(saleKey, sku, b)
+	return ForBucket(saleKey, sku, b, n)
+}
+
+// slots is the number of hash slots of a Redis Cluster.
+const slots = 16384
+
+// tags caches bucketTag: finding a tag takes some 16,000 CRC16s.
+var tags sync.Map // tagKey -> string
+
+type tagKey struct {
+	base string
+	b, n int
+}
+
+// bucketTag is the hash tag of bucket b of n of the SKU whose own tag is
+// base. Bucket 0 keeps base. Bucket b is "base#b.<salt>", with the least
+// salt that puts it in slot slot(base) + b·16384/n (mod 16384): the buckets
+// sit evenly around the slot ring, so a cluster whose primaries own equal
+// contiguous slot ranges (what redis-cli --cluster create makes) holds n of
+// them on n different primaries when it has n primaries or more. The
+// operator still checks where they landed (a resharded cluster may differ).
+func bucketTag(base string, b, n int) string {
+	if b <= 0 || n <= 1 {
+		return base
+	}
+	k := tagKey{base, b, n}
+	if t, ok := tags.Load(k); ok {
+		return t.(string)
+	}
+	want := (Slot(base) + b*slots/n) % slots
+	prefix := base + "#" + strconv.Itoa(b) + "."
+	tag := prefix + "0"
+	for salt := 0; ; salt++ {
+		tag = prefix + strconv.Itoa(salt)
+		if Slot(tag) == want {
+			break
+		}
+	}
+	tags.Store(k, tag)
+	return tag
+}
+
+// Slot is the Redis Cluster hash slot of key: CRC16-XMODEM of its hash tag
+// (or of the whole key without one) modulo 16384, as the cluster
+// specification defines it.
+func Slot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % slots
 }
 
 // Sale holds the sale-wide keys.
