@@ -2,22 +2,36 @@
 # End-to-end benchmark of the seckill data plane (`make bench`). See
 # hack/bench/README.md for what each run measures and how to read the table.
 #
-#   1. limit     redis-benchmark EVALSHA of the purchase script, one distinct
+#   0. redis     a private redis-server on a free port, started (and stopped)
+#                by the bench: its main thread's CPU time (INFO cpu) is the
+#                Redis-side figure, so nobody else may use that server.
+#   1. seed      redis-benchmark EVALSHA of the seed article's 5-command script
+#                (hack/bench/seed.lua), -P 16, a distinct buyer per call: the
+#                yardstick of the Redis CPU per purchase.
+#      limit     redis-benchmark EVALSHA of the purchase script, one distinct
 #                buyer per call, pipelined (-P 16) and not: what Redis can do.
 #   2. purchase  wrk POST /purchase with a fresh token per request, against
-#                `flashsale seckill`, --redis-autopipeline=true and =false.
-#   3. sold-out  wrk POST /purchase of the sold-out SKU: answered from memory.
+#                `flashsale seckill`, --redis-autopipeline=true and =false:
+#                throughput, latency, and Redis CPU us per admitted purchase.
+#   3. sold-out  wrk POST /purchase of the sold-out SKU with tokens minted for
+#                it (valid tokens: a refusal costs the replay lookup's GET).
 #   4. bare      wrk against hack/barehttp: a fixed 410 from plain net/http.
-#   5. summary   table, ratios purchase/limit (>= 0.5) and sold-out/bare
-#                (>= 0.8), stock conservation; CPU profiles when a ratio is short.
+#   5. summary   table, Redis us per purchase (ours through the API, ours and
+#                the seed's under redis-benchmark) and ours/seed, ratios
+#                purchase/limit (>= 0.5) and sold-out/bare (>= 0.8), stock
+#                conservation; CPU profiles when a ratio is short.
 #
 # Everything runs on this machine: the load generators share the CPUs with
 # Redis and the server under test. Outputs (raw wrk/redis-benchmark output,
 # logs, profiles) go to bin/bench/. Exit status: 0 when every correctness
 # check passed (ratios below target are reported, not failed), 1 otherwise.
+# Every run checks that it measured what it says: each answer has the
+# expected status (any other status fails the bench, with a sample body),
+# each redis-benchmark call made a distinct buyer, and stock moved by exactly
+# the orders made.
 #
 # Environment knobs (defaults in brackets):
-#   REDIS_ADDR [127.0.0.1:6379]   BENCH_DURATION [10] seconds per measured run
+#   BENCH_DURATION [10] seconds per measured run
 #   BENCH_WARMUP [2] seconds      BENCH_THREADS [2]  BENCH_CONNS [128]
 #   BENCH_LIMIT_CALLS [300000]    BENCH_LIMIT_CALLS_NOPIPE [100000]
 #   BENCH_PROFILE [auto]  auto: profile when a ratio is short; always; never
@@ -26,9 +40,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
-REDIS_ADDR=${REDIS_ADDR:-127.0.0.1:6379}
-REDIS_HOST=${REDIS_ADDR%:*}
-REDIS_PORT=${REDIS_ADDR##*:}
+REDIS_HOST=127.0.0.1
+REDIS_PORT="" # the private redis-server's, set once it runs
+REDIS_ADDR=""
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 THREADS=${BENCH_THREADS:-2}
@@ -99,16 +113,7 @@ cleanup() {
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
-  if command -v redis-cli >/dev/null && rcli ping >/dev/null 2>&1; then
-    local n left
-    n=$(unlink_pattern "fs:{$NS/*")
-    left=$(scan_keys "fs:{$NS/*" | wc -l)
-    if ((left > 0)); then # a key written while the first pass ran
-      n=$((n + $(unlink_pattern "fs:{$NS/*")))
-      left=$(scan_keys "fs:{$NS/*" | wc -l)
-    fi
-    printf '\ncleanup: unlinked %s keys of sale %s (%s left); stopped %d processes\n' "$n" "$SALE" "$left" "${#PIDS[@]}"
-  fi
+  printf '\ncleanup: stopped %d processes (the private redis-server and its data with them)\n' "${#PIDS[@]}"
   [[ -n "$WORK" ]] && rm -rf "$WORK"
   exit "$rc"
 }
@@ -129,10 +134,9 @@ need_wrk() {
   fi
 }
 need_wrk
-for tool in redis-cli redis-benchmark go curl awk split; do
-  command -v "$tool" >/dev/null || die "$tool is required (redis-tools for redis-cli/redis-benchmark)"
+for tool in redis-server redis-cli redis-benchmark go curl awk split; do
+  command -v "$tool" >/dev/null || die "$tool is required (redis-server, redis-tools for redis-cli/redis-benchmark)"
 done
-rcli ping >/dev/null 2>&1 || die "no Redis at $REDIS_ADDR (start it with: make services)"
 
 # free_port: a TCP port nobody listens on now (a tiny race is harmless here:
 # only the pprof address needs one, the servers bind :0 and report theirs).
@@ -171,15 +175,48 @@ wait_ready() { # URL PID
   die "$1 did not answer 200 within 15 s"
 }
 
+# ------------------------------------------------------------------ redis ----
+
+# start_redis: a private redis-server on a free port, no persistence (the
+# purchase path's CPU, not the disk's), the pid in REDIS_PID. Private so that
+# its main thread's CPU time is the bench's alone.
+start_redis() {
+  REDIS_PORT=$(free_port)
+  REDIS_ADDR="$REDIS_HOST:$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind "$REDIS_HOST" --save "" --appendonly no \
+    --daemonize no --logfile "$OUT/redis-server.log" &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do
+    rcli ping >/dev/null 2>&1 && return
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited (see $OUT/redis-server.log)"
+    sleep 0.1
+  done
+  die "redis-server on port $REDIS_PORT did not answer within 10 s"
+}
+
+# redis_cpu_us: CPU microseconds the Redis main thread has used (user + sys),
+# the thread every command and script runs on.
+redis_cpu_us() {
+  rcli INFO cpu | tr -d '\r' | awk -F: '
+    $1 == "used_cpu_sys_main_thread" || $1 == "used_cpu_user_main_thread" { s += $2; n++ }
+    END { if (n != 2) exit 1; printf "%.0f", s * 1e6 }' || die "INFO cpu lacks used_cpu_*_main_thread (Redis 6.2+ needed)"
+}
+
+# per_unit US_BEFORE US_AFTER UNITS: microseconds per unit ("n/a" for 0 units).
+per_unit() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n; else print "n/a" }'; }
+
 # ------------------------------------------------------------------ build ----
 
 log "build"
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt "$OUT"/*.log "$OUT"/*.pprof
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/flashsale-bench.XXXXXX")
+start_redis
 go build -o "$FLASHSALE" .
 go build -o "$BAREHTTP" ./hack/barehttp
 note "bin/flashsale, bin/barehttp built; $(go version | awk '{print $3}')"
+note "private $(redis-server --version | awk '{print $1, $2, $3}') on $REDIS_ADDR, pid $REDIS_PID"
 NCPU=$(nproc)
 note "machine: $NCPU CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) before the bench"
 note "NOTE: every load run shares these $NCPU CPUs between the load generator (wrk or"
@@ -207,17 +244,19 @@ load_script() {
     die "SCRIPT LOAD of runtime/sale/purchase/purchase.lua did not return $SHA"
 }
 
-# limit_run LABEL CALLS USERPREFIX REDIS-BENCHMARK-FLAGS...: sets LIMIT_LAST (calls/s).
+# limit_run LABEL CALLS USERPREFIX REDIS-BENCHMARK-FLAGS...: sets LIMIT_LAST
+# (calls/s) and LIMIT_US (Redis main-thread CPU us per admitted purchase).
 limit_run() {
   local label=$1 calls=$2 up=$3
   shift 3
-  local now deadline before after stock0 stock1 rps attempt
+  local now deadline before after stock0 stock1 rps attempt cpu0 cpu1
   for attempt in 1 2; do
     load_script
     now=$(date +%s%3N)
     deadline=$((now + 15 * 60 * 1000))
     before=$(rcli HLEN "$(k lim holders)")
     stock0=$(rcli GET "$(k lim stock)")
+    cpu0=$(redis_cpu_us)
     if redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" -n "$calls" -r 1000000000 --csv "$@" \
       EVALSHA "$SHA" 7 \
       "$(k lim stock)" "$(k lim holders)" "$(k lim seq)" "$(k lim orders:stream)" \
@@ -225,16 +264,17 @@ limit_run() {
       "$SALE" lim "${up}__rand_int__" 1 "$now" "$deadline" 1.00 60000 >"$OUT/limit-$label.txt" 2>&1; then
       break
     fi
-    # e.g. NOSCRIPT: someone flushed the script cache of this shared Redis.
     note "$label: redis-benchmark failed: $(grep -m1 -i error "$OUT/limit-$label.txt" || tail -n1 "$OUT/limit-$label.txt")"
     ((attempt == 1)) || die "redis-benchmark $label failed twice"
     note "$label: reloading the script and running again"
   done
+  cpu1=$(redis_cpu_us)
   rps=$(tail -n1 "$OUT/limit-$label.txt" | awk -F'","' '{gsub(/"/, "", $2); print $2}')
   after=$(rcli HLEN "$(k lim holders)")
   stock1=$(rcli GET "$(k lim stock)")
   local buyers=$((after - before)) sold=$((stock0 - stock1))
-  note "$label: $rps calls/s; $calls calls -> $buyers distinct buyers in holders (HLEN), stock moved $sold"
+  LIMIT_US=$(per_unit "$cpu0" "$cpu1" "$sold")
+  note "$label: $rps calls/s; $calls calls -> $buyers distinct buyers in holders (HLEN), stock moved $sold; Redis $LIMIT_US us CPU per purchase"
   if ((buyers * 100 < calls * 99)); then
     fail "limit $label: only $buyers distinct buyers for $calls calls (< 99%): __rand_int__ did not make buyers distinct"
   fi
@@ -245,9 +285,41 @@ limit_run() {
   LIMIT_LAST=$rps
 }
 
+# seed_run CALLS: the seed's script under redis-benchmark -P 16, a distinct
+# buyer per call (its users set must grow by >= 99% of the calls, its stock
+# and queue by as much); sets SEED_RPS and SEED_US (Redis CPU us per call).
+seed_run() {
+  local calls=$1 sha stock=fs:{$NS/seed}:stock users=fs:{$NS/seed}:users queue=fs:{$NS/seed}:queue
+  sha=$(rcli -x SCRIPT LOAD <"$ROOT/hack/bench/seed.lua")
+  rcli SET "$stock" 1000000000 >/dev/null
+  local cpu0 cpu1 n s q
+  cpu0=$(redis_cpu_us)
+  # The payload is an order message of the size ours carries in its stream entry.
+  redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" -n "$calls" -r 1000000000 --csv -c 50 -P 16 \
+    EVALSHA "$sha" 3 "$stock" "$users" "$queue" "s__rand_int__" \
+    "{\"order\":\"seed-__rand_int__\",\"sale\":\"$SALE\",\"sku\":\"seed\",\"user\":\"s__rand_int__\",\"n\":1,\"amount\":\"1.00\",\"at\":1700000000000,\"deadline\":1700000900000}" \
+    >"$OUT/seed.txt" 2>&1 || { cat "$OUT/seed.txt" >&2; die "redis-benchmark of the seed script failed"; }
+  cpu1=$(redis_cpu_us)
+  # The rate is the 7th field from the end: the test name (the command) has commas.
+  SEED_RPS=$(tail -n1 "$OUT/seed.txt" | awk -F'","' '{ print $(NF - 6) }')
+  [[ "$SEED_RPS" =~ ^[0-9.]+$ ]] || { cat "$OUT/seed.txt" >&2; die "redis-benchmark of the seed script printed no rate"; }
+  n=$(rcli SCARD "$users")
+  s=$((1000000000 - $(rcli GET "$stock")))
+  q=$(rcli LLEN "$queue")
+  SEED_US=$(per_unit "$cpu0" "$cpu1" "$n")
+  note "seed: $SEED_RPS calls/s; $calls calls -> $n distinct buyers, stock moved $s, queue $q; Redis $SEED_US us CPU per purchase"
+  ((n * 100 >= calls * 99)) || fail "seed: only $n distinct buyers for $calls calls (< 99%)"
+  ((s == n && q == n)) || fail "seed: stock moved $s, queue $q, but $n buyers were recorded"
+  rcli UNLINK "$stock" "$users" "$queue" >/dev/null
+}
+
+log "seed: redis-benchmark EVALSHA of the seed's 5-command script (hack/bench/seed.lua), -P 16, distinct buyer per call"
+seed_run "$LIMIT_CALLS"
+
 log "limit: redis-benchmark EVALSHA of the purchase script ($SHA), distinct buyer per call"
 limit_run pipelined "$LIMIT_CALLS" lp -c 50 -P 16
 LIMIT_RPS=$LIMIT_LAST
+LIMIT_PIPE_US=$LIMIT_US
 limit_run unpipelined "$LIMIT_CALLS_NOPIPE" lu -c 50
 LIMIT_NOPIPE_RPS=$LIMIT_LAST
 note "unlinked $(unlink_pattern "fs:{$SALE/lim}:*") keys of SKU lim (the HTTP runs start on a small dataset too; re-warmed)"
@@ -271,11 +343,13 @@ start_seckill() {
   note "seckill --redis-autopipeline=$ap: pid $SK_PID, api $SK_ADDR, pprof $SK_DEBUG"
 }
 
-# tokens PREFIX N: mints N tokens of SKU b1 for users PREFIX0..PREFIX(N-1),
-# split into one file per wrk thread; prints the file prefix.
+# tokens PREFIX N [SKU]: mints N tokens of SKU (b1) for users
+# PREFIX0..PREFIX(N-1), split into one file per wrk thread; prints the file
+# prefix. A token is valid for its own SKU only: the sold-out run needs
+# tokens of the sold-out SKU, or it measures BAD_TOKEN refusals.
 tokens() {
   local f="$WORK/tokens-$1"
-  "$FLASHSALE" token --file "$SALEFILE" --sku b1 --users "$2" --user-prefix "$1" --token-key-file "$KEYFILE" >"$f"
+  "$FLASHSALE" token --file "$SALEFILE" --sku "${3:-b1}" --users "$2" --user-prefix "$1" --token-key-file "$KEYFILE" >"$f"
   split -n "l/$THREADS" -d -a 1 "$f" "$f."
   rm -f "$f"
   echo "$f"
@@ -303,8 +377,6 @@ cpu_line() { # BEFORE AFTER: "wrk X, server Y, redis Z, other W, idle I" in core
     printf "BENCH cpu_server %.3f\nBENCH cpu_redis %.3f\nBENCH cpu_wrk %.3f\nBENCH cpu_other %.3f\n", srv / wall, rds / wall, gen / wall, other / wall
   }'
 }
-REDIS_PID=$(rcli INFO server | tr -d '\r' | awk -F: '$1 == "process_id" { print $2 }')
-[[ -r "/proc/${REDIS_PID:-x}/stat" ]] || REDIS_PID=""
 SERVER_PID=""
 
 # run_wrk NAME SECONDS URL TOKENS SKU MODE EXPECT: runs wrk against the server
@@ -324,6 +396,17 @@ field() { # NAME KEY [DEFAULT]
   awk -v k="$2" -v d="${3:-0}" '$1 == "BENCH" && $2 == k { v = $3; found = 1 } END { print found ? v : d }' "$OUT/$1.txt"
 }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+# expect_all NAME STATUS: fails the bench unless every answer of the wrk run
+# NAME had STATUS (and there were answers): a run whose answers are
+# something else measured something else.
+expect_all() {
+  local n=$1 want=$2 got bad
+  got=$(field "$n" "status_$want")
+  bad=$(field "$n" unexpected)
+  ((got > 0)) || fail "$n: no answer was $want (statuses: $(awk '$1 == "BENCH" && $2 ~ /^status_/ { printf "%s=%s ", $2, $3 }' "$OUT/$n.txt"))"
+  ((bad == 0)) || fail "$n: $bad of $(field "$n" requests) answers were not $want (see the samples above): the run did not measure what it says"
+}
+
 describe() { # NAME: one line about a wrk run, plus every unexpected status
   local n=$1
   note "$n: $(field "$n" rps) req/s, p50 $(ms "$(field "$n" p50_us)") ms, p99 $(ms "$(field "$n" p99_us)") ms, $(field "$n" requests) requests, statuses: $(awk '$1 == "BENCH" && $2 ~ /^status_/ { sub(/status_/, "", $2); printf "%s%s=%s", sep, $2, $3; sep = " " }' "$OUT/$n.txt")"
@@ -387,12 +470,20 @@ purchase_run() {
   ptok=$(tokens "p$tag-" "$need")
   note "warm-up ${WARMUP}s: $rate req/s, statuses $(awk '$1 == "BENCH" && $2 ~ /^status_/ { printf "%s ", $2 "=" $3 }' "$OUT/purchase-$tag-warmup.txt"); minted $need tokens for the ${DURATION}s run"
   before=$(snapshot "$SK_ADDR")
+  local cpu0 cpu1
+  cpu0=$(redis_cpu_us)
   run_wrk "purchase-$tag" "$DURATION" "$url" "$ptok" b1 once 202
   sleep 0.5 # let the requests wrk abandoned finish on the server
+  cpu1=$(redis_cpu_us)
   after=$(snapshot "$SK_ADDR")
   describe "purchase-$tag"
-  (($(field "purchase-$tag" unexpected) == 0)) || note "   purchase-$tag: $(field "purchase-$tag" unexpected) answers were not 202 (see the samples above)"
+  expect_all "purchase-$tag" 202
   check_conservation "purchase-$tag" "$before" "$after"
+  local sold=$(($(echo "$before" | awk '{print $1}') - $(echo "$after" | awk '{print $1}')))
+  # Everything the Redis main thread did during the run (the pod's state
+  # refresh and heartbeat too: a few calls a second) per admitted purchase.
+  printf 'BENCH redis_us_per_purchase %s\n' "$(per_unit "$cpu0" "$cpu1" "$sold")" >>"$OUT/purchase-$tag.txt"
+  note "   Redis main thread: $(field "purchase-$tag" redis_us_per_purchase) us CPU per admitted purchase ($sold admitted)"
   LAST_TOKENS=$ptok
 }
 
@@ -400,12 +491,21 @@ log "purchase: wrk -t$THREADS -c$CONNS -d${DURATION}s, one fresh token and buyer
 purchase_run true apt
 AP_ADDR=$SK_ADDR AP_DEBUG=$SK_DEBUG AP_TOKENS=$LAST_TOKENS AP_PID=$SK_PID
 
-log "sold-out: wrk POST purchase of SKU gone (same request shape), against the same server"
+log "sold-out: wrk POST purchase of SKU gone with valid tokens of SKU gone (same request shape), against the same server"
 SERVER_PID=$SK_PID
-run_wrk soldout-warmup "$WARMUP" "http://$AP_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
-run_wrk soldout "$DURATION" "http://$AP_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
+# Valid tokens of the sold-out SKU: the answer is the sold-out flag in memory
+# plus the replay lookup (one GET: did this token already buy?).
+GONE_TOKENS=$(tokens "g-" 200000 gone)
+run_wrk soldout-warmup "$WARMUP" "http://$AP_ADDR$PURCHASE_PATH" "$GONE_TOKENS" gone wrap 410
+SO_CPU0=$(redis_cpu_us)
+run_wrk soldout "$DURATION" "http://$AP_ADDR$PURCHASE_PATH" "$GONE_TOKENS" gone wrap 410
+SO_CPU1=$(redis_cpu_us)
 describe soldout
-(($(field soldout unexpected) == 0)) || fail "sold-out: $(field soldout unexpected) answers were not 410"
+expect_all soldout 410
+read -r GONE_USER GONE_TOKEN <"$GONE_TOKENS.0"
+grep -q '"SOLD_OUT"' <<<"$(curl -s -X POST -H "X-User-ID: $GONE_USER" -d "{\"sku\":\"gone\",\"token\":\"$GONE_TOKEN\"}" "http://$AP_ADDR$PURCHASE_PATH")" ||
+  fail "sold-out: a valid token of SKU gone was not answered SOLD_OUT"
+note "   Redis main thread: $(per_unit "$SO_CPU0" "$SO_CPU1" "$(field soldout requests)") us CPU per sold-out answer"
 
 log "purchase: same, --redis-autopipeline=false"
 purchase_run false apf
@@ -417,10 +517,10 @@ BARE_PID=$!
 SERVER_PID=$BARE_PID
 PIDS+=("$BARE_PID")
 BARE_ADDR=$(wait_addr "$OUT/barehttp.log" "$BARE_PID" '^listening on ([0-9.:]+)$')
-run_wrk bare-warmup "$WARMUP" "http://$BARE_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
-run_wrk bare "$DURATION" "http://$BARE_ADDR$PURCHASE_PATH" "$AP_TOKENS" gone wrap 410
+run_wrk bare-warmup "$WARMUP" "http://$BARE_ADDR$PURCHASE_PATH" "$GONE_TOKENS" gone wrap 410
+run_wrk bare "$DURATION" "http://$BARE_ADDR$PURCHASE_PATH" "$GONE_TOKENS" gone wrap 410
 describe bare
-(($(field bare unexpected) == 0)) || fail "bare: $(field bare unexpected) answers were not 410"
+expect_all bare 410
 stop_pid "$BARE_PID"
 
 # ---------------------------------------------------------------- summary ----
@@ -439,11 +539,12 @@ wrow() {
     "$(per_req "$(field "$2" cpu_server)" "$(field "$2" rps)")" "$(per_req "$(field "$2" cpu_redis)" "$(field "$2" rps)")" "$(field "$2" cpu_other)"
 }
 row "run" "per second" "p50 ms" "p99 ms" "server us/req" "redis us/req" "other"
-row "limit: EVALSHA pipelined (-P 16)" "$LIMIT_RPS" "" "" "" "" ""
+row "seed script: EVALSHA -P 16" "$SEED_RPS" "" "" "" "$SEED_US" ""
+row "limit: EVALSHA pipelined (-P 16)" "$LIMIT_RPS" "" "" "" "$LIMIT_PIPE_US" ""
 row "limit: EVALSHA unpipelined" "$LIMIT_NOPIPE_RPS" "" "" "" "" ""
 wrow "purchase, autopipeline=true" purchase-apt
 wrow "purchase, autopipeline=false" purchase-apf
-wrow "sold-out (SKU gone, from memory)" soldout
+wrow "sold-out (SKU gone, valid tokens)" soldout
 wrow "bare net/http 410" bare
 note "(us/req: CPU microseconds per request of the server and of Redis, steadier than req/s"
 note " on a shared machine; other: cores taken by processes outside the bench during the run)"
@@ -457,6 +558,16 @@ verdict() { if short "$1" "$2"; then echo "SHORT of $2"; else echo "ok (target >
 printf '   %-44s %6s  %s\n' "purchase/limit (autopipeline=true)" "$R_PURCHASE" "$(verdict "$R_PURCHASE" $TARGET_PURCHASE)"
 printf '   %-44s %6s  %s\n' "purchase/limit (autopipeline=false)" "$R_PURCHASE_F" "$(verdict "$R_PURCHASE_F" $TARGET_PURCHASE)"
 printf '   %-44s %6s  %s\n' "sold-out/bare" "$R_SOLDOUT" "$(verdict "$R_SOLDOUT" $TARGET_SOLDOUT)"
+echo
+note "Redis main-thread CPU per admitted purchase (INFO cpu, private redis-server, this run):"
+US_APT=$(field purchase-apt redis_us_per_purchase n/a)
+US_APF=$(field purchase-apf redis_us_per_purchase n/a)
+printf '   %-44s %6s us\n' "seed's 5-command script, redis-benchmark -P 16" "$SEED_US"
+printf '   %-44s %6s us  (%sx the seed)\n' "ours, redis-benchmark -P 16" "$LIMIT_PIPE_US" "$(ratio "$LIMIT_PIPE_US" "$SEED_US")"
+printf '   %-44s %6s us  (%sx the seed)\n' "ours through the API, autopipeline=true" "$US_APT" "$(ratio "$US_APT" "$SEED_US")"
+printf '   %-44s %6s us  (%sx the seed)\n' "ours through the API, autopipeline=false" "$US_APF" "$(ratio "$US_APF" "$SEED_US")"
+printf 'BENCH-SUMMARY seed_us %s ours_limit_us %s ours_api_us %s ratio %s purchase_rps %s purchase_p99_ms %s purchase_per_limit %s\n' \
+  "$SEED_US" "$LIMIT_PIPE_US" "$US_APT" "$(ratio "$US_APT" "$SEED_US")" "$(field purchase-apt rps)" "$(ms "$(field purchase-apt p99_us)")" "$R_PURCHASE"
 
 # --------------------------------------------------------------- profiles ----
 
@@ -486,7 +597,7 @@ if want_profile "$R_PURCHASE" $TARGET_PURCHASE; then
 fi
 if want_profile "$R_SOLDOUT" $TARGET_SOLDOUT; then
   log "profile: sold-out run, 10 s CPU profile"
-  profile soldout "$AP_TOKENS" gone wrap 410
+  profile soldout "$GONE_TOKENS" gone wrap 410
 fi
 
 log "done in $((SECONDS - T0)) s; raw outputs in bin/bench/"
