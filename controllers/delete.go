@@ -46,6 +46,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/lag"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -166,9 +167,10 @@ func (r *FlashSaleReconciler) cleanUp(ctx context.Context, d *deletion) (string,
 
 // wasOpened says whether buyers may have been admitted: the status says
 // the gate opened, or (the operator may have opened the gate in Redis and
-// died before its status patch) a SKU's order stream or orders hash is not
-// empty. Reading Redis when status says nothing costs two calls per SKU, and
-// only for sales deleted before their status showed them live.
+// died before its status patch) a SKU's (or a bucket's) order stream or
+// orders hash is not empty. Reading Redis when status says nothing costs two
+// calls per bucket, and only for sales deleted before their status showed
+// them live.
 func (r *FlashSaleReconciler) wasOpened(ctx context.Context, d *deletion) (bool, error) {
 	if d.fs.Status.OpenedAt != nil {
 		return true, nil
@@ -176,8 +178,10 @@ func (r *FlashSaleReconciler) wasOpened(ctx context.Context, d *deletion) (bool,
 	pipe := d.c.rdb.Pipeline()
 	var cmds []*redis.IntCmd
 	for _, sku := range d.sale.Spec.SKUs {
-		k := keys.ForSKU(d.sale.SaleKey(), sku.ID)
-		cmds = append(cmds, pipe.XLen(ctx, k.Stream), pipe.HLen(ctx, k.Orders))
+		// Every bucket of a split SKU: each admits orders into its own stream.
+		for _, k := range keys.Buckets(d.sale.SaleKey(), sku.ID, sku.BucketCount()) {
+			cmds = append(cmds, pipe.XLen(ctx, k.Stream), pipe.HLen(ctx, k.Orders))
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return false, depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("look for orders of the deleted sale: %w", err))
@@ -389,7 +393,7 @@ func (r *FlashSaleReconciler) cancelUnpaid(ctx context.Context, d *deletion) (ro
 	if !ok {
 		clk = clock.RealClock{}
 	}
-	rb, err := rollback.New(rollback.Config{SaleKey: d.sale.SaleKey(), Redis: d.c.rdb, Orders: d.c.orders, Clock: clk})
+	rb, err := rollback.New(rollback.Config{SaleKey: d.sale.SaleKey(), Redis: d.c.rdb, Orders: d.c.orders, Buckets: orderstate.BucketsOf(d.sale), Clock: clk})
 	if err != nil {
 		return rollback.Pass{}, err
 	}

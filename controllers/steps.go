@@ -27,6 +27,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/lag"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -64,6 +65,13 @@ type liveFigures struct {
 	total int64
 	// debt per SKU id, from Redis: units a lowering still owes (absent: none).
 	debt map[string]int64
+	// The three maps above sum a split SKU's buckets. buckets holds each
+	// bucket's figures of the split SKUs, bucket 0 first; inFlight the units
+	// given by one of their buckets and not yet taken in by another.
+	buckets  map[string][]v1alpha1.BucketStatus
+	inFlight map[string]int64
+	// suggested is status.skus[].suggestedBuckets (0: no rate, none).
+	suggested int32
 }
 
 // reconcileRedis holds the sale shut until the go-live gate opens, warms the
@@ -136,20 +144,29 @@ func warmedAt(fs *v1alpha1.FlashSale, gen int64) bool {
 	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == gen
 }
 
-// missingSKUs are the SKUs whose stock counter is absent, read in one pipeline.
+// missingSKUs are the SKUs a stock counter of which is absent (of any of
+// its buckets, for a split SKU), read in one pipeline of one-key EXISTS: the
+// buckets have their own hash tags, so one EXISTS of them all would be
+// CROSSSLOT on a cluster. A split SKU missing one bucket counts as missing:
+// warming creates the absent buckets only (never resetting a live one), and
+// mid-sale a bucket gone is a loss like a whole counter gone.
 func missingSKUs(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (map[string]bool, error) {
 	pipe := rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(sale.Spec.SKUs))
+	cmds := make([][]*redis.IntCmd, len(sale.Spec.SKUs))
 	for i, sku := range sale.Spec.SKUs {
-		cmds[i] = pipe.Exists(ctx, keys.ForSKU(sale.SaleKey(), sku.ID).Stock)
+		for _, k := range keys.Buckets(sale.SaleKey(), sku.ID, sku.BucketCount()) {
+			cmds[i] = append(cmds[i], pipe.Exists(ctx, k.Stock))
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("check stock keys: %w", err)
 	}
 	out := map[string]bool{}
 	for i, sku := range sale.Spec.SKUs {
-		if cmds[i].Val() == 0 {
-			out[sku.ID] = true
+		for _, c := range cmds[i] {
+			if c.Val() == 0 {
+				out[sku.ID] = true
+			}
 		}
 	}
 	return out, nil
@@ -239,9 +256,8 @@ func (r *FlashSaleReconciler) reconcileTokenSecret(ctx context.Context, s *scope
 func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 	sale, saleKey := s.sale, s.sale.SaleKey()
 	f := &liveFigures{}
-	var err error
-	if f.remaining, f.initial, f.debt, err = readStock(ctx, s.c.rdb, sale); err != nil {
-		return depErr(v1alpha1.ReasonRedisUnavailable, fmt.Errorf("read stock: %w", err))
+	if err := readRedisFigures(ctx, s.c.rdb, sale, f); err != nil {
+		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
 	if err := readOrders(ctx, s.c.orders, saleKey, f); err != nil {
 		return depErr(v1alpha1.ReasonMySQLUnavailable, err)
@@ -254,39 +270,80 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 		return err
 	}
 	s.live = f
+	r.setBucketsSpread(s)
 	s.obs.SoldOut = f.soldOut(sale)
 	s.obs.Settled = !s.now.Before(s.window.settleFrom) && f.drained()
 	return nil
 }
 
-// readStock reads every SKU's remaining stock, initial and debt in one
-// pipeline; a SKU without keys is missing from the maps, and so is a SKU
-// without debt from debt.
-func readStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (remaining, initial, debt map[string]int64, err error) {
+// readRedisFigures reads what status shows of Redis: the stock of every
+// SKU and bucket, the units in flight between buckets, where the buckets
+// live and the bucket count to suggest. It first completes the transfers a
+// crash left half-done, so their units count where they belong.
+func readRedisFigures(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
+	if err := recoverTransfers(ctx, rdb, sale); err != nil {
+		return err
+	}
+	if err := readStock(ctx, rdb, sale, f); err != nil {
+		return fmt.Errorf("read stock: %w", err)
+	}
+	if err := readBucketExtras(ctx, rdb, sale, f); err != nil {
+		return err
+	}
+	return readSuggestion(ctx, rdb, sale, f)
+}
+
+// stockCmds are the reads of one bucket's counters.
+type stockCmds struct{ stock, initial, debt *redis.StringCmd }
+
+// readStock reads every bucket's remaining stock, initial and debt in one
+// pipeline of one-key GETs (so a cluster sends each to its shard), into
+// f's per-SKU sums and, for split SKUs, per-bucket figures. A SKU none of
+// whose buckets has a counter is missing from f.remaining, one without an
+// initial from f.initial, and one without debt from f.debt.
+func readStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
 	saleKey := sale.SaleKey()
 	pipe := rdb.Pipeline()
-	type keyCmds struct{ stock, initial, debt *redis.StringCmd }
-	cmds := make([]keyCmds, len(sale.Spec.SKUs))
+	cmds := make([][]stockCmds, len(sale.Spec.SKUs))
 	for i, sku := range sale.Spec.SKUs {
-		k := keys.ForSKU(saleKey, sku.ID)
-		cmds[i] = keyCmds{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial), pipe.Get(ctx, k.Debt)}
+		for _, k := range keys.Buckets(saleKey, sku.ID, sku.BucketCount()) {
+			cmds[i] = append(cmds[i], stockCmds{pipe.Get(ctx, k.Stock), pipe.Get(ctx, k.Initial), pipe.Get(ctx, k.Debt)})
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, nil, err
+		return err
 	}
-	remaining, initial, debt = map[string]int64{}, map[string]int64{}, map[string]int64{}
+	f.remaining, f.initial, f.debt = map[string]int64{}, map[string]int64{}, map[string]int64{}
+	f.buckets = map[string][]v1alpha1.BucketStatus{}
 	for i, sku := range sale.Spec.SKUs {
-		if n, err := cmds[i].stock.Int64(); err == nil {
-			remaining[sku.ID] = n
-		}
-		if n, err := cmds[i].initial.Int64(); err == nil {
-			initial[sku.ID] = n
-		}
-		if n, err := cmds[i].debt.Int64(); err == nil && n != 0 {
-			debt[sku.ID] = n
+		for b, c := range cmds[i] {
+			bs := f.addBucket(sku.ID, c)
+			if sku.BucketCount() > 1 {
+				bs.Bucket = int32(b)
+				f.buckets[sku.ID] = append(f.buckets[sku.ID], bs)
+			}
 		}
 	}
-	return remaining, initial, debt, nil
+	return nil
+}
+
+// addBucket adds one bucket's counters to its SKU's sums and returns the
+// bucket's own figures (sold: the units its buyers hold, initial − stock).
+func (f *liveFigures) addBucket(sku string, c stockCmds) v1alpha1.BucketStatus {
+	var bs v1alpha1.BucketStatus
+	if n, err := c.stock.Int64(); err == nil {
+		f.remaining[sku] += n
+		bs.Remaining = n
+	}
+	if n, err := c.initial.Int64(); err == nil {
+		f.initial[sku] += n
+		bs.Sold = n - bs.Remaining
+	}
+	if n, err := c.debt.Int64(); err == nil && n != 0 {
+		f.debt[sku] += n
+		bs.Debt = n
+	}
+	return bs
 }
 
 // readOrders reads the orders by SKU and status, and whether any order
@@ -312,7 +369,7 @@ func readOrders(ctx context.Context, orders *orderdb.Store, saleKey string, f *l
 // the topic and its consumer group.
 func readQueueLag(ctx context.Context, c *conns, sale *v1alpha1.FlashSale, f *liveFigures) error {
 	saleKey := sale.SaleKey()
-	sl, err := lag.Stream(ctx, c.rdb, saleKey, sale.SKUIDs())
+	sl, err := lag.Stream(ctx, c.rdb, saleKey, sale.SKUIDs(), orderstate.BucketsOf(sale))
 	if err != nil {
 		return depErr(v1alpha1.ReasonRedisUnavailable, err)
 	}
@@ -330,10 +387,11 @@ func readQueueLag(ctx context.Context, c *conns, sale *v1alpha1.FlashSale, f *li
 	return nil
 }
 
-// soldOut: every SKU's counter is down to zero (or gone).
+// soldOut: every SKU's counters are down to zero (or gone), in every
+// bucket, with no unit in flight between two.
 func (f *liveFigures) soldOut(sale *v1alpha1.FlashSale) bool {
 	for _, sku := range sale.Spec.SKUs {
-		if f.remaining[sku.ID] > 0 {
+		if f.remaining[sku.ID]+f.inFlight[sku.ID] > 0 {
 			return false
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 )
 
@@ -40,7 +41,7 @@ between the two steps) are finished first. Safe to run in several replicas.`,
 			defer env.Close()
 			fs, log := env.sale, env.log
 			rb, err := rollback.New(rollback.Config{
-				SaleKey: fs.SaleKey(), Redis: env.rdb, Orders: orderdb.New(env.db),
+				SaleKey: fs.SaleKey(), Redis: env.rdb, Orders: orderdb.New(env.db), Buckets: orderstate.BucketsOf(fs),
 				Interval: interval, Batch: batch, Concurrency: concurrency, Logger: log,
 			})
 			if err != nil {

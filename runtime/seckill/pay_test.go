@@ -76,7 +76,7 @@ func TestPayEndpoint(t *testing.T) {
 	if _, err := store.InsertBatch(ctx, durable); err != nil {
 		t.Fatal(err)
 	}
-	if err := orderstate.MarkCreated(ctx, rdb, durable); err != nil {
+	if err := orderstate.MarkCreated(ctx, rdb, nil, durable); err != nil {
 		t.Fatal(err)
 	}
 	// "gone" was cancelled by the rollback, its unit returned.
@@ -84,7 +84,7 @@ func TestPayEndpoint(t *testing.T) {
 		t.Fatalf("cancel: %v %v", won, err)
 	}
 	gone := orders[nos["gone"]]
-	if back, err := orderstate.Release(ctx, rdb, &gone); err != nil || !back {
+	if back, err := orderstate.Release(ctx, rdb, &gone, 1); err != nil || !back {
 		t.Fatalf("release: %v %v", back, err)
 	}
 	if err := store.MarkReturned(ctx, nos["gone"]); err != nil {

@@ -71,8 +71,8 @@ func (a *Auditor) Archive(ctx context.Context, rep *Report, includeValid bool) (
 	ar := &archiver{a: a, saleKey: saleKey, includeValid: includeValid,
 		durable: map[string]map[string]orderdb.State{}, poisonIDs: map[string][]string{}}
 	var errs []error
-	for _, sku := range a.cfg.Sale.Spec.SKUs {
-		if err := ar.readStreams(ctx, sku.ID); err != nil {
+	for _, k := range a.bk.All(saleKey, a.cfg.Sale.SKUIDs()) {
+		if err := ar.readStreams(ctx, k); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -207,9 +207,10 @@ func (ar *archiver) keep(ctx context.Context, d orderdb.DeadLetter, o order.Orde
 	return true, nil
 }
 
-// readStreams reads a SKU's dead-letter stream and order stream.
-func (ar *archiver) readStreams(ctx context.Context, sku string) error {
-	k := keys.ForSKU(ar.saleKey, sku)
+// readStreams reads the dead-letter stream and order stream of bucket k of
+// a SKU (of the SKU, when it is not split).
+func (ar *archiver) readStreams(ctx context.Context, k keys.SKU) error {
+	sku := k.ID
 	dlq, err := ar.a.cfg.Redis.XRange(ctx, k.DeadLetters, "-", "+").Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read dead-letter stream %s: %w", k.DeadLetters, err)

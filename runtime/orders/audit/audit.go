@@ -62,6 +62,21 @@
 // is accounted for, but its only copy is one teardown would delete, so the
 // audit fails until `flashsale audit --repair` stores it in MySQL.
 //
+// # Buckets
+//
+// A SKU split into buckets (spec.skus[].buckets) is a SKU in small per
+// bucket: each bucket has its own initial, stock, debt, holders, orders,
+// stream and expiry set, and every script keeps the law above per bucket.
+// So the audit reads one snapshot per bucket (one MULTI: a bucket's keys
+// share a hash tag; different buckets sit on different shards) and checks
+// the law per bucket, with the MySQL rows and Kafka messages of the orders
+// the bucket admitted (an order number names its bucket, keys.BucketOf).
+// Units moving between buckets (given by one, not yet taken in by the
+// other: package buckets) are in no bucket's initial; the SKU's figures are
+// the sums of its buckets' plus those units (Transferring), on both sides
+// of the law, so the SKU's imbalance is the sum of its buckets'. The SKU is
+// conserved when every bucket is.
+//
 // # Debt
 //
 // Lowering the stock takes back what remaining can give; the units buyers
@@ -88,6 +103,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
@@ -120,6 +136,8 @@ type Config struct {
 // Auditor audits one sale.
 type Auditor struct {
 	cfg Config
+	// bk are the bucket counts of the sale's SKUs.
+	bk  orderstate.Buckets
 	clk clock.PassiveClock
 	log *slog.Logger
 }
@@ -144,7 +162,7 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Auditor{cfg: cfg, clk: cfg.Clock, log: cfg.Logger}, nil
+	return &Auditor{cfg: cfg, bk: orderstate.BucketsOf(cfg.Sale), clk: cfg.Clock, log: cfg.Logger}, nil
 }
 
 // Finding kinds, worst first.
@@ -180,8 +198,11 @@ const (
 
 // Finding is one thing the audit found.
 type Finding struct {
-	Kind    string `json:"kind"`
-	SKU     string `json:"sku,omitempty"`
+	Kind string `json:"kind"`
+	SKU  string `json:"sku,omitempty"`
+	// Bucket is the bucket of a SKU split into buckets the finding is
+	// about (0: bucket 0, or a SKU not split).
+	Bucket  int    `json:"bucket,omitempty"`
 	OrderNo string `json:"orderNo,omitempty"`
 	// Where the order (or message) was seen: "redis", "mysql", "stream",
 	// "kafka", "kafka-dlq", "dlq-stream", "expiry".
@@ -238,6 +259,16 @@ type MySQLCounts struct {
 // SKUReport is the audit of one SKU.
 type SKUReport struct {
 	SKU string `json:"sku"`
+	// Bucket is which bucket of the SKU a report of Buckets is about.
+	Bucket int `json:"bucket,omitempty"`
+	// Buckets are the reports of each bucket of a SKU split into buckets,
+	// bucket 0 first (empty for a SKU not split): the law is checked per
+	// bucket, and the SKU's figures are their sums plus Transferring.
+	Buckets []SKUReport `json:"buckets,omitempty"`
+	// Transferring are units given by one bucket of the SKU and not yet
+	// taken in by another (package buckets): counted in Initial and
+	// Accounted, in no bucket's.
+	Transferring int64 `json:"transferring,omitempty"`
 	// Initial is the stock warmed plus every raise, minus the debt paid off
 	// (the `initial` key): the left side of the law.
 	Initial int64 `json:"initial"`
@@ -329,17 +360,25 @@ type Report struct {
 
 // evidence is what Repair needs beyond the figures.
 type evidence struct {
-	// stuck stream entries by SKU, with their decoded orders (if valid).
-	stuck map[string][]streamEntry
-	// dead-letter stream entries by SKU.
-	dlqStream map[string][]streamEntry
+	// stuck stream entries by bucket, with their decoded orders (if valid).
+	stuck map[bucketID][]streamEntry
+	// dead-letter stream entries by bucket.
+	dlqStream map[bucketID][]streamEntry
 	// valid dead-letter topic orders not in MySQL.
 	dlqTopic []order.Order
-	// stale expiry members by SKU: order → MySQL row state.
-	stale map[string][]staleMember
+	// stale expiry members by bucket: order → MySQL row state.
+	stale map[bucketID][]staleMember
 	// orders whose shown status lags MySQL.
 	behind []behindOrder
 }
+
+// bucketID names one bucket of one SKU (bucket 0 of a SKU not split).
+type bucketID struct {
+	sku    string
+	bucket int
+}
+
+func idOf(k keys.SKU) bucketID { return bucketID{k.ID, k.Bucket} }
 
 type streamEntry struct {
 	ID       string
@@ -372,7 +411,7 @@ func (a *Auditor) Run(ctx context.Context) (*Report, error) {
 	kPending, kDead := a.kafkaBySKU(rep, in.kafka)
 	rep.Conserved = true
 	for _, sku := range a.cfg.Sale.Spec.SKUs {
-		sr, err := a.auditSKU(ctx, rep, sku.ID, in.redis[sku.ID], in.mysql[sku.ID], kPending[sku.ID], kDead[sku.ID], now)
+		sr, err := a.auditBuckets(ctx, rep, sku.ID, in, kPending[sku.ID], kDead[sku.ID], now)
 		if err != nil {
 			return nil, err
 		}
@@ -389,7 +428,7 @@ func (a *Auditor) Run(ctx context.Context) (*Report, error) {
 // newReport starts the report of a run at now.
 func (a *Auditor) newReport(now time.Time) *Report {
 	rep := &Report{SaleKey: a.cfg.Sale.SaleKey(), At: now.UTC(), Mode: "redis-only", ev: &evidence{
-		stuck: map[string][]streamEntry{}, dlqStream: map[string][]streamEntry{}, stale: map[string][]staleMember{},
+		stuck: map[bucketID][]streamEntry{}, dlqStream: map[bucketID][]streamEntry{}, stale: map[bucketID][]staleMember{},
 	}}
 	if len(a.cfg.Brokers) > 0 {
 		rep.Mode = "kafka"
@@ -399,11 +438,14 @@ func (a *Auditor) newReport(now time.Time) *Report {
 	return rep
 }
 
-// observed is everything a run read, by SKU where it is per SKU.
+// observed is everything a run read, by bucket or SKU where it is per
+// bucket or per SKU.
 type observed struct {
-	redis map[string]*redisSnapshot
-	kafka *kafkaView
-	mysql map[string]map[string]orderdb.State
+	redis map[bucketID]*redisSnapshot
+	// transferring are the units of each split SKU moving between buckets.
+	transferring map[string]int64
+	kafka        *kafkaView
+	mysql        map[string]map[string]orderdb.State
 }
 
 // read reads the sale in the order an order travels (see the package
@@ -411,14 +453,12 @@ type observed struct {
 // the snapshot did not know comes after all of them (auditSKU).
 func (a *Auditor) read(ctx context.Context, rep *Report) (*observed, error) {
 	saleKey := rep.SaleKey
-	in := &observed{redis: map[string]*redisSnapshot{}, kafka: &kafkaView{}, mysql: map[string]map[string]orderdb.State{}}
-	// 1. Redis, one snapshot per SKU.
-	for _, sku := range a.cfg.Sale.Spec.SKUs {
-		s, err := a.readRedis(ctx, saleKey, sku.ID)
-		if err != nil {
-			return nil, fmt.Errorf("read redis of SKU %s: %w", sku.ID, err)
-		}
-		in.redis[sku.ID] = s
+	in := &observed{redis: map[bucketID]*redisSnapshot{}, transferring: map[string]int64{}, kafka: &kafkaView{},
+		mysql: map[string]map[string]orderdb.State{}}
+	// 1. Redis, one snapshot per bucket of each SKU, then the units moving
+	// between buckets.
+	if err := a.readAllRedis(ctx, saleKey, in); err != nil {
+		return nil, err
 	}
 	// 2. Kafka: the order topic behind the group, then the dead letters.
 	if len(a.cfg.Brokers) > 0 {

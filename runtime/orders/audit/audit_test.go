@@ -139,7 +139,7 @@ func (f *fixture) deliver(orders ...order.Order) {
 	if _, err := f.store.InsertBatch(ctx, orders); err != nil {
 		f.t.Fatal(err)
 	}
-	if err := orderstate.MarkCreated(ctx, f.rdb, orders); err != nil {
+	if err := orderstate.MarkCreated(ctx, f.rdb, nil, orders); err != nil {
 		f.t.Fatal(err)
 	}
 	f.unstream(orders...)
@@ -204,13 +204,13 @@ func TestConsistentSaleHolds(t *testing.T) {
 	// One paid, one cancelled with its unit returned.
 	if res, row, err := f.store.Pay(ctx, orders[0].Sale, orders[0].OrderNo, time.Now()); err != nil || res != orderdb.PaidNow {
 		t.Fatalf("pay: %v %v", res, err)
-	} else if err := orderstate.Settle(ctx, f.rdb, &row.Order); err != nil {
+	} else if err := orderstate.Settle(ctx, f.rdb, &row.Order, 1); err != nil {
 		t.Fatal(err)
 	}
 	if won, err := f.store.Cancel(ctx, orders[1].OrderNo, time.Now().Add(2*time.Hour)); err != nil || !won {
 		t.Fatalf("cancel: %v %v", won, err)
 	}
-	if _, err := orderstate.Release(ctx, f.rdb, &orders[1]); err != nil {
+	if _, err := orderstate.Release(ctx, f.rdb, &orders[1], 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.store.MarkReturned(ctx, orders[1].OrderNo); err != nil {
@@ -239,7 +239,7 @@ func TestConsistentSaleHolds(t *testing.T) {
 		t.Fatalf("with one unit returning:\n%s", text(rep))
 	}
 	// Released but not yet marked: the unit is back in remaining, and not counted twice.
-	if _, err := orderstate.Release(ctx, f.rdb, &orders[2]); err != nil {
+	if _, err := orderstate.Release(ctx, f.rdb, &orders[2], 1); err != nil {
 		t.Fatal(err)
 	}
 	rep = f.run(f.auditor())

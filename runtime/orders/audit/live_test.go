@@ -156,7 +156,7 @@ func (sp *spike) pay(ctx context.Context, toPay chan string) {
 			sp.t.Errorf("pay %s: %v", no, err)
 			return
 		case res == orderdb.PaidNow:
-			if err := orderstate.Settle(context.Background(), sp.rdb, &row.Order); err != nil {
+			if err := orderstate.Settle(context.Background(), sp.rdb, &row.Order, 1); err != nil {
 				sp.t.Errorf("settle %s: %v", no, err)
 				return
 			}

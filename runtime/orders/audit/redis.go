@@ -14,7 +14,8 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
-// redisSnapshot is one SKU's Redis state, read in one MULTI.
+// redisSnapshot is one bucket's Redis state (a SKU's, when it is not split),
+// read in one MULTI.
 type redisSnapshot struct {
 	stock, initial int64
 	// debt is the SKU's debt counter (absent: 0), see keys.SKU.Debt.
@@ -42,15 +43,14 @@ type redisReplies struct {
 	pending        *redis.XPendingExtCmd
 }
 
-func (a *Auditor) readRedis(ctx context.Context, saleKey, sku string) (*redisSnapshot, error) {
-	k := keys.ForSKU(saleKey, sku)
+func (a *Auditor) readRedis(ctx context.Context, k keys.SKU) (*redisSnapshot, error) {
 	var r redisReplies
 	_, err := a.cfg.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		r.stock = p.Get(ctx, k.Stock)
 		r.initial = p.Get(ctx, k.Initial)
 		r.debt = p.Get(ctx, k.Debt)
 		r.holders = p.HGetAll(ctx, k.Holders)
-		r.orders = orderstate.QueueAll(ctx, p, saleKey, sku)
+		r.orders = orderstate.QueueAll(ctx, p, k)
 		r.expiry = p.ZRange(ctx, k.Expiry, 0, -1)
 		r.stream = p.XRange(ctx, k.Stream, "-", "+")
 		r.dlq = p.XRange(ctx, k.DeadLetters, "-", "+")
@@ -142,7 +142,7 @@ func (l *later) known(no string) bool {
 // the snapshot did not know but Redis knows now was admitted after the
 // snapshot; a status or an expiry member that moved on since was only
 // caught moving.
-func (a *Auditor) reread(ctx context.Context, saleKey, sku string, orders, expiring []string) (*later, error) {
+func (a *Auditor) reread(ctx context.Context, k keys.SKU, orders, expiring []string) (*later, error) {
 	l := &later{inExpiry: map[string]bool{}}
 	if len(orders) == 0 && len(expiring) == 0 {
 		return l, nil
@@ -150,14 +150,14 @@ func (a *Auditor) reread(ctx context.Context, saleKey, sku string, orders, expir
 	var recs func() (orderstate.Records, error)
 	var scores *redis.FloatSliceCmd
 	_, err := a.cfg.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		recs = orderstate.QueueSome(ctx, p, saleKey, sku, orders)
+		recs = orderstate.QueueSome(ctx, p, k, orders)
 		if len(expiring) > 0 {
-			scores = p.ZMScore(ctx, keys.ForSKU(saleKey, sku).Expiry, expiring...)
+			scores = p.ZMScore(ctx, k.Expiry, expiring...)
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read again %d orders of SKU %s: %w", len(orders)+len(expiring), sku, err)
+		return nil, fmt.Errorf("read again %d orders of SKU %s bucket %d: %w", len(orders)+len(expiring), k.ID, k.Bucket, err)
 	}
 	if l.records, err = recs(); err != nil {
 		return nil, err

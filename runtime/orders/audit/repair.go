@@ -59,34 +59,39 @@ func (a *Auditor) Repair(ctx context.Context, rep *Report) ([]Repair, error) {
 		return nil, errors.New("audit: Repair needs a report made by Run")
 	}
 	var log repairLog
-	for _, skuSpec := range a.cfg.Sale.Spec.SKUs {
-		sku := skuSpec.ID
-		k := keys.ForSKU(rep.SaleKey, sku)
-		a.repairStream(ctx, &log, sku, rep.ev.stuck[sku], strandedIn{
-			stream:       k.Stream,
-			where:        "the stream, where it was stuck",
-			removeAction: ActionAck,
-			removed:      "acknowledged and deleted stream entry %s (the order is in MySQL)",
-			remove: func(ctx context.Context, ids []string) error {
-				return streamgroup.Done(ctx, a.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ids, nil)
-			},
-		})
-		a.repairStream(ctx, &log, sku, rep.ev.dlqStream[sku], strandedIn{
-			stream:       k.DeadLetters,
-			where:        "the dead-letter stream",
-			removeAction: ActionDeleteDeadLetter,
-			removed:      "deleted dead-letter entry %s (the order is in MySQL)",
-			remove: func(ctx context.Context, ids []string) error {
-				return a.cfg.Redis.XDel(ctx, k.DeadLetters, ids...).Err()
-			},
-		})
-		a.repairExpiry(ctx, &log, rep.SaleKey, sku, rep.ev.stale[sku])
+	for _, k := range a.bk.All(rep.SaleKey, a.cfg.Sale.SKUIDs()) {
+		a.repairBucket(ctx, &log, k, rep.ev)
 	}
 	// Dead letters of the Kafka topic: insert; Kafka cannot delete one
 	// message, so it stays, and later audits find its order durable.
 	a.insert(ctx, &log, "", rep.ev.dlqTopic, "the dead-letter topic "+keys.DeadLetterTopic(rep.SaleKey)+" (the message stays; it is resolved now)")
 	a.repairBehind(ctx, &log, rep.ev.behind)
 	return log.result()
+}
+
+// repairBucket repairs one bucket of a SKU (the SKU, when it is not split):
+// its stream, its dead-letter stream, its expiry set.
+func (a *Auditor) repairBucket(ctx context.Context, log *repairLog, k keys.SKU, ev *evidence) {
+	sku := k.ID
+	a.repairStream(ctx, log, sku, ev.stuck[idOf(k)], strandedIn{
+		stream:       k.Stream,
+		where:        "the stream, where it was stuck",
+		removeAction: ActionAck,
+		removed:      "acknowledged and deleted stream entry %s (the order is in MySQL)",
+		remove: func(ctx context.Context, ids []string) error {
+			return streamgroup.Done(ctx, a.cfg.Redis, k.Stream, keys.RelayGroup, k.DeadLetters, ids, nil)
+		},
+	})
+	a.repairStream(ctx, log, sku, ev.dlqStream[idOf(k)], strandedIn{
+		stream:       k.DeadLetters,
+		where:        "the dead-letter stream",
+		removeAction: ActionDeleteDeadLetter,
+		removed:      "deleted dead-letter entry %s (the order is in MySQL)",
+		remove: func(ctx context.Context, ids []string) error {
+			return a.cfg.Redis.XDel(ctx, k.DeadLetters, ids...).Err()
+		},
+	})
+	a.repairExpiry(ctx, log, k, ev.stale[idOf(k)])
 }
 
 // repairLog collects what Repair did, and what failed.
@@ -211,7 +216,7 @@ func (a *Auditor) insert(ctx context.Context, log *repairLog, sku string, orders
 	if len(durable) == 0 {
 		return stored
 	}
-	if err := orderstate.MarkCreated(ctx, a.cfg.Redis, durable); err != nil {
+	if err := orderstate.MarkCreated(ctx, a.cfg.Redis, a.bk, durable); err != nil {
 		a.log.Warn("Inserted orders not marked created in Redis", "err", err)
 	}
 	return stored
@@ -219,16 +224,17 @@ func (a *Auditor) insert(ctx context.Context, log *repairLog, sku string, orders
 
 // repairExpiry settles the stale expiry members of paid orders and removes
 // those of cancelled orders whose unit is back.
-func (a *Auditor) repairExpiry(ctx context.Context, log *repairLog, saleKey, sku string, stale []staleMember) {
+func (a *Auditor) repairExpiry(ctx context.Context, log *repairLog, k keys.SKU, stale []staleMember) {
+	sku := k.ID
 	for _, m := range stale {
-		o := order.Order{OrderNo: m.OrderNo, Sale: saleKey, SKU: sku, User: m.User}
+		o := order.Order{OrderNo: m.OrderNo, Sale: k.Sale, SKU: sku, User: m.User}
 		if m.State.Status == order.Paid {
 			log.note(Repair{Action: ActionSettle, SKU: sku, OrderNo: m.OrderNo, Detail: "paid order removed from the expiry set and shown paid"},
-				orderstate.Settle(ctx, a.cfg.Redis, &o))
+				orderstate.Settle(ctx, a.cfg.Redis, &o, a.bk.Of(sku)))
 			continue
 		}
 		log.note(Repair{Action: ActionRemoveExpiry, SKU: sku, OrderNo: m.OrderNo, Detail: "cancelled order whose unit is back removed from the expiry set"},
-			a.cfg.Redis.ZRem(ctx, keys.ForSKU(saleKey, sku).Expiry, m.OrderNo).Err())
+			a.cfg.Redis.ZRem(ctx, k.Expiry, m.OrderNo).Err())
 	}
 }
 
@@ -238,11 +244,11 @@ func (a *Auditor) repairBehind(ctx context.Context, log *repairLog, behind []beh
 		o := b.Order
 		switch b.State.Status {
 		case order.Created:
-			_, err := orderstate.Advance(ctx, a.cfg.Redis, &o, order.Created)
+			_, err := orderstate.Advance(ctx, a.cfg.Redis, &o, a.bk.Of(o.SKU), order.Created)
 			log.note(Repair{Action: ActionMarkCreated, SKU: o.SKU, OrderNo: o.OrderNo, Detail: "result polling showed " + b.Shown + ", now created"}, err)
 		case order.Paid:
 			log.note(Repair{Action: ActionSettle, SKU: o.SKU, OrderNo: o.OrderNo, Detail: "result polling showed " + b.Shown + ", now paid"},
-				orderstate.Settle(ctx, a.cfg.Redis, &o))
+				orderstate.Settle(ctx, a.cfg.Redis, &o, a.bk.Of(o.SKU)))
 		}
 	}
 }

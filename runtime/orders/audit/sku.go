@@ -12,6 +12,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
 // place is where downstream of Redis, short of MySQL, an order was found.
@@ -26,14 +27,18 @@ const (
 	inDeadLetters
 )
 
-// skuAudit is the audit of one SKU in progress: what was read, the report
+// skuAudit is the audit of one SKU in progress (of one bucket of a SKU
+// split into buckets: the law holds per bucket): what was read, the report
 // being filled, and where each order was found.
 type skuAudit struct {
 	rep *Report
 	sku string
-	s   *redisSnapshot
-	db  map[string]orderdb.State
-	sr  SKUReport
+	// k are the keys of the bucket audited, one of n of the SKU.
+	k  keys.SKU
+	n  int
+	s  *redisSnapshot
+	db map[string]orderdb.State
+	sr SKUReport
 	// found: where each order was first seen in a stream, Kafka or a
 	// dead-letter store (MySQL aside).
 	found map[string]place
@@ -49,12 +54,12 @@ type skuAudit struct {
 	behind  []behindOrder
 }
 
-// auditSKU checks one SKU and appends its findings to rep.
-func (a *Auditor) auditSKU(ctx context.Context, rep *Report, sku string, s *redisSnapshot, db map[string]orderdb.State,
+// auditSKU checks bucket k (of n) of a SKU and appends its findings to rep.
+func (a *Auditor) auditSKU(ctx context.Context, rep *Report, k keys.SKU, n int, s *redisSnapshot, db map[string]orderdb.State,
 	kPending, kDead []kafkaMessage, now time.Time,
 ) (SKUReport, error) {
-	x := &skuAudit{rep: rep, sku: sku, s: s, db: db, found: map[string]place{}, deadWhy: map[string]Finding{},
-		sr: SKUReport{SKU: sku, Initial: s.initial, Debt: s.debt, Declared: s.initial - s.debt, Remaining: s.stock,
+	x := &skuAudit{rep: rep, sku: k.ID, k: k, n: n, s: s, db: db, found: map[string]place{}, deadWhy: map[string]Finding{},
+		sr: SKUReport{SKU: k.ID, Bucket: k.Bucket, Initial: s.initial, Debt: s.debt, Declared: s.initial - s.debt, Remaining: s.stock,
 			Redis: RedisFigures{Orders: map[string]int64{}, StreamLength: int64(len(s.stream)), DeadLetters: int64(len(s.dlq)),
 				Expiry: int64(len(s.expiry)), StreamPending: int64(len(s.pending))},
 			KafkaPending: int64(len(kPending)), KafkaDeadLetters: int64(len(kDead))}}
@@ -64,14 +69,14 @@ func (a *Auditor) auditSKU(ctx context.Context, rep *Report, sku string, s *redi
 	x.countMySQL()
 	x.checkRedis()
 	// Where each order is downstream, in the order an order travels.
-	rep.ev.stuck[sku] = x.stream(now, a.cfg.StuckAfter)
+	rep.ev.stuck[idOf(k)] = x.stream(now, a.cfg.StuckAfter)
 	x.kafka(kPending, kDead)
-	rep.ev.dlqStream[sku] = x.deadLetterStream()
+	rep.ev.dlqStream[idOf(k)] = x.deadLetterStream()
 	// The law, over the orders of the snapshot.
 	x.law()
 	// What the snapshot could not settle, read again.
 	x.outsiders()
-	l, err := a.reread(ctx, rep.SaleKey, sku, x.rereadOrders(), x.rereadExpiry())
+	l, err := a.reread(ctx, k, x.rereadOrders(), x.rereadExpiry())
 	if err != nil {
 		return SKUReport{}, err
 	}
@@ -81,7 +86,7 @@ func (a *Auditor) auditSKU(ctx context.Context, rep *Report, sku string, s *redi
 }
 
 func (x *skuAudit) add(f Finding) {
-	f.SKU = x.sku
+	f.SKU, f.Bucket = x.sku, x.k.Bucket
 	x.rep.Findings = append(x.rep.Findings, f)
 }
 
@@ -420,7 +425,7 @@ func (x *skuAudit) settle(l *later) {
 			continue
 		}
 		x.sr.StaleExpiry++
-		x.rep.ev.stale[x.sku] = append(x.rep.ev.stale[x.sku], m)
+		x.rep.ev.stale[idOf(x.k)] = append(x.rep.ev.stale[idOf(x.k)], m)
 		x.add(Finding{Kind: KindStaleExpiry, Where: "expiry", OrderNo: m.OrderNo, Repairable: true, Detail: fmt.Sprintf(
 			"in the expiry set but %s in MySQL", m.State.Status)})
 	}
@@ -473,10 +478,10 @@ func (x *skuAudit) balance() {
 			x.lostHeld, x.outside, sr.Initial-sr.Remaining-sr.Redis.UnitsHeld, sr.Redis.UnitsHeld-x.held)})
 	}
 	if sr.Durable.Returning > 0 {
-		x.rep.Notes = append(x.rep.Notes, fmt.Sprintf("SKU %s: %d cancelled orders have their unit still out (the rollback returns them); they are counted as out", x.sku, sr.Durable.Returning))
+		x.rep.Notes = append(x.rep.Notes, fmt.Sprintf("%s: %d cancelled orders have their unit still out (the rollback returns them); they are counted as out", bucketName(x.k, x.n), sr.Durable.Returning))
 	}
 	if sr.Debt != 0 {
-		x.rep.Notes = append(x.rep.Notes, fmt.Sprintf("SKU %s: declared stock %d = initial %d − debt %d: a lowering could not take back %d units buyers held; the next %d returned units leave the sale instead of going back on sale",
-			x.sku, sr.Declared, sr.Initial, sr.Debt, sr.Debt, sr.Debt))
+		x.rep.Notes = append(x.rep.Notes, fmt.Sprintf("%s: declared stock %d = initial %d − debt %d: a lowering could not take back %d units buyers held; the next %d returned units leave the sale instead of going back on sale",
+			bucketName(x.k, x.n), sr.Declared, sr.Initial, sr.Debt, sr.Debt, sr.Debt))
 	}
 }

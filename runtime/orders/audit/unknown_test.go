@@ -34,7 +34,7 @@ func TestOrderRedisNeverAdmittedIsOversell(t *testing.T) {
 		kinds(rep)[audit.KindUnknownToRedis] != 1 || !strings.Contains(text(rep), "-1 sold to orders Redis never admitted") {
 		t.Fatalf("an order Redis never admitted:\n%s", text(rep))
 	}
-	if err := orderstate.MarkCreated(ctx, f.rdb, []order.Order{ghost}); err != nil {
+	if err := orderstate.MarkCreated(ctx, f.rdb, nil, []order.Order{ghost}); err != nil {
 		t.Fatal(err)
 	}
 	rep = f.run(f.auditor())

@@ -141,7 +141,7 @@ func (l *lot) wantSoldOut(what string) {
 
 func (l *lot) release(o *order.Order, want orderstate.Returned) {
 	l.t.Helper()
-	got, err := orderstate.ReleaseUnit(context.Background(), l.rdb, o)
+	got, err := orderstate.ReleaseUnit(context.Background(), l.rdb, o, 1)
 	if err != nil || got != want {
 		l.t.Fatalf("ReleaseUnit(%s) = %d (%v), want %d", o.OrderNo, got, err, want)
 	}

@@ -19,11 +19,11 @@ func TestMarkCreatedOnlyExistingRecords(t *testing.T) {
 	ctx := context.Background()
 	admitted := f.buy(t, "alice")
 	paid := f.buy(t, "bob")
-	if err := orderstate.Settle(ctx, f.rdb, paid); err != nil {
+	if err := orderstate.Settle(ctx, f.rdb, paid, 1); err != nil {
 		t.Fatal(err)
 	}
 	unknown := order.Order{OrderNo: "never-admitted-1", Sale: f.saleKey, SKU: f.sku, User: "carol"}
-	if err := orderstate.MarkCreated(ctx, f.rdb, []order.Order{*admitted, *paid, unknown}); err != nil {
+	if err := orderstate.MarkCreated(ctx, f.rdb, nil, []order.Order{*admitted, *paid, unknown}); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := f.rdb.HGetAll(ctx, f.k.Orders).Result()

@@ -26,7 +26,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
-	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
 var (
@@ -42,9 +41,11 @@ var (
 	settleScript  = redis.NewScript(settleSource)
 )
 
-// Advance moves the order's visible status forward (never back).
-func Advance(ctx context.Context, rdb redis.Scripter, o *order.Order, to order.Status) (bool, error) {
-	k := keys.ForSKU(o.Sale, o.SKU)
+// Advance moves the order's visible status forward (never back). n is the
+// number of buckets of the order's SKU (Buckets.Of): with the bucket mark of
+// the order number it finds the bucket that holds the record.
+func Advance(ctx context.Context, rdb redis.Scripter, o *order.Order, n int, to order.Status) (bool, error) {
+	k := Buckets{o.SKU: n}.Order(o)
 	n, err := advanceScript.Run(ctx, rdb, []string{k.Orders}, o.OrderNo, to.String(), o.User).Int()
 	if err != nil {
 		return false, fmt.Errorf("advance order %s to %s: %w", o.OrderNo, to, err)
@@ -56,8 +57,8 @@ func Advance(ctx context.Context, rdb redis.Scripter, o *order.Order, to order.S
 // batch that holds them committed. It only advances records the orders hash
 // holds: an order Redis does not know (a failover to a replica that never
 // had it, keys lost) stays unknown, for the audit to report, rather than
-// look admitted.
-func MarkCreated(ctx context.Context, rdb redis.UniversalClient, orders []order.Order) error {
+// look admitted. bk finds each order's bucket.
+func MarkCreated(ctx context.Context, rdb redis.UniversalClient, bk Buckets, orders []order.Order) error {
 	if len(orders) == 0 {
 		return nil
 	}
@@ -66,7 +67,7 @@ func MarkCreated(ctx context.Context, rdb redis.UniversalClient, orders []order.
 		pipe := rdb.Pipeline()
 		for i := range orders {
 			o := &orders[i]
-			pipe.EvalSha(ctx, advanceScript.Hash(), []string{keys.ForSKU(o.Sale, o.SKU).Orders}, o.OrderNo, order.Created.String(), o.User, "existing")
+			pipe.EvalSha(ctx, advanceScript.Hash(), []string{bk.Order(o).Orders}, o.OrderNo, order.Created.String(), o.User, "existing")
 		}
 		if _, err = pipe.Exec(ctx); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
 			break
@@ -100,15 +101,17 @@ const (
 // Release returns the unit of a cancelled order, frees the user's slot and
 // marks the order cancelled, exactly once however often it is called. It
 // reports whether this call returned the unit (on sale, or paying off a
-// lowering; ReleaseUnit tells which).
-func Release(ctx context.Context, rdb redis.Scripter, o *order.Order) (bool, error) {
-	r, err := ReleaseUnit(ctx, rdb, o)
+// lowering; ReleaseUnit tells which). The unit goes back to the bucket the
+// order came from (its SKU has n buckets): that bucket's holders counted
+// it, and that bucket's debt, if any, is what it pays.
+func Release(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) (bool, error) {
+	r, err := ReleaseUnit(ctx, rdb, o, n)
 	return r != NotReturned, err
 }
 
 // ReleaseUnit is Release, telling where the unit went.
-func ReleaseUnit(ctx context.Context, rdb redis.Scripter, o *order.Order) (Returned, error) {
-	k := keys.ForSKU(o.Sale, o.SKU)
+func ReleaseUnit(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) (Returned, error) {
+	k := Buckets{o.SKU: n}.Order(o)
 	n, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders, k.Initial, k.Debt}, o.OrderNo, o.User).Int()
 	if err != nil {
 		return NotReturned, fmt.Errorf("return stock of order %s: %w", o.OrderNo, err)
@@ -119,9 +122,10 @@ func ReleaseUnit(ctx context.Context, rdb redis.Scripter, o *order.Order) (Retur
 	return Returned(n), nil
 }
 
-// Settle records a payment: the order leaves the expiry set and shows paid.
-func Settle(ctx context.Context, rdb redis.Scripter, o *order.Order) error {
-	k := keys.ForSKU(o.Sale, o.SKU)
+// Settle records a payment: the order leaves the expiry set and shows paid,
+// in the bucket that holds it (its SKU has n buckets).
+func Settle(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) error {
+	k := Buckets{o.SKU: n}.Order(o)
 	if err := settleScript.Run(ctx, rdb, []string{k.Expiry, k.Orders}, o.OrderNo, o.User).Err(); err != nil {
 		return fmt.Errorf("settle order %s: %w", o.OrderNo, err)
 	}

@@ -63,7 +63,7 @@ func (f *fixture) buy(t *testing.T, user string) *order.Order {
 func (f *fixture) shows(t *testing.T, o *order.Order, status order.Status) {
 	t.Helper()
 	ctx := context.Background()
-	rec, ok, err := orderstate.Lookup(ctx, f.rdb, f.saleKey, o.SKU, o.OrderNo)
+	rec, ok, err := orderstate.Lookup(ctx, f.rdb, f.saleKey, o.SKU, 1, o.OrderNo)
 	if err != nil || !ok {
 		t.Fatalf("Lookup(%s) = %+v, %t, %v", o.OrderNo, rec, ok, err)
 	}
@@ -71,7 +71,7 @@ func (f *fixture) shows(t *testing.T, o *order.Order, status order.Status) {
 		t.Fatalf("Lookup(%s) = %+v, want %+v", o.OrderNo, rec, want)
 	}
 	pipe := f.rdb.TxPipeline()
-	all := orderstate.QueueAll(ctx, pipe, f.saleKey, o.SKU)
+	all := orderstate.QueueAll(ctx, pipe, keys.ForSKU(f.saleKey, o.SKU))
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -99,23 +99,23 @@ func TestWritersAgreeWithLookup(t *testing.T) {
 
 	paid := f.buy(t, "user:1@shop.example")
 	f.shows(t, paid, order.Queued)
-	if moved, err := orderstate.Advance(ctx, f.rdb, paid, order.Created); err != nil || !moved {
+	if moved, err := orderstate.Advance(ctx, f.rdb, paid, 1, order.Created); err != nil || !moved {
 		t.Fatalf("Advance to created: %t %v", moved, err)
 	}
 	f.shows(t, paid, order.Created)
-	if err := orderstate.Settle(ctx, f.rdb, paid); err != nil {
+	if err := orderstate.Settle(ctx, f.rdb, paid, 1); err != nil {
 		t.Fatal(err)
 	}
 	f.shows(t, paid, order.Paid)
 
 	batch := []order.Order{*f.buy(t, "u2"), *f.buy(t, "u3")}
-	if err := orderstate.MarkCreated(ctx, f.rdb, batch); err != nil {
+	if err := orderstate.MarkCreated(ctx, f.rdb, nil, batch); err != nil {
 		t.Fatal(err)
 	}
 	f.shows(t, &batch[0], order.Created)
 	f.shows(t, &batch[1], order.Created)
 
-	if returned, err := orderstate.Release(ctx, f.rdb, &batch[1]); err != nil || !returned {
+	if returned, err := orderstate.Release(ctx, f.rdb, &batch[1], 1); err != nil || !returned {
 		t.Fatalf("Release: %t %v", returned, err)
 	}
 	f.shows(t, &batch[1], order.Cancelled)
@@ -143,7 +143,7 @@ func TestAdvanceForwardOnly(t *testing.T) {
 		{order.Cancelled, false, order.Paid},
 	}
 	for i, s := range steps {
-		moved, err := orderstate.Advance(ctx, f.rdb, o, s.to)
+		moved, err := orderstate.Advance(ctx, f.rdb, o, 1, s.to)
 		if err != nil || moved != s.moved {
 			t.Fatalf("step %d: Advance to %s moved %t (%v), want %t", i, s.to, moved, err, s.moved)
 		}
@@ -154,7 +154,7 @@ func TestAdvanceForwardOnly(t *testing.T) {
 	o2 := f.buy(t, "u2")
 	intruded := *o2
 	intruded.User = "intruder"
-	if moved, err := orderstate.Advance(ctx, f.rdb, &intruded, order.Created); err != nil || !moved {
+	if moved, err := orderstate.Advance(ctx, f.rdb, &intruded, 1, order.Created); err != nil || !moved {
 		t.Fatalf("Advance: %t %v", moved, err)
 	}
 	f.shows(t, o2, order.Created)
@@ -172,7 +172,7 @@ func TestReleaseExactlyOnce(t *testing.T) {
 	}
 
 	for i := range 3 {
-		returned, err := orderstate.Release(ctx, f.rdb, cancelled)
+		returned, err := orderstate.Release(ctx, f.rdb, cancelled, 1)
 		if err != nil || returned != (i == 0) {
 			t.Fatalf("Release #%d returned %t (%v)", i+1, returned, err)
 		}
@@ -185,13 +185,13 @@ func TestReleaseExactlyOnce(t *testing.T) {
 	}
 	f.shows(t, cancelled, order.Cancelled)
 
-	if err := orderstate.Settle(ctx, f.rdb, paid); err != nil {
+	if err := orderstate.Settle(ctx, f.rdb, paid, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.rdb.ZScore(ctx, f.k.Expiry, paid.OrderNo).Result(); err != redis.Nil {
 		t.Fatalf("a paid order is still in the expiry set (%v)", err)
 	}
-	if returned, err := orderstate.Release(ctx, f.rdb, paid); err != nil || returned {
+	if returned, err := orderstate.Release(ctx, f.rdb, paid, 1); err != nil || returned {
 		t.Fatalf("Release of a paid order returned %t (%v)", returned, err)
 	}
 	if n := f.int(t, f.k.Stock); n != 1 {
@@ -209,19 +209,19 @@ func TestReleaseExactlyOnce(t *testing.T) {
 func TestLookupUnknownAndMalformed(t *testing.T) {
 	f := setup(t, 1)
 	ctx := context.Background()
-	if rec, ok, err := orderstate.Lookup(ctx, f.rdb, f.saleKey, f.sku, "1001-000000000000000000000000"); ok || err != nil {
+	if rec, ok, err := orderstate.Lookup(ctx, f.rdb, f.saleKey, f.sku, 1, "1001-000000000000000000000000"); ok || err != nil {
 		t.Fatalf("unknown order: %+v %t %v", rec, ok, err)
 	}
 	good := f.buy(t, "u1")
 	bad := map[string]string{"1001-a": "queued", "1001-b": "shipped u1", "1001-c": "paid ", "1001-d": ""}
 	for no, v := range bad {
 		f.rdb.HSet(ctx, f.k.Orders, no, v)
-		if rec, ok, err := orderstate.Lookup(ctx, f.rdb, f.saleKey, f.sku, no); err == nil || ok {
+		if rec, ok, err := orderstate.Lookup(ctx, f.rdb, f.saleKey, f.sku, 1, no); err == nil || ok {
 			t.Errorf("record %q read as %+v, %t", v, rec, ok)
 		}
 	}
 	pipe := f.rdb.Pipeline()
-	all := orderstate.QueueAll(ctx, pipe, f.saleKey, f.sku)
+	all := orderstate.QueueAll(ctx, pipe, keys.ForSKU(f.saleKey, f.sku))
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestQueueAllEmpty(t *testing.T) {
 	f := setup(t, 0)
 	ctx := context.Background()
 	pipe := f.rdb.Pipeline()
-	all := orderstate.QueueAll(ctx, pipe, f.saleKey, "never-warmed")
+	all := orderstate.QueueAll(ctx, pipe, keys.ForSKU(f.saleKey, "never-warmed"))
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -260,12 +260,12 @@ func TestBehind(t *testing.T) {
 		for _, actual := range all {
 			o := f.buy(t, "u-"+shown.String()+"-"+actual.String())
 			if shown != order.Queued {
-				if _, err := orderstate.Advance(ctx, f.rdb, o, shown); err != nil {
+				if _, err := orderstate.Advance(ctx, f.rdb, o, 1, shown); err != nil {
 					t.Fatal(err)
 				}
 			}
 			behind := orderstate.Record{Status: shown, User: o.User}.Behind(actual)
-			moved, err := orderstate.Advance(ctx, f.rdb, o, actual)
+			moved, err := orderstate.Advance(ctx, f.rdb, o, 1, actual)
 			if err != nil || moved != behind {
 				t.Errorf("shown %s, MySQL %s: Behind = %t, but Advance moved %t (%v)", shown, actual, behind, moved, err)
 			}

@@ -41,11 +41,12 @@ func rank(s order.Status) int {
 	return -1
 }
 
-// Lookup reads the record of order orderNo of SKU sku of sale saleKey
-// ("namespace/name"). ok is false when Redis knows no such order: it was
-// never admitted, or the sale's keys are gone.
-func Lookup(ctx context.Context, rdb redis.HashCmdable, saleKey, sku, orderNo string) (rec Record, ok bool, err error) {
-	v, err := rdb.HGet(ctx, keys.ForSKU(saleKey, sku).Orders, orderNo).Result()
+// Lookup reads the record of order orderNo of SKU sku (split into n
+// buckets) of sale saleKey ("namespace/name"), in the bucket its order
+// number names. ok is false when Redis knows no such order: it was never
+// admitted, or the sale's keys are gone.
+func Lookup(ctx context.Context, rdb redis.HashCmdable, saleKey, sku string, n int, orderNo string) (rec Record, ok bool, err error) {
+	v, err := rdb.HGet(ctx, keys.ForOrder(saleKey, sku, orderNo, n).Orders, orderNo).Result()
 	if errors.Is(err, redis.Nil) {
 		return Record{}, false, nil
 	}
@@ -59,7 +60,7 @@ func Lookup(ctx context.Context, rdb redis.HashCmdable, saleKey, sku, orderNo st
 	return rec, true, nil
 }
 
-// Records are the records of every order of one SKU.
+// Records are the records of every order of one bucket of a SKU.
 type Records struct {
 	// ByOrder are the records by order number.
 	ByOrder map[string]Record
@@ -68,11 +69,12 @@ type Records struct {
 	Malformed map[string]string
 }
 
-// QueueAll adds the read of every record of SKU sku of sale saleKey to pipe,
-// so the audit reads them in the same MULTI as the SKU's other keys; the
-// returned func parses the reply once the pipeline has run.
-func QueueAll(ctx context.Context, pipe redis.Pipeliner, saleKey, sku string) func() (Records, error) {
-	cmd := pipe.HGetAll(ctx, keys.ForSKU(saleKey, sku).Orders)
+// QueueAll adds the read of every record of the bucket k (of a SKU) to
+// pipe, so the audit reads them in the same MULTI as the bucket's other
+// keys; the returned func parses the reply once the pipeline has run.
+func QueueAll(ctx context.Context, pipe redis.Pipeliner, k keys.SKU) func() (Records, error) {
+	sku := k.ID
+	cmd := pipe.HGetAll(ctx, k.Orders)
 	return func() (Records, error) {
 		vals, err := cmd.Result()
 		if err != nil && !errors.Is(err, redis.Nil) {

@@ -42,7 +42,7 @@ func TestCancelAllBeforeTheDeadline(t *testing.T) {
 			}
 			if res == orderdb.PaidNow {
 				paid.Store(f.orders[o].OrderNo, true)
-				if err := orderstate.Settle(ctx, f.rdb, &f.orders[o]); err != nil {
+				if err := orderstate.Settle(ctx, f.rdb, &f.orders[o], 1); err != nil {
 					t.Error(err)
 				}
 			}

@@ -106,7 +106,7 @@ func setup(t *testing.T, n int, deadline time.Time) *fixture {
 	if _, err := f.store.InsertBatch(ctx, f.orders); err != nil {
 		t.Fatal(err)
 	}
-	if err := orderstate.MarkCreated(ctx, rdb, f.orders); err != nil {
+	if err := orderstate.MarkCreated(ctx, rdb, nil, f.orders); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.XDel(ctx, f.k.Stream, ids...).Err(); err != nil {

@@ -138,7 +138,7 @@ func TestKilledBetweenCancelAndReturn(t *testing.T) {
 	if p, err := rb.RunOnce(ctx); err != nil || p != (rollback.Pass{}) {
 		t.Fatalf("third pass: %+v %v", p, err)
 	}
-	if back, err := orderstate.Release(ctx, f.rdb, &r.Order); err != nil || back {
+	if back, err := orderstate.Release(ctx, f.rdb, &r.Order, 1); err != nil || back {
 		t.Fatalf("second release of the victim returned stock: %v %v", back, err)
 	}
 	if s := f.stock(t); s != n {

@@ -42,6 +42,10 @@ type Config struct {
 	SaleKey string
 	Redis   redis.UniversalClient
 	Orders  *orderdb.Store
+	// Buckets are the bucket counts of the sale's SKUs
+	// (orderstate.BucketsOf): a unit goes back to the bucket its order came
+	// from. nil when no SKU of the sale is split.
+	Buckets orderstate.Buckets
 	// Clock decides which deadlines have passed (default: the real clock).
 	Clock clock.Clock
 	// Interval between passes (default 1 s).
@@ -239,7 +243,7 @@ func (r *Rollback) cancelExpired(ctx context.Context, p *Pass) error {
 
 // release puts a cancelled order's unit back (idempotent) and records it.
 func (r *Rollback) release(ctx context.Context, row *orderdb.Row) (bool, error) {
-	unit, err := orderstate.ReleaseUnit(ctx, r.cfg.Redis, &row.Order)
+	unit, err := orderstate.ReleaseUnit(ctx, r.cfg.Redis, &row.Order, r.cfg.Buckets.Of(row.SKU))
 	if err != nil {
 		r.m.errors.WithLabelValues(r.cfg.SaleKey, "release").Inc()
 		r.log.Warn("Returning stock failed; the next pass retries", "sale", r.cfg.SaleKey, "order", row.OrderNo, "err", err)

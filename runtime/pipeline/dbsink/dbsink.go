@@ -44,8 +44,11 @@ type DeadLetter func(ctx context.Context, idx int, reason string, attempts int) 
 // Config configures a Writer.
 type Config struct {
 	Store *orderdb.Store
-	// Redis, when set, gets the committed orders advanced to "created".
-	Redis redis.UniversalClient
+	// Redis, when set, gets the committed orders advanced to "created", in
+	// the bucket of their SKU that holds them (Buckets: nil when no SKU of
+	// the sale is split).
+	Redis   redis.UniversalClient
+	Buckets orderstate.Buckets
 	// SaleKey ("namespace/name"), when set, is the only sale whose orders
 	// are accepted; an order of another sale is dead-lettered (it would
 	// otherwise be counted in the wrong sale's numbers).
@@ -183,7 +186,7 @@ func (w *Writer) markCreated(ctx context.Context, batch []order.Order) error {
 		return nil
 	}
 	for try := 1; ; try++ {
-		err := orderstate.MarkCreated(ctx, w.cfg.Redis, batch)
+		err := orderstate.MarkCreated(ctx, w.cfg.Redis, w.cfg.Buckets, batch)
 		if err == nil {
 			return nil
 		}

@@ -205,7 +205,7 @@ func TestWriteMarksOrdersCreated(t *testing.T) {
 		t.Fatalf("Write: %v", err)
 	}
 	for _, o := range []order.Order{a, b} {
-		rec, ok, err := orderstate.Lookup(ctx, rdb, saleKey, "1001", o.OrderNo)
+		rec, ok, err := orderstate.Lookup(ctx, rdb, saleKey, "1001", 1, o.OrderNo)
 		if err != nil || !ok || rec.Status != order.Created {
 			t.Fatalf("order %s: %+v (found %v, %v), want created", o.OrderNo, rec, ok, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
@@ -22,7 +23,8 @@ import (
 // failure with errors.Is.
 var ErrNoTopic = errors.New("topic does not exist")
 
-// StreamLag is the backlog of a sale's order streams, summed over its SKUs.
+// StreamLag is the backlog of a sale's order streams, summed over its SKUs
+// and over every bucket of a SKU split into buckets.
 type StreamLag struct {
 	// Total is Pending + Undelivered: orders admitted by the purchase script
 	// and not yet handed on to Kafka (relay) or MySQL (streamsink).
@@ -46,7 +48,9 @@ type StreamLag struct {
 // a flash sale, large enough that a big backlog takes few round trips.
 const streamPage = 1000
 
-// Stream reads the backlog of the order streams of sale saleKey's SKUs skuIDs.
+// Stream reads the backlog of the order streams of sale saleKey's SKUs
+// skuIDs: the stream of every bucket of each, as bk counts them (nil: no SKU
+// is split).
 //
 // Both pipelines drain the streams with the same group, keys.RelayGroup:
 // the relay (Kafka mode) and the Redis-only sink both run a
@@ -54,16 +58,16 @@ const streamPage = 1000
 //
 // The commands go in pipelines of per-key commands, so they work on a
 // standalone Redis and on a Redis Cluster alike (go-redis sends each to the
-// shard of its key; the keys of one SKU share a hash tag). A SKU whose stream
+// shard of its key; the keys of one bucket share a hash tag). A stream that
 // does not exist yet adds nothing.
-func Stream(ctx context.Context, rdb redis.UniversalClient, saleKey string, skuIDs []string) (StreamLag, error) {
+func Stream(ctx context.Context, rdb redis.UniversalClient, saleKey string, skuIDs []string, bk orderstate.Buckets) (StreamLag, error) {
 	var out StreamLag
 	if len(skuIDs) == 0 {
 		return out, nil
 	}
-	streams := make([]string, len(skuIDs))
-	for i, sku := range skuIDs {
-		streams[i] = keys.ForSKU(saleKey, sku).Stream
+	var streams []string
+	for _, k := range bk.All(saleKey, skuIDs) {
+		streams = append(streams, k.Stream)
 	}
 
 	// Round trip 1: the groups of every stream, and its length for the

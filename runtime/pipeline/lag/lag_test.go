@@ -121,7 +121,7 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	group("e")
 	done("e", read("e", "pod-1", 2)...)
 
-	got, err := lag.Stream(ctx, rdb, saleKey, []string{"a", "b", "c", "d", "e"})
+	got, err := lag.Stream(ctx, rdb, saleKey, []string{"a", "b", "c", "d", "e"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,10 +131,10 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	}
 
 	// One SKU alone, and a sale with nothing.
-	if got, err := lag.Stream(ctx, rdb, saleKey, []string{"e"}); err != nil || got != (lag.StreamLag{Consumers: 1}) {
+	if got, err := lag.Stream(ctx, rdb, saleKey, []string{"e"}, nil); err != nil || got != (lag.StreamLag{Consumers: 1}) {
 		t.Fatalf("Stream(e) = %+v, %v; want only one consumer", got, err)
 	}
-	if got, err := lag.Stream(ctx, rdb, ns+"/other", []string{"a"}); err != nil || got != (lag.StreamLag{}) {
+	if got, err := lag.Stream(ctx, rdb, ns+"/other", []string{"a"}, nil); err != nil || got != (lag.StreamLag{}) {
 		t.Fatalf("Stream(other sale) = %+v, %v; want zero", got, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
@@ -28,9 +29,12 @@ import (
 
 // Config configures a Relay.
 type Config struct {
-	// SaleKey is "namespace/name"; SKUs are the ids whose streams are relayed.
+	// SaleKey is "namespace/name"; SKUs are the ids whose streams are
+	// relayed, the stream of every bucket of each (Buckets: nil when no SKU
+	// is split).
 	SaleKey string
 	SKUs    []string
+	Buckets orderstate.Buckets
 	Redis   redis.UniversalClient
 	// Kafka is where the sale's topic lives; Partitions is used when the
 	// relay has to (re)create the topic.
@@ -100,9 +104,8 @@ func New(cfg Config) (*Relay, error) {
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.prod.Close()
 	var wg sync.WaitGroup
-	for _, sku := range r.cfg.SKUs {
-		k := keys.ForSKU(r.cfg.SaleKey, sku)
-		log := r.log.With("sku", sku)
+	for _, k := range r.cfg.Buckets.All(r.cfg.SaleKey, r.cfg.SKUs) {
+		log := r.log.With("sku", k.ID, "bucket", k.Bucket)
 		loop := &streamgroup.Loop{
 			Reader: streamgroup.Reader{
 				RDB: r.cfg.Redis, Stream: k.Stream, Group: keys.RelayGroup, Consumer: r.cfg.Consumer,

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
@@ -25,9 +26,12 @@ import (
 
 // Config configures a Sink.
 type Config struct {
-	// SaleKey is "namespace/name"; SKUs are the ids whose streams are read.
+	// SaleKey is "namespace/name"; SKUs are the ids whose streams are
+	// read, the stream of every bucket of each (Buckets: nil when no SKU is
+	// split).
 	SaleKey string
 	SKUs    []string
+	Buckets orderstate.Buckets
 	Redis   redis.UniversalClient
 	Writer  *dbsink.Writer
 	// Consumer is this process's name in the stream group (the pod id).
@@ -81,8 +85,7 @@ func New(cfg Config) (*Sink, error) {
 // ShutdownGrace.
 func (s *Sink) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, sku := range s.cfg.SKUs {
-		k := keys.ForSKU(s.cfg.SaleKey, sku)
+	for _, k := range s.cfg.Buckets.All(s.cfg.SaleKey, s.cfg.SKUs) {
 		for i := range s.cfg.Concurrency {
 			name := s.cfg.Consumer
 			if i > 0 {
@@ -95,7 +98,7 @@ func (s *Sink) Run(ctx context.Context) error {
 					WaitReplicas: s.cfg.WaitReplicas, Replication: s.cfg.Replication,
 				},
 				DeadLetters: k.DeadLetters, Handle: s.store, Backoff: s.cfg.Backoff, Grace: s.cfg.ShutdownGrace,
-				Logger: s.log.With("sku", sku, "consumer", name),
+				Logger: s.log.With("sku", k.ID, "bucket", k.Bucket, "consumer", name),
 			}
 			wg.Go(func() { loop.Run(ctx) })
 		}

@@ -77,7 +77,7 @@ func TestSinkStoresEveryOrderOnce(t *testing.T) {
 		t.Fatalf("%d rows, want 600", n)
 	}
 	for _, o := range all {
-		rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, o.OrderNo)
+		rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, 1, o.OrderNo)
 		if err != nil || !ok || rec.Status != order.Created {
 			t.Fatalf("order %s shows %+v (%v, %v), want created", o.OrderNo, rec, ok, err)
 		}

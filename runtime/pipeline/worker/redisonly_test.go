@@ -189,7 +189,7 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 		if rows[no] != 1 {
 			t.Errorf("order %s told 202 has %d rows", no, rows[no])
 		}
-		rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, no)
+		rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, 1, no)
 		if err != nil || !ok || rec.Status != order.Created {
 			t.Errorf("order %s shows %+v (%v, %v), want created", no, rec, ok, err)
 		}
@@ -264,7 +264,7 @@ func TestRedisOnlyDeadLettersARefusedRow(t *testing.T) {
 		t.Errorf("the garbage entry's dead letter: %v", g)
 	}
 	// The refused order is still the buyer's: it shows queued, not lost.
-	if rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, refused); err != nil || !ok || rec.User != o.User {
+	if rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, 1, refused); err != nil || !ok || rec.User != o.User {
 		t.Errorf("the refused order's record: %+v %v %v", rec, ok, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/consumer"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/relay"
@@ -106,10 +107,11 @@ func New(cfg Config) (*Worker, error) {
 	}
 	saleKey := fs.SaleKey()
 	skus := fs.SKUIDs()
+	bk := orderstate.BucketsOf(fs)
 	replication := streamgroup.NewReplicaMetrics(cfg.Registry)
 	w := &Worker{cfg: cfg}
 	w.writer = dbsink.New(dbsink.Config{
-		Store: orderdb.New(cfg.DB), Redis: cfg.Redis, SaleKey: saleKey, MaxAttempts: cfg.MaxAttempts,
+		Store: orderdb.New(cfg.DB), Redis: cfg.Redis, Buckets: bk, SaleKey: saleKey, MaxAttempts: cfg.MaxAttempts,
 		Backoff: cfg.Backoff, Metrics: dbsink.NewMetrics(cfg.Registry), Logger: cfg.Logger,
 	})
 	var err error
@@ -118,7 +120,7 @@ func New(cfg Config) (*Worker, error) {
 		ko.Brokers = cfg.Brokers
 		ko.ClientID = "flashsale-worker-" + cfg.PodID
 		w.relay, err = relay.New(relay.Config{
-			SaleKey: saleKey, SKUs: skus, Redis: cfg.Redis, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
+			SaleKey: saleKey, SKUs: skus, Buckets: bk, Redis: cfg.Redis, Kafka: ko, Partitions: fs.Spec.Kafka.Partitions,
 			Consumer: cfg.PodID, Count: int64(cfg.BatchSize), MinIdle: cfg.ClaimMinIdle, Backoff: cfg.Backoff,
 			ShutdownGrace: cfg.ShutdownGrace, WaitReplicas: cfg.WaitReplicas, Replication: replication,
 			Metrics: relay.NewMetrics(cfg.Registry), Logger: cfg.Logger,
@@ -137,7 +139,7 @@ func New(cfg Config) (*Worker, error) {
 		}
 	} else {
 		w.sink, err = streamsink.New(streamsink.Config{
-			SaleKey: saleKey, SKUs: skus, Redis: cfg.Redis, Writer: w.writer, Consumer: cfg.PodID,
+			SaleKey: saleKey, SKUs: skus, Buckets: bk, Redis: cfg.Redis, Writer: w.writer, Consumer: cfg.PodID,
 			Concurrency: cfg.SinkConcurrency, BatchSize: int64(cfg.BatchSize), MinIdle: cfg.ClaimMinIdle,
 			Backoff: cfg.Backoff, ShutdownGrace: cfg.ShutdownGrace,
 			WaitReplicas: cfg.WaitReplicas, Replication: replication, Logger: cfg.Logger,

@@ -35,6 +35,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -189,7 +190,7 @@ func startDataPlane(ctx context.Context, rdb redis.UniversalClient, db *sql.DB, 
 	if err != nil {
 		return nil, err
 	}
-	rb, err := rollback.New(rollback.Config{SaleKey: sale.SaleKey(), Redis: rdb, Orders: store,
+	rb, err := rollback.New(rollback.Config{SaleKey: sale.SaleKey(), Redis: rdb, Orders: store, Buckets: orderstate.BucketsOf(sale),
 		Interval: 250 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		return nil, err
