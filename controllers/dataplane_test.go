@@ -43,7 +43,7 @@ func (e *env) startSeckill() *shop {
 		e.t.Fatalf("the generated token key does not parse: %v", err)
 	}
 	srv, err := seckill.New(seckill.Config{
-		Sale: sale, Redis: e.rdb, Signer: token.NewSigner(ring, sale.TokenTTL(), e.clk), Clock: e.clk,
+		Sale: sale, Redis: e.uc, Signer: token.NewSigner(ring, sale.TokenTTL(), e.clk), Clock: e.clk,
 		PollInterval: 50 * time.Millisecond, AutoPipeline: true, Logger: quiet(),
 		Orders: orderdb.New(e.db), PaymentSecret: []byte(paySecret),
 	})
@@ -64,7 +64,7 @@ func (e *env) startSeckill() *shop {
 func (e *env) startWorker() (stop func()) {
 	e.t.Helper()
 	w, err := worker.New(worker.Config{
-		Sale: e.renderedSale(), Redis: e.rdb, DB: e.db, Brokers: e.brokers(), PodID: "w-" + e.ns,
+		Sale: e.renderedSale(), Redis: e.uc, DB: e.db, Brokers: e.brokers(), PodID: "w-" + e.ns,
 		ClaimMinIdle: time.Second, SessionTimeout: time.Second,
 		Backoff: backoff.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}, Logger: quiet(),
 	})
@@ -94,7 +94,7 @@ func (e *env) startWorker() (stop func()) {
 // rollbackOnce runs one pass of the rollback at the fake clock's time.
 func (e *env) rollbackOnce() rollback.Pass {
 	e.t.Helper()
-	rb, err := rollback.New(rollback.Config{SaleKey: e.ns + "/" + saleName, Redis: e.rdb, Orders: orderdb.New(e.db), Clock: e.clk, Logger: quiet()})
+	rb, err := rollback.New(rollback.Config{SaleKey: e.ns + "/" + saleName, Redis: e.uc, Orders: orderdb.New(e.db), Clock: e.clk, Logger: quiet()})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -46,9 +46,17 @@ func setFigures(st *v1alpha1.FlashSaleStatus, sale *v1alpha1.FlashSale, f *liveF
 		}
 		// initial = remaining + units buyers hold, and the declared stock is
 		// initial − debt: so stock = remaining + sold − debt, and sold
-		// exceeds the declared stock only while a lowering is owed.
+		// exceeds the declared stock only while a lowering is owed. A split
+		// SKU sums its buckets, and its declared stock is Σ (initial − debt)
+		// plus the units in flight between two buckets (given by one, not
+		// yet taken in by the other): those count as remaining, for they are
+		// unsold and go on sale in the receiving bucket (within a poll: the
+		// operator completes a transfer a crash left half-done), so the same
+		// law holds per SKU. The buckets' own figures leave them out.
 		rem, debt := f.remaining[sku.ID], f.debt[sku.ID]
-		ss := v1alpha1.SKUStatus{ID: sku.ID, Stock: sku.Stock, Remaining: rem, Sold: initial - rem, SoldOut: rem <= 0, Debt: debt}
+		inFlight := f.inFlight[sku.ID]
+		ss := v1alpha1.SKUStatus{ID: sku.ID, Stock: sku.Stock, Remaining: rem + inFlight, Sold: initial - rem,
+			SoldOut: rem+inFlight <= 0, Debt: debt, SuggestedBuckets: f.suggested, Buckets: slices.Clone(f.buckets[sku.ID])}
 		if c := f.counts[sku.ID]; c != nil {
 			ss.Paid, ss.Cancelled = c.Paid, c.Cancelled
 		}

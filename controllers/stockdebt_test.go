@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,7 +117,7 @@ func (e *env) setStock(n int64) {
 func (e *env) wantSKU(what string, want v1alpha1.SKUStatus) {
 	e.t.Helper()
 	st := e.get().Status
-	if len(st.SKUs) != 1 || st.SKUs[0] != want {
+	if len(st.SKUs) != 1 || !reflect.DeepEqual(st.SKUs[0], want) {
 		e.t.Fatalf("%s: status.skus %+v, want [%+v]", what, st.SKUs, want)
 	}
 	if s := st.SKUs[0]; s.Stock != s.Remaining+s.Sold-s.Debt {

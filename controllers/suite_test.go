@@ -51,18 +51,22 @@ const saleName = "sale"
 // env is one test's world: a namespace, a reconciler with a fake clock, and
 // the dependencies the sale's Secret points at.
 type env struct {
-	t     *testing.T
-	ctx   context.Context
-	k8s   client.Client
-	r     *controllers.FlashSaleReconciler
-	clk   *clocktesting.FakeClock
-	rec   *events.FakeRecorder
-	rdb   *redis.Client
-	db    *sql.DB
-	dsn   string
-	kafka *kfake.Cluster
-	ns    string
-	t0    time.Time
+	t   *testing.T
+	ctx context.Context
+	k8s client.Client
+	r   *controllers.FlashSaleReconciler
+	clk *clocktesting.FakeClock
+	rec *events.FakeRecorder
+	rdb *redis.Client
+	// uc is the sale's Redis: rdb, or with envOpts.cluster a client of the
+	// test's Redis Cluster. The in-process data plane uses it.
+	uc      redis.UniversalClient
+	cluster *testutil.Cluster
+	db      *sql.DB
+	dsn     string
+	kafka   *kfake.Cluster
+	ns      string
+	t0      time.Time
 	// seen collects every Event recorded so far.
 	seen []string
 }
@@ -71,6 +75,9 @@ type envOpts struct {
 	kafka bool
 	// redisAddr overrides the Redis the endpoints Secret names.
 	redisAddr string
+	// cluster runs the sale on a local 3-master Redis Cluster of its own
+	// (e.sale sets spec.redis.mode: cluster).
+	cluster bool
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -78,16 +85,22 @@ func newEnv(t *testing.T, o envOpts) *env {
 	scheme := cli.Scheme()
 	_, k8s := testutil.Kube(t, scheme)
 	e := &env{t: t, ctx: context.Background(), k8s: k8s, rdb: testutil.Redis(t), ns: testutil.UniqueName(t)}
+	e.uc = e.rdb
 	e.db, e.dsn = testutil.MySQL(t)
-	for _, p := range keys.Patterns(e.ns + "/" + saleName) {
-		testutil.CleanupKeys(t, e.rdb, p)
-	}
-	if err := k8s.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}); err != nil {
-		t.Fatal(err)
-	}
 	redisAddr := o.redisAddr
 	if redisAddr == "" {
 		redisAddr = e.rdb.Options().Addr
+	}
+	if o.cluster {
+		e.cluster = testutil.RedisCluster(t)
+		e.uc = e.cluster.Client(t)
+		redisAddr = strings.Join(e.cluster.Addrs, ",")
+	}
+	for _, p := range keys.Patterns(e.ns + "/" + saleName) {
+		testutil.CleanupKeys(t, e.uc, p)
+	}
+	if err := k8s.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}); err != nil {
+		t.Fatal(err)
 	}
 	data := map[string]string{controllers.KeyRedisAddress: redisAddr, controllers.KeyMySQLDSN: e.dsn}
 	if o.kafka {
@@ -138,6 +151,9 @@ func (e *env) sale(mod func(*v1alpha1.FlashSale)) *v1alpha1.FlashSale {
 	}
 	if e.kafka != nil {
 		fs.Spec.Kafka = &v1alpha1.Kafka{Partitions: 3}
+	}
+	if e.cluster != nil {
+		fs.Spec.Redis.Mode = v1alpha1.RedisCluster
 	}
 	if mod != nil {
 		mod(fs)
