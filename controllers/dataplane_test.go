@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
@@ -94,7 +95,8 @@ func (e *env) startWorker() (stop func()) {
 // rollbackOnce runs one pass of the rollback at the fake clock's time.
 func (e *env) rollbackOnce() rollback.Pass {
 	e.t.Helper()
-	rb, err := rollback.New(rollback.Config{SaleKey: e.ns + "/" + saleName, Redis: e.uc, Orders: orderdb.New(e.db), Clock: e.clk, Logger: quiet()})
+	rb, err := rollback.New(rollback.Config{SaleKey: e.ns + "/" + saleName, Redis: e.uc, Orders: orderdb.New(e.db),
+		Buckets: orderstate.BucketsOf(e.get()), Clock: e.clk, Logger: quiet()})
 	if err != nil {
 		e.t.Fatal(err)
 	}
