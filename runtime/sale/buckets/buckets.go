@@ -46,9 +46,9 @@ var (
 	takeScript = redis.NewScript(takeSource)
 )
 
-// afterGive runs between steps 1 and 2 of every transfer: tests crash
-// there (cut the connection, kill the process).
-var afterGive = func(keys.SKU, string) {}
+// between runs after steps 1 ("given") and 2 ("taken") of every transfer:
+// tests crash there (cut the connection, kill the process).
+var between = func(step string) {}
 
 // closed is the value of an outbox record whose transfer is complete.
 const closed = "-"
@@ -98,7 +98,7 @@ func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, uni
 	if m == 0 {
 		return 0, nil
 	}
-	afterGive(from, id)
+	between("given")
 	if _, err := complete(ctx, rdb, from, to, id, m); err != nil {
 		return 0, err
 	}
@@ -113,6 +113,7 @@ func complete(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU,
 		return false, fmt.Errorf("buckets: take transfer %s (%d units of SKU %s) into bucket %d: %v %w",
 			id, m, to.ID, to.Bucket, res, err)
 	}
+	between("taken")
 	if err := rdb.HSet(ctx, from.Outbox, id, closed).Err(); err != nil {
 		return false, fmt.Errorf("buckets: close transfer %s of SKU %s in bucket %d: %w", id, from.ID, from.Bucket, err)
 	}
@@ -177,14 +178,31 @@ func parseRecord(id string, from int, v string, n int) (record, error) {
 }
 
 // InFlight is the number of units of the SKU given by one bucket and not
-// yet taken in by another: the conservation law counts them.
+// yet taken in by another: the conservation law counts them. A record whose
+// units the receiver already took in (a crash before step 3) is not
+// counted: those units are in the receiver's initial.
 func InFlight(ctx context.Context, rdb redis.UniversalClient, saleKey, sku string, n int) (int64, error) {
-	recs, err := openRecords(ctx, rdb, keys.Buckets(saleKey, sku, n))
-	var sum int64
-	for _, r := range recs {
-		sum += r.units
+	ks := keys.Buckets(saleKey, sku, n)
+	recs, err := openRecords(ctx, rdb, ks)
+	if err != nil || len(recs) == 0 {
+		return 0, err
 	}
-	return sum, err
+	taken := make([]*redis.BoolCmd, len(recs))
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, r := range recs {
+			taken[i] = p.HExists(ctx, ks[r.to].Inbox, r.id)
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("buckets: read the inboxes of SKU %s: %w", sku, err)
+	}
+	var sum int64
+	for i, r := range recs {
+		if !taken[i].Val() {
+			sum += r.units
+		}
+	}
+	return sum, nil
 }
 
 // Recover completes every transfer a crash left half-done (given, not yet

@@ -66,16 +66,16 @@ else
 end
 return 1`)
 
-func buy(t testing.TB, ctx context.Context, rdb redis.UniversalClient, k keys.SKU, user string) bool {
-	n, err := buyScript.Run(ctx, rdb, []string{k.Stock, k.Holders}, user).Int64()
+func buy(t testing.TB, rdb redis.UniversalClient, k keys.SKU, user string) bool {
+	n, err := buyScript.Run(context.Background(), rdb, []string{k.Stock, k.Holders}, user).Int64()
 	if err != nil {
 		t.Errorf("buy: %v", err)
 	}
 	return n == 1
 }
 
-func giveBack(t testing.TB, ctx context.Context, rdb redis.UniversalClient, k keys.SKU, user string) {
-	if err := returnScript.Run(ctx, rdb, []string{k.Stock, k.Initial, k.Holders, k.Debt}, user).Err(); err != nil {
+func giveBack(t testing.TB, rdb redis.UniversalClient, k keys.SKU, user string) {
+	if err := returnScript.Run(context.Background(), rdb, []string{k.Stock, k.Initial, k.Holders, k.Debt}, user).Err(); err != nil {
 		t.Errorf("return: %v", err)
 	}
 }
@@ -186,7 +186,7 @@ func TestTakeIntoDebtPaysItFirst(t *testing.T) {
 		s := seed(t, rdb, 10, 3)
 		k := s.keys()
 		for i := range 3 {
-			buy(t, ctx, rdb, k[1], "u"+strconv.Itoa(i))
+			buy(t, rdb, k[1], "u"+strconv.Itoa(i))
 		}
 		// A lowering by 2 found bucket 1 out: it owes 2 of the 3 its buyers hold.
 		rdb.Set(ctx, k[1].Debt, 2, 0)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,6 +31,9 @@ type Refiller struct {
 	// group makes concurrent refills of one bucket in this pod one transfer
 	// (golang.org/x/sync is already in the module graph).
 	group singleflight.Group
+	// joining counts the calls that reached the group, for a test to know
+	// they all overlap.
+	joining atomic.Int64
 }
 
 // NewRefiller returns a Refiller for sale saleKey.
@@ -54,6 +58,7 @@ func (r *Refiller) Refill(ctx context.Context, sku string, n, to int) (int64, er
 	if to < 0 || to >= n {
 		return 0, fmt.Errorf("buckets: cannot refill bucket %d of %d", to, n)
 	}
+	r.joining.Add(1)
 	ch := r.group.DoChan(sku+"#"+strconv.Itoa(to)+"/"+strconv.Itoa(n), func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refillTimeout)
 		defer cancel()
