@@ -76,7 +76,7 @@ func runChild(t *testing.T, f *fixture, mode string) (stdout string, err error) 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$") //nolint:gosec // re-executes this very test binary
-	cmd.Env = append(os.Environ(), envChild+"="+mode, envRedis+"="+f.rdb.Options().Addr, envDSN+"="+f.dsn, envSale+"="+f.fs.SaleKey())
+	cmd.Env = append(os.Environ(), envChild+"="+mode, envRedis+"="+f.rdb.(*redis.Client).Options().Addr, envDSN+"="+f.dsn, envSale+"="+f.fs.SaleKey())
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()

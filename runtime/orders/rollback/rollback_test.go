@@ -11,22 +11,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 // TestPaymentAndRollbackRace: 1,000 orders whose deadline falls in the
 // middle of a stream of payments through the real pay endpoint, while two
 // rollback loops cancel what expires. Every order ends paid or cancelled,
 // never both; stock comes back for exactly the cancelled ones; every payment
-// answer matches the order's final status.
+// answer matches the order's final status. On a Redis Cluster, with a SKU
+// split into three buckets beside one that is not, each unit goes back to
+// the bucket its order came from and the audit (per bucket) agrees.
 func TestPaymentAndRollbackRace(t *testing.T) {
-	const n = 1000
-	deadline := time.Now().Add(3 * time.Second)
-	f := setup(t, n, deadline)
+	t.Run("redis", func(t *testing.T) {
+		const n = 1000
+		deadline := time.Now().Add(3 * time.Second)
+		paymentAndRollbackRace(t, setup(t, n, deadline), deadline)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		deadline := time.Now().Add(5 * time.Second)
+		f := setupSale(t, testutil.RedisCluster(t).Client(t), deadline,
+			v1alpha1.SKU{ID: "1001", Stock: 600, Price: "3999.00", PerUserLimit: 1, Buckets: 3},
+			v1alpha1.SKU{ID: "1002", Stock: 400, Price: "19.90", PerUserLimit: 1})
+		paymentAndRollbackRace(t, f, deadline)
+	})
+}
+
+func paymentAndRollbackRace(t *testing.T, f *fixture, deadline time.Time) {
+	n := len(f.orders)
 	// Payments run from 1 s before the deadline to 1 s after it.
 	start := deadline.Add(-time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,7 +71,7 @@ func TestPaymentAndRollbackRace(t *testing.T) {
 	var loops sync.WaitGroup
 	var rbs []*rollback.Rollback
 	for range 2 {
-		rb, err := rollback.New(rollback.Config{SaleKey: f.fs.SaleKey(), Redis: f.rdb, Orders: f.store,
+		rb, err := rollback.New(rollback.Config{SaleKey: f.fs.SaleKey(), Redis: f.rdb, Orders: f.store, Buckets: f.bk,
 			Interval: 5 * time.Millisecond, Concurrency: 4, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
@@ -124,7 +141,7 @@ func TestPaymentAndRollbackRace(t *testing.T) {
 	loops.Wait()
 
 	c := f.counts(t)
-	if c.Paid+c.Cancelled != n {
+	if c.Paid+c.Cancelled != int64(n) {
 		t.Fatalf("paid %d + cancelled %d != %d", c.Paid, c.Cancelled, n)
 	}
 	if c.Paid < 50 || c.Cancelled-int64(n-len(perm)) < 50 {

@@ -15,22 +15,24 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/internal/pipelinetest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 var skus = []string{"1001", "1002"}
 
-// newSale is a sale of the test's own with two SKUs; partitions > 0 gives
-// it spec.kafka.
+// newSale is a sale of the test's own with two SKUs, the first split into
+// three buckets; partitions > 0 gives it spec.kafka.
 func newSale(t *testing.T, rdb redis.UniversalClient, partitions int32) *v1alpha1.FlashSale {
 	t.Helper()
 	ns, name, _ := strings.Cut(pipelinetest.SaleKey(t, rdb), "/")
 	sale := &v1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	for _, id := range skus {
-		sale.Spec.SKUs = append(sale.Spec.SKUs, v1alpha1.SKU{ID: id, Stock: 1000, Price: "19.90", PerUserLimit: 1})
+	for i, id := range skus {
+		sale.Spec.SKUs = append(sale.Spec.SKUs, v1alpha1.SKU{ID: id, Stock: 1000, Price: "19.90", PerUserLimit: 1, Buckets: int32(3 - 2*i)})
 	}
 	if partitions > 0 {
 		sale.Spec.Kafka = &v1alpha1.Kafka{Partitions: partitions}
@@ -38,13 +40,17 @@ func newSale(t *testing.T, rdb redis.UniversalClient, partitions int32) *v1alpha
 	return sale
 }
 
-func admit(t *testing.T, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, n int) {
+// admit admits n orders, half of each SKU, each in its buyer's home bucket.
+func admit(t *testing.T, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, n int) []order.Order {
 	t.Helper()
+	bk := orderstate.BucketsOf(sale)
 	orders := make([]order.Order, n)
 	for i := range orders {
-		orders[i] = pipelinetest.Order(sale.SaleKey(), skus[i%2], fmt.Sprintf("u%d", i), "19.90")
+		sku := skus[i%2]
+		orders[i] = pipelinetest.OrderIn(sale.SaleKey(), sku, fmt.Sprintf("u%d", i), "19.90", bk.Of(sku))
 	}
-	pipelinetest.Admit(t, rdb, orders...)
+	pipelinetest.AdmitIn(t, rdb, bk, orders...)
+	return orders
 }
 
 func config(sale *v1alpha1.FlashSale, rdb redis.UniversalClient, db *sql.DB, brokers []string) worker.Config {
@@ -113,25 +119,32 @@ func TestRunRefusesAnUnmigratedDatabase(t *testing.T) {
 	}
 }
 
-// TestRunMovesOrders runs the pipeline in both modes: the worker is ready
-// while it runs, every admitted order becomes a row, and it is not ready
-// once stopped.
+// TestRunMovesOrders runs the pipeline in both modes, on one Redis and on a
+// Redis Cluster, with a SKU split into three buckets (on three shards of the
+// cluster) beside one that is not: the worker is ready while it runs, every
+// admitted order of every bucket becomes a row and shows created in its
+// bucket, every bucket's stream is drained, and the worker is not ready once
+// stopped.
 func TestRunMovesOrders(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"kafka", "redis-only"} {
+	cluster := testutil.RedisCluster(t)
+	for _, mode := range []string{"kafka", "redis-only", "kafka/cluster", "redis-only/cluster"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			rdb := testutil.Redis(t)
+			var rdb redis.UniversalClient = testutil.Redis(t)
+			if strings.HasSuffix(mode, "/cluster") {
+				rdb = cluster.Client(t)
+			}
 			db, _ := testutil.OrderDB(t)
 			var brokers []string
 			var partitions int32
-			if mode == "kafka" {
+			if strings.HasPrefix(mode, "kafka") {
 				kc := startKafka(t, 0)
 				t.Cleanup(kc.Close)
 				brokers, partitions = kc.ListenAddrs(), 4
 			}
 			sale := newSale(t, rdb, partitions)
-			admit(t, rdb, sale, 200)
+			orders := admit(t, rdb, sale, 200)
 			w, err := worker.New(config(sale, rdb, db, brokers))
 			if err != nil {
 				t.Fatal(err)
@@ -145,7 +158,33 @@ func TestRunMovesOrders(t *testing.T) {
 			if w.Ready() {
 				t.Fatal("still ready after Run returned")
 			}
+			checkCreated(t, rdb, sale, orders)
 		})
+	}
+}
+
+// checkCreated checks that every order shows created in the bucket that
+// admitted it, that orders went to every bucket, and that every bucket's
+// stream is empty.
+func checkCreated(t *testing.T, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, orders []order.Order) {
+	t.Helper()
+	bk := orderstate.BucketsOf(sale)
+	perBucket := map[int]int{}
+	for _, o := range orders {
+		rec, ok, err := orderstate.Lookup(context.Background(), rdb, o.Sale, o.SKU, bk.Of(o.SKU), o.OrderNo)
+		if err != nil || !ok || rec.Status != order.Created {
+			t.Fatalf("order %s: record %+v, known %v, %v; want created", o.OrderNo, rec, ok, err)
+		}
+		if o.SKU == skus[0] {
+			b, _ := keys.BucketOf(o.OrderNo)
+			perBucket[b]++
+		}
+	}
+	if len(perBucket) != 3 {
+		t.Fatalf("orders of SKU %s by bucket: %v, want all three buckets", skus[0], perBucket)
+	}
+	if length, pending := pipelinetest.LeftIn(t, rdb, bk, sale.SaleKey(), skus...); length != 0 || pending != 0 {
+		t.Fatalf("streams hold %d entries (%d pending) after the run", length, pending)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
@@ -33,10 +34,15 @@ func SaleKey(t testing.TB, rdb redis.UniversalClient) string {
 }
 
 // Order is user's first order of sku in saleKey.
-func Order(saleKey, sku, user, amount string) order.Order {
+func Order(saleKey, sku, user, amount string) order.Order { return OrderIn(saleKey, sku, user, amount, 1) }
+
+// OrderIn is user's first order of sku in saleKey, a SKU split into n
+// buckets: made in the user's home bucket (keys.Home), as the seckill
+// makes it, so its order number carries that bucket's mark.
+func OrderIn(saleKey, sku, user, amount string, n int) order.Order {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	return order.Order{
-		OrderNo: purchase.OrderNo(saleKey, sku, user, 1, 0), Sale: saleKey, SKU: sku, User: user, N: 1,
+		OrderNo: purchase.OrderNo(saleKey, sku, user, 1, keys.Home(user, n)), Sale: saleKey, SKU: sku, User: user, N: 1,
 		Amount: amount, AdmittedAt: now, Deadline: now.Add(15 * time.Minute),
 	}
 }
@@ -46,11 +52,19 @@ func Order(saleKey, sku, user, amount string) order.Order {
 // the stream ids.
 func Admit(t testing.TB, rdb redis.UniversalClient, orders ...order.Order) []string {
 	t.Helper()
+	return AdmitIn(t, rdb, nil, orders...)
+}
+
+// AdmitIn is Admit for SKUs split into buckets as bk counts them: each
+// order goes to the stream and orders hash of the bucket its order number
+// names.
+func AdmitIn(t testing.TB, rdb redis.UniversalClient, bk orderstate.Buckets, orders ...order.Order) []string {
+	t.Helper()
 	ctx := context.Background()
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(orders))
 	for i, o := range orders {
-		k := keys.ForSKU(o.Sale, o.SKU)
+		k := bk.Order(&o)
 		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Stream, Values: Entry(o)})
 		pipe.HSet(ctx, k.Orders, o.OrderNo, "queued "+o.User)
 	}
@@ -76,9 +90,14 @@ func Entry(o order.Order) []any {
 // them are pending in the relay group (delivered, not acknowledged).
 func Left(t testing.TB, rdb redis.UniversalClient, saleKey string, skus ...string) (length, pending int64) {
 	t.Helper()
+	return LeftIn(t, rdb, nil, saleKey, skus...)
+}
+
+// LeftIn is Left over every bucket's stream of SKUs split as bk counts them.
+func LeftIn(t testing.TB, rdb redis.UniversalClient, bk orderstate.Buckets, saleKey string, skus ...string) (length, pending int64) {
+	t.Helper()
 	ctx := context.Background()
-	for _, sku := range skus {
-		k := keys.ForSKU(saleKey, sku)
+	for _, k := range bk.All(saleKey, skus) {
 		n, err := rdb.XLen(ctx, k.Stream).Result()
 		if err != nil {
 			t.Fatal(err)
