@@ -1,6 +1,14 @@
 #!lua
 -- Brings one SKU's stock to the declared figure, idempotently.
--- KEYS: 1 stock, 2 initial, 3 debt. ARGV: 1 declared stock.
+-- KEYS: 1 stock, 2 initial, 3 debt, 4 (split SKUs only) declared.
+-- ARGV: 1 declared stock, 2 (split SKUs only) this bucket's share of it.
+--
+-- A SKU split into buckets runs this on its bucket 0 alone: bucket 0 is
+-- created with its share, and every later change of the declared stock is
+-- applied to bucket 0 whole, against the declared figure kept in KEYS[4]
+-- (the SKU's initial and debt are spread over its buckets, so bucket 0's
+-- initial - debt is not the SKU's declared stock). The other buckets are
+-- created by bucket.lua.
 --
 -- The three keys keep one invariant, which every script that moves a unit
 -- (purchase, release, this one) preserves:
@@ -14,25 +22,39 @@
 -- reset.
 -- Returns {action, delta, stock, initial, debt, declared before, debt delta}.
 local want = tonumber(ARGV[1])
+local share = tonumber(ARGV[2] or ARGV[1])
 local init = redis.call('GET', KEYS[2])
 if not init then
+  if KEYS[4] then
+    redis.call('SET', KEYS[4], want)
+  end
   local cur = redis.call('GET', KEYS[1])
   if cur then
     -- A counter without its initial (older tooling, a hand edit): adopt it
     -- rather than overwrite buyers' progress.
-    redis.call('SET', KEYS[2], want)
-    return {'adopted', 0, tonumber(cur), want, 0, want, 0}
+    redis.call('SET', KEYS[2], share)
+    return {'adopted', 0, tonumber(cur), share, 0, want, 0}
   end
-  redis.call('SET', KEYS[1], want)
-  redis.call('SET', KEYS[2], want)
+  redis.call('SET', KEYS[1], share)
+  redis.call('SET', KEYS[2], share)
   -- A debt left without its counters would lower the new declaration.
   redis.call('DEL', KEYS[3])
-  return {'created', want, want, want, 0, 0, 0}
+  return {'created', share, share, share, 0, 0, 0}
 end
 init = tonumber(init)
 local debt = tonumber(redis.call('GET', KEYS[3]) or '0')
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local declared = init - debt
+if KEYS[4] then
+  local d = redis.call('GET', KEYS[4])
+  if not d then
+    return redis.error_reply('NO_DECLARED bucket 0 of a split SKU has counters but no declared stock')
+  end
+  declared = tonumber(d)
+  if want ~= declared then
+    redis.call('SET', KEYS[4], want)
+  end
+end
 if want == declared then
   return {'unchanged', 0, cur, init, debt, declared, 0}
 end

@@ -42,10 +42,28 @@ type SKUResult struct {
 	// hold that it could not take back now (they leave the sale as their
 	// orders are cancelled); for a raise, minus the debt it cancelled.
 	DebtDelta int64
+	// InFlight is, for a SKU split into buckets, the units moving between
+	// two of its buckets (given by one, not yet taken in by the other): in
+	// no bucket's counters, yet part of the declared stock.
+	InFlight int64
+	// Buckets are the figures of each bucket of a SKU split into buckets,
+	// bucket 0 first (Remaining, Initial and Debt above are their sums); nil
+	// for a SKU that is not split.
+	Buckets []BucketResult
+}
+
+// BucketResult is one bucket of a SKU split into buckets after warming.
+type BucketResult struct {
+	Bucket int
+	// Action is created or unchanged (bucket 0: the SKU's action, since
+	// every stock change is applied to bucket 0).
+	Action string
+	// Remaining, Initial and Debt are the bucket's stock, initial and debt.
+	Remaining, Initial, Debt int64
 }
 
 // Declared is the stock the spec declares now, as Redis keeps it.
-func (r SKUResult) Declared() int64 { return r.Initial - r.Debt }
+func (r SKUResult) Declared() int64 { return r.Initial - r.Debt + r.InFlight }
 
 // Result is what one Warm call did.
 type Result struct{ SKUs []SKUResult }
@@ -58,27 +76,45 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 	}
 	var out Result
 	for _, sku := range fs.Spec.SKUs {
-		k := keys.ForSKU(sale, sku.ID)
-		vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial, k.Debt}, sku.Stock).Slice()
-		if err != nil {
-			return out, fmt.Errorf("warm stock of SKU %s: %w", sku.ID, err)
+		warmSKU := warmWhole
+		if sku.BucketCount() > 1 {
+			warmSKU = warmSplit
 		}
-		r, err := parseStock(sku.ID, vals)
+		r, err := warmSKU(ctx, rdb, sale, sku)
 		if err != nil {
 			return out, err
 		}
 		out.SKUs = append(out.SKUs, r)
-		// The stream and its group exist before the first buyer, so the relay
-		// reads from the very first order ("0") and never misses one.
-		err = rdb.XGroupCreateMkStream(ctx, k.Stream, keys.RelayGroup, "0").Err()
-		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-			return out, fmt.Errorf("create order stream of SKU %s: %w", sku.ID, err)
-		}
 	}
 	if err := switches.SetPaused(ctx, rdb, sale, fs.Spec.Paused); err != nil {
 		return out, err
 	}
 	return out, nil
+}
+
+// warmWhole warms a SKU that is not split: one set of keys.
+func warmWhole(ctx context.Context, rdb redis.UniversalClient, sale string, sku v1alpha1.SKU) (SKUResult, error) {
+	k := keys.ForSKU(sale, sku.ID)
+	vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial, k.Debt}, sku.Stock).Slice()
+	if err != nil {
+		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: %w", sku.ID, err)
+	}
+	r, err := parseStock(sku.ID, vals)
+	if err != nil {
+		return r, err
+	}
+	return r, relayGroup(ctx, rdb, k)
+}
+
+// relayGroup creates the order stream of one bucket and its relay group.
+// They exist before the first buyer, so the relay reads from the very first
+// order ("0") and never misses one.
+func relayGroup(ctx context.Context, rdb redis.UniversalClient, k keys.SKU) error {
+	err := rdb.XGroupCreateMkStream(ctx, k.Stream, keys.RelayGroup, "0").Err()
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return fmt.Errorf("create order stream of SKU %s bucket %d: %w", k.ID, k.Bucket, err)
+	}
+	return nil
 }
 
 func parseStock(sku string, vals []any) (SKUResult, error) {
