@@ -22,6 +22,14 @@ import (
 
 func warmSale(t *testing.T, rdb redis.UniversalClient, ns, name string) *v1alpha1.FlashSale {
 	t.Helper()
+	fs := saleSpec(t, rdb, ns, name)
+	warmSpec(t, rdb, fs)
+	return fs
+}
+
+// saleSpec is a sale of 3 SKUs whose keys are deleted at cleanup.
+func saleSpec(t *testing.T, rdb redis.UniversalClient, ns, name string) *v1alpha1.FlashSale {
+	t.Helper()
 	fs := &v1alpha1.FlashSale{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: v1alpha1.FlashSaleSpec{
@@ -33,10 +41,14 @@ func warmSale(t *testing.T, rdb redis.UniversalClient, ns, name string) *v1alpha
 	for _, p := range keys.Patterns(fs.SaleKey()) {
 		testutil.CleanupKeys(t, rdb, p)
 	}
+	return fs
+}
+
+func warmSpec(t *testing.T, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) {
+	t.Helper()
 	if _, err := warm.Warm(context.Background(), rdb, fs); err != nil {
 		t.Fatal(err)
 	}
-	return fs
 }
 
 // TestDeleteKeys removes every key of one sale, on standalone Redis and on
