@@ -11,6 +11,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	salekeys "github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 // redisForTest connects to the test Redis (REDIS_ADDR, default
@@ -43,10 +46,24 @@ func redisForTest(t *testing.T) (*redis.Client, string) {
 	return rdb, prefix
 }
 
+// TestRegistryTwoPods counts two pods' heartbeats, drops the one that
+// stops beating or leaves, on one Redis and on a 3-master Redis Cluster
+// (the heartbeat is one MULTI on the sale's one key).
 func TestRegistryTwoPods(t *testing.T) {
-	rdb, prefix := redisForTest(t)
+	t.Run("redis", func(t *testing.T) {
+		rdb, prefix := redisForTest(t)
+		registryTwoPods(t, rdb, prefix+"fs:{ns/sale}:pods")
+	})
+	t.Run("cluster", func(t *testing.T) {
+		rdb := testutil.RedisCluster(t).Client(t)
+		ns := testutil.UniqueName(t)
+		testutil.CleanupKeys(t, rdb, "fs:{"+ns+"/sale}:*")
+		registryTwoPods(t, rdb, salekeys.ForSale(ns+"/sale").Pods)
+	})
+}
+
+func registryTwoPods(t *testing.T, rdb redis.UniversalClient, key string) {
 	ctx := context.Background()
-	key := prefix + "fs:{ns/sale}:pods"
 	clk := clocktesting.NewFakeClock(time.Now())
 	const ttl = 3 * time.Second
 	a := NewRegistry(rdb, key, "pod-a", ttl, clk)
