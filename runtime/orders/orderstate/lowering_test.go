@@ -3,6 +3,7 @@ package orderstate_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -163,7 +164,7 @@ func loweringScenario(t *testing.T, rdb redis.UniversalClient) {
 
 	got := l.declare(5)
 	want := warm.SKUResult{SKU: "1001", Action: "lowered", Delta: -1, Remaining: 0, Initial: 9, Debt: 4, From: 10, DebtDelta: 4}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("lowering 10 → 5 with 9 sold: %+v, want %+v", got, want)
 	}
 	if got.Declared() != 5 {
@@ -228,7 +229,7 @@ func TestRaiseCancelsDebt(t *testing.T) {
 	for _, s := range steps {
 		got := l.declare(s.declare)
 		s.result.SKU = "1001"
-		if got != s.result {
+		if !reflect.DeepEqual(got, s.result) {
 			t.Fatalf("declare %d: %+v, want %+v", s.declare, got, s.result)
 		}
 		if got.Declared() != s.declare {

@@ -22,6 +22,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/audit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/rollback"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -48,12 +49,12 @@ type fixture struct {
 	store *orderdb.Store
 }
 
-// startSale runs a sale in-process on the real Redis and a fresh MariaDB
-// database: warmed, the seckill API on a test server, the order worker
-// (Redis-only) and the rollback of unpaid orders.
-func startSale(t *testing.T) *fixture {
+// startSale runs a sale in-process on rdb (one Redis, or a Redis Cluster)
+// and a fresh MariaDB database: warmed, the seckill API on a test server,
+// the order worker (Redis-only) and the rollback of unpaid orders. Its
+// phone SKU is split into phoneBuckets buckets.
+func startSale(t *testing.T, rdb redis.UniversalClient, phoneBuckets int32) *fixture {
 	t.Helper()
-	rdb := testutil.Redis(t)
 	ns := testutil.UniqueName(t)
 	for _, p := range keys.Patterns(ns + "/sale") {
 		testutil.CleanupKeys(t, rdb, p)
@@ -67,7 +68,7 @@ func startSale(t *testing.T) *fixture {
 			StartTime: metav1.NewTime(now.Add(-time.Second)),
 			EndTime:   metav1.NewTime(now.Add(time.Hour)),
 			SKUs: []v1alpha1.SKU{
-				{ID: "phone", Stock: 30, Price: "3999.00", PerUserLimit: 1},
+				{ID: "phone", Stock: 30, Price: "3999.00", PerUserLimit: 1, Buckets: phoneBuckets},
 				{ID: "case", Stock: 40, Price: "19.90", PerUserLimit: 2},
 				{ID: "sticker", Stock: 5000, Price: "0.99", PerUserLimit: 1},
 			},
@@ -107,7 +108,7 @@ func startSale(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, err := rollback.New(rollback.Config{SaleKey: fs.SaleKey(), Redis: rdb, Orders: store, Interval: 200 * time.Millisecond, Logger: quiet})
+	rb, err := rollback.New(rollback.Config{SaleKey: fs.SaleKey(), Redis: rdb, Orders: store, Buckets: orderstate.BucketsOf(fs), Interval: 200 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +130,36 @@ func (f *fixture) options() loadtest.Options {
 }
 
 // TestSpikeAgainstRealSale runs the spike profile against the real parts and
-// checks the report, then that broken invariants are caught.
+// checks the report, then that broken invariants are caught: on one Redis,
+// and on a 3-master Redis Cluster with the phone split into three buckets
+// (on three shards), where still exactly its stock is sold, to buyers of
+// every bucket, and the audit holds.
 func TestSpikeAgainstRealSale(t *testing.T) {
-	f := startSale(t)
+	t.Run("redis", func(t *testing.T) { spikeAgainstRealSale(t, startSale(t, testutil.Redis(t), 1)) })
+	t.Run("cluster", func(t *testing.T) {
+		f := startSale(t, testutil.RedisCluster(t).Client(t), 3)
+		spikeAgainstRealSale(t, f)
+		phoneBuckets := map[int]bool{}
+		rows, err := f.db.Query("SELECT order_no FROM seckill_order WHERE sale = ? AND sku_id = 'phone'", f.sale.SaleKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var no string
+			if err := rows.Scan(&no); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := keys.BucketOf(no)
+			phoneBuckets[b] = true
+		}
+		if len(phoneBuckets) != 3 {
+			t.Errorf("phone orders came from buckets %v, want all three", phoneBuckets)
+		}
+	})
+}
+
+func spikeAgainstRealSale(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	o := f.options()
 	var progress bytes.Buffer
