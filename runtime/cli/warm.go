@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -35,11 +36,7 @@ counter is never reset; a raised stock adds exactly the difference, once.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "Warmed sale %s (paused=%t)\n", fs.SaleKey(), fs.Spec.Paused)
-			for _, s := range res.SKUs {
-				fmt.Fprintf(out, "  SKU %-12s %-9s remaining=%d stock=%d debt=%d (moved %+d)\n", s.SKU, s.Action, s.Remaining, s.Declared(), s.Debt, s.Delta)
-			}
+			printWarm(cmd.OutOrStdout(), fs.SaleKey(), fs.Spec.Paused, res)
 			return nil
 		},
 	}
@@ -47,4 +44,21 @@ counter is never reset; a raised stock adds exactly the difference, once.`,
 	_ = cmd.MarkFlagRequired("file")
 	redis.Bind(cmd.Flags())
 	return cmd
+}
+
+// printWarm prints one line per SKU and, for a SKU split into buckets, one
+// line per bucket under it (its line shows the sums, and the units moving
+// between two buckets when there are any).
+func printWarm(out io.Writer, sale string, paused bool, res warm.Result) {
+	fmt.Fprintf(out, "Warmed sale %s (paused=%t)\n", sale, paused)
+	for _, s := range res.SKUs {
+		fmt.Fprintf(out, "  SKU %-12s %-9s remaining=%d stock=%d debt=%d (moved %+d)", s.SKU, s.Action, s.Remaining, s.Declared(), s.Debt, s.Delta)
+		if s.InFlight != 0 {
+			fmt.Fprintf(out, " in-flight=%d", s.InFlight)
+		}
+		fmt.Fprintln(out)
+		for _, b := range s.Buckets {
+			fmt.Fprintf(out, "    bucket %-8d %-9s remaining=%d initial=%d debt=%d\n", b.Bucket, b.Action, b.Remaining, b.Initial, b.Debt)
+		}
+	}
 }
