@@ -24,6 +24,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -66,7 +67,9 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ordertest.Warm(t, rdb, fs)
+	if _, err := warm.Warm(context.Background(), rdb, fs); err != nil {
+		t.Fatal(err)
+	}
 	script, err := purchase.New(rdb, fs.SaleKey(), purchase.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -69,7 +70,9 @@ func setupSale(t *testing.T, rdb redis.UniversalClient, deadline time.Time, skus
 	if err := manifest.Validate(fs); err != nil {
 		t.Fatal(err)
 	}
-	ordertest.Warm(t, rdb, fs)
+	if _, err := warm.Warm(context.Background(), rdb, fs); err != nil {
+		t.Fatal(err)
+	}
 	db, dsn := testutil.OrderDB(t)
 	f := &fixture{rdb: rdb, dsn: dsn, store: orderdb.New(db), fs: fs, bk: orderstate.BucketsOf(fs), k: keys.ForSKU(fs.SaleKey(), "1001")}
 	script, err := purchase.New(rdb, fs.SaleKey(), purchase.Options{AutoPipeline: true})
