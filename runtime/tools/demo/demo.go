@@ -312,7 +312,9 @@ func newSale(o Options) *v1alpha1.FlashSale {
 			StartTime: metav1.NewTime(now.Add(-time.Second)),
 			EndTime:   metav1.NewTime(now.Add(10 * time.Minute)),
 			SKUs: []v1alpha1.SKU{
-				{ID: "phone", Stock: o.PhoneStock, Price: "3999.00", PerUserLimit: 1},
+				// The hot SKU is split into buckets, as a sale would split it
+				// to spread its purchases over the shards of a Redis Cluster.
+				{ID: "phone", Stock: o.PhoneStock, Price: "3999.00", PerUserLimit: 1, Buckets: 3},
 				{ID: "case", Stock: o.CaseStock, Price: "19.90", PerUserLimit: 3},
 				{ID: "sticker", Stock: o.StickerStock, Price: "0.99", PerUserLimit: 1},
 			},
@@ -511,13 +513,38 @@ func check(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashS
 	return append(bad, checkVisibility(ctx, c, orders)...)
 }
 
+// skuFigures are a SKU's Redis figures, summed over its buckets.
+type skuFigures struct {
+	left, initial, streamed, expiring int64
+	// holders are the units each buyer holds (a buyer buys in one bucket).
+	holders map[string]int64
+}
+
+// readSKU reads the figures of every bucket of sku (one bucket's keys at a
+// time: the buckets sit on different shards of a cluster).
+func readSKU(ctx context.Context, rdb redis.UniversalClient, saleKey string, sku v1alpha1.SKU) skuFigures {
+	f := skuFigures{holders: map[string]int64{}}
+	for _, k := range keys.Buckets(saleKey, sku.ID, sku.BucketCount()) {
+		left, _ := rdb.Get(ctx, k.Stock).Int64()
+		initial, _ := rdb.Get(ctx, k.Initial).Int64()
+		streamed, _ := rdb.XLen(ctx, k.Stream).Result()
+		expiring, _ := rdb.ZCard(ctx, k.Expiry).Result()
+		f.left, f.initial, f.streamed, f.expiring = f.left+left, f.initial+initial, f.streamed+streamed, f.expiring+expiring
+		holders, _ := rdb.HGetAll(ctx, k.Holders).Result()
+		for user, v := range holders {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			f.holders[user] += n
+		}
+	}
+	return f
+}
+
 // checkSKU checks one SKU of the settled sale saleKey against Redis and
 // MySQL, and records its remaining and initial stock in rep.
 func checkSKU(ctx context.Context, rdb redis.UniversalClient, saleKey string, sku v1alpha1.SKU, rep *Report) []string {
 	var bad []string
-	k := keys.ForSKU(saleKey, sku.ID)
-	left, _ := rdb.Get(ctx, k.Stock).Int64()
-	initial, _ := rdb.Get(ctx, k.Initial).Int64()
+	r := readSKU(ctx, rdb, saleKey, sku)
+	left, initial := r.left, r.initial
 	rep.Remaining[sku.ID], rep.Initial[sku.ID] = left, initial
 	admitted, paid := rep.Admitted[sku.ID], rep.Paid[sku.ID]
 	db := rep.MySQL[sku.ID]
@@ -537,16 +564,14 @@ func checkSKU(ctx context.Context, rdb redis.UniversalClient, saleKey string, sk
 	if initial-left != paid {
 		bad = append(bad, fmt.Sprintf("SKU %s: %d units out of stock but %d paid (cancelled units must come back)", sku.ID, initial-left, paid))
 	}
-	if n, _ := rdb.XLen(ctx, k.Stream).Result(); n != 0 {
-		bad = append(bad, fmt.Sprintf("SKU %s: %d orders still in the stream", sku.ID, n))
+	if r.streamed != 0 {
+		bad = append(bad, fmt.Sprintf("SKU %s: %d orders still in the stream", sku.ID, r.streamed))
 	}
-	if n, _ := rdb.ZCard(ctx, k.Expiry).Result(); n != 0 {
-		bad = append(bad, fmt.Sprintf("SKU %s: %d orders still awaiting payment in Redis", sku.ID, n))
+	if r.expiring != 0 {
+		bad = append(bad, fmt.Sprintf("SKU %s: %d orders still awaiting payment in Redis", sku.ID, r.expiring))
 	}
-	holders, _ := rdb.HGetAll(ctx, k.Holders).Result()
 	var held int64
-	for user, v := range holders {
-		n, _ := strconv.ParseInt(v, 10, 64)
+	for user, n := range r.holders {
 		held += n
 		if n > int64(sku.PerUserLimit) {
 			bad = append(bad, fmt.Sprintf("SKU %s: %s holds %d, limit %d", sku.ID, user, n, sku.PerUserLimit))
