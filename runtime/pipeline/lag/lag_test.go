@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/lag"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
@@ -136,6 +137,32 @@ func testStream(t *testing.T, rdb redis.UniversalClient) {
 	}
 	if got, err := lag.Stream(ctx, rdb, ns+"/other", []string{"a"}, nil); err != nil || got != (lag.StreamLag{}) {
 		t.Fatalf("Stream(other sale) = %+v, %v; want zero", got, err)
+	}
+
+	// A SKU split into three buckets (on three shards of the cluster): the
+	// backlog of every bucket's stream counts. Bucket 0 is empty, bucket 1
+	// has 3 entries and no group, bucket 2 has 2 entries, one pending.
+	bk := orderstate.Buckets{"s": 3}
+	sb := bk.Keys(saleKey, "s")
+	pipe := rdb.Pipeline()
+	for b, n := range []int{0, 3, 2} {
+		for i := range n {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: sb[b].Stream, Values: []any{"order", i}})
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := streamgroup.EnsureGroup(ctx, rdb, sb[2].Stream, keys.RelayGroup); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: keys.RelayGroup, Consumer: "pod-3",
+		Streams: []string{sb[2].Stream, ">"}, Count: 1, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lag.Stream(ctx, rdb, saleKey, []string{"s"}, bk); err != nil ||
+		got != (lag.StreamLag{Total: 5, Pending: 1, Undelivered: 4, Consumers: 1}) {
+		t.Fatalf("Stream(split s) = %+v, %v; want 5 = 1 pending + 4 undelivered over its buckets", got, err)
 	}
 }
 
