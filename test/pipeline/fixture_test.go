@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/worker"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
@@ -227,12 +228,12 @@ func rows(t *testing.T, db *sql.DB, fs *v1alpha1.FlashSale) int {
 	return n
 }
 
-// streamLen sums the lengths of the sale's order streams.
+// streamLen sums the lengths of the sale's order streams (every bucket's).
 func streamLen(t *testing.T, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) int64 {
 	t.Helper()
 	var n int64
-	for _, s := range fs.Spec.SKUs {
-		l, err := rdb.XLen(context.Background(), keys.ForSKU(fs.SaleKey(), s.ID).Stream).Result()
+	for _, k := range orderstate.BucketsOf(fs).All(fs.SaleKey(), fs.SKUIDs()) {
+		l, err := rdb.XLen(context.Background(), k.Stream).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,8 +259,7 @@ func checkAllStored(t *testing.T, rdb redis.UniversalClient, db *sql.DB, fs *v1a
 		t.Fatalf("rows: %d, distinct purchases: %d, want %d", total, distinctPurchases, n)
 	}
 	var created int
-	for _, s := range fs.Spec.SKUs {
-		k := keys.ForSKU(fs.SaleKey(), s.ID)
+	for _, k := range orderstate.BucketsOf(fs).All(fs.SaleKey(), fs.SKUIDs()) {
 		testutil.Eventually(t, 10*time.Second, "nothing pending in "+k.Stream, func() bool {
 			p, err := rdb.XPending(ctx, k.Stream, keys.RelayGroup).Result()
 			return err == nil && p.Count == 0
