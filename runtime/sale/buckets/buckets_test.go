@@ -4,11 +4,15 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderstate"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -19,6 +23,7 @@ type split struct {
 	sku      string
 	n        int
 	declared int64
+	purchase *purchase.Script
 }
 
 // seed makes a sale whose SKU "a" is split into len(stocks) buckets with
@@ -30,6 +35,10 @@ func seed(t *testing.T, rdb redis.UniversalClient, stocks ...int64) *split {
 		testutil.CleanupKeys(t, rdb, p)
 	}
 	ctx := context.Background()
+	var err error
+	if s.purchase, err = purchase.New(rdb, s.sale, purchase.Options{Batch: true}); err != nil {
+		t.Fatal(err)
+	}
 	for b, k := range s.keys() {
 		if err := rdb.Set(ctx, k.Stock, stocks[b], 0).Err(); err != nil {
 			t.Fatal(err)
@@ -42,40 +51,29 @@ func seed(t *testing.T, rdb redis.UniversalClient, stocks ...int64) *split {
 
 func (s *split) keys() []keys.SKU { return keys.Buckets(s.sale, s.sku, s.n) }
 
-// buyScript stands in for the purchase script, for what transfers care
-// about: a unit leaves the stock for a buyer's hands, or SOLD_OUT.
-var buyScript = redis.NewScript(`
-local s = tonumber(redis.call('GET', KEYS[1]) or '0')
-if s <= 0 then return 0 end
-redis.call('DECR', KEYS[1])
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-return 1`)
-
-// returnScript stands in for the rollback: a returned unit pays the debt
-// first (and leaves the sale), else goes back on sale.
-var returnScript = redis.NewScript(`
-local h = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-if h <= 0 then return 0 end
-redis.call('HINCRBY', KEYS[3], ARGV[1], -1)
-local d = tonumber(redis.call('GET', KEYS[4]) or '0')
-if d > 0 then
-  redis.call('DECR', KEYS[4])
-  redis.call('DECR', KEYS[2])
-else
-  redis.call('INCR', KEYS[1])
-end
-return 1`)
-
-func buy(t testing.TB, rdb redis.UniversalClient, k keys.SKU, user string) bool {
-	n, err := buyScript.Run(context.Background(), rdb, []string{k.Stock, k.Holders}, user).Int64()
-	if err != nil {
-		t.Errorf("buy: %v", err)
+// buy buys one unit in bucket b through the real purchase script (batched,
+// as the seckill pods run it) and returns its order number, or "" when the
+// bucket is sold out.
+func (s *split) buy(t testing.TB, b int, user string) string {
+	now := time.Now()
+	res, err := s.purchase.Purchase(context.Background(), purchase.Request{SKU: s.sku, Bucket: b, Buckets: s.n,
+		User: user, Limit: 100, Amount: "1", Nonce: user, Now: now, Deadline: now.Add(time.Hour), TokenTTL: time.Minute})
+	switch {
+	case err != nil:
+		t.Errorf("buy in bucket %d: %v", b, err)
+	case res.Outcome == purchase.Admitted:
+		return res.OrderNo
+	case res.Outcome != purchase.SoldOut:
+		t.Errorf("buy in bucket %d: %+v", b, res)
 	}
-	return n == 1
+	return ""
 }
 
-func giveBack(t testing.TB, rdb redis.UniversalClient, k keys.SKU, user string) {
-	if err := returnScript.Run(context.Background(), rdb, []string{k.Stock, k.Initial, k.Holders, k.Debt}, user).Err(); err != nil {
+// giveBack returns the unit of an order through the real release script
+// (the rollback's): it pays its bucket's debt first, else goes on sale.
+func (s *split) giveBack(t testing.TB, orderNo, user string) {
+	o := &order.Order{OrderNo: orderNo, Sale: s.sale, SKU: s.sku, User: user}
+	if _, err := orderstate.ReleaseUnit(context.Background(), s.rdb, o, s.n); err != nil {
 		t.Errorf("return: %v", err)
 	}
 }
@@ -186,7 +184,7 @@ func TestTakeIntoDebtPaysItFirst(t *testing.T) {
 		s := seed(t, rdb, 10, 3)
 		k := s.keys()
 		for i := range 3 {
-			buy(t, rdb, k[1], "u"+strconv.Itoa(i))
+			s.buy(t, 1, "u"+strconv.Itoa(i))
 		}
 		// A lowering by 2 found bucket 1 out: it owes 2 of the 3 its buyers hold.
 		rdb.Set(ctx, k[1].Debt, 2, 0)

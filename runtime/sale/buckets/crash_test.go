@@ -3,6 +3,7 @@ package buckets_test
 import (
 	"context"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -193,8 +194,9 @@ func TestRefillCompletesInFlightFirst(t *testing.T) {
 		if st.inFlight != 0 || st.figs[0].Stock != 3 || st.figs[1].Stock != 2 {
 			t.Fatalf("%+v, in flight %d", st.figs, st.inFlight)
 		}
-		for _, b := range []int{0, 1} {
-			for buy(t, rdb, k[b], "u") {
+		for i, b := range []int{0, 0, 0, 1, 1} {
+			if s.buy(t, b, "u"+strconv.Itoa(i)) == "" {
+				t.Fatalf("purchase %d in bucket %d sold out", i, b)
 			}
 		}
 		if m, err := r.Refill(ctx, s.sku, s.n, 0); err != nil || m != 0 {

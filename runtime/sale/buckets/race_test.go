@@ -25,7 +25,6 @@ func TestRefillSellsEveryUnit(t *testing.T) {
 	both(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := context.Background()
 		s := seed(t, rdb, 40, 40, 40)
-		k := s.keys()
 		pods := []*buckets.Refiller{buckets.NewRefiller(rdb, s.sale), buckets.NewRefiller(rdb, s.sale)}
 		stop := make(chan struct{})
 		var movers sync.WaitGroup
@@ -41,9 +40,9 @@ func TestRefillSellsEveryUnit(t *testing.T) {
 				pod := pods[i%2]
 				for j := 0; ; j++ {
 					user := "u" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
-					if buy(t, rdb, k[home], user) {
+					if no := s.buy(t, home, user); no != "" {
 						if j%7 == 0 {
-							giveBack(t, rdb, k[home], user)
+							s.giveBack(t, no, user)
 						}
 						continue
 					}
@@ -142,3 +141,35 @@ func waitForWaiters(t *testing.T, r *buckets.Refiller, _ string, _, _ int) {
 }
 
 func testRedis(t *testing.T) redis.UniversalClient { return testutil.Redis(t) }
+
+// TestRefillSkewedDemand: only bucket 0's buyers come (through two pods);
+// every unit of the two cold buckets still reaches them, and the last
+// refills answer sold out with nothing left anywhere.
+func TestRefillSkewedDemand(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		s := seed(t, rdb, 5, 30, 25)
+		pods := []*buckets.Refiller{buckets.NewRefiller(rdb, s.sale), buckets.NewRefiller(rdb, s.sale)}
+		var buyers sync.WaitGroup
+		for i := range 8 {
+			buyers.Go(func() {
+				for j := 0; ; j++ {
+					if s.buy(t, 0, "u"+strconv.Itoa(i)+"-"+strconv.Itoa(j)) != "" {
+						continue
+					}
+					if m, err := pods[i%2].Refill(ctx, s.sku, s.n, 0); m == 0 || err != nil {
+						if err != nil {
+							t.Errorf("refill: %v", err)
+						}
+						return
+					}
+				}
+			})
+		}
+		buyers.Wait()
+		st := s.checkLaw(t)
+		if st.held[0] != s.declared || st.stock() != 0 || st.inFlight != 0 {
+			t.Fatalf("bucket 0's buyers hold %d of %d; left on sale %+v, %d in flight", st.held[0], s.declared, st.figs, st.inFlight)
+		}
+	})
+}

@@ -10,19 +10,23 @@ import (
 
 // TestBucketsOnDistinctPrimaries: on a real 3-master cluster (made by
 // redis-cli --cluster create), keys.Slot agrees with CLUSTER KEYSLOT, and
-// the 3 buckets of every SKU land on 3 different primaries (CLUSTER SLOTS).
+// the 3 buckets of every SKU land on 3 different primaries (CLUSTER SHARDS).
 // (That teardown's patterns reach every bucket is tested in teardown.)
 func TestBucketsOnDistinctPrimaries(t *testing.T) {
 	rdb := testutil.RedisCluster(t).Client(t)
 	ctx := context.Background()
-	ranges, err := rdb.ClusterSlots(ctx).Result()
+	shards, err := rdb.ClusterShards(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	primary := func(slot int) string {
-		for _, r := range ranges {
-			if r.Start <= slot && slot <= r.End {
-				return r.Nodes[0].Addr
+	primary := func(slot int64) string {
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				for _, n := range sh.Nodes {
+					if r.Start <= slot && slot <= r.End && n.Role == "master" {
+						return n.ID
+					}
+				}
 			}
 		}
 		t.Fatalf("no primary serves slot %d", slot)
@@ -35,7 +39,7 @@ func TestBucketsOnDistinctPrimaries(t *testing.T) {
 			if err != nil || int(got) != keys.Slot(k.Stock) {
 				t.Fatalf("%s: CLUSTER KEYSLOT %d (%v), keys.Slot %d", k.Stock, got, err, keys.Slot(k.Stock))
 			}
-			seen[primary(int(got))]++
+			seen[primary(got)]++
 		}
 		if len(seen) != 3 {
 			t.Errorf("SKU %s: 3 buckets on %d primaries %v", sku, len(seen), seen)
