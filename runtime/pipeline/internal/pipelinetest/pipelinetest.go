@@ -34,7 +34,9 @@ func SaleKey(t testing.TB, rdb redis.UniversalClient) string {
 }
 
 // Order is user's first order of sku in saleKey.
-func Order(saleKey, sku, user, amount string) order.Order { return OrderIn(saleKey, sku, user, amount, 1) }
+func Order(saleKey, sku, user, amount string) order.Order {
+	return OrderIn(saleKey, sku, user, amount, 1)
+}
 
 // OrderIn is user's first order of sku in saleKey, a SKU split into n
 // buckets: made in the user's home bucket (keys.Home), as the seckill
