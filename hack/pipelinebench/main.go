@@ -196,11 +196,11 @@ func fill(ctx context.Context, o options, rdb *redis.Client, mode string) (*v1al
 		p := rdb.Pipeline()
 		for j := i; j < min(i+pipe, o.n); j++ {
 			sku := fs.Spec.SKUs[j%o.skus].ID
-			k := keys.ForSKU(fs.SaleKey(), sku)
 			user := fmt.Sprintf("u%07d", j)
 			t := time.Now()
-			p.EvalSha(ctx, sha, []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Token(user)},
-				fs.SaleKey(), sku, user, 1, t.UnixMilli(), t.Add(15*time.Minute).UnixMilli(), "99.00", 30000)
+			ks, args := purchase.Call(fs.SaleKey(), []purchase.Request{{SKU: sku, User: user, Limit: 1, Amount: "99.00",
+				Nonce: user, Now: t, Deadline: t.Add(15 * time.Minute), TokenTTL: 30 * time.Second}})
+			p.EvalSha(ctx, sha, ks, args...)
 		}
 		cmds, err := p.Exec(ctx)
 		if err != nil {

@@ -114,7 +114,8 @@ func (s *Server) purchase(ctx context.Context, req purchase.Request) (admission,
 // very same connection, which the autopipeliner does not promise).
 func (s *Server) newScript(cfg Config) (*purchase.Script, error) {
 	if !cfg.Durability.Enabled() {
-		return purchase.New(cfg.Redis, s.saleKey, purchase.Options{AutoPipeline: cfg.AutoPipeline, Observe: s.metrics.observeRedis})
+		return purchase.New(cfg.Redis, s.saleKey, purchase.Options{AutoPipeline: cfg.AutoPipeline, Batch: cfg.Batch,
+			Observe: s.metrics.observeRedis})
 	}
 	d := cfg.Durability
 	if d.Timeout <= 0 {

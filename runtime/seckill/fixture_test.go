@@ -77,6 +77,8 @@ type serverOpts struct {
 	risk    seckill.RiskChecker
 	noWarm  bool
 	autoOff bool
+	// batchOff turns off the purchase batching the servers have by default.
+	batchOff bool
 	// orders and paySecret turn the pay endpoint on.
 	orders    *orderdb.Store
 	paySecret []byte
@@ -105,7 +107,7 @@ func startServer(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 	}
 	srv, err := seckill.New(seckill.Config{
 		Sale: fs, Redis: rdb, Signer: o.signer, Risk: o.risk, Clock: o.clock,
-		PollInterval: testPoll, AutoPipeline: !o.autoOff,
+		PollInterval: testPoll, AutoPipeline: !o.autoOff, Batch: !o.batchOff,
 		Orders: o.orders, PaymentSecret: o.paySecret,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -260,8 +260,11 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, claims 
 	// known outcome into an unknown one.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), purchaseTimeout)
 	defer cancel()
-	res, err := s.purchase(ctx, purchase.Request{
+	home := s.homeKeys(sku, b.user)
+	res, aerr, err := s.purchaseRefilling(ctx, purchase.Request{
 		SKU:      sku.ID,
+		Bucket:   home.Bucket,
+		Buckets:  sku.BucketCount(),
 		User:     b.user,
 		Limit:    sku.PerUserLimit,
 		Amount:   sku.Price,
@@ -276,18 +279,24 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, claims 
 		return admission{}, &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
 			message: "the purchase could not be confirmed; retry with the same token to get the same order", retryAfter: 1}
 	}
-	return res, nil
+	return res, aerr
 }
 
 // answerPurchase answers what the purchase script decided, and records a
-// sell-out or a lower stock figure it learnt on the way.
+// sell-out or a lower stock figure it learnt on the way. The figures of a
+// SKU split into buckets are its home bucket's, not the SKU's: the state
+// refresh sums the buckets, and a SOLD_OUT answer for such a SKU comes only
+// when the refiller found every bucket out.
 func (s *Server) answerPurchase(w http.ResponseWriter, sku string, res admission) (string, *apiError) {
+	split := s.skus[sku].BucketCount() > 1
 	switch res.Outcome {
 	case purchase.Admitted:
 		s.metrics.ordersAdmitted.WithLabelValues(s.saleKey, sku).Inc()
-		if res.Remaining <= 0 {
+		switch {
+		case split:
+		case res.Remaining <= 0:
 			s.state.markSoldOut(sku)
-		} else {
+		default:
 			s.state.skus[sku].lower(res.Remaining)
 		}
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: res.OrderNo, Status: "queued", Durable: res.durable})
@@ -360,7 +369,8 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) (string, *a
 	return "ok", nil
 }
 
-// handleSKU answers the stock of a SKU from this pod's cache.
+// handleSKU answers the stock of a SKU from this pod's cache: the sum over
+// its buckets for a SKU split into buckets.
 func (s *Server) handleSKU(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	id := r.PathValue("sku")
 	st, ok := s.state.skus[id]
@@ -391,7 +401,7 @@ func (s *Server) orderSKU(orderNo string) (string, *apiError) {
 // holds from the moment the purchase script admitted the order.
 func (s *Server) orderRecord(ctx context.Context, skuID, orderNo string) (orderstate.Record, *apiError) {
 	start := time.Now()
-	rec, ok, err := orderstate.Lookup(ctx, s.rdb, s.saleKey, skuID, orderNo)
+	rec, ok, err := orderstate.Lookup(ctx, s.rdb, s.saleKey, skuID, s.skus[skuID].BucketCount(), orderNo)
 	s.metrics.observeRedis("order_lookup", time.Since(start), err)
 	if err != nil {
 		s.log.Error("Order lookup in Redis failed", "sale", s.saleKey, "order", orderNo, "err", err)

@@ -92,7 +92,7 @@ func (s *Server) handlePay(w http.ResponseWriter, r *http.Request) (string, *api
 		// here; a repeat payment or the audit settles Redis later. The
 		// caller's cancellation must not abandon it half-way.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-		if err := orderstate.Settle(sctx, s.rdb, &row.Order); err != nil {
+		if err := orderstate.Settle(sctx, s.rdb, &row.Order, s.skus[skuID].BucketCount()); err != nil {
 			s.log.Warn("Order paid in MySQL but not settled in Redis; a repeat payment or `flashsale audit --repair` settles it",
 				"sale", s.saleKey, "order", orderNo, "err", err)
 		}

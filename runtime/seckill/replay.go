@@ -54,7 +54,7 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 		}
 		return "", refusal
 	}
-	orderNo, durable, err := s.lookupReplay(r.Context(), sku, c.NonceString())
+	orderNo, durable, err := s.lookupReplay(r.Context(), s.homeKeys(s.skus[sku], b.user), c.NonceString())
 	switch {
 	case err == nil && orderNo != "":
 		writeJSON(w, http.StatusAccepted, orderResponse{OrderNo: orderNo, Status: "queued", Durable: durable})
@@ -66,7 +66,9 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 	return "", refusal
 }
 
-// lookupReplay finds the order the token nonce already made ("" if none).
+// lookupReplay finds the order the token nonce already made ("" if none) in
+// bucket k, the buyer's home bucket of the SKU: every purchase with the
+// token ran there.
 // Bounded: a pause is often called because Redis is in trouble, and a
 // refused request must not hang on it.
 //
@@ -78,7 +80,7 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 // the lookup's plus the wait's. If that fails (min-replicas-to-write
 // refusing writes, say), a plain read still finds the order, answered
 // "durable": false.
-func (s *Server) lookupReplay(ctx context.Context, sku, nonce string) (string, *bool, error) {
+func (s *Server) lookupReplay(ctx context.Context, k keys.SKU, nonce string) (string, *bool, error) {
 	timeout := replayLookupTimeout
 	if s.durable != nil {
 		timeout += s.durable.d.Timeout
@@ -88,12 +90,12 @@ func (s *Server) lookupReplay(ctx context.Context, sku, nonce string) (string, *
 	var derr error // the durable lookup's failure
 	if s.durable != nil {
 		a := &ack{}
-		res, err := s.script.Replay(context.WithValue(ctx, ackKey{}, a), sku, nonce)
+		res, err := s.script.Replay(context.WithValue(ctx, ackKey{}, a), k, nonce)
 		switch {
 		case err == nil && res.Outcome == purchase.Replayed:
 			durable := a.durable
 			if !durable {
-				s.durable.notDurable(sku, res.OrderNo, a)
+				s.durable.notDurable(k.ID, res.OrderNo, a)
 			}
 			return res.OrderNo, &durable, nil
 		case err == nil:
@@ -104,7 +106,7 @@ func (s *Server) lookupReplay(ctx context.Context, sku, nonce string) (string, *
 		derr = err
 	}
 	start := time.Now()
-	orderNo, err := s.rdb.Get(ctx, keys.ForSKU(s.saleKey, sku).Token(nonce)).Result()
+	orderNo, err := s.rdb.Get(ctx, k.Token(nonce)).Result()
 	if errors.Is(err, redis.Nil) {
 		err = nil
 	}
@@ -113,7 +115,7 @@ func (s *Server) lookupReplay(ctx context.Context, sku, nonce string) (string, *
 		return orderNo, nil, err
 	}
 	notDurable := false
-	s.durable.notDurable(sku, orderNo, &ack{reason: notDurableError, err: fmt.Errorf("replay lookup: %w", derr)})
+	s.durable.notDurable(k.ID, orderNo, &ack{reason: notDurableError, err: fmt.Errorf("replay lookup: %w", derr)})
 	return orderNo, &notDurable, nil
 }
 

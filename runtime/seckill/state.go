@@ -10,13 +10,16 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 )
 
 // skuState is what a pod knows about one SKU without asking Redis.
 type skuState struct {
-	keys      keys.SKU
+	// buckets are the keys of the SKU's buckets (one for a SKU not split).
+	buckets []keys.SKU
+	// remaining is the SKU's stock: the sum over its buckets.
 	remaining atomic.Int64
 	warmed    atomic.Bool
 	soldOut   atomic.Bool
@@ -59,28 +62,31 @@ type saleState struct {
 	observe func(op string, d time.Duration, err error)
 }
 
-func newSaleState(rdb redis.UniversalClient, saleKey string, skuIDs []string) *saleState {
+func newSaleState(rdb redis.UniversalClient, saleKey string, skus []v1alpha1.SKU) *saleState {
 	s := &saleState{
 		rdb:     rdb,
 		saleKey: saleKey,
-		skus:    make(map[string]*skuState, len(skuIDs)),
-		order:   skuIDs,
+		skus:    make(map[string]*skuState, len(skus)),
 		onSKU:   func(string, int64, bool) {},
 		observe: func(string, time.Duration, error) {},
 	}
-	for _, id := range skuIDs {
-		s.skus[id] = &skuState{keys: keys.ForSKU(saleKey, id)}
+	for _, sku := range skus {
+		s.order = append(s.order, sku.ID)
+		s.skus[sku.ID] = &skuState{buckets: keys.Buckets(saleKey, sku.ID, sku.BucketCount())}
 	}
 	return s
 }
 
-// refresh reads the switches and every stock counter in one pipeline.
+// refresh reads the switches and every bucket's stock counter in one
+// pipeline (on a cluster, one round trip per shard, in parallel).
 func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	pipe := s.rdb.Pipeline()
 	ctl := switches.Queue(ctx, pipe, s.saleKey)
-	gets := make([]*redis.StringCmd, len(s.order))
+	gets := make([][]*redis.StringCmd, len(s.order))
 	for i, id := range s.order {
-		gets[i] = pipe.Get(ctx, s.skus[id].keys.Stock)
+		for _, k := range s.skus[id].buckets {
+			gets[i] = append(gets[i], pipe.Get(ctx, k.Stock))
+		}
 	}
 	start := time.Now()
 	_, err := pipe.Exec(ctx)
@@ -96,24 +102,36 @@ func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	s.closed.Store(sw.Closed)
 	s.held.Store(sw.Held)
 	for i, id := range s.order {
-		st := s.skus[id]
-		v, err := gets[i].Result()
-		if errors.Is(err, redis.Nil) {
-			st.warmed.Store(false)
-			continue
-		}
-		n, perr := strconv.ParseInt(v, 10, 64)
-		if err != nil || perr != nil {
-			continue
-		}
-		st.warmed.Store(true)
-		st.remaining.Store(n)
-		// Stock came back (a rollback, a raise): reopen the SKU here too.
-		st.soldOut.Store(n <= 0)
-		s.onSKU(id, n, n <= 0)
+		s.apply(id, gets[i])
 	}
 	s.lastOK.Store(now.UnixNano())
 	return nil
+}
+
+// apply records what a refresh read of SKU id's buckets. A SKU is warmed
+// when every bucket is; it is sold out when every bucket is out: a bucket
+// that ran out is refilled from the others on demand (Refiller), so its
+// buyers are not told SOLD_OUT while units are on sale elsewhere.
+func (s *saleState) apply(id string, gets []*redis.StringCmd) {
+	st := s.skus[id]
+	var total int64
+	for _, get := range gets {
+		v, err := get.Result()
+		if errors.Is(err, redis.Nil) {
+			st.warmed.Store(false)
+			return
+		}
+		n, perr := strconv.ParseInt(v, 10, 64)
+		if err != nil || perr != nil {
+			return
+		}
+		total += max(n, 0)
+	}
+	st.warmed.Store(true)
+	st.remaining.Store(total)
+	// Stock came back (a rollback, a raise): reopen the SKU here too.
+	st.soldOut.Store(total <= 0)
+	s.onSKU(id, total, total <= 0)
 }
 
 // run refreshes every interval until ctx is done.

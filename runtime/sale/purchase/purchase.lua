@@ -1,61 +1,104 @@
 #!lua
--- One purchase, all or nothing. Every check comes before the first write, so
--- a refusal leaves every key untouched (a replay rewrites its token key
--- unchanged, see below); the shebang makes Redis refuse the
--- whole script up front when it is out of memory, never half-way.
+-- A batch of purchases of one bucket of one SKU, each all or nothing, in
+-- arrival order, as if each were its own call: a duplicate user or token
+-- later in the batch sees the earlier one's effect. Every check of a
+-- purchase comes before its writes, so a refusal leaves every key untouched
+-- (a replay rewrites its token key unchanged, see below); the shebang makes
+-- Redis refuse the whole script up front when it is out of memory, never
+-- half-way.
 --
--- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders, 7 token
--- ARGV: 1 sale, 2 sku, 3 user, 4 per-user limit, 5 now (unix ms),
---       6 payment deadline (unix ms), 7 amount,
---       8 the least the token key must live from now, by Redis' clock (ms),
---       9 (optional) when the token key may expire: the token's own expiry
---         plus a margin (unix ms, by the clock that signed the token)
--- Returns {status, orderNo, remaining}; status is one of
+-- Batching is what makes it cheap: one call, one GET of the stock, one HMGET
+-- of the buyers' holdings and one of their purchase counts, then for the
+-- whole batch one DECRBY, one HSET of each hash and one ZADD, where a call per
+-- purchase paid each of those (and the call itself) every time.
+--
+-- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders,
+--       6+i the token key of purchase i
+-- ARGV: 1 sale, 2 sku, 3 the bucket's order-number mark (keys.OrderSuffix),
+--       then 8 per purchase i, from 4 + 8(i-1):
+--       user, per-user limit, now (unix ms), payment deadline (unix ms),
+--       amount, the least the token key must live from now by Redis' clock
+--       (ms), when the token key may expire (unix ms: the token's own expiry
+--       plus a margin, by the clock that signed it; 0 for none), and the
+--       order number of the user's first purchase ('' to compute it here)
+-- Returns 3 values per purchase: status, orderNo, remaining; status is one of
 --   OK, REPLAY (this token already made orderNo), SOLD_OUT, LIMIT, NOT_WARMED.
-local prior = redis.call('GET', KEYS[7])
-if prior then
-  -- Rewrite the key as it is: a write that changes nothing but is
-  -- replicated and appended to the AOF, so that a WAIT or WAITAOF on this
-  -- connection covers it, and with it the earlier order (a replica applies
-  -- the stream in order). Without it a durable sale would answer a retry
-  -- whose first answer was lost without knowing the order reached anyone.
-  redis.call('SET', KEYS[7], prior, 'KEEPTTL')
-  return {'REPLAY', prior, -1}
+local n = #KEYS - 6
+local users = {}
+for i = 1, n do
+  users[i] = ARGV[4 + 8 * (i - 1)]
 end
 local stock = redis.call('GET', KEYS[1])
-if not stock then
-  return {'NOT_WARMED', '', -1}
+stock = stock and tonumber(stock)
+local held, seq = {}, {}
+if stock and stock > 0 then
+  local h = redis.call('HMGET', KEYS[2], unpack(users))
+  local q = redis.call('HMGET', KEYS[3], unpack(users))
+  for i = 1, n do
+    held[users[i]] = tonumber(h[i] or '0')
+    seq[users[i]] = tonumber(q[i] or '0')
+  end
 end
-stock = tonumber(stock)
-if stock <= 0 then
-  return {'SOLD_OUT', '', 0}
-end
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
-if held >= tonumber(ARGV[4]) then
-  return {'LIMIT', '', stock}
-end
-local left = redis.call('DECR', KEYS[1])
-redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-local n = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
--- The order number is a function of (sale, sku, user, n): replaying this
--- order anywhere downstream can never mint a second one.
-local orderNo = ARGV[2] .. '-' .. string.sub(redis.sha1hex(ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. n), 1, 24)
-redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[2], 'user', ARGV[3],
-  'n', n, 'amount', ARGV[7], 'at', ARGV[5], 'deadline', ARGV[6])
-redis.call('ZADD', KEYS[5], ARGV[6], orderNo)
--- The order's record "<status> <user>", whose format package orderstate owns.
-redis.call('HSET', KEYS[6], orderNo, 'queued ' .. ARGV[3])
--- The token key must outlive every pod's belief that the token is valid,
--- or the same token could make a second order. Pods judge validity by the
--- expiry written in the token, so the key expires at that instant plus a
--- margin (ARGV[9]); if Redis' clock is ahead of the pod's, that instant comes
--- early by Redis' clock, so the key also lives at least the token's remaining
--- life as the pod sees it, plus the margin (ARGV[8]), from Redis' now.
 local t = redis.call('TIME')
-local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[8])
-local expires = tonumber(ARGV[9] or '0')
-if expires > at then
-  at = expires
+local redisNow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, sold, bought, zadd, records = {}, 0, {}, {}, {}
+for i = 1, n do
+  local a = 4 + 8 * (i - 1)
+  local user, token = ARGV[a], KEYS[6 + i]
+  local prior = redis.call('GET', token)
+  if prior then
+    -- Rewrite the key as it is: a write that changes nothing but is
+    -- replicated and appended to the AOF, so that a WAIT or WAITAOF on this
+    -- connection covers it, and with it the earlier order (a replica applies
+    -- the stream in order). Without it a durable sale would answer a retry
+    -- whose first answer was lost without knowing the order reached anyone.
+    redis.call('SET', token, prior, 'KEEPTTL')
+    out[#out + 1], out[#out + 2], out[#out + 3] = 'REPLAY', prior, -1
+  elseif not stock then
+    out[#out + 1], out[#out + 2], out[#out + 3] = 'NOT_WARMED', '', -1
+  elseif stock <= 0 then
+    out[#out + 1], out[#out + 2], out[#out + 3] = 'SOLD_OUT', '', 0
+  elseif held[user] >= tonumber(ARGV[a + 1]) then
+    out[#out + 1], out[#out + 2], out[#out + 3] = 'LIMIT', '', stock
+  else
+    stock, sold = stock - 1, sold + 1
+    held[user] = held[user] + 1
+    local k = seq[user] + 1
+    seq[user] = k
+    bought[user] = true
+    -- The order number is a function of (sale, sku, user, k) and the
+    -- bucket's mark: replaying this order anywhere downstream can never mint
+    -- a second one. The pod computes the common case (k = 1) in Go.
+    local orderNo = ARGV[a + 7]
+    if k ~= 1 or orderNo == '' then
+      orderNo = ARGV[2] .. '-' .. string.sub(redis.sha1hex(ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. user .. '\n' .. k), 1, 24) .. ARGV[3]
+    end
+    redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[2], 'user', user,
+      'n', k, 'amount', ARGV[a + 4], 'at', ARGV[a + 2], 'deadline', ARGV[a + 3])
+    zadd[#zadd + 1], zadd[#zadd + 2] = ARGV[a + 3], orderNo
+    -- The order's record "<status> <user>", whose format package orderstate owns.
+    records[#records + 1], records[#records + 2] = orderNo, 'queued ' .. user
+    -- The token key must outlive every pod's belief that the token is valid,
+    -- or the same token could make a second order. Pods judge validity by the
+    -- expiry written in the token, so the key expires at that instant plus a
+    -- margin; if Redis' clock is ahead of the pod's, that instant comes early
+    -- by Redis' clock, so the key also lives at least the token's remaining
+    -- life as the pod sees it, plus the margin, from Redis' now.
+    local at = math.max(redisNow + tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
+    redis.call('SET', token, orderNo, 'PXAT', at)
+    out[#out + 1], out[#out + 2], out[#out + 3] = 'OK', orderNo, stock
+  end
 end
-redis.call('SET', KEYS[7], orderNo, 'PXAT', at)
-return {'OK', orderNo, left}
+if sold > 0 then
+  redis.call('DECRBY', KEYS[1], sold)
+  local h, q = {}, {}
+  for user in pairs(bought) do
+    h[#h + 1], h[#h + 2] = user, held[user]
+    q[#q + 1], q[#q + 2] = user, seq[user]
+  end
+  redis.call('HSET', KEYS[2], unpack(h))
+  redis.call('HSET', KEYS[3], unpack(q))
+  redis.call('ZADD', KEYS[5], unpack(zadd))
+  redis.call('HSET', KEYS[6], unpack(records))
+end
+return out

@@ -21,13 +21,14 @@ var replaySHA = func() string {
 	return hex.EncodeToString(sum[:])
 }()
 
-// Replay finds the order the token nonce already made on sku, without
-// making one: Replayed with its number, or NoOrder. Unlike a plain GET it
+// Replay finds the order the token nonce already made in bucket k (the
+// buyer's home bucket of the SKU), without making one: Replayed with its
+// number, or NoOrder. Unlike a plain GET it
 // writes (the token key, unchanged), so that a durability wait on the
 // connection it ran on covers that order; a sale without durability has no
 // use for it and reads the key instead.
-func (s *Script) Replay(ctx context.Context, sku, nonce string) (Result, error) {
-	ks := []string{keys.ForSKU(s.saleKey, sku).Token(nonce)}
+func (s *Script) Replay(ctx context.Context, k keys.SKU, nonce string) (Result, error) {
+	ks := []string{k.Token(nonce)}
 	start := time.Now()
 	res, err := s.exec.EvalSha(ctx, replaySHA, ks).Slice()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {

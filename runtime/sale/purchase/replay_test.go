@@ -78,13 +78,13 @@ func TestReplayWrites(t *testing.T) {
 		t.Errorf("the purchase script's replay made %d writes, want 1 (a WAIT would not cover the order)", got)
 	}
 	before = dirty(t, rdb)
-	r, err = s.Replay(ctx, "x", "n1")
+	r, err = s.Replay(ctx, keys.ForSKU(saleKey, "x"), "n1")
 	check("refused retry", r, err)
 	if got := dirty(t, rdb) - before; got != 1 {
 		t.Errorf("Replay made %d writes, want 1", got)
 	}
 	before = dirty(t, rdb)
-	if r, err := s.Replay(ctx, "x", "n2"); err != nil || r.Outcome != purchase.NoOrder {
+	if r, err := s.Replay(ctx, keys.ForSKU(saleKey, "x"), "n2"); err != nil || r.Outcome != purchase.NoOrder {
 		t.Errorf("Replay of a token that made no order: %+v %v", r, err)
 	}
 	if got := dirty(t, rdb) - before; got != 0 {
