@@ -297,6 +297,33 @@ func splitSKUScenario(t *testing.T, rdb redis.UniversalClient) {
 		rep.Findings[0].Kind != audit.KindLost || rep.Findings[0].Bucket != 1 || !strings.Contains(text(rep), "SKU a~1") {
 		t.Fatalf("with a lost order in bucket 1:\n%s", text(rep))
 	}
+
+	// The archive reads every bucket: garbage in bucket 2's dead-letter
+	// stream and the orders still in the buckets' streams are kept, and the
+	// garbage leaves its stream.
+	dlq2 := keys.ForBucket(saleKey, "a", 2, 3).DeadLetters
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: dlq2, Values: []any{"error", "decode", "f:order", "garbage"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Archive(ctx, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := s.store.ListDeadLetters(ctx, saleKey, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison, valid := 0, 0
+	for _, d := range kept {
+		if d.Valid {
+			valid++
+		} else if d.SKU == "a" && d.Source == orderdb.SourceDLQStream {
+			poison++
+		}
+	}
+	if n, err := rdb.XLen(ctx, dlq2).Result(); err != nil || n != 0 || poison != 1 || valid != 3+1 {
+		t.Fatalf("archive: %d poison and %d valid kept, want 1 and 4 (the in-flight orders); %d entries left in bucket 2's dead letters (%v)",
+			poison, valid, n, err)
+	}
 }
 
 // slicesIndex is the index of o in orders.
