@@ -1,0 +1,333 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/controllers"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+)
+
+// TestSplitSKUHalfDoneTransfer: a seckill pod that died between the two
+// steps of a transfer leaves units given by one bucket and taken in by none;
+// the operator's next status poll completes the transfer, so the units are on
+// sale again in the receiving bucket and the SKU's figures still add up. On
+// a standalone Redis the split gains nothing, and BucketsSpread says so. A
+// bucket's counter lost mid-sale is reported, not re-created.
+func TestSplitSKUHalfDoneTransfer(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.SKUs[0].Stock, fs.Spec.SKUs[0].Buckets = 30, 3
+		fs.Spec.RateLimit.RequestsPerSecond = 25_000
+	})
+	warmAndOpen(t, e, false)
+	e.wantBuckets("warmed", "1001", 30, 0, 10, 10, 10)
+	e.wantCond(v1alpha1.ConditionBucketsSpread, metav1.ConditionFalse, v1alpha1.ReasonBucketsColocated)
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonBucketsColocated, "SKU 1001", "standalone Redis")
+	for _, st := range e.get().Status.SKUs {
+		// The sale's 25,000/s would want 3 shards, but a standalone Redis has one.
+		if st.SuggestedBuckets != 1 {
+			t.Fatalf("SKU %s suggests %d buckets on a standalone Redis, want 1", st.ID, st.SuggestedBuckets)
+		}
+	}
+
+	bs := keys.Buckets(e.ns+"/"+saleName, "1001", 3)
+	giveOnly(t, e.uc, bs[1], bs[2], 4)
+	if n, err := buckets.InFlight(e.ctx, e.uc, e.ns+"/"+saleName, "1001", 3); err != nil || n != 4 {
+		t.Fatalf("in flight after the give: %d %v, want 4", n, err)
+	}
+	e.reconcile()
+	e.wantBuckets("the transfer completed", "1001", 30, 0, 10, 6, 14)
+	if n, err := buckets.InFlight(e.ctx, e.uc, e.ns+"/"+saleName, "1001", 3); err != nil || n != 0 {
+		t.Fatalf("in flight after the poll: %d %v, want 0", n, err)
+	}
+
+	// One bucket's counter lost mid-sale is a loss like a whole SKU's: not
+	// re-created at its share (that would sell its sold units again).
+	if err := e.uc.Del(e.ctx, bs[2].Stock).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionWarmed, metav1.ConditionFalse, v1alpha1.ReasonKeysMissing)
+	if n := e.uc.Exists(e.ctx, bs[2].Stock).Val(); n != 0 {
+		t.Fatal("the lost bucket's counter was re-created mid-sale")
+	}
+}
+
+// TestDeleteSplitSaleOpenedBeforeItsStatusSaidSo: a sale deleted before its
+// status said it opened is salvaged when orders wait in any bucket's stream,
+// not only bucket 0's: here every order was admitted in bucket 1 or 2.
+func TestDeleteSplitSaleOpenedBeforeItsStatusSaidSo(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[1].Buckets = 3 })
+	warmAndOpen(t, e, false) // Redis-only, and no worker runs
+	var away []string
+	for _, u := range users("unrecorded", 60) {
+		if keys.Home(u, 3) != 0 && len(away) < 6 {
+			away = append(away, u)
+		}
+	}
+	per, accepted := e.buyDirect("1002", 3, away)
+	if per[0] != 0 || len(accepted) != 6 {
+		t.Fatalf("admitted per bucket %v, want 6 orders none in bucket 0", per)
+	}
+	fs := e.get()
+	base := fs.DeepCopy()
+	fs.Status.OpenedAt = nil
+	if err := e.k8s.Status().Patch(e.ctx, fs, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	for _, comp := range []string{controllers.ComponentSeckill, controllers.ComponentWorker, controllers.ComponentRollback} {
+		if err := e.k8s.Delete(e.ctx, e.deployment(comp)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.k8s.Delete(e.ctx, e.get()); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.SetTime(e.get().DeletionTimestamp.Add(time.Second))
+	e.reconcile()
+	if !e.gone() {
+		t.Fatal("the sale waited although no worker was left to drain it")
+	}
+	if stored, kept := e.checkNoneDropped(accepted, nil); stored != 6 || kept != 0 {
+		t.Fatalf("stored %d, archived %d; want the 6 orders stored", stored, kept)
+	}
+}
+
+// giveOnly runs step 1 of a transfer alone (give.lua's effect: the units
+// leave from's stock and initial into an open outbox record naming to), as
+// a seckill pod that died right after it leaves it.
+func giveOnly(t *testing.T, rdb redis.UniversalClient, from, to keys.SKU, units int64) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.DecrBy(ctx, from.Stock, units)
+		p.DecrBy(ctx, from.Initial, units)
+		p.HSet(ctx, from.Outbox, "crashed-pod-transfer", fmt.Sprintf("%d %d", units, to.Bucket))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantBuckets fails unless SKU sku's status shows stock declared, sold
+// units held, and the buckets' remaining stock rem (bucket 0 first), with
+// stock = remaining + sold − debt for the SKU and each bucket's sold adding
+// up to the SKU's.
+func (e *env) wantBuckets(what, sku string, stock, sold int64, rem ...int64) {
+	e.t.Helper()
+	var st *v1alpha1.SKUStatus
+	for _, s := range e.get().Status.SKUs {
+		if s.ID == sku {
+			st = &s
+		}
+	}
+	if st == nil {
+		e.t.Fatalf("%s: no status of SKU %s", what, sku)
+	}
+	var got []int64
+	var bucketSold, remaining int64
+	for _, b := range st.Buckets {
+		got = append(got, b.Remaining)
+		bucketSold += b.Sold
+		remaining += b.Remaining
+	}
+	if !reflect.DeepEqual(got, rem) || st.Stock != stock || st.Sold != sold || bucketSold != sold || remaining != st.Remaining {
+		e.t.Fatalf("%s: SKU %s status %+v; want stock %d, sold %d, buckets' remaining %v", what, sku, *st, stock, sold, rem)
+	}
+	if st.Stock != st.Remaining+st.Sold-st.Debt {
+		e.t.Fatalf("%s: %+v: stock ≠ remaining + sold − debt", what, *st)
+	}
+}
+
+// TestSaleOnRedisCluster runs a whole sale with spec.redis.mode: cluster on
+// a local 3-master Redis Cluster: a SKU split into 3 buckets and one not
+// split go Pending → Warming → Active; the status shows each bucket on its
+// own primary and BucketsSpread=True; purchases, a stock raise and a lowering
+// mid-sale move the figures and keep stock = remaining + sold − debt; the
+// sale settles (the unpaid orders cancelled, every unit back), the audit
+// finds the law kept, and teardown leaves no key of the sale on any shard.
+func TestSaleOnRedisCluster(t *testing.T) {
+	e := newEnv(t, envOpts{cluster: true})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.SKUs = []v1alpha1.SKU{
+			{ID: "hot", Stock: 90, Price: "3999.00", PerUserLimit: 1, Buckets: 3},
+			{ID: "cold", Stock: 20, Price: "19.90", PerUserLimit: 1},
+		}
+		fs.Spec.RateLimit.RequestsPerSecond = 25_000
+	})
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhasePending)
+	warmAndOpen(t, e, false)
+	stopWorker := e.startWorker()
+	e.wantBuckets("warmed", "hot", 90, 0, 30, 30, 30)
+	e.wantSpreadOnClusterPrimaries("hot")
+	e.wantCond(v1alpha1.ConditionBucketsSpread, metav1.ConditionTrue, v1alpha1.ReasonBucketsSpread)
+	for _, st := range e.get().Status.SKUs {
+		if st.SuggestedBuckets != 3 {
+			t.Fatalf("SKU %s suggests %d buckets for 25,000/s on 3 primaries, want 3", st.ID, st.SuggestedBuckets)
+		}
+	}
+
+	// 30 buyers of each SKU, each in their home bucket.
+	buys, _ := e.buyDirect("hot", 3, users("hot-buyer", 30))
+	e.buyDirect("cold", 1, users("cold-buyer", 5))
+	e.eventually("35 orders in status", func() bool {
+		st := e.get().Status
+		return st.Sold == 35 && st.QueueLag == 0
+	})
+	e.wantBuckets("30 sold", "hot", 90, 30, 30-buys[0], 30-buys[1], 30-buys[2])
+
+	// A raise goes to bucket 0; a lowering first gathers every unsold unit
+	// into bucket 0 and takes them back from there.
+	e.setSKUStock("hot", 120)
+	e.reconcile()
+	e.wantBuckets("raised to 120", "hot", 120, 30, 60-buys[0], 30-buys[1], 30-buys[2])
+	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonStockRaised, "SKU hot stock raised by 30")
+	e.setSKUStock("hot", 50)
+	e.reconcile()
+	e.wantBuckets("lowered to 50", "hot", 50, 30, 20, 0, 0)
+	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonStockLowered, "SKU hot stock lowered from 120 to 50")
+
+	// The end, then the payment window: nobody paid, the rollback returns
+	// every unit to the bucket that sold it, and the sale settles.
+	e.clk.SetTime(e.t0.Add(20 * time.Minute))
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseDraining)
+	e.clk.SetTime(e.t0.Add(21*time.Minute + time.Second))
+	if p := e.rollbackOnce(); p.Cancelled != 35 || p.Returned != 35 {
+		t.Fatalf("rollback pass %+v, want the 35 unpaid orders cancelled and returned", p)
+	}
+	stopWorker()
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseEnded)
+	fs := e.get()
+	if a := fs.Status.Audit; a == nil || !a.Conserved || a.Initial != 70 {
+		t.Fatalf("final audit %+v, want conserved over 70 units (50 hot, 20 cold)", a)
+	}
+	e.wantCond(v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown)
+	e.wantNoKeysOnAnyShard()
+}
+
+// wantSpreadOnClusterPrimaries fails unless each bucket of sku shows the
+// primary that holds its slot, and no two share one.
+func (e *env) wantSpreadOnClusterPrimaries(sku string) {
+	e.t.Helper()
+	cc := e.uc.(*redis.ClusterClient)
+	seen := map[string]bool{}
+	for _, st := range e.get().Status.SKUs {
+		if st.ID != sku {
+			continue
+		}
+		for _, b := range st.Buckets {
+			m, err := cc.MasterForKey(e.ctx, keys.ForBucket(e.ns+"/"+saleName, sku, int(b.Bucket), len(st.Buckets)).Stock)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			if b.Primary == "" || b.Primary != m.Options().Addr || seen[b.Primary] {
+				e.t.Fatalf("bucket %d on %q (its slot is on %s; seen %v): want each on its own primary", b.Bucket, b.Primary, m.Options().Addr, seen)
+			}
+			seen[b.Primary] = true
+		}
+	}
+	if len(seen) != 3 {
+		e.t.Fatalf("SKU %s on primaries %v, want 3", sku, seen)
+	}
+}
+
+// buyDirect admits one purchase per user of sku (split into n buckets) in
+// the user's home bucket, as a seckill pod does, and returns how many each
+// bucket admitted and the order numbers.
+func (e *env) buyDirect(sku string, n int, users []string) ([]int64, []string) {
+	e.t.Helper()
+	s, err := purchase.New(e.uc, e.ns+"/"+saleName, purchase.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	per := make([]int64, n)
+	var orders []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, len(users))
+	now := e.clk.Now()
+	for _, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := keys.Home(u, n)
+			res, err := s.Purchase(e.ctx, purchase.Request{SKU: sku, Bucket: b, Buckets: n, User: u, Limit: 1, Amount: "1.00",
+				Nonce: "n-" + u, Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Minute})
+			if err != nil || res.Outcome != purchase.Admitted {
+				errs <- fmt.Errorf("purchase of %s by %s in bucket %d: %+v %v", sku, u, b, res, err)
+				return
+			}
+			mu.Lock()
+			per[b]++
+			orders = append(orders, res.OrderNo)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		e.t.Fatal(err)
+	}
+	return per, orders
+}
+
+// setSKUStock sets the declared stock of SKU sku.
+func (e *env) setSKUStock(sku string, n int64) {
+	e.t.Helper()
+	fs := e.get()
+	for i := range fs.Spec.SKUs {
+		if fs.Spec.SKUs[i].ID == sku {
+			fs.Spec.SKUs[i].Stock = n
+		}
+	}
+	if err := e.k8s.Update(e.ctx, fs); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// wantNoKeysOnAnyShard SCANs every master of the cluster for a key of the
+// sale.
+func (e *env) wantNoKeysOnAnyShard() {
+	e.t.Helper()
+	var mu sync.Mutex
+	var left []string
+	err := e.uc.(*redis.ClusterClient).ForEachMaster(e.ctx, func(ctx context.Context, node *redis.Client) error {
+		for _, p := range keys.Patterns(e.ns + "/" + saleName) {
+			iter := node.Scan(ctx, 0, p, 1000).Iterator()
+			for iter.Next(ctx) {
+				mu.Lock()
+				left = append(left, node.Options().Addr+" "+iter.Val())
+				mu.Unlock()
+			}
+			if err := iter.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(left) > 0 {
+		e.t.Fatalf("keys of the torn-down sale left:\n  %s", strings.Join(left, "\n  "))
+	}
+}
