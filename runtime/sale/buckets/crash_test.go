@@ -51,9 +51,10 @@ func proxied(t *testing.T, rdb redis.UniversalClient) (redis.UniversalClient, fu
 			t.Fatal(err)
 		}
 		// The cluster's own node addresses are dialled through the proxies,
-		// so every connection the client opens can be cut.
+		// so every connection the client opens can be cut. No redirects:
+		// retrying a cut node would only wait.
 		o := r.Options()
-		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.Addrs, Dialer: dial, MaxRetries: 1, DialTimeout: time.Second})
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.Addrs, Dialer: dial, MaxRedirects: -1, DialTimeout: time.Second})
 	case *redis.Client:
 		c = redis.NewClient(&redis.Options{Addr: r.Options().Addr, Dialer: dial, MaxRetries: 1, DialTimeout: time.Second})
 	default:
