@@ -37,9 +37,12 @@ type shop struct {
 func newShop(t *testing.T, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) *shop {
 	t.Helper()
 	ctx := context.Background()
+	bk := orderstate.BucketsOf(sale)
 	for _, sku := range sale.Spec.SKUs {
-		if err := rdb.Set(ctx, keys.ForSKU(sale.SaleKey(), sku.ID).Stock, sku.Stock, 0).Err(); err != nil {
-			t.Fatal(err)
+		for _, k := range bk.Keys(sale.SaleKey(), sku.ID) {
+			if err := rdb.Set(ctx, k.Stock, sku.Stock, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	script, err := purchase.New(rdb, sale.SaleKey(), purchase.Options{})
@@ -71,8 +74,10 @@ func (s *shop) buy(n int, amount string) []string {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			user, sku := fmt.Sprintf("u%d", i), skus[i%len(skus)]
+			n := orderstate.BucketsOf(s.sale).Of(sku)
 			now := time.Now()
-			r, err := s.script.Purchase(context.Background(), purchase.Request{SKU: sku, User: user, Limit: 1, Amount: amount,
+			r, err := s.script.Purchase(context.Background(), purchase.Request{SKU: sku, Bucket: keys.Home(user, n), Buckets: n,
+				User: user, Limit: 1, Amount: amount,
 				Nonce: "n-" + user, Now: now, Deadline: now.Add(15 * time.Minute), TokenTTL: 10 * time.Second})
 			mu.Lock()
 			defer mu.Unlock()
@@ -116,12 +121,12 @@ func stored(t *testing.T, db *sql.DB, saleKey string) map[string]int {
 	return out
 }
 
-// deadLetters reads the dead-letter streams of the sale's SKUs.
-func deadLetters(t *testing.T, rdb redis.UniversalClient, saleKey string) []redis.XMessage {
+// deadLetters reads the dead-letter streams of every bucket of the sale's SKUs.
+func deadLetters(t *testing.T, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) []redis.XMessage {
 	t.Helper()
 	var out []redis.XMessage
-	for _, sku := range skus {
-		msgs, err := rdb.XRange(context.Background(), keys.ForSKU(saleKey, sku).DeadLetters, "-", "+").Result()
+	for _, k := range orderstate.BucketsOf(sale).All(sale.SaleKey(), skus) {
+		msgs, err := rdb.XRange(context.Background(), k.DeadLetters, "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +162,7 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 	s.buy(300, "19.90")
 	testutil.Eventually(t, 30*time.Second, "300 rows before the outage", func() bool { return pipelinetest.Rows(t, direct, saleKey) == 300 })
 	testutil.Eventually(t, 10*time.Second, "their entries acknowledged", func() bool {
-		n, p := pipelinetest.Left(t, rdb, saleKey, skus...)
+		n, p := pipelinetest.LeftIn(t, rdb, orderstate.BucketsOf(sale), saleKey, skus...)
 		return n == 0 && p == 0
 	})
 
@@ -171,17 +176,17 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 	if n := pipelinetest.Rows(t, direct, saleKey); n != 300 {
 		t.Fatalf("%d rows while MySQL was cut away, want 300", n)
 	}
-	if n, _ := pipelinetest.Left(t, rdb, saleKey, skus...); n != 400 {
+	if n, _ := pipelinetest.LeftIn(t, rdb, orderstate.BucketsOf(sale), saleKey, skus...); n != 400 {
 		t.Fatalf("%d orders left in the streams during the outage, want the 400 admitted since", n)
 	}
-	if dl := deadLetters(t, rdb, saleKey); len(dl) != 0 {
+	if dl := deadLetters(t, rdb, sale); len(dl) != 0 {
 		t.Fatalf("%d orders dead-lettered for a MySQL outage", len(dl))
 	}
 
 	proxy.Restore()
 	testutil.Eventually(t, 60*time.Second, "700 rows after MySQL came back", func() bool { return pipelinetest.Rows(t, direct, saleKey) == 700 })
 	testutil.Eventually(t, 10*time.Second, "streams drained", func() bool {
-		n, p := pipelinetest.Left(t, rdb, saleKey, skus...)
+		n, p := pipelinetest.LeftIn(t, rdb, orderstate.BucketsOf(sale), saleKey, skus...)
 		return n == 0 && p == 0
 	})
 	rows := stored(t, direct, saleKey)
@@ -189,7 +194,7 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 		if rows[no] != 1 {
 			t.Errorf("order %s told 202 has %d rows", no, rows[no])
 		}
-		rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, 1, no)
+		rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, orderstate.BucketsOf(sale).Of(o.SKU), no)
 		if err != nil || !ok || rec.Status != order.Created {
 			t.Errorf("order %s shows %+v (%v, %v), want created", no, rec, ok, err)
 		}
@@ -197,7 +202,7 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 	if len(rows) != len(s.told) {
 		t.Errorf("%d orders in MySQL, %d told 202", len(rows), len(s.told))
 	}
-	if dl := deadLetters(t, rdb, saleKey); len(dl) != 0 {
+	if dl := deadLetters(t, rdb, sale); len(dl) != 0 {
 		t.Fatalf("%d orders dead-lettered", len(dl))
 	}
 }
@@ -207,10 +212,21 @@ func TestRedisOnlyMySQLDownMidSale(t *testing.T) {
 // good (an amount out of DECIMAL(14,2)'s range) and an entry that is no
 // order at all. Each lands in its SKU's dead-letter stream with its reason,
 // its attempts and every field of the original entry (nothing of the order
-// is lost), and the orders before and after it flow on into MySQL.
+// is lost), and the orders before and after it flow on into MySQL. On one
+// Redis and on a 3-master Redis Cluster, SKU 1001 split into three buckets.
 func TestRedisOnlyDeadLettersARefusedRow(t *testing.T) {
 	t.Parallel()
-	rdb := testutil.Redis(t)
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		redisOnlyDeadLettersARefusedRow(t, testutil.Redis(t))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		redisOnlyDeadLettersARefusedRow(t, testutil.RedisCluster(t).Client(t))
+	})
+}
+
+func redisOnlyDeadLettersARefusedRow(t *testing.T, rdb redis.UniversalClient) {
 	db, _ := testutil.OrderDB(t)
 	sale := newSale(t, rdb, 0)
 	saleKey := sale.SaleKey()
@@ -232,7 +248,7 @@ func TestRedisOnlyDeadLettersARefusedRow(t *testing.T) {
 
 	testutil.Eventually(t, 30*time.Second, "200 good rows", func() bool { return pipelinetest.Rows(t, db, saleKey) == 200 })
 	testutil.Eventually(t, 30*time.Second, "streams drained", func() bool {
-		n, p := pipelinetest.Left(t, rdb, saleKey, skus...)
+		n, p := pipelinetest.LeftIn(t, rdb, orderstate.BucketsOf(sale), saleKey, skus...)
 		return n == 0 && p == 0
 	})
 	rows := stored(t, db, saleKey)
@@ -245,7 +261,7 @@ func TestRedisOnlyDeadLettersARefusedRow(t *testing.T) {
 			t.Errorf("order %s has %d rows, want %d", no, rows[no], want)
 		}
 	}
-	dl := deadLetters(t, rdb, saleKey)
+	dl := deadLetters(t, rdb, sale)
 	if len(dl) != 2 {
 		t.Fatalf("dead letters %v, want 2", dl)
 	}
@@ -264,7 +280,7 @@ func TestRedisOnlyDeadLettersARefusedRow(t *testing.T) {
 		t.Errorf("the garbage entry's dead letter: %v", g)
 	}
 	// The refused order is still the buyer's: it shows queued, not lost.
-	if rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, 1, refused); err != nil || !ok || rec.User != o.User {
+	if rec, ok, err := orderstate.Lookup(context.Background(), rdb, saleKey, o.SKU, orderstate.BucketsOf(sale).Of(o.SKU), refused); err != nil || !ok || rec.User != o.User {
 		t.Errorf("the refused order's record: %+v %v %v", rec, ok, err)
 	}
 }
