@@ -4,8 +4,9 @@
 //
 // # The order record
 //
-// Each SKU's orders hash (keys.SKU.Orders) maps an order number to the
-// order's record, the string
+// Each SKU's orders hash (keys.SKU.Orders; each bucket's, for a SKU split
+// into buckets: the order number names the bucket, see Buckets) maps an
+// order number to the order's record, the string
 //
 //	<status> <user>
 //

@@ -1,10 +1,11 @@
 // Package relay moves admitted orders from the SKU streams in Redis to the
-// sale's Kafka topic. Each SKU stream is read by its own goroutine as one
-// consumer of the relay group (streams of different SKUs may live on
-// different cluster shards); a batch is produced with an idempotent producer
-// keyed by user, and only the entries Kafka acknowledged are XACKed and
-// XDELed, so the stream holds exactly the orders still in flight. While Kafka
-// is away the entries stay in Redis and the batch is retried with backoff.
+// sale's Kafka topic. Each SKU stream (each bucket's, for a SKU split into
+// buckets) is read by its own goroutine as one consumer of the relay group
+// (streams of different SKUs or buckets may live on different cluster
+// shards); a batch is produced with an idempotent producer keyed by user,
+// and only the entries Kafka acknowledged are XACKed and XDELed, so the
+// stream holds exactly the orders still in flight. While Kafka is away the
+// entries stay in Redis and the batch is retried with backoff.
 package relay
 
 import (

@@ -1,8 +1,9 @@
 // Package streamsink is the Redis-only order pipeline: without Kafka, the
-// worker reads the SKU streams with the relay consumer group and writes
+// worker reads the SKU streams (every bucket's, for a SKU split into
+// buckets) with the relay consumer group and writes
 // batches straight to MySQL. An entry is XACKed and XDELed only after the
 // transaction holding its order committed (and the order shows "created");
-// an entry that can never be stored moves to the SKU's dead-letter stream
+// an entry that can never be stored moves to its stream's dead-letter stream
 // with its reason, in the same MULTI that removes it from the order stream.
 package streamsink
 
