@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -18,7 +19,6 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/controllers"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
-	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 )
 
 // TestSplitSKUHalfDoneTransfer: a seckill pod that died between the two
@@ -74,13 +74,14 @@ func TestDeleteSplitSaleOpenedBeforeItsStatusSaidSo(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.sale(func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[1].Buckets = 3 })
 	warmAndOpen(t, e, false) // Redis-only, and no worker runs
+	shop := e.startSeckill()
 	var away []string
 	for _, u := range users("unrecorded", 60) {
 		if keys.Home(u, 3) != 0 && len(away) < 6 {
 			away = append(away, u)
 		}
 	}
-	per, accepted := e.buyDirect("1002", 3, away)
+	per, accepted := shop.buyAll("1002", 3, away)
 	if per[0] != 0 || len(accepted) != 6 {
 		t.Fatalf("admitted per bucket %v, want 6 orders none in bucket 0", per)
 	}
@@ -158,10 +159,12 @@ func (e *env) wantBuckets(what, sku string, stock, sold int64, rem ...int64) {
 // TestSaleOnRedisCluster runs a whole sale with spec.redis.mode: cluster on
 // a local 3-master Redis Cluster: a SKU split into 3 buckets and one not
 // split go Pending → Warming → Active; the status shows each bucket on its
-// own primary and BucketsSpread=True; purchases, a stock raise and a lowering
+// own primary and BucketsSpread=True; purchases through the seckill API (each
+// buyer in their home bucket), payments, a stock raise and a lowering
 // mid-sale move the figures and keep stock = remaining + sold − debt; the
-// sale settles (the unpaid orders cancelled, every unit back), the audit
-// finds the law kept, and teardown leaves no key of the sale on any shard.
+// sale settles (the unpaid orders cancelled, their units back in the buckets
+// that sold them), the audit finds the law kept, and teardown leaves no key
+// of the sale on any shard.
 func TestSaleOnRedisCluster(t *testing.T) {
 	e := newEnv(t, envOpts{cluster: true})
 	e.sale(func(fs *v1alpha1.FlashSale) {
@@ -184,13 +187,20 @@ func TestSaleOnRedisCluster(t *testing.T) {
 		}
 	}
 
-	// 30 buyers of each SKU, each in their home bucket.
-	buys, _ := e.buyDirect("hot", 3, users("hot-buyer", 30))
-	e.buyDirect("cold", 1, users("cold-buyer", 5))
+	// 30 buyers of the hot SKU, each in their home bucket, and 5 of the
+	// other; 10 of them pay.
+	shop := e.startSeckill()
+	buys, hot := shop.buyAll("hot", 3, users("hot-buyer", 30))
+	shop.buyAll("cold", 1, users("cold-buyer", 5))
 	e.eventually("35 orders in status", func() bool {
 		st := e.get().Status
 		return st.Sold == 35 && st.QueueLag == 0
 	})
+	for _, o := range hot[:10] {
+		if a := shop.pay(o); a.Status != http.StatusOK {
+			t.Fatalf("pay %s: %d %s", o, a.Status, a.Error)
+		}
+	}
 	e.wantBuckets("30 sold", "hot", 90, 30, 30-buys[0], 30-buys[1], 30-buys[2])
 
 	// A raise goes to bucket 0; a lowering first gathers every unsold unit
@@ -204,14 +214,14 @@ func TestSaleOnRedisCluster(t *testing.T) {
 	e.wantBuckets("lowered to 50", "hot", 50, 30, 20, 0, 0)
 	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonStockLowered, "SKU hot stock lowered from 120 to 50")
 
-	// The end, then the payment window: nobody paid, the rollback returns
-	// every unit to the bucket that sold it, and the sale settles.
+	// The end, then the payment window: the rollback returns the unit of
+	// every unpaid order to the bucket that sold it, and the sale settles.
 	e.clk.SetTime(e.t0.Add(20 * time.Minute))
 	e.reconcile()
 	e.wantPhase(v1alpha1.PhaseDraining)
 	e.clk.SetTime(e.t0.Add(21*time.Minute + time.Second))
-	if p := e.rollbackOnce(); p.Cancelled != 35 || p.Returned != 35 {
-		t.Fatalf("rollback pass %+v, want the 35 unpaid orders cancelled and returned", p)
+	if p := e.rollbackOnce(); p.Cancelled != 25 || p.Returned != 25 {
+		t.Fatalf("rollback pass %+v, want the 25 unpaid orders cancelled and returned", p)
 	}
 	stopWorker()
 	e.reconcile()
@@ -219,6 +229,9 @@ func TestSaleOnRedisCluster(t *testing.T) {
 	fs := e.get()
 	if a := fs.Status.Audit; a == nil || !a.Conserved || a.Initial != 70 {
 		t.Fatalf("final audit %+v, want conserved over 70 units (50 hot, 20 cold)", a)
+	}
+	if fs.Status.Paid != 10 || fs.Status.Cancelled != 25 {
+		t.Fatalf("final status paid %d cancelled %d, want 10 and 25", fs.Status.Paid, fs.Status.Cancelled)
 	}
 	e.wantCond(v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown)
 	e.wantNoKeysOnAnyShard()
@@ -250,42 +263,24 @@ func (e *env) wantSpreadOnClusterPrimaries(sku string) {
 	}
 }
 
-// buyDirect admits one purchase per user of sku (split into n buckets) in
-// the user's home bucket, as a seckill pod does, and returns how many each
-// bucket admitted and the order numbers.
-func (e *env) buyDirect(sku string, n int, users []string) ([]int64, []string) {
-	e.t.Helper()
-	s, err := purchase.New(e.uc, e.ns+"/"+saleName, purchase.Options{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+// buyAll buys sku through the shop for each user (each in their home
+// bucket) and returns how many orders each of the SKU's n buckets admitted
+// (an order number names its bucket) and the order numbers.
+func (s *shop) buyAll(sku string, n int, users []string) ([]int64, []string) {
+	s.e.t.Helper()
 	per := make([]int64, n)
 	var orders []string
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, len(users))
-	now := e.clk.Now()
 	for _, u := range users {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b := keys.Home(u, n)
-			res, err := s.Purchase(e.ctx, purchase.Request{SKU: sku, Bucket: b, Buckets: n, User: u, Limit: 1, Amount: "1.00",
-				Nonce: "n-" + u, Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Minute})
-			if err != nil || res.Outcome != purchase.Admitted {
-				errs <- fmt.Errorf("purchase of %s by %s in bucket %d: %+v %v", sku, u, b, res, err)
-				return
-			}
-			mu.Lock()
-			per[b]++
-			orders = append(orders, res.OrderNo)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		e.t.Fatal(err)
+		a := s.buy(u, sku)
+		if a.Status != http.StatusAccepted {
+			s.e.t.Fatalf("purchase of %s by %s: %d %s", sku, u, a.Status, a.Error)
+		}
+		b, _ := keys.BucketOf(a.OrderNo)
+		if b != keys.Home(u, n) {
+			s.e.t.Fatalf("order %s of %s admitted in bucket %d, not their home bucket %d", a.OrderNo, u, b, keys.Home(u, n))
+		}
+		per[b]++
+		orders = append(orders, a.OrderNo)
 	}
 	return per, orders
 }
