@@ -163,8 +163,11 @@ func TestMoveTakesAtMostTheStock(t *testing.T) {
 		if err != nil || m != 0 {
 			t.Fatalf("Move from an empty bucket: moved %d, %v", m, err)
 		}
-		if n, _ := rdb.HLen(ctx, s.keys()[0].Outbox).Result(); n != 1 {
-			t.Fatalf("%d outbox records after one transfer and one empty move, want 1", n)
+		if n, _ := rdb.HLen(ctx, s.keys()[0].Outbox).Result(); n != 0 {
+			t.Fatalf("%d outbox records after a completed transfer and an empty move, want none", n)
+		}
+		if n, _ := rdb.HLen(ctx, s.keys()[2].Inbox).Result(); n != 0 {
+			t.Fatalf("the empty move took %d transfers into bucket 2", n)
 		}
 		st := s.checkLaw(t)
 		if st.figs[0].Stock != 0 || st.figs[1].Stock != 8 || st.figs[2].Stock != 0 || st.inFlight != 0 {

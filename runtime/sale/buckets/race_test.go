@@ -122,7 +122,7 @@ func TestRefillSharesOneTransfer(t *testing.T) {
 			t.Fatalf("caller %d heard %d, want the 20 moved (half of the richest bucket's 40)", i, m)
 		}
 	}
-	if n, _ := rdb.HLen(ctx, s.keys()[1].Outbox).Result(); n != 1 {
+	if n, _ := rdb.HLen(ctx, s.keys()[0].Inbox).Result(); n != 1 {
 		t.Fatalf("%d transfers for 20 concurrent refills of one bucket, want 1", n)
 	}
 	s.checkLaw(t)
