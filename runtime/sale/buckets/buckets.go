@@ -9,7 +9,7 @@
 //     and initial and record them in s's outbox under a random transfer id;
 //  2. take (take.lua, on t): unless t's inbox already has the id, add the m'
 //     units to t, paying t's debt first, and record the id in t's inbox;
-//  3. close (on s): delete the outbox record, or mark it done ("-").
+//  3. close (on s): mark the outbox record done ("-").
 //
 // A crash between steps leaves an open outbox record; Recover completes it
 // (step 2 is idempotent by the inbox), and InFlight counts its units, so the
@@ -17,11 +17,12 @@
 //
 //	declared stock = Σ_b (initial_b − debt_b) + InFlight
 //
-// A record Recover closes stays, marked done ("-"): the Move that gave it
-// may still be waiting on its give's reply, and the client library sends a
-// command again when a reply is lost; a give finding the mark gives nothing
-// twice. The Move closes its own transfer by deleting the record: it has its
-// give's reply, so no copy of that give can come any more.
+// A closed record stays, marked done ("-"): the client library sends a
+// command again when its reply is lost, and a copy of a give may even reach
+// Redis after the transfer completed (an earlier attempt delayed on a dead
+// connection); a give finding the mark gives nothing twice. Marks and inbox
+// records grow by one small field per transfer (a few per bucket that runs
+// out) and go with the sale's keys at teardown.
 package buckets
 
 import (
@@ -102,7 +103,7 @@ func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, uni
 		return 0, nil
 	}
 	between("given")
-	if _, err := complete(ctx, rdb, from, to, id, m, false); err != nil {
+	if _, err := complete(ctx, rdb, from, to, id, m); err != nil {
 		return 0, err
 	}
 	return m, nil
@@ -110,20 +111,14 @@ func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, uni
 
 // complete runs steps 2 and 3 of transfer id (m units from from to to) and
 // says whether this call took the units in (false: someone already had).
-// With mark, step 3 marks the record done instead of deleting it (Recover:
-// see the package comment).
-func complete(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, id string, m int64, mark bool) (bool, error) {
+func complete(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, id string, m int64) (bool, error) {
 	res, err := takeScript.Run(ctx, rdb, []string{to.Stock, to.Initial, to.Debt, to.Inbox}, id, m).Int64Slice()
 	if err != nil || len(res) != 3 {
 		return false, fmt.Errorf("buckets: take transfer %s (%d units of SKU %s) into bucket %d: %v %w",
 			id, m, to.ID, to.Bucket, res, err)
 	}
 	between("taken")
-	closing := rdb.HDel(ctx, from.Outbox, id).Err
-	if mark {
-		closing = rdb.HSet(ctx, from.Outbox, id, closed).Err
-	}
-	if err := closing(); err != nil {
+	if err := rdb.HSet(ctx, from.Outbox, id, closed).Err(); err != nil {
 		return false, fmt.Errorf("buckets: close transfer %s of SKU %s in bucket %d: %w", id, from.ID, from.Bucket, err)
 	}
 	return res[2] == 0, nil
@@ -230,7 +225,7 @@ func recoverAll(ctx context.Context, rdb redis.UniversalClient, ks []keys.SKU) (
 	done := 0
 	var errs []error
 	for _, r := range recs {
-		took, err := complete(ctx, rdb, ks[r.from], ks[r.to], r.id, r.units, true)
+		took, err := complete(ctx, rdb, ks[r.from], ks[r.to], r.id, r.units)
 		if err != nil {
 			errs = append(errs, err)
 			continue

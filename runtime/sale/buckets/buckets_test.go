@@ -163,8 +163,8 @@ func TestMoveTakesAtMostTheStock(t *testing.T) {
 		if err != nil || m != 0 {
 			t.Fatalf("Move from an empty bucket: moved %d, %v", m, err)
 		}
-		if n, _ := rdb.HLen(ctx, s.keys()[0].Outbox).Result(); n != 0 {
-			t.Fatalf("%d outbox records after a completed transfer and an empty move, want none", n)
+		if v, _ := rdb.HVals(ctx, s.keys()[0].Outbox).Result(); len(v) != 1 || v[0] != "-" {
+			t.Fatalf("outbox records %v after a completed transfer and an empty move, want one closed", v)
 		}
 		if n, _ := rdb.HLen(ctx, s.keys()[2].Inbox).Result(); n != 0 {
 			t.Fatalf("the empty move took %d transfers into bucket 2", n)
