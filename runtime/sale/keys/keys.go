@@ -52,10 +52,11 @@ type SKU struct {
 	Expiry string
 	// Orders is a hash orderNo -> order record, for result polling.
 	Orders string
-	// Outbox is a hash transferID -> "<units> <to bucket>": units this bucket
-	// gave to another bucket of its SKU that the receiver may not have taken
-	// in yet (package buckets owns it). Its units are in neither bucket's
-	// stock nor initial while the record exists.
+	// Outbox is a hash transferID -> the units this bucket gave to another
+	// bucket of its SKU (package buckets owns its format). Until the receiver
+	// has taken them in, the units are in neither bucket's stock nor initial:
+	// they are in flight. A closed transfer's record stays, emptied, so that
+	// a give retried under the same id gives nothing.
 	Outbox string
 	// Inbox is a hash transferID -> units: the transfers this bucket has
 	// taken in, so that completing a transfer twice adds its units once.
@@ -197,7 +198,7 @@ func bucketTag(base string, b, n int) string {
 	}
 	want := (Slot(base) + b*slots/n) % slots
 	prefix := base + "#" + strconv.Itoa(b) + "."
-	tag := prefix + "0"
+	var tag string
 	for salt := 0; ; salt++ {
 		tag = prefix + strconv.Itoa(salt)
 		if Slot(tag) == want {
