@@ -46,12 +46,15 @@ var (
 // number of buckets of the order's SKU (Buckets.Of): with the bucket mark of
 // the order number it finds the bucket that holds the record.
 func Advance(ctx context.Context, rdb redis.Scripter, o *order.Order, n int, to order.Status) (bool, error) {
-	k := Buckets{o.SKU: n}.Order(o)
-	n, err := advanceScript.Run(ctx, rdb, []string{k.Orders}, o.OrderNo, to.String(), o.User).Int()
+	k, err := keysOf(o, n)
+	if err != nil {
+		return false, err
+	}
+	moved, err := advanceScript.Run(ctx, rdb, []string{k.Orders}, o.OrderNo, to.String(), o.User).Int()
 	if err != nil {
 		return false, fmt.Errorf("advance order %s to %s: %w", o.OrderNo, to, err)
 	}
-	return n == 1, nil
+	return moved == 1, nil
 }
 
 // MarkCreated advances many orders to created in one pipeline, after the
@@ -63,12 +66,20 @@ func MarkCreated(ctx context.Context, rdb redis.UniversalClient, bk Buckets, ord
 	if len(orders) == 0 {
 		return nil
 	}
+	ks := make([]string, len(orders))
+	for i := range orders {
+		k, err := keysOf(&orders[i], bk.Of(orders[i].SKU))
+		if err != nil {
+			return err
+		}
+		ks[i] = k.Orders
+	}
 	var err error
 	for range 2 {
 		pipe := rdb.Pipeline()
 		for i := range orders {
 			o := &orders[i]
-			pipe.EvalSha(ctx, advanceScript.Hash(), []string{bk.Order(o).Orders}, o.OrderNo, order.Created.String(), o.User, "existing")
+			pipe.EvalSha(ctx, advanceScript.Hash(), []string{ks[i]}, o.OrderNo, order.Created.String(), o.User, "existing")
 		}
 		if _, err = pipe.Exec(ctx); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
 			break
@@ -112,21 +123,27 @@ func Release(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) (bo
 
 // ReleaseUnit is Release, telling where the unit went.
 func ReleaseUnit(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) (Returned, error) {
-	k := Buckets{o.SKU: n}.Order(o)
-	n, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders, k.Initial, k.Debt}, o.OrderNo, o.User).Int()
+	k, err := keysOf(o, n)
+	if err != nil {
+		return NotReturned, err
+	}
+	r, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders, k.Initial, k.Debt}, o.OrderNo, o.User).Int()
 	if err != nil {
 		return NotReturned, fmt.Errorf("return stock of order %s: %w", o.OrderNo, err)
 	}
-	if n < int(NotReturned) || n > int(PaidDebt) {
-		return NotReturned, fmt.Errorf("return stock of order %s: unexpected reply %d", o.OrderNo, n)
+	if r < int(NotReturned) || r > int(PaidDebt) {
+		return NotReturned, fmt.Errorf("return stock of order %s: unexpected reply %d", o.OrderNo, r)
 	}
-	return Returned(n), nil
+	return Returned(r), nil
 }
 
 // Settle records a payment: the order leaves the expiry set and shows paid,
 // in the bucket that holds it (its SKU has n buckets).
 func Settle(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) error {
-	k := Buckets{o.SKU: n}.Order(o)
+	k, err := keysOf(o, n)
+	if err != nil {
+		return err
+	}
 	if err := settleScript.Run(ctx, rdb, []string{k.Expiry, k.Orders}, o.OrderNo, o.User).Err(); err != nil {
 		return fmt.Errorf("settle order %s: %w", o.OrderNo, err)
 	}

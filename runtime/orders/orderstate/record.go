@@ -44,8 +44,12 @@ func rank(s order.Status) int {
 // Lookup reads the record of order orderNo of SKU sku (split into n
 // buckets) of sale saleKey ("namespace/name"), in the bucket its order
 // number names. ok is false when Redis knows no such order: it was never
-// admitted, or the sale's keys are gone.
+// admitted (its number names a bucket the SKU does not have, say), or the
+// sale's keys are gone.
 func Lookup(ctx context.Context, rdb redis.HashCmdable, saleKey, sku string, n int, orderNo string) (rec Record, ok bool, err error) {
+	if b, _ := keys.BucketOf(orderNo); b >= max(n, 1) {
+		return Record{}, false, nil
+	}
 	v, err := rdb.HGet(ctx, keys.ForOrder(saleKey, sku, orderNo, n).Orders, orderNo).Result()
 	if errors.Is(err, redis.Nil) {
 		return Record{}, false, nil

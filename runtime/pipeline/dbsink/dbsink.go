@@ -99,6 +99,11 @@ func (w *Writer) Write(ctx context.Context, items []Item, dead DeadLetter) error
 			reason = "decode: " + items[i].Err.Error()
 		case w.cfg.SaleKey != "" && items[i].Order.Sale != w.cfg.SaleKey:
 			reason = fmt.Sprintf("order %s belongs to sale %q, not %q", items[i].Order.OrderNo, items[i].Order.Sale, w.cfg.SaleKey)
+		case w.cfg.Redis != nil && w.cfg.Buckets.Check(&items[i].Order) != nil:
+			// Never admitted (no purchase runs in a bucket the SKU lacks),
+			// and Redis could never show it created: it would hold the
+			// pipeline retrying.
+			reason = w.cfg.Buckets.Check(&items[i].Order).Error()
 		}
 		if reason != "" {
 			if err := w.deadLetter(ctx, dead, i, reason, 1); err != nil {

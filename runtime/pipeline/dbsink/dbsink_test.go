@@ -19,6 +19,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/dbsink"
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/internal/pipelinetest"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -197,15 +198,33 @@ func TestWriteMarksOrdersCreated(t *testing.T) {
 	db, _ := testutil.OrderDB(t)
 	rdb := testutil.Redis(t)
 	saleKey := pipelinetest.SaleKey(t, rdb)
-	ctx := context.Background()
-	a, b := pipelinetest.Order(saleKey, "1001", "a", "1.00"), pipelinetest.Order(saleKey, "1001", "b", "2.00")
-	pipelinetest.Admit(t, rdb, a, b) // "queued" to result polling
-	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), Redis: rdb, SaleKey: saleKey, Backoff: fast})
-	if err := w.Write(ctx, items(a, b), noDeadLetters(t)); err != nil {
+	// SKU 1001 is split into three buckets: each order shows created in its
+	// buyer's home bucket. An order naming a bucket the SKU lacks was never
+	// admitted and could never show created: it is dead-lettered, not
+	// retried for ever.
+	bk := orderstate.Buckets{"1001": 3}
+	a, b := pipelinetest.OrderIn(saleKey, "1001", "a", "1.00", 3), pipelinetest.OrderIn(saleKey, "1001", "b", "2.00", 3)
+	pipelinetest.AdmitIn(t, rdb, bk, a, b) // "queued" to result polling
+	bogus := pipelinetest.Order(saleKey, "1001", "c", "3.00")
+	bogus.OrderNo = purchase.OrderNo(saleKey, "1001", "c", 1, 5)
+	w := dbsink.New(dbsink.Config{Store: orderdb.New(db), Redis: rdb, Buckets: bk, SaleKey: saleKey, Backoff: fast})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var dead []int
+	if err := w.Write(ctx, items(a, bogus, b), func(_ context.Context, idx int, reason string, _ int) error {
+		if !strings.Contains(reason, "has 3 bucket(s)") {
+			t.Errorf("item %d dead-lettered: %s", idx, reason)
+		}
+		dead = append(dead, idx)
+		return nil
+	}); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
+	if len(dead) != 1 || dead[0] != 1 {
+		t.Fatalf("dead letters %v, want the order of bucket 5", dead)
+	}
 	for _, o := range []order.Order{a, b} {
-		rec, ok, err := orderstate.Lookup(ctx, rdb, saleKey, "1001", 1, o.OrderNo)
+		rec, ok, err := orderstate.Lookup(ctx, rdb, saleKey, "1001", 3, o.OrderNo)
 		if err != nil || !ok || rec.Status != order.Created {
 			t.Fatalf("order %s: %+v (found %v, %v), want created", o.OrderNo, rec, ok, err)
 		}
