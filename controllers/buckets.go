@@ -13,7 +13,9 @@ package controllers
 //     limit and the per-shard budget;
 //   - every status poll completes the transfers between buckets that a
 //     crashed seckill pod left half-done (buckets.Recover), so no unit stays
-//     in flight longer than a poll.
+//     in flight longer than a poll, and pays a bucket's debt with unsold
+//     units of the others (payDebts), so a lowered split SKU sells no more
+//     than an unsplit one would.
 
 import (
 	"context"
@@ -63,6 +65,42 @@ func recoverTransfers(ctx context.Context, rdb redis.UniversalClient, sale *v1al
 		}
 		if n > 0 {
 			ctrl.LoggerFrom(ctx).Info("Completed transfers between buckets a crash left half-done", "sku", sku.ID, "transfers", n)
+		}
+	}
+	return nil
+}
+
+// payDebts keeps a split SKU's debt paid as an unsplit SKU's is: an unsplit
+// SKU owes only while it has nothing on sale (a lowering takes unsold units
+// first, and a returned unit pays the debt before it goes back on sale). A
+// split SKU's debt sits in the buckets whose buyers hold the units owed
+// (buckets.SpreadDebt), and a unit returned to another bucket goes back on
+// sale there: without this, units owed by paid orders would never be paid,
+// and the SKU would sell them again beyond its lowered stock. So at every
+// poll, unsold units of the other buckets move into each bucket that owes
+// (a transfer's take pays the receiver's debt first: those units leave the
+// sale), up to the debt. Between two polls the returned units are on sale.
+func payDebts(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) error {
+	for _, sku := range splitSKUs(sale) {
+		n := sku.BucketCount()
+		fs, err := buckets.Read(ctx, rdb, sale.SaleKey(), sku.ID, n)
+		if err != nil {
+			return err
+		}
+		for to := range fs {
+			for from := range fs {
+				owed := min(fs[to].Debt, fs[from].Stock)
+				if from == to || owed <= 0 {
+					continue
+				}
+				m, err := buckets.Move(ctx, rdb, sale.SaleKey(), sku.ID, n, from, to, owed)
+				if err != nil {
+					return fmt.Errorf("pay the debt of SKU %s bucket %d from bucket %d: %w", sku.ID, to, from, err)
+				}
+				fs[to].Debt -= m
+				fs[from].Stock -= m
+				ctrl.LoggerFrom(ctx).Info("Paid a bucket's debt with unsold units of another", "sku", sku.ID, "from", from, "to", to, "units", m)
+			}
 		}
 	}
 	return nil

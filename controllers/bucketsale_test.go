@@ -109,6 +109,57 @@ func TestDeleteSplitSaleOpenedBeforeItsStatusSaidSo(t *testing.T) {
 	}
 }
 
+// TestSplitSKUDebtPaidAcrossBuckets: a split SKU lowered below what its
+// buyers hold owes the difference in the bucket whose buyers hold it; when
+// those buyers pay and another bucket's buyers do not, the units their
+// cancelled orders return must pay the debt, as an unsplit SKU's do, not go
+// back on sale in their own bucket and sell the SKU beyond its lowered stock.
+func TestSplitSKUDebtPaidAcrossBuckets(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.SKUs = []v1alpha1.SKU{{ID: "1001", Stock: 6, Price: "3999.00", PerUserLimit: 1, Buckets: 2}}
+	})
+	warmAndOpen(t, e, false)
+	e.startWorker()
+	shop := e.startSeckill()
+	var home [2][]string
+	for _, u := range users("buyer", 60) {
+		if b := keys.Home(u, 2); len(home[b]) < 4 {
+			home[b] = append(home[b], u)
+		}
+	}
+	_, paying := shop.buyAll("1001", 2, home[0][:3])
+	shop.buyAll("1001", 2, home[1][:3])
+	e.eventually("6 orders stored", func() bool {
+		st := e.get().Status
+		return st.Sold == 6 && st.QueueLag == 0 && e.created() == 6
+	})
+	for _, o := range paying {
+		if a := shop.pay(o); a.Status != http.StatusOK {
+			t.Fatalf("pay %s: %d %s", o, a.Status, a.Error)
+		}
+	}
+	e.setStock(3)
+	e.reconcile()
+	e.wantBuckets("lowered to 3", "1001", 3, 6, 0, 0)
+
+	e.clk.SetTime(e.t0.Add(12 * time.Minute))
+	if p := e.rollbackOnce(); p.Cancelled != 3 || p.Returned != 3 {
+		t.Fatalf("rollback pass %+v, want bucket 1's 3 unpaid orders cancelled and returned", p)
+	}
+	e.reconcile()
+	e.wantBuckets("the unpaid orders cancelled", "1001", 3, 3, 0, 0)
+	if st := e.get().Status.SKUs[0]; st.Debt != 0 || !st.SoldOut {
+		t.Fatalf("status %+v, want the debt paid off and the SKU sold out", st)
+	}
+	for _, u := range []string{home[0][3], home[1][3]} {
+		if a := shop.buy(u, "1001"); a.Status != http.StatusGone || a.Error != "SOLD_OUT" {
+			t.Fatalf("purchase by %s (home bucket %d) after the lowering was paid off: %d %s, want 410 SOLD_OUT",
+				u, keys.Home(u, 2), a.Status, a.Error)
+		}
+	}
+}
+
 // giveOnly runs step 1 of a transfer alone (give.lua's effect: the units
 // leave from's stock and initial into an open outbox record naming to), as
 // a seckill pod that died right after it leaves it.

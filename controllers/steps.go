@@ -279,9 +279,13 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 // readRedisFigures reads what status shows of Redis: the stock of every
 // SKU and bucket, the units in flight between buckets, where the buckets
 // live and the bucket count to suggest. It first completes the transfers a
-// crash left half-done, so their units count where they belong.
+// crash left half-done, so their units count where they belong, and pays
+// the split SKUs' debts with their unsold units (payDebts).
 func readRedisFigures(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
 	if err := recoverTransfers(ctx, rdb, sale); err != nil {
+		return err
+	}
+	if err := payDebts(ctx, rdb, sale); err != nil {
 		return err
 	}
 	if err := readStock(ctx, rdb, sale, f); err != nil {
