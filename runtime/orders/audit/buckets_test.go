@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/cli"
@@ -334,4 +336,72 @@ func slicesIndex(orders []order.Order, o order.Order) int {
 		}
 	}
 	return -1
+}
+
+// TestSplitSKUKafka: in Kafka mode on the 3-master cluster, the orders of a
+// split SKU behind the consumer group and in the dead-letter topic are each
+// counted in the bucket that admitted them (its order number's mark): the
+// law holds in every bucket, and the dead-lettered order of its bucket is
+// repaired.
+func TestSplitSKUKafka(t *testing.T) {
+	s := newSplitSale(t, testutil.RedisCluster(t).Client(t))
+	ctx := context.Background()
+	saleKey := s.fs.SaleKey()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, keys.Topic(saleKey)), kfake.SeedTopics(1, keys.DeadLetterTopic(saleKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := audit.SaramaConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	prod, err := sarama.NewSyncProducer(c.ListenAddrs(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	send := func(topic string, o order.Order) {
+		t.Helper()
+		raw, _ := o.Marshal()
+		if _, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(o.User), Value: sarama.ByteEncoder(raw)}); err != nil {
+			t.Fatal(err)
+		}
+		s.unstream(o)
+	}
+	as := s.buy("a", ordertest.Buyers("ua", 30, 3)[:9]...)
+	dead := inBucket(t, as, 2)
+	perBucket := map[int]int64{}
+	for _, o := range as {
+		if o.OrderNo == dead.OrderNo {
+			send(keys.DeadLetterTopic(saleKey), o)
+			continue
+		}
+		send(keys.Topic(saleKey), o)
+		b, _ := keys.BucketOf(o.OrderNo)
+		perBucket[b]++
+	}
+	a, err := audit.New(audit.Config{Sale: s.fs, Redis: s.rdb, Orders: s.store, Brokers: c.ListenAddrs(), Sarama: audit.SaramaConfig(),
+		KafkaTimeout: 5 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := a.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := rep.SKUs[0]
+	if sa.InFlight.Kafka != 8 || sa.Stranded != 1 || sa.Imbalance != 0 || rep.Lost != 0 || len(perBucket) < 2 {
+		t.Fatalf("report (orders in Kafka by bucket %v):\n%s", perBucket, text(rep))
+	}
+	for b, p := range sa.Buckets {
+		if p.InFlight.Kafka != perBucket[b] || p.Imbalance != 0 {
+			t.Fatalf("bucket %d: %d in Kafka, want %d:\n%s", b, p.InFlight.Kafka, perBucket[b], text(rep))
+		}
+	}
+	if _, err := a.Repair(ctx, rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = a.Run(ctx); err != nil || !rep.OK || rep.SKUs[0].Buckets[2].MySQL.Created != 1 {
+		t.Fatalf("after repair (%v):\n%s", err, text(rep))
+	}
 }
