@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/order"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
 )
 
 var (
@@ -108,6 +109,11 @@ const (
 	// paid it off: it left the sale (initial and debt went down), so the SKU
 	// never holds more than its declared stock.
 	PaidDebt
+	// Forwarded means the unit is on its way to bucket 0 of its split SKU,
+	// where a lowering is applied or owed (see buckets.Hold): ReleaseUnit
+	// answers it when it could not complete the transfer itself, which
+	// buckets.Recover (the operator's poll, any refill) then does.
+	Forwarded
 )
 
 // Release returns the unit of a cancelled order, frees the user's slot and
@@ -116,25 +122,50 @@ const (
 // lowering; ReleaseUnit tells which). The unit goes back to the bucket the
 // order came from (its SKU has n buckets): that bucket's holders counted
 // it, and that bucket's debt, if any, is what it pays.
-func Release(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) (bool, error) {
+func Release(ctx context.Context, rdb redis.UniversalClient, o *order.Order, n int) (bool, error) {
 	r, err := ReleaseUnit(ctx, rdb, o, n)
 	return r != NotReturned, err
 }
 
-// ReleaseUnit is Release, telling where the unit went.
-func ReleaseUnit(ctx context.Context, rdb redis.Scripter, o *order.Order, n int) (Returned, error) {
+// ReleaseUnit is Release, telling where the unit went. A unit returned to a
+// bucket ≥ 1 whose SKU's lowering is applied or owed in bucket 0 is
+// forwarded to bucket 0 (release.lua), and ReleaseUnit completes that
+// transfer: the unit pays bucket 0's debt, or goes on sale there.
+func ReleaseUnit(ctx context.Context, rdb redis.UniversalClient, o *order.Order, n int) (Returned, error) {
 	k, err := keysOf(o, n)
 	if err != nil {
 		return NotReturned, err
 	}
-	r, err := releaseScript.Run(ctx, rdb, []string{k.Stock, k.Holders, k.Expiry, k.Orders, k.Initial, k.Debt}, o.OrderNo, o.User).Int()
+	r, err := releaseScript.Run(ctx, rdb,
+		[]string{k.Stock, k.Holders, k.Expiry, k.Orders, k.Initial, k.Debt, k.Hold, k.Outbox},
+		o.OrderNo, o.User, buckets.ReturnID(o.OrderNo), k.Bucket).Int()
 	if err != nil {
 		return NotReturned, fmt.Errorf("return stock of order %s: %w", o.OrderNo, err)
 	}
-	if r < int(NotReturned) || r > int(PaidDebt) {
+	if r < int(NotReturned) || r > int(Forwarded) {
 		return NotReturned, fmt.Errorf("return stock of order %s: unexpected reply %d", o.OrderNo, r)
 	}
+	if Returned(r) == Forwarded {
+		return completeForward(ctx, rdb, o, n, k.Bucket), nil
+	}
 	return Returned(r), nil
+}
+
+// completeForward takes a forwarded unit into bucket 0. The unit is
+// returned whatever happens here (release.lua wrote a crash-safe transfer
+// record), so a failure is no failure of the release: the record waits for
+// buckets.Recover, and the answer is Forwarded.
+func completeForward(ctx context.Context, rdb redis.UniversalClient, o *order.Order, n, from int) Returned {
+	got, err := buckets.CompleteReturn(ctx, rdb, o.Sale, o.SKU, n, from, o.OrderNo)
+	switch {
+	case err != nil:
+		return Forwarded
+	case got.PaidDebt:
+		return PaidDebt
+	case got.OnSale:
+		return BackOnSale
+	}
+	return Forwarded
 }
 
 // Settle records a payment: the order leaves the expiry set and shows paid,

@@ -63,14 +63,15 @@ const all = int64(1) << 50
 // Move moves up to units unsold units from bucket from to bucket to of SKU
 // sku of sale saleKey, split into n buckets, and returns how many it moved
 // (fewer when from has fewer; 0 when it has none). Units taken into a bucket
-// with debt pay the debt first. On an error the transfer may be half-done:
-// Recover completes it.
+// with debt pay the debt first. While from has a Hold and to is not bucket
+// 0 it moves nothing and answers ErrHeld. On another error the transfer may
+// be half-done: Recover completes it.
 func Move(ctx context.Context, rdb redis.UniversalClient, saleKey, sku string, n, from, to int, units int64) (int64, error) {
 	if err := checkBuckets(n, from, to); err != nil {
 		return 0, err
 	}
 	ks := keys.Buckets(saleKey, sku, n)
-	return move(ctx, rdb, ks[from], ks[to], units, false)
+	return move(ctx, rdb, ks[from], ks[to], units)
 }
 
 func checkBuckets(n, from, to int) error {
@@ -80,9 +81,13 @@ func checkBuckets(n, from, to int) error {
 	return nil
 }
 
-// move runs the three steps of one transfer. With owe, from may also give
-// units its buyers hold, as a debt (see give.lua).
-func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, units int64, owe bool) (int64, error) {
+// ErrHeld is a move refused because the giving bucket has a Hold and the
+// receiver is not bucket 0 (see Hold): it moved nothing.
+var ErrHeld = errors.New("buckets: units flow only toward bucket 0 while a lowering is applied or owed")
+
+// move runs the three steps of one transfer. A give refused by a Hold moves
+// nothing and answers ErrHeld.
+func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, units int64) (int64, error) {
 	if units <= 0 {
 		return 0, nil
 	}
@@ -90,14 +95,13 @@ func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, uni
 	if err != nil {
 		return 0, err
 	}
-	oweArg := "0"
-	if owe {
-		oweArg = "1"
-	}
-	m, err := giveScript.Run(ctx, rdb, []string{from.Stock, from.Initial, from.Debt, from.Outbox},
-		id, units, to.Bucket, oweArg).Int64()
+	m, err := giveScript.Run(ctx, rdb, []string{from.Stock, from.Initial, from.Outbox, from.Hold},
+		id, units, to.Bucket).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("buckets: give %d units of SKU %s from bucket %d: %w", units, from.ID, from.Bucket, err)
+	}
+	if m < 0 {
+		return 0, ErrHeld
 	}
 	if m == 0 {
 		return 0, nil
@@ -110,18 +114,27 @@ func move(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, uni
 }
 
 // complete runs steps 2 and 3 of transfer id (m units from from to to) and
-// says whether this call took the units in (false: someone already had).
-func complete(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, id string, m int64) (bool, error) {
+// says what this call took in: the units put on sale, the units that paid
+// debt, and whether someone else had taken them in already.
+func complete(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, id string, m int64) (taken, error) {
 	res, err := takeScript.Run(ctx, rdb, []string{to.Stock, to.Initial, to.Debt, to.Inbox}, id, m).Int64Slice()
 	if err != nil || len(res) != 3 {
-		return false, fmt.Errorf("buckets: take transfer %s (%d units of SKU %s) into bucket %d: %v %w",
+		return taken{}, fmt.Errorf("buckets: take transfer %s (%d units of SKU %s) into bucket %d: %v %w",
 			id, m, to.ID, to.Bucket, res, err)
 	}
 	between("taken")
 	if err := rdb.HSet(ctx, from.Outbox, id, closed).Err(); err != nil {
-		return false, fmt.Errorf("buckets: close transfer %s of SKU %s in bucket %d: %w", id, from.ID, from.Bucket, err)
+		return taken{}, fmt.Errorf("buckets: close transfer %s of SKU %s in bucket %d: %w", id, from.ID, from.Bucket, err)
 	}
-	return res[2] == 0, nil
+	return taken{onSale: res[0], paid: res[1], before: res[2] == 1}, nil
+}
+
+// taken is what one take (step 2) did.
+type taken struct {
+	onSale, paid int64
+	// before: the receiver had taken the transfer in already (a retry, a
+	// recovery racing); onSale and paid are then 0.
+	before bool
 }
 
 // newID is a transfer id: 128 random bits, unique across pods and restarts
@@ -230,7 +243,7 @@ func recoverAll(ctx context.Context, rdb redis.UniversalClient, ks []keys.SKU) (
 			errs = append(errs, err)
 			continue
 		}
-		if took {
+		if !took.before {
 			done++
 		}
 	}
@@ -254,7 +267,7 @@ func Gather(ctx context.Context, rdb redis.UniversalClient, saleKey, sku string,
 		if b == to {
 			continue
 		}
-		m, err := move(ctx, rdb, ks[b], ks[to], all, false)
+		m, err := move(ctx, rdb, ks[b], ks[to], all)
 		sum += m
 		if err != nil {
 			return sum, err

@@ -21,5 +21,5 @@ func (r *Refiller) Joining() int64 { return r.joining.Load() }
 
 // Give runs step 1 of a transfer alone: what a crash right after it leaves.
 func Give(ctx context.Context, rdb redis.UniversalClient, from, to keys.SKU, id string, units int64) (int64, error) {
-	return giveScript.Run(ctx, rdb, []string{from.Stock, from.Initial, from.Debt, from.Outbox}, id, units, to.Bucket, "0").Int64()
+	return giveScript.Run(ctx, rdb, []string{from.Stock, from.Initial, from.Outbox, from.Hold}, id, units, to.Bucket).Int64()
 }

@@ -51,6 +51,8 @@ func NewRefiller(rdb redis.UniversalClient, saleKey string) *Refiller {
 // When the bucket was refilled meanwhile (another pod), it moves nothing and
 // returns the bucket's stock: any positive answer means "try again".
 // Before answering 0 it completes any transfer in flight and looks again.
+// While the SKU's buckets are held (see Hold) it answers 0 when the units
+// would have to leave bucket 0 or go between two other buckets.
 func (r *Refiller) Refill(ctx context.Context, sku string, n, to int) (int64, error) {
 	if n <= 1 {
 		return 0, nil
@@ -88,7 +90,13 @@ func refill(ctx context.Context, rdb redis.UniversalClient, ks []keys.SKU, to in
 		from := richest(stocks, to)
 		if from >= 0 {
 			quiet = 0
-			m, err := move(ctx, rdb, ks[from], ks[to], (stocks[from]+1)/2, false)
+			m, err := move(ctx, rdb, ks[from], ks[to], (stocks[from]+1)/2)
+			if errors.Is(err, ErrHeld) {
+				// A lowering of the SKU is being applied, or bucket 0 still
+				// owes part of it: no unit may leave for this bucket now.
+				// Sold out here until the operator clears the Holds.
+				return 0, nil
+			}
 			if m > 0 || err != nil {
 				return m, err
 			}

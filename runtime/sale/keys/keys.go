@@ -66,6 +66,17 @@ type SKU struct {
 	// a split SKU's initial is spread over its buckets and moves between
 	// them, so no single bucket's initial − debt is the SKU's stock.
 	Declared string
+	// Count is the number of buckets the SKU was warmed with (bucket 0 of a
+	// split SKU only, written with Declared): a bucket's hash tag depends on
+	// the count, so warming the SKU again with another count would create a
+	// second set of buckets with fresh stock. Warm refuses that.
+	Count string
+	// Hold exists while a lowering of a split SKU's stock is being applied
+	// or still owed (package buckets owns it): units then flow only toward
+	// bucket 0, which owes the whole debt. A bucket with a Hold gives units
+	// to no bucket but bucket 0 (bucket 0 gives none), and a unit returned
+	// to a bucket ≥ 1 is forwarded to bucket 0 instead of going on sale.
+	Hold string
 	// tokenPrefix + nonce is a short-lived key remembering which order a token
 	// produced, so a retried request answers with the same order.
 	tokenPrefix string
@@ -80,7 +91,7 @@ func (k SKU) TokenPrefix() string { return k.tokenPrefix }
 // All lists the bucket's keys except the short-lived token keys.
 func (k SKU) All() []string {
 	return []string{k.Stock, k.Initial, k.Debt, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders,
-		k.Outbox, k.Inbox, k.Declared}
+		k.Outbox, k.Inbox, k.Declared, k.Count, k.Hold}
 }
 
 // ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name"): of
@@ -108,6 +119,8 @@ func ForBucket(saleKey, sku string, b, n int) SKU {
 		Outbox:      p + "xfer:out",
 		Inbox:       p + "xfer:in",
 		Declared:    p + "declared",
+		Count:       p + "buckets",
+		Hold:        p + "hold",
 		tokenPrefix: p + "tok:",
 	}
 }

@@ -20,23 +20,20 @@ var bucketScript = redis.NewScript(bucketSource)
 
 // warmSplit warms a SKU split into buckets. Creation gives each bucket its
 // share (create-if-absent per bucket: a rerun never resets a live counter,
-// and completes a creation a crash cut short). A change of the declared
-// stock is applied to bucket 0 whole, atomically with its declared key
-// (stock.lua). A lowering first gathers every unsold unit into bucket 0, so
-// it takes them all back as it would for a SKU that is not split; what it
-// cannot take back is then owed where buyers hold units (SpreadDebt).
+// and completes a creation a crash cut short) and records the bucket count.
+// A change of the declared stock is applied to bucket 0 whole, atomically
+// with its declared key (stock.lua), and bucket 0 owes the whole of what a
+// lowering cannot take back, as an unsplit SKU does: a lowering first holds
+// every bucket (units then flow only toward bucket 0, see buckets.Hold) and
+// gathers every unsold unit into bucket 0, so it takes them all back; the
+// Holds stay while bucket 0 owes, so returned units pay its debt first.
 func warmSplit(ctx context.Context, rdb redis.UniversalClient, sale string, sku v1alpha1.SKU) (SKUResult, error) {
 	n := sku.BucketCount()
 	ks := keys.Buckets(sale, sku.ID, n)
-	if err := gatherBeforeLowering(ctx, rdb, ks[0], sku); err != nil {
+	if err := prepareLowering(ctx, rdb, ks[0], sku); err != nil {
 		return SKUResult{}, err
 	}
-	vals, err := stockScript.Run(ctx, rdb, []string{ks[0].Stock, ks[0].Initial, ks[0].Debt, ks[0].Declared},
-		sku.Stock, share(sku.Stock, n, 0)).Slice()
-	if err != nil {
-		return SKUResult{}, fmt.Errorf("warm stock of SKU %s bucket 0: %w", sku.ID, err)
-	}
-	r, err := parseStock(sku.ID, vals)
+	r, err := runStock(ctx, rdb, ks[0], sku.Stock, share(sku.Stock, n, 0), n)
 	if err != nil {
 		return r, err
 	}
@@ -56,7 +53,8 @@ func warmSplit(ctx context.Context, rdb redis.UniversalClient, sale string, sku 
 		r.Delta += given
 		actions = append(actions, a)
 	}
-	if _, _, err := buckets.SpreadDebt(ctx, rdb, sale, sku.ID, n, 0); err != nil {
+	// Also ends the Holds a warm-up interrupted mid-lowering left.
+	if _, err := buckets.EndLowering(ctx, rdb, sale, sku.ID, n); err != nil {
 		return r, err
 	}
 	for _, k := range ks {
@@ -77,12 +75,13 @@ func share(stock int64, n, b int) int64 {
 	return s
 }
 
-// gatherBeforeLowering gathers every unsold unit of the SKU into bucket 0
-// when the spec lowers its declared stock, so that the lowering takes them
-// back. (If the declared stock changes between this read and the lowering,
-// SpreadDebt still brings what the lowering could not take back to bucket
-// 0's debt.)
-func gatherBeforeLowering(ctx context.Context, rdb redis.UniversalClient, k0 keys.SKU, sku v1alpha1.SKU) error {
+// prepareLowering, when the spec lowers the SKU's declared stock, holds
+// every bucket and then gathers every unsold unit into bucket 0 (completing
+// the transfers in flight first), so that the lowering on bucket 0 takes
+// them all back. The Holds come first: without them a refill could carry
+// units out of bucket 0 between the gathering and the lowering, and they
+// would stay on sale while bucket 0 owes them.
+func prepareLowering(ctx context.Context, rdb redis.UniversalClient, k0 keys.SKU, sku v1alpha1.SKU) error {
 	declared, err := rdb.Get(ctx, k0.Declared).Int64()
 	if errors.Is(err, redis.Nil) {
 		return nil // not created yet: nothing to lower
@@ -93,7 +92,11 @@ func gatherBeforeLowering(ctx context.Context, rdb redis.UniversalClient, k0 key
 	if sku.Stock >= declared {
 		return nil
 	}
-	if _, err := buckets.Gather(ctx, rdb, k0.Sale, sku.ID, sku.BucketCount(), 0); err != nil {
+	n := sku.BucketCount()
+	if err := buckets.Hold(ctx, rdb, k0.Sale, sku.ID, n); err != nil {
+		return err
+	}
+	if _, err := buckets.Gather(ctx, rdb, k0.Sale, sku.ID, n, 0); err != nil {
 		return fmt.Errorf("gather SKU %s into bucket 0 before lowering: %w", sku.ID, err)
 	}
 	return nil
@@ -115,13 +118,11 @@ func createBucket(ctx context.Context, rdb redis.UniversalClient, k keys.SKU, un
 // sumBuckets fills r's figures from every bucket's counters: the per-SKU
 // sums, the units in flight, and each bucket.
 func sumBuckets(ctx context.Context, rdb redis.UniversalClient, r SKUResult, sale string, n int, actions []string) (SKUResult, error) {
-	figs, err := buckets.Read(ctx, rdb, sale, r.SKU, n)
+	figs, inFlight, err := readSplit(ctx, rdb, sale, r.SKU, n)
 	if err != nil {
 		return r, err
 	}
-	if r.InFlight, err = buckets.InFlight(ctx, rdb, sale, r.SKU, n); err != nil {
-		return r, err
-	}
+	r.InFlight = inFlight
 	r.Remaining, r.Initial, r.Debt = 0, 0, 0
 	r.Buckets = make([]BucketResult, n)
 	for b, f := range figs {
@@ -134,4 +135,31 @@ func sumBuckets(ctx context.Context, rdb redis.UniversalClient, r SKUResult, sal
 		r.Action = "created" // a rerun completed a creation a crash cut short
 	}
 	return r, nil
+}
+
+// readRounds bounds the rereads of readSplit.
+const readRounds = 8
+
+// readSplit reads the SKU's bucket counters and its units in flight. They
+// are separate reads, so a transfer given or taken in between would count
+// its units twice or not at all (the declared stock would look off): it
+// reads the units in flight before and after the counters, and again until
+// the two agree (a few rounds at most; refills are rare).
+func readSplit(ctx context.Context, rdb redis.UniversalClient, sale, sku string, n int) ([]buckets.Figures, int64, error) {
+	before, err := buckets.InFlight(ctx, rdb, sale, sku, n)
+	if err != nil {
+		return nil, 0, err
+	}
+	for range readRounds {
+		figs, err := buckets.Read(ctx, rdb, sale, sku, n)
+		if err != nil {
+			return nil, 0, err
+		}
+		after, err := buckets.InFlight(ctx, rdb, sale, sku, n)
+		if err != nil || after == before {
+			return figs, after, err
+		}
+		before = after
+	}
+	return nil, 0, fmt.Errorf("read stock of SKU %s: transfers between its buckets kept moving for %d reads", sku, readRounds)
 }

@@ -1,14 +1,18 @@
 #!lua
 -- Brings one SKU's stock to the declared figure, idempotently.
--- KEYS: 1 stock, 2 initial, 3 debt, 4 (split SKUs only) declared.
--- ARGV: 1 declared stock, 2 (split SKUs only) this bucket's share of it.
+-- KEYS: 1 stock, 2 initial, 3 debt, 4 declared, 5 bucket count (the last two
+--       are kept for split SKUs only).
+-- ARGV: 1 declared stock, 2 this bucket's share of it, 3 the bucket count.
 --
 -- A SKU split into buckets runs this on its bucket 0 alone: bucket 0 is
 -- created with its share, and every later change of the declared stock is
 -- applied to bucket 0 whole, against the declared figure kept in KEYS[4]
 -- (the SKU's initial and debt are spread over its buckets, so bucket 0's
 -- initial - debt is not the SKU's declared stock). The other buckets are
--- created by bucket.lua.
+-- created by bucket.lua. Bucket 0 records the bucket count at creation: the
+-- other buckets' keys depend on it, so another count would put the stock on
+-- sale a second time in new buckets. Warm checks the count first (with a
+-- clear error); the check here only keeps a racing warm-up from slipping by.
 --
 -- The three keys keep one invariant, which every script that moves a unit
 -- (purchase, release, this one) preserves:
@@ -22,10 +26,22 @@
 -- reset.
 -- Returns {action, delta, stock, initial, debt, declared before, debt delta}.
 local want = tonumber(ARGV[1])
-local share = tonumber(ARGV[2] or ARGV[1])
+local share = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local split = n > 1
+local count = redis.call('GET', KEYS[5])
+if (count and tonumber(count) ~= n) or (not split and redis.call('EXISTS', KEYS[4]) == 1) then
+  return redis.error_reply('BUCKET_COUNT the SKU was warmed with ' .. (count or 'another') .. ' buckets')
+end
 local init = redis.call('GET', KEYS[2])
+if split and not count then
+  if init and redis.call('EXISTS', KEYS[4]) == 0 then
+    return redis.error_reply('BUCKET_COUNT the SKU was warmed with 1 bucket')
+  end
+  redis.call('SET', KEYS[5], n)
+end
 if not init then
-  if KEYS[4] then
+  if split then
     redis.call('SET', KEYS[4], want)
   end
   local cur = redis.call('GET', KEYS[1])
@@ -45,7 +61,7 @@ init = tonumber(init)
 local debt = tonumber(redis.call('GET', KEYS[3]) or '0')
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local declared = init - debt
-if KEYS[4] then
+if split then
   local d = redis.call('GET', KEYS[4])
   if not d then
     return redis.error_reply('NO_DECLARED bucket 0 of a split SKU has counters but no declared stock')

@@ -7,7 +7,9 @@ package warm
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
@@ -74,6 +76,11 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 	if err := purchase.Load(ctx, rdb); err != nil {
 		return Result{}, err
 	}
+	for _, sku := range fs.Spec.SKUs {
+		if err := checkCount(ctx, rdb, sale, sku); err != nil {
+			return Result{}, err
+		}
+	}
 	var out Result
 	for _, sku := range fs.Spec.SKUs {
 		warmSKU := warmWhole
@@ -95,15 +102,23 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 // warmWhole warms a SKU that is not split: one set of keys.
 func warmWhole(ctx context.Context, rdb redis.UniversalClient, sale string, sku v1alpha1.SKU) (SKUResult, error) {
 	k := keys.ForSKU(sale, sku.ID)
-	vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial, k.Debt}, sku.Stock).Slice()
-	if err != nil {
-		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: %w", sku.ID, err)
-	}
-	r, err := parseStock(sku.ID, vals)
+	r, err := runStock(ctx, rdb, k, sku.Stock, sku.Stock, 1)
 	if err != nil {
 		return r, err
 	}
 	return r, relayGroup(ctx, rdb, k)
+}
+
+// runStock runs stock.lua on bucket k (bucket 0) of a SKU split into n
+// buckets (1: not split) whose declared stock is now declared, share of
+// it being bucket 0's at creation.
+func runStock(ctx context.Context, rdb redis.UniversalClient, k keys.SKU, declared, share int64, n int) (SKUResult, error) {
+	vals, err := stockScript.Run(ctx, rdb, []string{k.Stock, k.Initial, k.Debt, k.Declared, k.Count},
+		declared, share, n).Slice()
+	if err != nil {
+		return SKUResult{}, fmt.Errorf("warm stock of SKU %s: %w", k.ID, err)
+	}
+	return parseStock(k.ID, vals)
 }
 
 // relayGroup creates the order stream of one bucket and its relay group.
@@ -131,4 +146,39 @@ func parseStock(sku string, vals []any) (SKUResult, error) {
 		n[i] = v
 	}
 	return SKUResult{SKU: sku, Action: action, Delta: n[0], Remaining: n[1], Initial: n[2], Debt: n[3], From: n[4], DebtDelta: n[5]}, nil
+}
+
+// checkCount refuses to warm a SKU with another bucket count than the one
+// it was warmed with (spec.skus[].buckets cannot change, but a SKU removed
+// and added again, or a manifest given to `flashsale warm`, can ask for
+// one): the buckets' keys depend on the count, so new buckets would put the
+// stock on sale a second time. Warm checks every SKU before it touches any.
+func checkCount(ctx context.Context, rdb redis.UniversalClient, sale string, sku v1alpha1.SKU) error {
+	k := keys.ForSKU(sale, sku.ID)
+	var count *redis.StringCmd
+	var declared, counters *redis.IntCmd
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		count = p.Get(ctx, k.Count)
+		declared = p.Exists(ctx, k.Declared)
+		counters = p.Exists(ctx, k.Stock, k.Initial)
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read the bucket count of SKU %s: %w", sku.ID, err)
+	}
+	want := sku.BucketCount()
+	recorded := "1"
+	switch {
+	case count.Err() == nil:
+		recorded = count.Val()
+	case declared.Val() > 0 && want == 1:
+		recorded = "more than 1"
+	case declared.Val() > 0 || counters.Val() == 0:
+		return nil // split, warmed before counts were recorded; or not warmed
+	}
+	if recorded == strconv.Itoa(want) {
+		return nil
+	}
+	return fmt.Errorf("SKU %s was warmed split into %s bucket(s) and the spec asks for %d: a warmed SKU's bucket count cannot change "+
+		"(its buckets' keys depend on it, and new buckets would put its stock on sale again); keep %s, or tear the sale down first",
+		sku.ID, recorded, want, recorded)
 }
