@@ -74,8 +74,18 @@
 // Units moving between buckets (given by one, not yet taken in by the
 // other: package buckets) are in no bucket's initial; the SKU's figures are
 // the sums of its buckets' plus those units (Transferring), on both sides
-// of the law, so the SKU's imbalance is the sum of its buckets'. The SKU is
-// conserved when every bucket is.
+// of the law, so the SKU's imbalance is the sum of its buckets'.
+//
+// The per-bucket law cannot see a transfer applied twice, or lost, between
+// buckets (after a failover, say): each bucket stays balanced while the SKU
+// gains or loses units. So the SKU-level law is checked too: Σ_b (initial_b
+// − debt_b) plus the units in flight must equal the declared stock bucket
+// 0's Declared key records (warm-up and every stock change set it in the
+// same script as bucket 0's counters). The buckets sit on different shards
+// and cannot be read at one instant, so a read during which a transfer or a
+// stock change moved is taken again (up to splitReads times); only a
+// mismatch on a steady read is reported (IMBALANCE, naming both figures).
+// The SKU is conserved when every bucket is and this law holds.
 //
 // # Debt
 //
@@ -269,6 +279,10 @@ type SKUReport struct {
 	// taken in by another (package buckets): counted in Initial and
 	// Accounted, in no bucket's.
 	Transferring int64 `json:"transferring,omitempty"`
+	// Split is, for a split SKU, the law checked across its buckets against
+	// the stock the sale declared (nil for a SKU not split, or one warmed
+	// before the Declared key existed).
+	Split *SplitCheck `json:"split,omitempty"`
 	// Initial is the stock warmed plus every raise, minus the debt paid off
 	// (the `initial` key): the left side of the law.
 	Initial int64 `json:"initial"`
@@ -293,7 +307,8 @@ type SKUReport struct {
 	// disagreeing with itself (> 0: missing; < 0: counted twice, e.g. an
 	// order Redis shows held whose unit is also in remaining).
 	Imbalance int64 `json:"imbalance"`
-	// Conserved: Imbalance is 0 and Stranded is 0.
+	// Conserved: Imbalance is 0 and Stranded is 0 (and, for a split SKU,
+	// every bucket is conserved and Split holds).
 	Conserved bool `json:"conserved"`
 	// Stranded are the valid orders only in a dead-letter store (not in
 	// MySQL): InFlight.DeadLetters, plus any of them Redis does not know.
@@ -444,8 +459,10 @@ type observed struct {
 	redis map[bucketID]*redisSnapshot
 	// transferring are the units of each split SKU moving between buckets.
 	transferring map[string]int64
-	kafka        *kafkaView
-	mysql        map[string]map[string]orderdb.State
+	// split is the SKU-level check of each split SKU (checkSplit).
+	split map[string]*SplitCheck
+	kafka *kafkaView
+	mysql map[string]map[string]orderdb.State
 }
 
 // read reads the sale in the order an order travels (see the package
@@ -453,7 +470,7 @@ type observed struct {
 // the snapshot did not know comes after all of them (auditSKU).
 func (a *Auditor) read(ctx context.Context, rep *Report) (*observed, error) {
 	saleKey := rep.SaleKey
-	in := &observed{redis: map[bucketID]*redisSnapshot{}, transferring: map[string]int64{}, kafka: &kafkaView{},
+	in := &observed{redis: map[bucketID]*redisSnapshot{}, transferring: map[string]int64{}, split: map[string]*SplitCheck{}, kafka: &kafkaView{},
 		mysql: map[string]map[string]orderdb.State{}}
 	// 1. Redis, one snapshot per bucket of each SKU, then the units moving
 	// between buckets.

@@ -2,8 +2,11 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
@@ -13,7 +16,8 @@ import (
 // readAllRedis takes the snapshot of every bucket of every SKU, then reads
 // the units of each split SKU moving between its buckets. The buckets are
 // not read at one instant (they sit on different shards), which the law
-// does not need: it holds per bucket, per snapshot.
+// per bucket does not need: it holds per bucket, per snapshot. The law
+// across the buckets does, and checkSplit reads for it until steady.
 func (a *Auditor) readAllRedis(ctx context.Context, saleKey string, in *observed) error {
 	for _, sku := range a.cfg.Sale.Spec.SKUs {
 		for _, k := range a.bk.Keys(saleKey, sku.ID) {
@@ -29,9 +33,104 @@ func (a *Auditor) readAllRedis(ctx context.Context, saleKey string, in *observed
 				return fmt.Errorf("read the units of SKU %s moving between its buckets: %w", sku.ID, err)
 			}
 			in.transferring[sku.ID] = m
+			if in.split[sku.ID], err = a.checkSplit(ctx, saleKey, sku.ID, n); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// splitReads bounds the reads checkSplit takes of a SKU that keeps moving.
+const splitReads = 3
+
+// SplitCheck is the law of a split SKU across its buckets: the declared
+// stock bucket 0's Declared key records against what the buckets count.
+type SplitCheck struct {
+	// Declared is the SKU's declared stock as bucket 0's Declared key
+	// records it.
+	Declared int64 `json:"declared"`
+	// Counted = Σ_b (initial_b − debt_b) + the units in flight between
+	// buckets, read after the snapshot.
+	Counted int64 `json:"counted"`
+	// Reads are the reads taken: a read during which a transfer or a stock
+	// change moved is taken again.
+	Reads int `json:"reads"`
+	// Steady: the last read saw nothing move (the same units in flight and
+	// the same Declared before and after the counters). An unsteady read
+	// proves nothing and is not reported as a mismatch.
+	Steady bool `json:"steady"`
+}
+
+// Holds says whether the law holds (an unsteady read is given the benefit
+// of the doubt: a note says so).
+func (c *SplitCheck) Holds() bool { return c == nil || !c.Steady || c.Declared == c.Counted }
+
+// checkSplit reads, up to splitReads times until the figures agree, a split
+// SKU's declared stock, its units in flight, every bucket's counters, then
+// its units in flight and declared stock again: a read is steady when the
+// second pair equals the first, so no transfer or stock change landed
+// between them on one side of the comparison only. nil when bucket 0 has
+// no Declared key (a sale warmed before it existed): nothing to check.
+func (a *Auditor) checkSplit(ctx context.Context, saleKey, sku string, n int) (*SplitCheck, error) {
+	c := &SplitCheck{}
+	for c.Reads < splitReads && (c.Reads == 0 || !c.Steady || c.Declared != c.Counted) {
+		c.Reads++
+		d0, m0, ok, err := a.readMoving(ctx, saleKey, sku, n)
+		if err != nil || !ok {
+			return nil, err
+		}
+		fs, err := buckets.Read(ctx, a.cfg.Redis, saleKey, sku, n)
+		if err != nil {
+			return nil, err
+		}
+		d1, m1, ok, err := a.readMoving(ctx, saleKey, sku, n)
+		if err != nil || !ok {
+			return nil, err
+		}
+		c.Declared, c.Counted, c.Steady = d1, m1, d0 == d1 && m0 == m1
+		for _, f := range fs {
+			c.Counted += f.Initial - f.Debt
+		}
+	}
+	return c, nil
+}
+
+// readMoving reads what may move under checkSplit: the SKU's declared stock
+// (ok false when bucket 0 has no Declared key) and its units in flight.
+func (a *Auditor) readMoving(ctx context.Context, saleKey, sku string, n int) (declared, inFlight int64, ok bool, err error) {
+	declared, err = a.cfg.Redis.Get(ctx, keys.ForSKU(saleKey, sku).Declared).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("read the declared stock of SKU %s: %w", sku, err)
+	}
+	if inFlight, err = buckets.InFlight(ctx, a.cfg.Redis, saleKey, sku, n); err != nil {
+		return 0, 0, false, fmt.Errorf("read the units of SKU %s moving between its buckets: %w", sku, err)
+	}
+	return declared, inFlight, true, nil
+}
+
+// judgeSplit applies the SKU-level law to s, a split SKU's summed report:
+// a steady mismatch is an IMBALANCE finding naming both figures and makes
+// the SKU not conserved; an unsteady read, or no Declared key, is a note.
+func judgeSplit(rep *Report, s *SKUReport, c *SplitCheck) {
+	s.Split = c
+	switch {
+	case c == nil:
+		rep.Notes = append(rep.Notes, fmt.Sprintf("SKU %s: bucket 0 has no declared-stock key (warmed by an older operator?): "+
+			"the law is checked per bucket only, not across the buckets", s.SKU))
+	case !c.Steady:
+		rep.Notes = append(rep.Notes, fmt.Sprintf("SKU %s: transfers or stock changes kept moving during %d reads: "+
+			"the law across its buckets was not checked (each bucket's was)", s.SKU, c.Reads))
+	case !c.Holds():
+		s.Conserved = false
+		rep.Findings = append(rep.Findings, Finding{Kind: KindImbalance, SKU: s.SKU, Where: "redis", Detail: fmt.Sprintf(
+			"SKU %s: declared stock %d (bucket 0's declared key) ≠ %d counted across its buckets (Σ initial − debt + units in flight; %+d units), "+
+				"read %d times: a transfer between buckets applied twice or lost, while each bucket balances",
+			s.SKU, c.Declared, c.Counted, c.Counted-c.Declared, c.Reads)})
+	}
 }
 
 // bucketName names bucket k of a SKU split into n buckets, for messages.
@@ -59,7 +158,9 @@ func (a *Auditor) auditBuckets(ctx context.Context, rep *Report, sku string, in 
 	if n == 1 {
 		return parts[0], nil
 	}
-	return sumBuckets(sku, parts, in.transferring[sku]), nil
+	s := sumBuckets(sku, parts, in.transferring[sku])
+	judgeSplit(rep, &s, in.split[sku])
+	return s, nil
 }
 
 // bucketOf is the bucket of a SKU split into n buckets that holds orderNo;

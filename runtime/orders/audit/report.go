@@ -25,6 +25,12 @@ func (r *Report) Failures() []string {
 			}
 		}
 	}
+	for _, sku := range r.SKUs {
+		if !sku.Split.Holds() {
+			out = append(out, fmt.Sprintf("the conservation law does not hold across the buckets of SKU %s: declared stock %d, counted %d",
+				sku.SKU, sku.Split.Declared, sku.Split.Counted))
+		}
+	}
 	if r.Lost > 0 {
 		out = append(out, fmt.Sprintf("%d orders LOST", r.Lost))
 	}
@@ -118,6 +124,8 @@ func writeLawRow(tw io.Writer, name string, s *SKUReport) {
 		law = "BROKEN"
 	case s.Stranded > 0:
 		law = "STRANDED"
+	case !s.Split.Holds():
+		law = "BROKEN ACROSS BUCKETS"
 	case !s.Conserved:
 		law = "BROKEN IN A BUCKET"
 	}
