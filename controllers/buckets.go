@@ -13,13 +13,14 @@ package controllers
 //     limit and the per-shard budget;
 //   - every status poll completes the transfers between buckets that a
 //     crashed seckill pod left half-done (buckets.Recover), so no unit stays
-//     in flight longer than a poll, and pays a bucket's debt with unsold
-//     units of the others (payDebts), so a lowered split SKU sells no more
-//     than an unsplit one would.
+//     in flight longer than a poll, and clears the Holds of a lowered SKU
+//     once its bucket 0 owes nothing (buckets.ClearHold): tendBuckets. A
+//     failure there is the SKU's, shown in Degraded, not the reconcile's.
 
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -55,84 +56,130 @@ func splitSKUs(sale *v1alpha1.FlashSale) []v1alpha1.SKU {
 	return out
 }
 
-// recoverTransfers completes, for every split SKU, the transfers between its
-// buckets that were given and not taken in: a seckill pod that died between
-// the two steps of a transfer leaves its units in neither bucket, off sale,
-// until someone completes it. Run at every status poll, before the stock is
-// read, so the figures a poll writes count those units where they belong.
-func recoverTransfers(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) error {
+// ReasonTransfersStuck is the Degraded reason (and Warning Event) when the
+// operator cannot complete or count a split SKU's transfers between
+// buckets, or clear its Holds: a malformed transfer record, a take the
+// receiving bucket refuses. The reconcile goes on (the other SKUs' figures,
+// the workloads, the gate and the periodic audit do not wait on it); the
+// units of those transfers stay off sale, the SKU's figures leave them out
+// and the audit cannot count them (so the final audit, and the teardown,
+// wait) until a human fixes the record (docs/operator.md, "Buckets").
+const ReasonTransfersStuck = "TransfersStuck"
+
+// tendBuckets does, at every status poll and for every split SKU, what
+// keeps its buckets sound, before the stock is read:
+//
+//   - it completes the transfers between buckets that were given and not
+//     taken in (buckets.Recover): a seckill pod that died between the two
+//     steps of a transfer, or a returned unit forwarded to bucket 0 whose
+//     take did not run, leaves units in no bucket, off sale, until someone
+//     completes them;
+//   - it clears the Holds of a SKU whose bucket 0 owes nothing any more
+//     (buckets.ClearHold): a lowering sets them so units flow only toward
+//     bucket 0, where the whole debt lives, and returned units pay it there;
+//     once it is paid, refills spread units again and returns go back on
+//     sale in their own bucket.
+//
+// A failure is the SKU's own (one bad record must not stop the reconcile:
+// the workloads, the gate and the audit come after this): it is logged and returned as
+// a problem for Degraded, and the poll goes on.
+func tendBuckets(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) []string {
+	var problems []string
+	log := ctrl.LoggerFrom(ctx)
 	for _, sku := range splitSKUs(sale) {
 		n, err := buckets.Recover(ctx, rdb, sale.SaleKey(), sku.ID, sku.BucketCount())
 		if err != nil {
-			return fmt.Errorf("complete the half-done transfers of SKU %s: %w", sku.ID, err)
+			log.Error(err, "Cannot complete the transfers between buckets a crash left half-done", "sku", sku.ID)
+			problems = append(problems, fmt.Sprintf("SKU %s: cannot complete its half-done transfers between buckets: %v", sku.ID, err))
 		}
 		if n > 0 {
-			ctrl.LoggerFrom(ctx).Info("Completed transfers between buckets a crash left half-done", "sku", sku.ID, "transfers", n)
+			log.Info("Completed transfers between buckets a crash left half-done", "sku", sku.ID, "transfers", n)
+		}
+		if _, err := buckets.ClearHold(ctx, rdb, sale.SaleKey(), sku.ID, sku.BucketCount()); err != nil {
+			log.Error(err, "Cannot clear the Holds of a split SKU", "sku", sku.ID)
+			problems = append(problems, fmt.Sprintf("SKU %s: cannot clear its Holds: %v", sku.ID, err))
 		}
 	}
+	return problems
+}
+
+// stockReads bounds the reads readSteadyStock takes while transfers move.
+const stockReads = 3
+
+// readSteadyStock reads every bucket's counters (readStock) between two
+// reads of the units in flight between the split SKUs' buckets, again
+// (up to stockReads times) until the two agree: the counters and the
+// records are on different keys, and a transfer given or taken in between
+// the reads would be counted twice, or not at all, for that poll (stock ≠
+// remaining + sold − debt). A SKU whose units in flight cannot be read (a
+// malformed transfer record) shows none, and is a problem for Degraded.
+func readSteadyStock(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
+	var problems []string
+	defer func() { f.problems = append(f.problems, problems...) }()
+	for range stockReads {
+		before, _ := readInFlight(ctx, rdb, sale)
+		if err := readStock(ctx, rdb, sale, f); err != nil {
+			return fmt.Errorf("read stock: %w", err)
+		}
+		afterStockRead()
+		f.inFlight, problems = readInFlight(ctx, rdb, sale)
+		if maps.Equal(before, f.inFlight) {
+			return nil
+		}
+	}
+	ctrl.LoggerFrom(ctx).Info("Transfers between buckets kept moving while the stock was read; this poll's figures may count one twice or not at all")
 	return nil
 }
 
-// payDebts keeps a split SKU's debt paid as an unsplit SKU's is: an unsplit
-// SKU owes only while it has nothing on sale (a lowering takes unsold units
-// first, and a returned unit pays the debt before it goes back on sale). A
-// split SKU's debt sits in the buckets whose buyers hold the units owed
-// (buckets.SpreadDebt), and a unit returned to another bucket goes back on
-// sale there: without this, units owed by paid orders would never be paid,
-// and the SKU would sell them again beyond its lowered stock. So at every
-// poll, unsold units of the other buckets move into each bucket that owes
-// (a transfer's take pays the receiver's debt first: those units leave the
-// sale), up to the debt. Between two polls the returned units are on sale.
-func payDebts(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) error {
-	for _, sku := range splitSKUs(sale) {
-		n := sku.BucketCount()
-		fs, err := buckets.Read(ctx, rdb, sale.SaleKey(), sku.ID, n)
-		if err != nil {
-			return err
-		}
-		for to := range fs {
-			for from := range fs {
-				owed := min(fs[to].Debt, fs[from].Stock)
-				if from == to || owed <= 0 {
-					continue
-				}
-				m, err := buckets.Move(ctx, rdb, sale.SaleKey(), sku.ID, n, from, to, owed)
-				if err != nil {
-					return fmt.Errorf("pay the debt of SKU %s bucket %d from bucket %d: %w", sku.ID, to, from, err)
-				}
-				fs[to].Debt -= m
-				fs[from].Stock -= m
-				ctrl.LoggerFrom(ctx).Info("Paid a bucket's debt with unsold units of another", "sku", sku.ID, "from", from, "to", to, "units", m)
-			}
-		}
-	}
-	return nil
-}
+// afterStockRead runs between readStock and the second read of the units
+// in flight: tests complete a transfer there.
+var afterStockRead = func() {}
 
-// readBucketExtras reads, for every split SKU, the units in flight between
-// its buckets and the primary holding each bucket (empty on a standalone
-// Redis), into f (whose buckets readStock filled).
-func readBucketExtras(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
-	f.inFlight = map[string]int64{}
+// readInFlight reads the units in flight between the buckets of each split
+// SKU (absent: none), and the SKUs whose records cannot be read.
+func readInFlight(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale) (map[string]int64, []string) {
+	out := map[string]int64{}
+	var problems []string
 	for _, sku := range splitSKUs(sale) {
 		n, err := buckets.InFlight(ctx, rdb, sale.SaleKey(), sku.ID, sku.BucketCount())
 		if err != nil {
-			return fmt.Errorf("read the units in flight between the buckets of SKU %s: %w", sku.ID, err)
+			problems = append(problems, fmt.Sprintf("SKU %s: cannot count the units in flight between its buckets: %v", sku.ID, err))
+			continue
 		}
 		if n != 0 {
-			f.inFlight[sku.ID] = n
+			out[sku.ID] = n
 		}
+	}
+	return out, problems
+}
+
+// readPrimaries reads the primary holding each bucket of the split SKUs
+// (empty on a standalone Redis) into f's buckets (which readStock filled).
+func readPrimaries(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
+	for _, sku := range splitSKUs(sale) {
 		bs := f.buckets[sku.ID]
 		for b, k := range keys.Buckets(sale.SaleKey(), sku.ID, sku.BucketCount()) {
 			if b >= len(bs) {
 				break
 			}
+			var err error
 			if bs[b].Primary, err = primaryOf(ctx, rdb, k.Stock); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// warnBuckets makes the split SKUs' problems of this poll (tendBuckets,
+// readSteadyStock) the sale's Degraded reason, unless a step found worse;
+// setCondition records the Warning Event when it starts.
+func warnBuckets(s *scope, problems []string) {
+	if len(problems) == 0 || len(s.degraded) > 0 {
+		return
+	}
+	s.degraded = []string{ReasonTransfersStuck, strings.Join(problems, "; ") +
+		": those units stay off sale; see docs/operator.md, Buckets"}
 }
 
 // primaryOf is the address ("host:port") of the Redis Cluster primary that
@@ -195,7 +242,7 @@ func readSuggestion(ctx context.Context, rdb redis.UniversalClient, sale *v1alph
 }
 
 // setBucketsSpread sets the BucketsSpread condition from where the buckets
-// of the sale's split SKUs live (the primaries readBucketExtras found): True
+// of the sale's split SKUs live (the primaries readPrimaries found): True
 // when each split SKU's buckets are on distinct primaries, False (a Warning
 // Event, through setCondition) naming the first SKU and primary that hold
 // two. A sale without a split SKU has no such condition.

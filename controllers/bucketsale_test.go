@@ -142,6 +142,7 @@ func TestSplitSKUDebtPaidAcrossBuckets(t *testing.T) {
 	e.setStock(3)
 	e.reconcile()
 	e.wantBuckets("lowered to 3", "1001", 3, 6, 0, 0)
+	e.wantHolds("1001", 2, true)
 
 	e.clk.SetTime(e.t0.Add(12 * time.Minute))
 	if p := e.rollbackOnce(); p.Cancelled != 3 || p.Returned != 3 {
@@ -152,10 +153,24 @@ func TestSplitSKUDebtPaidAcrossBuckets(t *testing.T) {
 	if st := e.get().Status.SKUs[0]; st.Debt != 0 || !st.SoldOut {
 		t.Fatalf("status %+v, want the debt paid off and the SKU sold out", st)
 	}
+	// The debt paid, the poll cleared the Holds: refills may spread units
+	// again, and a returned unit goes back on sale in its own bucket.
+	e.wantHolds("1001", 2, false)
 	for _, u := range []string{home[0][3], home[1][3]} {
 		if a := shop.buy(u, "1001"); a.Status != http.StatusGone || a.Error != "SOLD_OUT" {
 			t.Fatalf("purchase by %s (home bucket %d) after the lowering was paid off: %d %s, want 410 SOLD_OUT",
 				u, keys.Home(u, 2), a.Status, a.Error)
+		}
+	}
+}
+
+// wantHolds fails unless every bucket of SKU sku (split into n) has a Hold
+// (held) or none has.
+func (e *env) wantHolds(sku string, n int, held bool) {
+	e.t.Helper()
+	for _, k := range keys.Buckets(e.ns+"/"+saleName, sku, n) {
+		if got := e.uc.Exists(e.ctx, k.Hold).Val() == 1; got != held {
+			e.t.Fatalf("SKU %s bucket %d has a Hold: %v, want %v", sku, k.Bucket, got, held)
 		}
 	}
 }
@@ -376,4 +391,46 @@ func (e *env) wantNoKeysOnAnyShard() {
 	if len(left) > 0 {
 		e.t.Fatalf("keys of the torn-down sale left:\n  %s", strings.Join(left, "\n  "))
 	}
+}
+
+// TestSplitSKUMalformedTransferRecord: one transfer record the operator
+// cannot complete (here a malformed one, as a bug or a hand edit leaves it)
+// is that SKU's trouble, not the sale's: the poll still writes the figures,
+// the sale shows Degraded (TransfersStuck, a Warning Event) naming the SKU,
+// and the steps after the poll still run (the periodic audit here), instead
+// of the whole reconcile stopping at its first step and the sale never
+// settling. Once the record is fixed the sale is healthy again.
+func TestSplitSKUMalformedTransferRecord(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[0].Stock, fs.Spec.SKUs[0].Buckets = 30, 3 })
+	warmAndOpen(t, e, false)
+	bs := keys.Buckets(e.ns+"/"+saleName, "1001", 3)
+	if err := e.uc.HSet(e.ctx, bs[1].Outbox, "bad", "garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := e.get().Status.LastRefreshTime
+	e.clk.SetTime(e.clk.Now().Add(time.Minute)) // past the audit interval
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionDegraded, metav1.ConditionTrue, controllers.ReasonTransfersStuck)
+	if c := e.cond(v1alpha1.ConditionDegraded); !strings.Contains(c.Message, "SKU 1001") || !strings.Contains(c.Message, "malformed") {
+		t.Fatalf("Degraded says %q, want it to name SKU 1001 and the malformed record", c.Message)
+	}
+	e.wantEvent(corev1.EventTypeWarning, controllers.ReasonTransfersStuck, "SKU 1001")
+	fs := e.get()
+	if fs.Status.LastRefreshTime == nil || !fs.Status.LastRefreshTime.After(before.Time) || fs.Status.Stock != int64(30+fs.Spec.SKUs[1].Stock) {
+		t.Fatalf("the poll wrote no figures: refreshed %v (before %v), stock %d", fs.Status.LastRefreshTime, before, fs.Status.Stock)
+	}
+	// The periodic audit, a later step, ran (it cannot count the units in
+	// flight either, and says so).
+	e.wantCond(v1alpha1.ConditionStockConsistent, metav1.ConditionUnknown, v1alpha1.ReasonAuditFailed)
+	if c := e.cond(v1alpha1.ConditionStockConsistent); !strings.Contains(c.Message, "malformed") {
+		t.Fatalf("StockConsistent says %q, want the audit's failure on the malformed record", c.Message)
+	}
+	e.wantPhase(v1alpha1.PhaseActive)
+
+	if err := e.uc.HDel(e.ctx, bs[1].Outbox, "bad").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy)
 }

@@ -70,6 +70,8 @@ type liveFigures struct {
 	// given by one of their buckets and not yet taken in by another.
 	buckets  map[string][]v1alpha1.BucketStatus
 	inFlight map[string]int64
+	// problems are the split SKUs' trouble this poll (ReasonTransfersStuck).
+	problems []string
 	// suggested is status.skus[].suggestedBuckets (0: no rate, none).
 	suggested int32
 }
@@ -270,6 +272,7 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 		return err
 	}
 	s.live = f
+	warnBuckets(s, f.problems)
 	r.setBucketsSpread(s)
 	s.obs.SoldOut = f.soldOut(sale)
 	s.obs.Settled = !s.now.Before(s.window.settleFrom) && f.drained()
@@ -278,20 +281,15 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 
 // readRedisFigures reads what status shows of Redis: the stock of every
 // SKU and bucket, the units in flight between buckets, where the buckets
-// live and the bucket count to suggest. It first completes the transfers a
-// crash left half-done, so their units count where they belong, and pays
-// the split SKUs' debts with their unsold units (payDebts).
+// live and the bucket count to suggest. It first tends the split SKUs'
+// buckets (tendBuckets), so the units of transfers a crash left half-done
+// count where they belong. A split SKU's own trouble goes to f.problems.
 func readRedisFigures(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
-	if err := recoverTransfers(ctx, rdb, sale); err != nil {
+	f.problems = tendBuckets(ctx, rdb, sale)
+	if err := readSteadyStock(ctx, rdb, sale, f); err != nil {
 		return err
 	}
-	if err := payDebts(ctx, rdb, sale); err != nil {
-		return err
-	}
-	if err := readStock(ctx, rdb, sale, f); err != nil {
-		return fmt.Errorf("read stock: %w", err)
-	}
-	if err := readBucketExtras(ctx, rdb, sale, f); err != nil {
+	if err := readPrimaries(ctx, rdb, sale, f); err != nil {
 		return err
 	}
 	return readSuggestion(ctx, rdb, sale, f)
