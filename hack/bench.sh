@@ -14,7 +14,7 @@
 #                `flashsale seckill`, --redis-autopipeline=true and =false:
 #                throughput, latency, and Redis CPU us per admitted purchase.
 #   3. sold-out  wrk POST /purchase of the sold-out SKU with tokens minted for
-#                it (valid tokens: a refusal costs the replay lookup's GET).
+#                it (valid tokens: a refusal costs the replay lookup's HGET).
 #   4. bare      wrk against hack/barehttp: a fixed 410 from plain net/http.
 #   5. summary   table, Redis us per purchase (ours through the API, ours and
 #                the seed's under redis-benchmark) and ours/seed, ratios
@@ -247,7 +247,7 @@ load_script() {
 
 # limit_run LABEL CALLS BATCH USERPREFIX REDIS-BENCHMARK-FLAGS...: CALLS
 # EVALSHA of the purchase script, BATCH purchases of distinct buyers per
-# call (__rand_int__ in each user and token key); sets LIMIT_LAST
+# call (__rand_int__ in each user and token nonce); sets LIMIT_LAST
 # (purchases/s) and LIMIT_US (Redis main-thread CPU us per admitted purchase).
 # The order numbers are computed in Lua here (the pod computes a buyer's
 # first in Go): slightly pessimistic.
@@ -255,12 +255,11 @@ limit_run() {
   local label=$1 calls=$2 batch=$3 up=$4
   shift 4
   local now deadline before after stock0 stock1 rps attempt cpu0 cpu1 i
-  local ks=() as=()
+  local as=()
   now=$(date +%s%3N)
   deadline=$((now + 15 * 60 * 1000))
   for ((i = 0; i < batch; i++)); do
-    ks+=("$(k lim tok:)__rand_int__")
-    as+=("${up}__rand_int__" 1 "$now" "$deadline" 1.00 60000 0 "")
+    as+=("n${up}__rand_int__" "${up}__rand_int__" 1 "$now" "$deadline" 1.00 "")
   done
   for attempt in 1 2; do
     load_script
@@ -268,9 +267,9 @@ limit_run() {
     stock0=$(rcli GET "$(k lim stock)")
     cpu0=$(redis_cpu_us)
     if redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" -n "$calls" -r 1000000000 --csv "$@" \
-      EVALSHA "$SHA" $((6 + batch)) \
+      EVALSHA "$SHA" 7 \
       "$(k lim stock)" "$(k lim holders)" "$(k lim seq)" "$(k lim orders:stream)" \
-      "$(k lim expiry)" "$(k lim orders)" "${ks[@]}" "$SALE" lim "" "${as[@]}" >"$OUT/limit-$label.txt" 2>&1; then
+      "$(k lim expiry)" "$(k lim orders)" "$(k lim tokens)" "$SALE" lim "" "${as[@]}" >"$OUT/limit-$label.txt" 2>&1; then
       break
     fi
     note "$label: redis-benchmark failed: $(grep -m1 -i error "$OUT/limit-$label.txt" || tail -n1 "$OUT/limit-$label.txt")"
@@ -507,7 +506,7 @@ AP_ADDR=$SK_ADDR AP_DEBUG=$SK_DEBUG AP_TOKENS=$LAST_TOKENS AP_PID=$SK_PID
 log "sold-out: wrk POST purchase of SKU gone with valid tokens of SKU gone (same request shape), against the same server"
 SERVER_PID=$SK_PID
 # Valid tokens of the sold-out SKU: the answer is the sold-out flag in memory
-# plus the replay lookup (one GET: did this token already buy?).
+# plus the replay lookup (one HGET: did this token already buy?).
 GONE_TOKENS=$(tokens "g-" 200000 gone)
 run_wrk soldout-warmup "$WARMUP" "http://$AP_ADDR$PURCHASE_PATH" "$GONE_TOKENS" gone wrap 410
 SO_CPU0=$(redis_cpu_us)

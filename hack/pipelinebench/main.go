@@ -199,7 +199,7 @@ func fill(ctx context.Context, o options, rdb *redis.Client, mode string) (*v1al
 			user := fmt.Sprintf("u%07d", j)
 			t := time.Now()
 			ks, args := purchase.Call(fs.SaleKey(), []purchase.Request{{SKU: sku, User: user, Limit: 1, Amount: "99.00",
-				Nonce: user, Now: t, Deadline: t.Add(15 * time.Minute), TokenTTL: 30 * time.Second}})
+				Nonce: user, Now: t, Deadline: t.Add(15 * time.Minute)}})
 			p.EvalSha(ctx, sha, ks, args...)
 		}
 		cmds, err := p.Exec(ctx)

@@ -322,7 +322,7 @@ func (n *durableNode) run(batch []*durableCall) {
 
 // answersOrder reports whether the script answers with an order: admitted
 // ("OK") or replayed ("REPLAY", see purchase.lua and replay.lua). Those
-// wrote and need the wait: a replay rewrites its token key unchanged so
+// wrote and need the wait: a replay rewrites its token's record unchanged so
 // that the WAIT, which covers this connection's writes, also covers the
 // earlier order. A refusal wrote nothing and is answered at once.
 func answersOrder(cmd *redis.Cmd) bool {

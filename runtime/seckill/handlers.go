@@ -220,7 +220,7 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
 	if err != nil {
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
-		if mayHaveBought(err, claims, s.clk.Now()) {
+		if mayHaveBought(err) {
 			return s.replayOr(w, r, b, sku.ID, claims, errBadToken)
 		}
 		return "", errBadToken
@@ -237,18 +237,13 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 }
 
 // mayHaveBought reports whether a token Verify refused is genuine and may
-// have made an order: expired less than the replay margin ago (its key
-// lives that long past its expiry), or too far ahead (minted by a pod whose
-// clock runs ahead, or before the TTL was lowered: another pod may have
-// taken it, and its key lives until its own expiry plus the margin).
-func mayHaveBought(err error, c token.Claims, now time.Time) bool {
-	switch {
-	case errors.Is(err, token.ErrTooFarAhead):
-		return true
-	case errors.Is(err, token.ErrExpired):
-		return now.Sub(c.ExpiresAt) < purchase.ReplayMargin
-	}
-	return false
+// have made an order: expired (however long ago: the record of its order
+// lives as long as the sale's keys, so a buyer whose answer was lost gets
+// their order back whenever they retry), or too far ahead (minted by a pod
+// whose clock runs ahead, or before the TTL was lowered: another pod may
+// have taken it).
+func mayHaveBought(err error) bool {
+	return errors.Is(err, token.ErrTooFarAhead) || errors.Is(err, token.ErrExpired)
 }
 
 // runPurchase calls the purchase script for a buyer who passed every check.
@@ -271,8 +266,6 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, claims 
 		Nonce:    claims.NonceString(),
 		Now:      now,
 		Deadline: now.Add(s.sale.PaymentTimeout()),
-		// The token key lives until the token's own expiry plus a margin.
-		TokenExpiry: claims.ExpiresAt,
 	})
 	if err != nil {
 		s.log.Error("Purchase script failed; outcome unknown, buyer told to retry with the same token", "sale", s.saleKey, "sku", sku.ID, "err", err)

@@ -38,7 +38,7 @@ func (s *Server) admit(r *http.Request, b buyer, sku string, now time.Time) *api
 // or a 503), the buyer gets that order back, 202 as any replay, whatever
 // the refusal; otherwise the refusal.
 //
-// Only refusals pay for the lookup (one GET; in a durable sale one small
+// Only refusals pay for the lookup (one HGET; in a durable sale one small
 // script and the durability wait, see lookupReplay): a purchase that passes the
 // checks runs the script, which finds the token's order itself, atomically.
 // Lookups are charged to the buyer's read buckets, so one token replayed in
@@ -74,7 +74,7 @@ func (s *Server) replayOr(w http.ResponseWriter, r *http.Request, b buyer, sku s
 //
 // In a durable sale the answer must promise no more than a new order's:
 // the lookup runs replay.lua through the durable client, which rewrites the
-// token key unchanged and waits for the replicas/AOF like a purchase, so
+// token's record unchanged and waits for the replicas/AOF like a purchase, so
 // that "durable" says whether the earlier order reached them (its first
 // answer may have been lost while its wait still ran). The bound is then
 // the lookup's plus the wait's. If that fails (min-replicas-to-write
@@ -106,7 +106,7 @@ func (s *Server) lookupReplay(ctx context.Context, k keys.SKU, nonce string) (st
 		derr = err
 	}
 	start := time.Now()
-	orderNo, err := s.rdb.Get(ctx, k.Token(nonce)).Result()
+	orderNo, err := s.rdb.HGet(ctx, k.Tokens, nonce).Result()
 	if errors.Is(err, redis.Nil) {
 		err = nil
 	}

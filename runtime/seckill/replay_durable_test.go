@@ -147,7 +147,7 @@ func TestTooFarAheadTokenGetsItsOrder(t *testing.T) {
 	}
 	now := ahead.Now()
 	res, err := script.Purchase(context.Background(), purchase.Request{SKU: "1001", User: "u1", Limit: 1, Amount: "1.00",
-		Nonce: claims.NonceString(), Now: now, Deadline: now.Add(time.Minute), TokenExpiry: claims.ExpiresAt})
+		Nonce: claims.NonceString(), Now: now, Deadline: now.Add(time.Minute)})
 	if err != nil || res.Outcome != purchase.Admitted {
 		t.Fatalf("the fast pod's purchase: %+v %v", res, err)
 	}

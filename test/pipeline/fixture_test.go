@@ -135,7 +135,7 @@ func (b *buyer) buy(n int) {
 				now := time.Now()
 				res, err := b.script.Purchase(context.Background(), purchase.Request{
 					SKU: sku, User: fmt.Sprintf("user-%d", i), Limit: 1, Amount: "19.90",
-					Nonce: fmt.Sprintf("n%d", i), Now: now, Deadline: now.Add(15 * time.Minute), TokenTTL: 10 * time.Second,
+					Nonce: fmt.Sprintf("n%d", i), Now: now, Deadline: now.Add(15 * time.Minute),
 				})
 				if err == nil && res.Outcome != purchase.Admitted {
 					err = fmt.Errorf("purchase %d: %s", i, res.Outcome)

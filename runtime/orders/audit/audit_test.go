@@ -104,7 +104,7 @@ func (f *fixture) buy(k int) []order.Order {
 	for range k {
 		f.n++
 		res, err := f.script.Purchase(ctx, purchase.Request{SKU: "1001", User: "u" + strconv.Itoa(f.n), Limit: 1, Amount: "9.99",
-			Nonce: "n" + strconv.Itoa(f.n), Now: now, Deadline: now.Add(time.Hour), TokenTTL: 10 * time.Second})
+			Nonce: "n" + strconv.Itoa(f.n), Now: now, Deadline: now.Add(time.Hour)})
 		if err != nil || res.Outcome != purchase.Admitted {
 			f.t.Fatalf("purchase: %v %v", res.Outcome, err)
 		}

@@ -90,7 +90,7 @@ func (s *splitSale) buy(sku string, users ...string) []order.Order {
 	var out []order.Order
 	for _, u := range users {
 		res, err := s.script.Purchase(ctx, purchase.Request{SKU: sku, Bucket: keys.Home(u, n), Buckets: n, User: u, Limit: 1,
-			Amount: "9.99", Nonce: "n-" + u, Now: now, Deadline: now.Add(time.Hour), TokenTTL: 10 * time.Second})
+			Amount: "9.99", Nonce: "n-" + u, Now: now, Deadline: now.Add(time.Hour)})
 		if err != nil || res.Outcome != purchase.Admitted {
 			s.t.Fatalf("purchase by %s: %v %v", u, res.Outcome, err)
 		}

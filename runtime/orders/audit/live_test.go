@@ -114,7 +114,7 @@ func (sp *spike) buy(ctx context.Context, buyers int) *sync.WaitGroup {
 				now := time.Now()
 				user := fmt.Sprintf("u%d-%d", g, i)
 				res, err := script.Purchase(context.Background(), purchase.Request{SKU: "1001", User: user, Limit: 1, Amount: "9.99",
-					Nonce: user, Now: now, Deadline: now.Add(200*time.Millisecond + rand.N(1300*time.Millisecond)), TokenTTL: 10 * time.Second})
+					Nonce: user, Now: now, Deadline: now.Add(200*time.Millisecond + rand.N(1300*time.Millisecond))})
 				switch {
 				case err != nil:
 					sp.t.Errorf("purchase: %v", err)

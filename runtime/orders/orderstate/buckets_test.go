@@ -50,7 +50,7 @@ func ordersOfBuckets(t *testing.T, rdb redis.UniversalClient) {
 		now := time.Now()
 		user := "u" + keys.OrderSuffix(b)
 		res, err := script.Purchase(ctx, purchase.Request{SKU: sku, Bucket: b, Buckets: n, User: user, Limit: 1, Amount: "1.00",
-			Nonce: user, Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Second})
+			Nonce: user, Now: now, Deadline: now.Add(time.Minute)})
 		if err != nil || res.Outcome != purchase.Admitted {
 			t.Fatalf("purchase in bucket %d: %+v %v", b, res, err)
 		}

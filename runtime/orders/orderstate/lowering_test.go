@@ -73,7 +73,7 @@ func (l *lot) buy() (purchase.Outcome, *order.Order) {
 	now := time.Now()
 	res, err := l.script.Purchase(context.Background(), purchase.Request{
 		SKU: "1001", User: user, Limit: 1, Amount: "1.00", Nonce: user,
-		Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Second,
+		Now: now, Deadline: now.Add(time.Minute),
 	})
 	if err != nil {
 		l.t.Fatalf("purchase by %s: %v", user, err)

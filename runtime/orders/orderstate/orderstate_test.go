@@ -50,7 +50,7 @@ func (f *fixture) buy(t *testing.T, user string) *order.Order {
 	now := time.Now()
 	res, err := f.script.Purchase(context.Background(), purchase.Request{
 		SKU: f.sku, User: user, Limit: 1, Amount: "1.00", Nonce: user,
-		Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Second,
+		Now: now, Deadline: now.Add(time.Minute),
 	})
 	if err != nil || res.Outcome != purchase.Admitted {
 		t.Fatalf("purchase by %s: %+v %v", user, res, err)

@@ -101,7 +101,7 @@ func (f *fixture) sell(t *testing.T, script *purchase.Script, sku v1alpha1.SKU, 
 		go func() {
 			res, err := script.Purchase(context.Background(), purchase.Request{
 				SKU: sku.ID, Bucket: keys.Home(u, n), Buckets: n, User: u, Limit: 1, Amount: sku.Price,
-				Nonce: fmt.Sprintf("n%s-%d", sku.ID, i), Now: now, Deadline: deadline, TokenTTL: 10 * time.Second,
+				Nonce: fmt.Sprintf("n%s-%d", sku.ID, i), Now: now, Deadline: deadline,
 			})
 			if err == nil && res.Outcome != purchase.Admitted {
 				err = fmt.Errorf("purchase by %s: %s", u, res.Outcome)

@@ -78,7 +78,7 @@ func (s *shop) buy(n int, amount string) []string {
 			now := time.Now()
 			r, err := s.script.Purchase(context.Background(), purchase.Request{SKU: sku, Bucket: keys.Home(user, n), Buckets: n,
 				User: user, Limit: 1, Amount: amount,
-				Nonce: "n-" + user, Now: now, Deadline: now.Add(15 * time.Minute), TokenTTL: 10 * time.Second})
+				Nonce: "n-" + user, Now: now, Deadline: now.Add(15 * time.Minute)})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil || r.Outcome != purchase.Admitted {

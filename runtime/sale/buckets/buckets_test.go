@@ -57,7 +57,7 @@ func (s *split) keys() []keys.SKU { return keys.Buckets(s.sale, s.sku, s.n) }
 func (s *split) buy(t testing.TB, b int, user string) string {
 	now := time.Now()
 	res, err := s.purchase.Purchase(context.Background(), purchase.Request{SKU: s.sku, Bucket: b, Buckets: s.n,
-		User: user, Limit: 100, Amount: "1", Nonce: user, Now: now, Deadline: now.Add(time.Hour), TokenTTL: time.Minute})
+		User: user, Limit: 100, Amount: "1", Nonce: user, Now: now, Deadline: now.Add(time.Hour)})
 	switch {
 	case err != nil:
 		t.Errorf("buy in bucket %d: %v", b, err)

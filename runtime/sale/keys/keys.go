@@ -10,7 +10,7 @@
 // per bucket, each with its own hash tag ({namespace/name/sku#b} for bucket
 // b ≥ 1; bucket 0 keeps the SKU's tag), so a Redis Cluster spreads a hot SKU
 // over several shards. A bucket is a SKU in small: its own stock, holders,
-// stream, expiry set and order records. A buyer always buys from their home
+// stream, expiry set, order records and token records. A buyer always buys from their home
 // bucket (Home), so their per-user limit is counted in one place.
 package keys
 
@@ -77,21 +77,18 @@ type SKU struct {
 	// to no bucket but bucket 0 (bucket 0 gives none), and a unit returned
 	// to a bucket ≥ 1 is forwarded to bucket 0 instead of going on sale.
 	Hold string
-	// tokenPrefix + nonce is a short-lived key remembering which order a token
-	// produced, so a retried request answers with the same order.
-	tokenPrefix string
+	// Tokens is a hash token nonce -> the order number that token made, so
+	// that a retried request answers with the same order and never makes a
+	// second one (package purchase owns it). A field has no expiry: it lives
+	// until teardown, longer than any pod may believe its token valid. One
+	// field per admitted purchase of the bucket.
+	Tokens string
 }
 
-// Token is the key that remembers the order made with the token nonce.
-func (k SKU) Token(nonce string) string { return k.tokenPrefix + nonce }
-
-// TokenPrefix is the prefix of Token keys (for benchmarks that template it).
-func (k SKU) TokenPrefix() string { return k.tokenPrefix }
-
-// All lists the bucket's keys except the short-lived token keys.
+// All lists the bucket's keys.
 func (k SKU) All() []string {
 	return []string{k.Stock, k.Initial, k.Debt, k.Holders, k.Seq, k.Stream, k.DeadLetters, k.Expiry, k.Orders,
-		k.Outbox, k.Inbox, k.Declared, k.Count, k.Hold}
+		k.Outbox, k.Inbox, k.Declared, k.Count, k.Hold, k.Tokens}
 }
 
 // ForSKU returns the keys of SKU sku of sale saleKey ("namespace/name"): of
@@ -121,7 +118,7 @@ func ForBucket(saleKey, sku string, b, n int) SKU {
 		Declared:    p + "declared",
 		Count:       p + "buckets",
 		Hold:        p + "hold",
-		tokenPrefix: p + "tok:",
+		Tokens:      p + "tokens",
 	}
 }
 

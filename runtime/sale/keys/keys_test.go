@@ -63,7 +63,7 @@ func TestSKUKeysShareOneSlot(t *testing.T) {
 	for _, saleKey := range sales {
 		for _, sku := range skus {
 			k := keys.ForSKU(saleKey, sku)
-			all := append(k.All(), k.Token("nonce-1"), k.Token(""))
+			all := k.All()
 			want := slot("{" + saleKey + "/" + sku + "}")
 			for _, key := range all {
 				if got := slot(key); got != want {
@@ -72,9 +72,6 @@ func TestSKUKeysShareOneSlot(t *testing.T) {
 			}
 			if len(slices.Compact(slices.Sorted(slices.Values(all)))) != len(all) {
 				t.Errorf("sale %s SKU %s: two keys share a name: %v", saleKey, sku, all)
-			}
-			if !strings.HasPrefix(k.Token("n"), k.TokenPrefix()) {
-				t.Errorf("token key %s lacks the prefix %s", k.Token("n"), k.TokenPrefix())
 			}
 		}
 	}
@@ -110,7 +107,6 @@ func TestSalesNeverCollide(t *testing.T) {
 		for _, sku := range skus {
 			k := keys.ForSKU(saleKey, sku)
 			all = append(all, k.All()...)
-			all = append(all, k.Token("n"))
 		}
 		s := keys.ForSale(saleKey)
 		all = append(all, s.Control, s.Pods)
@@ -139,7 +135,7 @@ func TestPatterns(t *testing.T) {
 		all := []string{s.Control, s.Pods}
 		for _, sku := range skus {
 			k := keys.ForSKU(saleKey, sku)
-			all = append(append(all, k.All()...), k.Token("n"))
+			all = append(all, k.All()...)
 		}
 		for _, key := range all {
 			if err := rdb.Set(ctx, key, "1", 0).Err(); err != nil {

@@ -41,7 +41,7 @@ func TestBatchIsEachPurchaseInTurn(t *testing.T) {
 	now := time.Now()
 	req := func(user, nonce string, limit int32) purchase.Request {
 		return purchase.Request{SKU: "x", Bucket: 2, Buckets: 3, User: user, Limit: limit, Amount: "1.00", Nonce: nonce,
-			Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Minute}
+			Now: now, Deadline: now.Add(time.Minute)}
 	}
 	batch := []purchase.Request{
 		req("u1", "n1", 1), req("u1", "n2", 1), // limit 1: the second is refused
@@ -70,8 +70,9 @@ func TestBatchIsEachPurchaseInTurn(t *testing.T) {
 		}
 	}
 	checkBatchState(t, rdb, k, map[string]string{"u1": "1", "u2": "2", "u3": "1"}, 4)
-	if n, _ := rdb.Exists(ctx, k.Token("n2"), k.Token("n6")).Result(); n != 0 {
-		t.Errorf("refused purchases consumed %d tokens", n)
+	made, _ := rdb.HGetAll(ctx, k.Tokens).Result()
+	if want := map[string]string{"n1": no("u1", 1), "n3": no("u2", 1), "n4": no("u2", 2), "n5": no("u3", 1)}; fmt.Sprint(made) != fmt.Sprint(want) {
+		t.Errorf("tokens' records %v, want %v (refused purchases consume no token)", made, want)
 	}
 	msgs, _ := rdb.XRange(ctx, k.Stream, "-", "+").Result()
 	for _, m := range msgs {
@@ -141,7 +142,7 @@ func TestBatcherCoalescesAndAnswersEach(t *testing.T) {
 			now := time.Now()
 			user := fmt.Sprintf("u%d", i/2) // two tokens per buyer
 			r, err := s.Purchase(ctx, purchase.Request{SKU: "x", User: user, Limit: 1, Amount: "1.00",
-				Nonce: fmt.Sprintf("n%d", i), Now: now, Deadline: now.Add(time.Minute), TokenTTL: time.Minute})
+				Nonce: fmt.Sprintf("n%d", i), Now: now, Deadline: now.Add(time.Minute)})
 			if err != nil {
 				t.Error(err)
 				return

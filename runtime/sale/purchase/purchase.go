@@ -41,8 +41,8 @@ const (
 	// Admitted: stock was taken and the order queued.
 	Admitted Outcome = iota
 	// Replayed: this token already produced an order; the earlier order
-	// number is returned. Nothing changed (the token key is rewritten as it
-	// was, so that a durability wait covers the earlier order).
+	// number is returned. Nothing changed (the token's record is rewritten
+	// as it was, so that a durability wait covers the earlier order).
 	Replayed
 	// SoldOut: no stock left; nothing changed.
 	SoldOut
@@ -87,32 +87,6 @@ type Request struct {
 	// Now and Deadline come from the pod's clock.
 	Now      time.Time
 	Deadline time.Time
-	// TokenExpiry is the expiry written in the token (token.Claims.ExpiresAt):
-	// the token's nonce is remembered until then plus ReplayMargin.
-	TokenExpiry time.Time
-	// TokenTTL stands in for TokenExpiry when that is zero (Now + TokenTTL).
-	TokenTTL time.Duration
-}
-
-// ReplayMargin is how long past the token's expiry its nonce is remembered.
-// Every pod judges a token by the expiry written in it, against its own
-// clock: a pod whose clock is behind by less than the margin still finds the
-// order the token made instead of making a second one, and a buyer retrying
-// with a token that has just expired still gets their order back.
-const ReplayMargin = 30 * time.Second
-
-// replayKeyArgs are ARGV 8 and 9 of the script: the least the nonce key
-// must live from now by Redis' clock (the token's remaining life as the pod
-// sees it, plus the margin), and the instant it may expire (the token's
-// expiry plus the margin), both in milliseconds.
-func (r Request) replayKeyArgs() (minTTL, expireAt int64) {
-	exp := r.TokenExpiry
-	if exp.IsZero() {
-		exp = r.Now.Add(r.TokenTTL)
-	}
-	remaining := max(exp.Sub(r.Now), 0)
-	// Rounded up: the key may live a millisecond longer, never shorter.
-	return (remaining + ReplayMargin + time.Millisecond - 1).Milliseconds(), exp.Add(ReplayMargin).UnixMilli()
 }
 
 // Result is the script's answer.
@@ -207,17 +181,14 @@ func (s *Script) Purchase(ctx context.Context, r Request) (Result, error) {
 func Call(saleKey string, batch []Request) (ks []string, args []any) {
 	r0 := batch[0]
 	k := keys.ForBucket(saleKey, r0.SKU, r0.Bucket, max(r0.Buckets, 1))
-	ks = make([]string, 6, 6+len(batch))
-	copy(ks, []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders})
-	args = make([]any, 3, 3+8*len(batch))
+	ks = []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Tokens}
+	args = make([]any, 3, 3+7*len(batch))
 	args[0], args[1], args[2] = saleKey, r0.SKU, keys.OrderSuffix(r0.Bucket)
 	for _, r := range batch {
-		ks = append(ks, k.Token(r.Nonce))
-		minTTL, expireAt := r.replayKeyArgs()
 		// The user's first order number, computed here: SHA-1 in Lua is one
 		// of the script's dearest steps, and most buyers buy once.
-		args = append(args, r.User, int64(r.Limit), r.Now.UnixMilli(), r.Deadline.UnixMilli(), r.Amount,
-			minTTL, expireAt, OrderNo(saleKey, r.SKU, r.User, 1, r.Bucket))
+		args = append(args, r.Nonce, r.User, int64(r.Limit), r.Now.UnixMilli(), r.Deadline.UnixMilli(), r.Amount,
+			OrderNo(saleKey, r.SKU, r.User, 1, r.Bucket))
 	}
 	return ks, args
 }

@@ -3,31 +3,45 @@
 -- arrival order, as if each were its own call: a duplicate user or token
 -- later in the batch sees the earlier one's effect. Every check of a
 -- purchase comes before its writes, so a refusal leaves every key untouched
--- (a replay rewrites its token key unchanged, see below); the shebang makes
--- Redis refuse the whole script up front when it is out of memory, never
--- half-way.
+-- (a replay rewrites its token's record unchanged, see below); the shebang
+-- makes Redis refuse the whole script up front when it is out of memory,
+-- never half-way.
 --
 -- Batching makes it cheaper (about 40% less Redis CPU per purchase through
--- the API in make bench): one call, one GET of the stock, one HMGET
--- of the buyers' holdings and one of their purchase counts, then for the
--- whole batch one DECRBY, one HSET of each hash and one ZADD, where a call per
--- purchase paid each of those (and the call itself) every time.
+-- the API in make bench): one call, one GET of the stock, one HMGET each
+-- of the tokens' records, the buyers' holdings and their purchase counts,
+-- then for the whole batch one DECRBY, one HSET of each hash and one ZADD,
+-- where a call per purchase paid each of those (and the call itself) every
+-- time.
 --
--- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders,
---       6+i the token key of purchase i
+-- The tokens hash remembers, for every token that made an order, which
+-- order (field nonce, value order number), so that a retried token gets its
+-- order back and never makes a second one. A record must outlive every
+-- pod's belief that its token is valid; it has no expiry of its own and
+-- lives until teardown deletes the sale's keys, which is longer than any
+-- token: no clock (the pod's, Redis') has a say in it. It costs one field
+-- per admitted purchase, bounded by the units sold.
+--
+-- KEYS: 1 stock, 2 holders, 3 seq, 4 stream, 5 expiry, 6 orders, 7 tokens
 -- ARGV: 1 sale, 2 sku, 3 the bucket's order-number mark (keys.OrderSuffix),
---       then 8 per purchase i, from 4 + 8(i-1):
---       user, per-user limit, now (unix ms), payment deadline (unix ms),
---       amount, the least the token key must live from now by Redis' clock
---       (ms), when the token key may expire (unix ms: the token's own expiry
---       plus a margin, by the clock that signed it; 0 for none), and the
---       order number of the user's first purchase ('' to compute it here)
+--       then 7 per purchase i, from 4 + 7(i-1):
+--       token nonce, user, per-user limit, now (unix ms), payment deadline
+--       (unix ms), amount, and the order number of the user's first
+--       purchase ('' to compute it here)
 -- Returns 3 values per purchase: status, orderNo, remaining; status is one of
 --   OK, REPLAY (this token already made orderNo), SOLD_OUT, LIMIT, NOT_WARMED.
-local n = #KEYS - 6
-local users = {}
+local n = (#ARGV - 3) / 7
+local nonces, users = {}, {}
 for i = 1, n do
-  users[i] = ARGV[4 + 8 * (i - 1)]
+  local a = 4 + 7 * (i - 1)
+  nonces[i], users[i] = ARGV[a], ARGV[a + 1]
+end
+-- made[nonce]: the order the token made (false: none yet), as of this
+-- purchase of the batch.
+local made = {}
+local p = redis.call('HMGET', KEYS[7], unpack(nonces))
+for i = 1, n do
+  made[nonces[i]] = p[i]
 end
 local stock = redis.call('GET', KEYS[1])
 stock = stock and tonumber(stock)
@@ -40,26 +54,25 @@ if stock and stock > 0 then
     seq[users[i]] = tonumber(q[i] or '0')
   end
 end
-local t = redis.call('TIME')
-local redisNow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out, sold, bought, zadd, records = {}, 0, {}, {}, {}
+local out, sold, bought, zadd, records, tokens = {}, 0, {}, {}, {}, {}
 for i = 1, n do
-  local a = 4 + 8 * (i - 1)
-  local user, token = ARGV[a], KEYS[6 + i]
-  local prior = redis.call('GET', token)
+  local a = 4 + 7 * (i - 1)
+  local nonce, user = nonces[i], users[i]
+  local prior = made[nonce]
   if prior then
-    -- Rewrite the key as it is: a write that changes nothing but is
-    -- replicated and appended to the AOF, so that a WAIT or WAITAOF on this
-    -- connection covers it, and with it the earlier order (a replica applies
-    -- the stream in order). Without it a durable sale would answer a retry
-    -- whose first answer was lost without knowing the order reached anyone.
-    redis.call('SET', token, prior, 'KEEPTTL')
+    -- Rewrite the record as it is (in the HSET below): a write that changes
+    -- nothing but is replicated and appended to the AOF, so that a WAIT or
+    -- WAITAOF on this connection covers it, and with it the earlier order
+    -- (a replica applies the stream in order). Without it a durable sale
+    -- would answer a retry whose first answer was lost without knowing the
+    -- order reached anyone.
+    tokens[#tokens + 1], tokens[#tokens + 2] = nonce, prior
     out[#out + 1], out[#out + 2], out[#out + 3] = 'REPLAY', prior, -1
   elseif not stock then
     out[#out + 1], out[#out + 2], out[#out + 3] = 'NOT_WARMED', '', -1
   elseif stock <= 0 then
     out[#out + 1], out[#out + 2], out[#out + 3] = 'SOLD_OUT', '', 0
-  elseif held[user] >= tonumber(ARGV[a + 1]) then
+  elseif held[user] >= tonumber(ARGV[a + 2]) then
     out[#out + 1], out[#out + 2], out[#out + 3] = 'LIMIT', '', stock
   else
     stock, sold = stock - 1, sold + 1
@@ -70,25 +83,22 @@ for i = 1, n do
     -- The order number is a function of (sale, sku, user, k) and the
     -- bucket's mark: replaying this order anywhere downstream can never mint
     -- a second one. The pod computes the common case (k = 1) in Go.
-    local orderNo = ARGV[a + 7]
+    local orderNo = ARGV[a + 6]
     if k ~= 1 or orderNo == '' then
       orderNo = ARGV[2] .. '-' .. string.sub(redis.sha1hex(ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. user .. '\n' .. k), 1, 24) .. ARGV[3]
     end
     redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[2], 'user', user,
-      'n', k, 'amount', ARGV[a + 4], 'at', ARGV[a + 2], 'deadline', ARGV[a + 3])
-    zadd[#zadd + 1], zadd[#zadd + 2] = ARGV[a + 3], orderNo
+      'n', k, 'amount', ARGV[a + 5], 'at', ARGV[a + 3], 'deadline', ARGV[a + 4])
+    zadd[#zadd + 1], zadd[#zadd + 2] = ARGV[a + 4], orderNo
     -- The order's record "<status> <user>", whose format package orderstate owns.
     records[#records + 1], records[#records + 2] = orderNo, 'queued ' .. user
-    -- The token key must outlive every pod's belief that the token is valid,
-    -- or the same token could make a second order. Pods judge validity by the
-    -- expiry written in the token, so the key expires at that instant plus a
-    -- margin; if Redis' clock is ahead of the pod's, that instant comes early
-    -- by Redis' clock, so the key also lives at least the token's remaining
-    -- life as the pod sees it, plus the margin, from Redis' now.
-    local at = math.max(redisNow + tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
-    redis.call('SET', token, orderNo, 'PXAT', at)
+    made[nonce] = orderNo
+    tokens[#tokens + 1], tokens[#tokens + 2] = nonce, orderNo
     out[#out + 1], out[#out + 2], out[#out + 3] = 'OK', orderNo, stock
   end
+end
+if #tokens > 0 then
+  redis.call('HSET', KEYS[7], unpack(tokens))
 end
 if sold > 0 then
   redis.call('DECRBY', KEYS[1], sold)

@@ -23,14 +23,14 @@ var replaySHA = func() string {
 
 // Replay finds the order the token nonce already made in bucket k (the
 // buyer's home bucket of the SKU), without making one: Replayed with its
-// number, or NoOrder. Unlike a plain GET it
-// writes (the token key, unchanged), so that a durability wait on the
+// number, or NoOrder. Unlike a plain HGET it
+// writes (the token's record, unchanged), so that a durability wait on the
 // connection it ran on covers that order; a sale without durability has no
-// use for it and reads the key instead.
+// use for it and reads the record instead.
 func (s *Script) Replay(ctx context.Context, k keys.SKU, nonce string) (Result, error) {
-	ks := []string{k.Token(nonce)}
+	ks := []string{k.Tokens}
 	start := time.Now()
-	res, err := s.exec.EvalSha(ctx, replaySHA, ks).Slice()
+	res, err := s.exec.EvalSha(ctx, replaySHA, ks, nonce).Slice()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Loaded on first use (a refused retry is rare); the call did not
 		// run, so loading and calling again is safe.
@@ -38,7 +38,7 @@ func (s *Script) Replay(ctx context.Context, k keys.SKU, nonce string) (Result, 
 			s.observe("replay_touch", time.Since(start), lerr)
 			return Result{}, fmt.Errorf("load replay script: %w", lerr)
 		}
-		res, err = s.exec.EvalSha(ctx, replaySHA, ks).Slice()
+		res, err = s.exec.EvalSha(ctx, replaySHA, ks, nonce).Slice()
 	}
 	s.observe("replay_touch", time.Since(start), err)
 	if err != nil {

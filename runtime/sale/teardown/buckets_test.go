@@ -18,8 +18,9 @@ import (
 )
 
 // TestDeleteKeysOfBuckets: on the 3-master cluster, a SKU split into 3
-// buckets (each on its own primary) with orders, token keys, transfer
-// records and a debt in every bucket loses every key of every bucket, and
+// buckets (each on its own primary) with orders, tokens' records, transfer
+// records and a debt in every bucket loses every key of every bucket (a
+// token's record, which has no expiry of its own, is gone with them), and
 // the sale whose name it prefixes keeps its own.
 func TestDeleteKeysOfBuckets(t *testing.T) {
 	rdb := testutil.RedisCluster(t).Client(t)
@@ -36,7 +37,7 @@ func TestDeleteKeysOfBuckets(t *testing.T) {
 		now := time.Now()
 		user := "u" + string(rune('0'+b))
 		res, err := s.Purchase(ctx, purchase.Request{SKU: "a", Bucket: b, Buckets: 3, User: user, Limit: 1, Amount: "1",
-			Nonce: "n" + user, Now: now, Deadline: now.Add(time.Hour), TokenTTL: time.Minute})
+			Nonce: "n" + user, Now: now, Deadline: now.Add(time.Hour)})
 		if err != nil || res.Outcome != purchase.Admitted {
 			t.Fatalf("purchase in bucket %d: %+v %v", b, res, err)
 		}
@@ -47,7 +48,7 @@ func TestDeleteKeysOfBuckets(t *testing.T) {
 	}
 	before := saleKeys(t, rdb, gone.SaleKey())
 	for _, k := range ks {
-		for _, key := range []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Outbox, k.Inbox, k.Token("nu" + string(rune('0'+k.Bucket)))} {
+		for _, key := range []string{k.Stock, k.Holders, k.Seq, k.Stream, k.Expiry, k.Orders, k.Outbox, k.Inbox, k.Tokens} {
 			if !before[key] {
 				t.Fatalf("bucket %d: the setup left no key %s", k.Bucket, key)
 			}
@@ -59,6 +60,12 @@ func TestDeleteKeysOfBuckets(t *testing.T) {
 	}
 	if left := saleKeys(t, rdb, gone.SaleKey()); len(left) != 0 || n != int64(len(before)) {
 		t.Fatalf("deleted %d of %d keys; left %v", n, len(before), left)
+	}
+	for _, k := range ks {
+		nonce := "nu" + string(rune('0'+k.Bucket))
+		if r, err := s.Replay(ctx, k, nonce); err != nil || r.Outcome != purchase.NoOrder {
+			t.Errorf("bucket %d: token %s still finds %+v (%v) after teardown", k.Bucket, nonce, r, err)
+		}
 	}
 	for _, k := range keys.Buckets(kept.SaleKey(), "a", 3) {
 		if c, _ := rdb.Exists(ctx, k.Stock).Result(); c != 1 {

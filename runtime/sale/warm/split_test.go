@@ -228,7 +228,7 @@ func (b *buyer) buy(bucket, units int) []*order.Order {
 		user := "user" + strconv.Itoa(b.n)
 		now := time.Now()
 		res, err := b.script.Purchase(ctx, purchase.Request{SKU: "a", Bucket: bucket, Buckets: n, User: user, Limit: 10,
-			Amount: "1.00", Nonce: user, Now: now, Deadline: now.Add(time.Hour), TokenTTL: time.Minute})
+			Amount: "1.00", Nonce: user, Now: now, Deadline: now.Add(time.Hour)})
 		if err != nil {
 			b.t.Fatal(err)
 		}
