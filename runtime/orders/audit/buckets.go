@@ -62,9 +62,9 @@ type SplitCheck struct {
 	Steady bool `json:"steady"`
 }
 
-// Holds says whether the law holds (an unsteady read is given the benefit
+// Balanced says whether the law holds (an unsteady read is given the benefit
 // of the doubt: a note says so).
-func (c *SplitCheck) Holds() bool { return c == nil || !c.Steady || c.Declared == c.Counted }
+func (c *SplitCheck) Balanced() bool { return c == nil || !c.Steady || c.Declared == c.Counted }
 
 // checkSplit reads, up to splitReads times until the figures agree, a split
 // SKU's declared stock, its units in flight, every bucket's counters, then
@@ -124,7 +124,7 @@ func judgeSplit(rep *Report, s *SKUReport, c *SplitCheck) {
 	case !c.Steady:
 		rep.Notes = append(rep.Notes, fmt.Sprintf("SKU %s: transfers or stock changes kept moving during %d reads: "+
 			"the law across its buckets was not checked (each bucket's was)", s.SKU, c.Reads))
-	case !c.Holds():
+	case !c.Balanced():
 		s.Conserved = false
 		rep.Findings = append(rep.Findings, Finding{Kind: KindImbalance, SKU: s.SKU, Where: "redis", Detail: fmt.Sprintf(
 			"SKU %s: declared stock %d (bucket 0's declared key) ≠ %d counted across its buckets (Σ initial − debt + units in flight; %+d units), "+

@@ -26,7 +26,7 @@ func (r *Report) Failures() []string {
 		}
 	}
 	for _, sku := range r.SKUs {
-		if !sku.Split.Holds() {
+		if !sku.Split.Balanced() {
 			out = append(out, fmt.Sprintf("the conservation law does not hold across the buckets of SKU %s: declared stock %d, counted %d",
 				sku.SKU, sku.Split.Declared, sku.Split.Counted))
 		}
@@ -124,7 +124,7 @@ func writeLawRow(tw io.Writer, name string, s *SKUReport) {
 		law = "BROKEN"
 	case s.Stranded > 0:
 		law = "STRANDED"
-	case !s.Split.Holds():
+	case !s.Split.Balanced():
 		law = "BROKEN ACROSS BUCKETS"
 	case !s.Conserved:
 		law = "BROKEN IN A BUCKET"
