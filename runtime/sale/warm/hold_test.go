@@ -114,7 +114,7 @@ func TestReturnToAnotherBucketPaysBucketZero(t *testing.T) {
 		if got.Debt != 3 || got.Remaining != 0 {
 			t.Fatalf("after one return: %+v, want 3 owed and nothing on sale", got)
 		}
-		clear := func() bool {
+		clearHold := func() bool {
 			t.Helper()
 			ok, err := buckets.ClearHold(ctx, rdb, fs.SaleKey(), "a", 2)
 			if err != nil {
@@ -122,7 +122,7 @@ func TestReturnToAnotherBucketPaysBucketZero(t *testing.T) {
 			}
 			return ok
 		}
-		if clear() || holds(t, rdb, fs.SaleKey()) != 2 {
+		if clearHold() || holds(t, rdb, fs.SaleKey()) != 2 {
 			t.Fatal("the Holds went while bucket 0 still owes")
 		}
 		for _, o := range []int{1, 2} {
@@ -133,7 +133,7 @@ func TestReturnToAnotherBucketPaysBucketZero(t *testing.T) {
 		if r := b.release(held0[0]); r != orderstate.PaidDebt {
 			t.Fatalf("last return, to bucket 0: %v, want it to pay the debt", r)
 		}
-		if !clear() || holds(t, rdb, fs.SaleKey()) != 0 {
+		if !clearHold() || holds(t, rdb, fs.SaleKey()) != 0 {
 			t.Fatal("the Holds stayed after the debt was paid")
 		}
 		if r := b.release(held1[3]); r != orderstate.BackOnSale {
