@@ -47,14 +47,18 @@ counter is never reset; a raised stock adds exactly the difference, once.`,
 }
 
 // printWarm prints one line per SKU and, for a SKU split into buckets, one
-// line per bucket under it (its line shows the sums, and the units moving
-// between two buckets when there are any).
+// line per bucket under it (its line shows the sums, the units moving
+// between two buckets when there are any, and whether its buckets are held
+// while bucket 0 owes part of a lowering).
 func printWarm(out io.Writer, sale string, paused bool, res warm.Result) {
 	fmt.Fprintf(out, "Warmed sale %s (paused=%t)\n", sale, paused)
 	for _, s := range res.SKUs {
 		fmt.Fprintf(out, "  SKU %-12s %-9s remaining=%d stock=%d debt=%d (moved %+d)", s.SKU, s.Action, s.Remaining, s.Declared(), s.Debt, s.Delta)
 		if s.InFlight != 0 {
 			fmt.Fprintf(out, " in-flight=%d", s.InFlight)
+		}
+		if s.Held {
+			fmt.Fprint(out, " held (units flow only to bucket 0 until returns pay its debt)")
 		}
 		fmt.Fprintln(out)
 		for _, b := range s.Buckets {

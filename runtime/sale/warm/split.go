@@ -54,9 +54,11 @@ func warmSplit(ctx context.Context, rdb redis.UniversalClient, sale string, sku 
 		actions = append(actions, a)
 	}
 	// Also ends the Holds a warm-up interrupted mid-lowering left.
-	if _, err := buckets.EndLowering(ctx, rdb, sale, sku.ID, n); err != nil {
+	free, err := buckets.EndLowering(ctx, rdb, sale, sku.ID, n)
+	if err != nil {
 		return r, err
 	}
+	r.Held = !free
 	for _, k := range ks {
 		if err := relayGroup(ctx, rdb, k); err != nil {
 			return r, err

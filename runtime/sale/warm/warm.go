@@ -48,6 +48,10 @@ type SKUResult struct {
 	// two of its buckets (given by one, not yet taken in by the other): in
 	// no bucket's counters, yet part of the declared stock.
 	InFlight int64
+	// Held says a split SKU's buckets keep their Holds (see buckets.Hold):
+	// bucket 0 still owes part of a lowering, so units flow only toward it
+	// until returns have paid it; the operator then clears them.
+	Held bool
 	// Buckets are the figures of each bucket of a SKU split into buckets,
 	// bucket 0 first (Remaining, Initial and Debt above are their sums); nil
 	// for a SKU that is not split.
