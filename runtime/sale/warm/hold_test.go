@@ -197,7 +197,7 @@ func TestBucketCountCannotChange(t *testing.T) {
 			before := dumpSale(t, rdb, fs.SaleKey())
 			fs.Spec.SKUs[0].Buckets = c.to
 			_, err := warm.Warm(context.Background(), rdb, fs)
-			if err == nil || !strings.Contains(err.Error(), "SKU a ") ||
+			if !errors.Is(err, warm.ErrBucketCount) || !strings.Contains(err.Error(), "SKU a ") ||
 				!strings.Contains(err.Error(), fmt.Sprintf("into %d bucket", c.from)) ||
 				!strings.Contains(err.Error(), fmt.Sprintf("asks for %d", c.to)) {
 				t.Fatalf("warm with %d buckets after %d: %v, want a refusal naming both", c.to, c.from, err)

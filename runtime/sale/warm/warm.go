@@ -182,7 +182,11 @@ func checkCount(ctx context.Context, rdb redis.UniversalClient, sale string, sku
 	if recorded == strconv.Itoa(want) {
 		return nil
 	}
-	return fmt.Errorf("SKU %s was warmed split into %s bucket(s) and the spec asks for %d: a warmed SKU's bucket count cannot change "+
+	return fmt.Errorf("%w: SKU %s was warmed split into %s bucket(s) and the spec asks for %d: a warmed SKU's bucket count cannot change "+
 		"(its buckets' keys depend on it, and new buckets would put its stock on sale again); keep %s, or tear the sale down first",
-		sku.ID, recorded, want, recorded)
+		ErrBucketCount, sku.ID, recorded, want, recorded)
 }
+
+// ErrBucketCount is Warm's refusal of a bucket count other than the one a
+// SKU was warmed with (errors.Is finds it): a spec error, not an outage.
+var ErrBucketCount = errors.New("bucket count changed")
