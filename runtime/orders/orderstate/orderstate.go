@@ -121,7 +121,9 @@ const (
 // reports whether this call returned the unit (on sale, or paying off a
 // lowering; ReleaseUnit tells which). The unit goes back to the bucket the
 // order came from (its SKU has n buckets): that bucket's holders counted
-// it, and that bucket's debt, if any, is what it pays.
+// it, and that bucket's debt, if any, is what it pays; while its SKU is held
+// (a lowering applied or owed in bucket 0, see buckets.Hold), a bucket ≥ 1
+// forwards it to bucket 0, where it pays the debt first.
 func Release(ctx context.Context, rdb redis.UniversalClient, o *order.Order, n int) (bool, error) {
 	r, err := ReleaseUnit(ctx, rdb, o, n)
 	return r != NotReturned, err

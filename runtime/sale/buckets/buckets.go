@@ -23,6 +23,11 @@
 // connection); a give finding the mark gives nothing twice. Marks and inbox
 // records grow by one small field per transfer (a few per bucket that runs
 // out) and go with the sale's keys at teardown.
+//
+// While a lowering of the SKU's stock is applied or owed, the buckets are
+// held (hold.go): units flow only toward bucket 0, which owes the whole
+// debt, and a unit returned to another bucket is forwarded there by a
+// transfer record that the release script of package orderstate writes.
 package buckets
 
 import (
