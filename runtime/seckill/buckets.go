@@ -61,3 +61,23 @@ func (s *Server) purchaseRefilling(ctx context.Context, req purchase.Request) (a
 	}
 	return admission{}, errStockMoving, nil
 }
+
+// confirmTimeout bounds the confirmation of a sell-out by the state refresh,
+// which waits for it.
+const confirmTimeout = time.Second
+
+// outEverywhere asks the refiller to fill bucket 0 of sku, split into
+// buckets, whose buckets all read out: it completes the transfers in flight
+// and reads twice before it answers 0, out everywhere. Anything else (units
+// found, an error) is not a sell-out: the buyers' purchases find out.
+func (s *Server) outEverywhere(ctx context.Context, sku string) bool {
+	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	start := time.Now()
+	moved, err := s.refiller.Refill(ctx, sku, s.skus[sku].BucketCount(), 0)
+	s.metrics.observeRedis("refill", time.Since(start), err)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("Confirming a sell-out failed; the SKU stays open", "sale", s.saleKey, "sku", sku, "err", err)
+	}
+	return err == nil && moved == 0
+}

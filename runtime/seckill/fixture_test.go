@@ -192,8 +192,8 @@ func (s *testServer) buy(user, sku string) reply {
 	return s.purchase(user, sku, tk.Token)
 }
 
-// snapshot renders every key of the sale (except token nonces), to prove a
-// refusal changed nothing.
+// snapshot renders every key of the sale's SKUs (bucket 0), the tokens'
+// records included, to prove a refusal changed nothing.
 func snapshot(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) string {
 	t.Helper()
 	ctx := context.Background()
@@ -203,7 +203,7 @@ func snapshot(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) s
 		stock, _ := rdb.Get(ctx, k.Stock).Result()
 		initial, _ := rdb.Get(ctx, k.Initial).Result()
 		b.WriteString(sku.ID + " stock=" + stock + " initial=" + initial)
-		for _, h := range []string{k.Holders, k.Seq, k.Orders} {
+		for _, h := range []string{k.Holders, k.Seq, k.Orders, k.Tokens} {
 			m, _ := rdb.HGetAll(ctx, h).Result()
 			b.WriteString(" " + h + "=" + sortedMap(m))
 		}

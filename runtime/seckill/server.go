@@ -192,6 +192,7 @@ func (s *Server) setAccess(a *v1alpha1.Access) error {
 func (s *Server) newState(skus []v1alpha1.SKU) *saleState {
 	st := newSaleState(s.rdb, s.saleKey, skus)
 	st.observe = s.metrics.observeRedis
+	st.outEverywhere = s.outEverywhere
 	st.onSKU = func(sku string, remaining int64, soldOut bool) {
 		s.metrics.remaining.WithLabelValues(s.saleKey, sku).Set(float64(remaining))
 		v := 0.0

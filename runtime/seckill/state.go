@@ -58,6 +58,10 @@ type saleState struct {
 	lastOK atomic.Int64
 	// onSKU is told each SKU's figures after every refresh (metrics).
 	onSKU func(sku string, remaining int64, soldOut bool)
+	// outEverywhere confirms that a SKU split into buckets, whose buckets
+	// all read out, is sold out (see apply); nil: take the reads at their
+	// word.
+	outEverywhere func(ctx context.Context, sku string) bool
 	// observe is told the latency of every refresh (metrics).
 	observe func(op string, d time.Duration, err error)
 }
@@ -102,7 +106,7 @@ func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 	s.closed.Store(sw.Closed)
 	s.held.Store(sw.Held)
 	for i, id := range s.order {
-		s.apply(id, gets[i])
+		s.apply(ctx, id, gets[i])
 	}
 	s.lastOK.Store(now.UnixNano())
 	return nil
@@ -112,7 +116,16 @@ func (s *saleState) refresh(ctx context.Context, now time.Time) error {
 // when every bucket is; it is sold out when every bucket is out: a bucket
 // that ran out is refilled from the others on demand (Refiller), so its
 // buyers are not told SOLD_OUT while units are on sale elsewhere.
-func (s *saleState) apply(id string, gets []*redis.StringCmd) {
+//
+// The buckets' counters are read one by one, so units moving between two
+// buckets (given by one, not yet taken in by the other, or left so by a
+// crash) are in neither: every bucket may read out while units are on
+// sale. The pod would then answer SOLD_OUT from memory, and nobody would
+// buy those units. So a split SKU that reads out is sold out only once
+// outEverywhere confirms it (the refiller: two quiet rounds, transfers in
+// flight completed); once confirmed, later reads that agree need no
+// confirmation.
+func (s *saleState) apply(ctx context.Context, id string, gets []*redis.StringCmd) {
 	st := s.skus[id]
 	var total int64
 	for _, get := range gets {
@@ -130,8 +143,12 @@ func (s *saleState) apply(id string, gets []*redis.StringCmd) {
 	st.warmed.Store(true)
 	st.remaining.Store(total)
 	// Stock came back (a rollback, a raise): reopen the SKU here too.
-	st.soldOut.Store(total <= 0)
-	s.onSKU(id, total, total <= 0)
+	out := total <= 0
+	if out && len(gets) > 1 && !st.soldOut.Load() && s.outEverywhere != nil {
+		out = s.outEverywhere(ctx, id)
+	}
+	st.soldOut.Store(out)
+	s.onSKU(id, total, out)
 }
 
 // run refreshes every interval until ctx is done.
