@@ -56,16 +56,6 @@ func splitSKUs(sale *v1alpha1.FlashSale) []v1alpha1.SKU {
 	return out
 }
 
-// ReasonTransfersStuck is the Degraded reason (and Warning Event) when the
-// operator cannot complete or count a split SKU's transfers between
-// buckets, or clear its Holds: a malformed transfer record, a take the
-// receiving bucket refuses. The reconcile goes on (the other SKUs' figures,
-// the workloads, the gate and the periodic audit do not wait on it); the
-// units of those transfers stay off sale, the SKU's figures leave them out
-// and the audit cannot count them (so the final audit, and the teardown,
-// wait) until a human fixes the record (docs/operator.md, "Buckets").
-const ReasonTransfersStuck = "TransfersStuck"
-
 // tendBuckets does, at every status poll and for every split SKU, what
 // keeps its buckets sound, before the stock is read:
 //
@@ -178,7 +168,7 @@ func warnBuckets(s *scope, problems []string) {
 	if len(problems) == 0 || len(s.degraded) > 0 {
 		return
 	}
-	s.degraded = []string{ReasonTransfersStuck, strings.Join(problems, "; ") +
+	s.degraded = []string{v1alpha1.ReasonTransfersStuck, strings.Join(problems, "; ") +
 		": those units stay off sale; see docs/operator.md, Buckets"}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -411,11 +412,11 @@ func TestSplitSKUMalformedTransferRecord(t *testing.T) {
 	before := e.get().Status.LastRefreshTime
 	e.clk.SetTime(e.clk.Now().Add(time.Minute)) // past the audit interval
 	e.reconcile()
-	e.wantCond(v1alpha1.ConditionDegraded, metav1.ConditionTrue, controllers.ReasonTransfersStuck)
+	e.wantCond(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonTransfersStuck)
 	if c := e.cond(v1alpha1.ConditionDegraded); !strings.Contains(c.Message, "SKU 1001") || !strings.Contains(c.Message, "malformed") {
 		t.Fatalf("Degraded says %q, want it to name SKU 1001 and the malformed record", c.Message)
 	}
-	e.wantEvent(corev1.EventTypeWarning, controllers.ReasonTransfersStuck, "SKU 1001")
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonTransfersStuck, "SKU 1001")
 	fs := e.get()
 	if fs.Status.LastRefreshTime == nil || !fs.Status.LastRefreshTime.After(before.Time) || fs.Status.Stock != int64(30+fs.Spec.SKUs[1].Stock) {
 		t.Fatalf("the poll wrote no figures: refreshed %v (before %v), stock %d", fs.Status.LastRefreshTime, before, fs.Status.Stock)
@@ -433,4 +434,63 @@ func TestSplitSKUMalformedTransferRecord(t *testing.T) {
 	}
 	e.reconcile()
 	e.wantCond(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy)
+}
+
+// TestBucketCountChangeIsAConfigError: a split SKU removed from the spec and
+// added back with another bucket count passes the CEL rule (no old value to
+// compare), but its units live in the buckets it was warmed with. The sale
+// says so as ConfigValid=False naming the SKU, Redis is left as it was, and
+// putting the count back heals it.
+func TestBucketCountChangeIsAConfigError(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[0].Stock, fs.Spec.SKUs[0].Buckets = 30, 2 })
+	e.clk.SetTime(e.t0.Add(5 * time.Minute))
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionConfigValid, metav1.ConditionTrue, v1alpha1.ReasonConfigValid)
+	saleKey := e.ns + "/" + saleName
+	stocks := func() []string {
+		var out []string
+		for _, k := range keys.Buckets(saleKey, "1001", 2) {
+			out = append(out, e.uc.Get(e.ctx, k.Stock).Val())
+		}
+		return out
+	}
+	before := stocks()
+
+	setSKUs := func(mod func([]v1alpha1.SKU) []v1alpha1.SKU) {
+		t.Helper()
+		fs := e.get()
+		fs.Spec.SKUs = mod(fs.Spec.SKUs)
+		if err := e.k8s.Update(e.ctx, fs); err != nil {
+			t.Fatal(err)
+		}
+		e.reconcile()
+	}
+	phone := e.get().Spec.SKUs[0]
+	setSKUs(func(s []v1alpha1.SKU) []v1alpha1.SKU { return s[1:] })
+	setSKUs(func(s []v1alpha1.SKU) []v1alpha1.SKU {
+		again := phone
+		again.Buckets = 3
+		return append([]v1alpha1.SKU{again}, s...)
+	})
+	e.wantCond(v1alpha1.ConditionConfigValid, metav1.ConditionFalse, v1alpha1.ReasonConfigInvalid)
+	if msg := e.cond(v1alpha1.ConditionConfigValid).Message; !strings.Contains(msg, "spec.skus[].buckets") ||
+		!strings.Contains(msg, "SKU 1001") || !strings.Contains(msg, "asks for 3") {
+		t.Fatalf("ConfigValid message %q does not name the field, the SKU and the count", msg)
+	}
+	if after := stocks(); !slices.Equal(before, after) {
+		t.Fatalf("a refused bucket count changed the stock: %v, then %v", before, after)
+	}
+	if n := e.uc.Exists(e.ctx, keys.Buckets(saleKey, "1001", 3)[2].Stock).Val(); n != 0 {
+		t.Fatal("a third bucket was created")
+	}
+
+	// The CEL rule keeps the count of a SKU in the spec: it goes out and
+	// back in with its old count, as it went.
+	setSKUs(func(s []v1alpha1.SKU) []v1alpha1.SKU { return s[1:] })
+	setSKUs(func(s []v1alpha1.SKU) []v1alpha1.SKU { return append([]v1alpha1.SKU{phone}, s...) })
+	e.wantCond(v1alpha1.ConditionConfigValid, metav1.ConditionTrue, v1alpha1.ReasonConfigValid)
+	if after := stocks(); !slices.Equal(before, after) {
+		t.Fatalf("the stock changed once the count was put back: %v, then %v", before, after)
+	}
 }

@@ -70,7 +70,7 @@ type liveFigures struct {
 	// given by one of their buckets and not yet taken in by another.
 	buckets  map[string][]v1alpha1.BucketStatus
 	inFlight map[string]int64
-	// problems are the split SKUs' trouble this poll (ReasonTransfersStuck).
+	// problems are the split SKUs' trouble this poll (v1alpha1.ReasonTransfersStuck).
 	problems []string
 	// suggested is status.skus[].suggestedBuckets (0: no rate, none).
 	suggested int32
@@ -116,6 +116,14 @@ func (r *FlashSaleReconciler) reconcileRedis(ctx context.Context, s *scope) erro
 	}
 	if len(toWarm.Spec.SKUs) > 0 {
 		res, err := warm.Warm(ctx, rdb, toWarm)
+		if errors.Is(err, warm.ErrBucketCount) {
+			// A SKU removed and added back with another bucket count: its
+			// units live in the buckets it was warmed with. A human must put
+			// the count back (warm touched nothing).
+			msg := "spec.skus[].buckets: " + err.Error()
+			r.setCondition(s, v1alpha1.ConditionConfigValid, metav1.ConditionFalse, v1alpha1.ReasonConfigInvalid, msg)
+			return &ConfigError{Reason: v1alpha1.ReasonConfigInvalid, Msg: msg}
+		}
 		if err != nil {
 			return depErr(v1alpha1.ReasonRedisUnavailable, err)
 		}

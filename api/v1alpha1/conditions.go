@@ -88,6 +88,12 @@ const (
 	ReasonDurabilityUnavailable = "DurabilityUnavailable"
 	ReasonBucketsSpread         = "BucketsSpread"
 	ReasonBucketsColocated      = "BucketsColocated"
-	ReasonReconcileFailed       = "ReconcileFailed"
-	ReasonPhaseChanged          = "PhaseChanged"
+	// ReasonTransfersStuck: the operator cannot complete or count a split
+	// SKU's transfers between buckets, or clear its Holds (a malformed
+	// transfer record, a take the receiving bucket refuses). The units of
+	// those transfers stay off sale and the final audit waits until a human
+	// fixes the record (docs/operator.md, "Buckets").
+	ReasonTransfersStuck  = "TransfersStuck"
+	ReasonReconcileFailed = "ReconcileFailed"
+	ReasonPhaseChanged    = "PhaseChanged"
 )

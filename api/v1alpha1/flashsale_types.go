@@ -641,9 +641,11 @@ type AuditStatus struct {
 //
 // Once the sale has started (its phase is past Warming), buyers hold orders
 // against its SKUs and its clock: a SKU cannot be removed, the start cannot
-// move and the end cannot move earlier.
+// move and the end cannot move earlier. A sale Failed before it ever opened
+// (a configuration error, such as a SKU added back with another bucket
+// count) may still lose a SKU: that is how a human fixes it.
 //
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || oldSelf.spec.skus.all(o, self.spec.skus.exists(n, n.id == o.id))",message="spec.skus: a SKU cannot be removed once the sale has started",fieldPath=".spec.skus"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || (oldSelf.status.phase == 'Failed' && !has(oldSelf.status.openedAt)) || oldSelf.spec.skus.all(o, self.spec.skus.exists(n, n.id == o.id))",message="spec.skus: a SKU cannot be removed once the sale has started",fieldPath=".spec.skus"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.startTime == oldSelf.spec.startTime",message="spec.startTime cannot change once the sale has started",fieldPath=".spec.startTime"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase in ['Pending', 'Warming'] || self.spec.endTime >= oldSelf.spec.endTime",message="spec.endTime cannot move earlier once the sale has started (pause the sale instead)",fieldPath=".spec.endTime"
 //

@@ -670,6 +670,31 @@ func TestChangesOnceStarted(t *testing.T) {
 		})
 	}
 
+	// A sale Failed by a configuration error before it ever opened may lose
+	// a SKU (how a SKU added back with another bucket count is fixed); one
+	// that opened may not.
+	for _, opened := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failed-opened-%v", opened), func(t *testing.T) {
+			fs := create(t, v1alpha1.PhaseFailed)
+			if opened {
+				now := metav1.Now()
+				fs.Status.OpenedAt = &now
+				if err := c.Status().Update(ctx(t), fs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fs.Spec.SKUs = fs.Spec.SKUs[:1]
+			err := c.Update(ctx(t), fs)
+			if !opened {
+				if err != nil {
+					t.Fatalf("refused on a Failed sale that never opened: %v", err)
+				}
+				return
+			}
+			wantInvalid(t, err, "spec.skus: Invalid value", "a SKU cannot be removed once the sale has started")
+		})
+	}
+
 	// The phase itself is validated on the status subresource.
 	t.Run("unknown phase", func(t *testing.T) {
 		fs := create(t, "")
