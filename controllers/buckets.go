@@ -39,8 +39,8 @@ import (
 // SKU bucket, with room to spare: suggestedBuckets is
 // ceil(spec.rateLimit.requestsPerSecond / PerShardBudget), capped by the
 // primaries. It is the "per-shard budget" of the README's Sizing section:
-// 25–46 µs of Redis CPU per admitted purchase were measured there (one
-// core: 20,000–40,000 purchases/s of one bucket), and half a core is the
+// 21–46 µs of Redis CPU per admitted purchase were measured there (one
+// core: some 20,000–45,000 purchases/s of one bucket), and half a core is the
 // budget, the other half left for the relay, rollbacks, replication and
 // spikes (docs/operator.md, "Buckets").
 const PerShardBudget = 10000
