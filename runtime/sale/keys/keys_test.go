@@ -11,39 +11,17 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
-// slot is the Redis Cluster hash slot of key (the cluster specification:
-// CRC16-XMODEM of the key's hash tag, or of the whole key without one,
-// modulo 16384).
-func slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % 16384
-}
-
-// TestSlot pins slot to the examples of the Redis documentation and to
-// what a Redis Cluster answered, so the tests below check what one does.
+// TestSlot pins keys.Slot to the examples of the Redis documentation and
+// to what a Redis Cluster answered, so the bucket tags and the tests below
+// check what one does.
 func TestSlot(t *testing.T) {
 	for key, want := range map[string]int{
 		"123456789": 0x31c3, "somekey": 11058, "foo{hash_tag}": 2515, "bar{hash_tag}": 2515, "foo{}{bar}": 8363,
 		// CLUSTER KEYSLOT of a cluster-enabled redis-server 7.
 		"fs:{shop/sale/1001}:stock": 5413,
 	} {
-		if got := slot(key); got != want {
-			t.Errorf("slot(%q) = %d, want %d", key, got, want)
+		if got := keys.Slot(key); got != want {
+			t.Errorf("keys.Slot(%q) = %d, want %d", key, got, want)
 		}
 	}
 }
@@ -64,9 +42,9 @@ func TestSKUKeysShareOneSlot(t *testing.T) {
 		for _, sku := range skus {
 			k := keys.ForSKU(saleKey, sku)
 			all := k.All()
-			want := slot("{" + saleKey + "/" + sku + "}")
+			want := keys.Slot("{" + saleKey + "/" + sku + "}")
 			for _, key := range all {
-				if got := slot(key); got != want {
+				if got := keys.Slot(key); got != want {
 					t.Errorf("sale %s SKU %s: key %s is in slot %d, its SKU's other keys in %d", saleKey, sku, key, got, want)
 				}
 			}
@@ -82,7 +60,7 @@ func TestSKUKeysShareOneSlot(t *testing.T) {
 func TestSaleWideKeys(t *testing.T) {
 	for _, saleKey := range sales {
 		s := keys.ForSale(saleKey)
-		if s.Control == s.Pods || slot(s.Control) != slot(s.Pods) || slot(s.Control) != slot("{"+saleKey+"}") {
+		if s.Control == s.Pods || keys.Slot(s.Control) != keys.Slot(s.Pods) || keys.Slot(s.Control) != keys.Slot("{"+saleKey+"}") {
 			t.Errorf("sale %s: control %s and pods %s are not two keys of the sale's own slot", saleKey, s.Control, s.Pods)
 		}
 		for _, sku := range skus {
