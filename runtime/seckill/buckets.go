@@ -2,17 +2,21 @@ package seckill
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 )
 
 // Refiller moves unsold units of a SKU split into buckets into a bucket that
 // ran out (package buckets implements it): the number moved, 0 with a nil
-// error when every bucket is out, that is the SKU is sold out. A positive
+// error when every bucket is out, that is the SKU is sold out; an error
+// (buckets.ErrHeld among them: units on sale that may not move now) is
+// never a sell-out. A positive
 // answer means "try again" (the units may be taken by other buyers first).
 type Refiller interface {
 	Refill(ctx context.Context, sku string, n, to int) (int64, error)
@@ -51,12 +55,19 @@ func (s *Server) purchaseRefilling(ctx context.Context, req purchase.Request) (a
 		moved, err := s.refiller.Refill(ctx, req.SKU, req.Buckets, req.Bucket)
 		s.metrics.observeRedis("refill", time.Since(start), err)
 		if err != nil {
-			s.log.Warn("Refilling a sold-out bucket failed; buyer told to retry", "sale", s.saleKey, "sku", req.SKU,
-				"bucket", req.Bucket, "err", err)
+			// Held (a lowering being applied or owed): units are on sale in
+			// bucket 0 but may not move here now. Not a sell-out (no 410, no
+			// markSoldOut): the buyer retries once the Holds are cleared.
+			if !errors.Is(err, buckets.ErrHeld) {
+				s.log.Warn("Refilling a sold-out bucket failed; buyer told to retry", "sale", s.saleKey, "sku", req.SKU,
+					"bucket", req.Bucket, "err", err)
+			}
 			return admission{}, errStockMoving, nil
 		}
 		if moved == 0 {
-			return res, nil, nil // every bucket is out
+			// The only SOLD_OUT of a split SKU (answerPurchase marks it
+			// sold out in memory): the refiller confirmed every bucket out.
+			return res, nil, nil
 		}
 	}
 	return admission{}, errStockMoving, nil
@@ -76,7 +87,7 @@ func (s *Server) outEverywhere(ctx context.Context, sku string) bool {
 	start := time.Now()
 	moved, err := s.refiller.Refill(ctx, sku, s.skus[sku].BucketCount(), 0)
 	s.metrics.observeRedis("refill", time.Since(start), err)
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, buckets.ErrHeld) {
 		s.log.Warn("Confirming a sell-out failed; the SKU stays open", "sale", s.saleKey, "sku", sku, "err", err)
 	}
 	return err == nil && moved == 0

@@ -17,7 +17,8 @@ import (
 
 // TestHeldBucketsGiveOnlyToBucketZero: while the SKU is held, no unit
 // leaves bucket 0 and none moves between two other buckets; units still
-// move into bucket 0, and a refill of another bucket answers 0.
+// move into bucket 0, and a refill of another bucket answers ErrHeld (units
+// are on sale: not a sell-out).
 func TestHeldBucketsGiveOnlyToBucketZero(t *testing.T) {
 	both(t, func(t *testing.T, rdb redis.UniversalClient) {
 		ctx := context.Background()
@@ -38,13 +39,42 @@ func TestHeldBucketsGiveOnlyToBucketZero(t *testing.T) {
 				t.Fatalf("buyer %s of bucket 1 refused with stock left", u)
 			}
 		}
-		if m, err := buckets.NewRefiller(rdb, s.sale).Refill(ctx, s.sku, s.n, 1); err != nil || m != 0 {
-			t.Fatalf("refill of bucket 1 while held: %d, %v; want 0", m, err)
+		// Units are on sale (bucket 0 has 7): not a sell-out, a wait.
+		if m, err := buckets.NewRefiller(rdb, s.sale).Refill(ctx, s.sku, s.n, 1); !errors.Is(err, buckets.ErrHeld) || m != 0 {
+			t.Fatalf("refill of bucket 1 while held with stock in bucket 0: %d, %v; want 0, ErrHeld (not sold out)", m, err)
 		}
 		st := s.checkLaw(t)
 		if st.figs[0].Stock != 7 || st.figs[1].Stock != 0 || st.figs[2].Stock != 3 {
 			t.Fatalf("%+v", st.figs)
 		}
+	})
+}
+
+// TestHeldOwingNothingOnSaleIsSoldOut: after a lowering bucket 0 owes debt
+// and keeps the Holds, and no bucket has stock: the SKU really is sold out,
+// so Refill answers 0 with no error (SOLD_OUT), not ErrHeld (endless
+// retries).
+func TestHeldOwingNothingOnSaleIsSoldOut(t *testing.T) {
+	both(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		s := seed(t, rdb, 1, 1, 0)
+		k := s.keys()
+		s.buy(t, 0, "u0")
+		s.buy(t, 1, "u1")
+		if err := buckets.Hold(ctx, rdb, s.sale, s.sku, s.n); err != nil {
+			t.Fatal(err)
+		}
+		rdb.Set(ctx, k[0].Debt, 1, 0) // a lowering by 1 with nothing unsold
+		s.declared--
+		if ok, err := buckets.EndLowering(ctx, rdb, s.sale, s.sku, s.n); err != nil || ok {
+			t.Fatalf("EndLowering with 1 owed: %t, %v; want the Holds kept", ok, err)
+		}
+		for to := range s.n {
+			if m, err := buckets.NewRefiller(rdb, s.sale).Refill(ctx, s.sku, s.n, to); err != nil || m != 0 {
+				t.Fatalf("refill of bucket %d, held, owing, nothing on sale: %d, %v; want 0, nil (sold out)", to, m, err)
+			}
+		}
+		s.checkLaw(t)
 	})
 }
 

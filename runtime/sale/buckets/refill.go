@@ -43,16 +43,17 @@ func NewRefiller(rdb redis.UniversalClient, saleKey string) *Refiller {
 
 // Refill is called when bucket to of sku (split into n buckets) answered
 // SOLD_OUT. It moves unsold units into it from the other buckets and returns
-// how many; 0 with a nil error means every bucket is out: the SKU is sold
-// out. Concurrent calls for one bucket share one transfer.
+// how many; 0 with a nil error means every bucket is out and nothing is in
+// flight: the SKU is sold out. Concurrent calls for one bucket share one transfer.
 //
 // It moves about half the richest other bucket's stock (at least 1), so
 // stock follows demand without emptying a bucket whose buyers are busy too.
 // When the bucket was refilled meanwhile (another pod), it moves nothing and
 // returns the bucket's stock: any positive answer means "try again".
 // Before answering 0 it completes any transfer in flight and looks again.
-// While the SKU's buckets are held (see Hold) it answers 0 when the units
-// would have to leave bucket 0 or go between two other buckets.
+// While the SKU's buckets are held (see Hold) and units would have to leave
+// bucket 0 or go between two other buckets, it answers an error wrapping
+// ErrHeld: units are on sale, just not movable now (not a sell-out).
 func (r *Refiller) Refill(ctx context.Context, sku string, n, to int) (int64, error) {
 	if n <= 1 {
 		return 0, nil
@@ -93,9 +94,12 @@ func refill(ctx context.Context, rdb redis.UniversalClient, ks []keys.SKU, to in
 			m, err := move(ctx, rdb, ks[from], ks[to], (stocks[from]+1)/2)
 			if errors.Is(err, ErrHeld) {
 				// A lowering of the SKU is being applied, or bucket 0 still
-				// owes part of it: no unit may leave for this bucket now.
-				// Sold out here until the operator clears the Holds.
-				return 0, nil
+				// owes part of it: no unit may leave for this bucket now,
+				// but units are on sale in bucket from. Not a sell-out:
+				// the buyer retries once the operator clears the Holds.
+				// (A genuine sell-out while held, bucket 0 owing debt and
+				// no stock anywhere, never gets here: nothing is richest.)
+				return 0, fmt.Errorf("buckets: refill of bucket %d of SKU %s from bucket %d: %w", to, ks[to].ID, from, err)
 			}
 			if m > 0 || err != nil {
 				return m, err
