@@ -65,12 +65,16 @@ var (
 	errUnknownSale  = refuse(http.StatusNotFound, CodeNotFound, "no such sale here")
 	errUnknownSKU   = refuse(http.StatusNotFound, CodeNotFound, "no such SKU in this sale")
 	errUnknownOrder = refuse(http.StatusNotFound, CodeNotFound, "no such order")
+	// errBusy: too many purchases of the bucket already wait for Redis (a
+	// stall); this one was refused before it was sent, so nothing changed.
+	errBusy = &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
+		message: "too many purchases are waiting for the store; nothing was done, retry with the same token", retryAfter: 1}
 )
 
 var renderedBodies = map[*apiError][]byte{}
 
 func init() {
-	for _, e := range []*apiError{errSoldOut, errEnded, errPaused, errHeld, errLimit, errBadToken, errBlocked, errNoUser, errBadUser, errUnknownSale, errUnknownSKU, errUnknownOrder} {
+	for _, e := range []*apiError{errSoldOut, errEnded, errPaused, errHeld, errLimit, errBadToken, errBlocked, errNoUser, errBadUser, errUnknownSale, errUnknownSKU, errUnknownOrder, errBusy} {
 		renderedBodies[e] = render(e)
 	}
 }

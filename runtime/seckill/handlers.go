@@ -267,6 +267,9 @@ func (s *Server) runPurchase(r *http.Request, b buyer, sku v1alpha1.SKU, claims 
 		Now:      now,
 		Deadline: now.Add(s.sale.PaymentTimeout()),
 	})
+	if errors.Is(err, purchase.ErrBusy) {
+		return admission{}, errBusy // never sent; a stall refuses many: no log line each
+	}
 	if err != nil {
 		s.log.Error("Purchase script failed; outcome unknown, buyer told to retry with the same token", "sale", s.saleKey, "sku", sku.ID, "err", err)
 		return admission{}, &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,

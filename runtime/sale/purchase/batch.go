@@ -2,6 +2,7 @@ package purchase
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,7 +25,18 @@ const (
 	// sooner; the call then completes without them (its outcome is unknown
 	// to them: they retry with the same token and get the same order).
 	batchTimeout = 3 * time.Second
+	// maxQueued purchases wait per bucket at most: a few batches' worth,
+	// enough to keep both calls of a busy bucket full. Past it Redis is not
+	// keeping up (a stall, a failover): queuing more only grows a backlog
+	// whose callers give up before it is sent, so a purchase past the cap
+	// is refused at once (ErrBusy), safely: it was never sent.
+	maxQueued = 4 * maxBatch
 )
+
+// ErrBusy is a purchase refused before it was sent because too many
+// purchases of its bucket already wait for Redis: nothing changed, the buyer
+// may retry.
+var ErrBusy = errors.New("purchase: too many purchases waiting for redis; not sent")
 
 // batchKey names one bucket of one SKU: a batch touches one bucket's keys.
 type batchKey struct {
@@ -34,6 +46,11 @@ type batchKey struct {
 
 // pending is one purchase waiting for its batch's answer.
 type pending struct {
+	// ctx is the caller's: a purchase whose caller gave up before it was
+	// put in a batch is never sent (its caller was told the outcome is
+	// unknown; not sending it keeps a stall's backlog from being admitted
+	// for buyers who left).
+	ctx  context.Context
 	req  Request
 	res  Result
 	err  error
@@ -59,8 +76,10 @@ func newBatcher(s *Script) *batcher {
 
 // purchase queues r and waits for its answer or for ctx.
 func (b *batcher) purchase(ctx context.Context, r Request) (Result, error) {
-	p := &pending{req: r, done: make(chan struct{})}
-	b.submit(p)
+	p := &pending{ctx: ctx, req: r, done: make(chan struct{})}
+	if !b.submit(p) {
+		return Result{}, ErrBusy
+	}
 	select {
 	case <-p.done:
 		return p.res, p.err
@@ -70,14 +89,19 @@ func (b *batcher) purchase(ctx context.Context, r Request) (Result, error) {
 }
 
 // submit queues p; a call starts unless maxInFlight of its bucket are
-// running, in which case one of them takes p with its next batch.
-func (b *batcher) submit(p *pending) {
+// running, in which case one of them takes p with its next batch. It says
+// false, queuing nothing, when maxQueued purchases of p's bucket wait.
+func (b *batcher) submit(p *pending) bool {
 	k := batchKey{p.req.SKU, p.req.Bucket, max(p.req.Buckets, 1)}
 	b.mu.Lock()
 	q, ok := b.queues[k]
 	if !ok {
 		q = &bucketQueue{}
 		b.queues[k] = q
+	}
+	if len(q.waiting) >= maxQueued {
+		b.mu.Unlock()
+		return false
 	}
 	q.waiting = append(q.waiting, p)
 	start := q.running < maxInFlight
@@ -88,6 +112,7 @@ func (b *batcher) submit(p *pending) {
 	if start {
 		go b.drain(q)
 	}
+	return true
 }
 
 // drain sends q's waiting purchases, a batch per call, until none wait.
@@ -99,13 +124,31 @@ func (b *batcher) drain(q *bucketQueue) {
 			b.mu.Unlock()
 			return
 		}
-		n := min(len(q.waiting), maxBatch)
-		batch := make([]*pending, n)
-		copy(batch, q.waiting)
-		q.waiting = append(q.waiting[:0], q.waiting[n:]...)
+		batch, gone := take(q)
 		b.mu.Unlock()
-		b.send(batch)
+		for _, p := range gone {
+			p.err = fmt.Errorf("purchase not sent: %w", p.ctx.Err())
+			close(p.done)
+		}
+		if len(batch) > 0 {
+			b.send(batch)
+		}
 	}
+}
+
+// take removes from q (locked) the next batch: up to maxBatch purchases
+// whose callers still wait, and, apart, those whose callers gave up.
+func take(q *bucketQueue) (batch, gone []*pending) {
+	i := 0
+	for ; i < len(q.waiting) && len(batch) < maxBatch; i++ {
+		if p := q.waiting[i]; p.ctx.Err() != nil {
+			gone = append(gone, p)
+		} else {
+			batch = append(batch, p)
+		}
+	}
+	q.waiting = append(q.waiting[:0], q.waiting[i:]...)
+	return batch, gone
 }
 
 // send runs one call for batch and hands each purchase its own answer.
