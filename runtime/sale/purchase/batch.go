@@ -25,12 +25,14 @@ const (
 	// sooner; the call then completes without them (its outcome is unknown
 	// to them: they retry with the same token and get the same order).
 	batchTimeout = 3 * time.Second
-	// maxQueued purchases wait per bucket at most: a few batches' worth,
-	// enough to keep both calls of a busy bucket full. Past it Redis is not
-	// keeping up (a stall, a failover): queuing more only grows a backlog
-	// whose callers give up before it is sent, so a purchase past the cap
-	// is refused at once (ErrBusy), safely: it was never sent.
-	maxQueued = 4 * maxBatch
+	// maxQueued purchases wait per bucket at most. A healthy bucket sends
+	// them in 16 rounds of maxInFlight calls (milliseconds), and a burst of
+	// a pod's buyers of one bucket fits (a few batches' worth would refuse
+	// an ordinary spike of 800 at once). Past it Redis is not keeping up (a
+	// stall, a failover): queuing more only grows a backlog whose callers
+	// give up before it is sent, so a purchase past the cap is refused at
+	// once (ErrBusy), safely: it was never sent.
+	maxQueued = 32 * maxBatch
 )
 
 // ErrBusy is a purchase refused before it was sent because too many

@@ -38,11 +38,11 @@ func (s *stalled) EvalSha(ctx context.Context, sha string, ks []string, args ...
 	return s.UniversalClient.EvalSha(context.Background(), sha, ks, args...)
 }
 
-// TestStallBacklogOfGoneCallersIsNotSent: Redis stalls while 500 buyers
-// purchase one SKU through the batcher, and every buyer gives up. Only the
+// TestStallBacklogOfGoneCallersIsNotSent: Redis stalls while MaxQueued+300
+// buyers purchase one SKU through the batcher, and every buyer gives up. Only the
 // purchases already on the wire when the stall began are admitted once Redis
-// is back: none of the backlog of buyers who left is sent (before: all 500
-// were admitted). The backlog is capped: purchases past MaxQueued are
+// is back: none of the backlog of buyers who left is sent (before: all of
+// them were admitted). The backlog is capped: purchases past MaxQueued are
 // refused at once with ErrBusy, never sent.
 func TestStallBacklogOfGoneCallersIsNotSent(t *testing.T) {
 	rdb := testutil.Redis(t)
@@ -61,7 +61,8 @@ func TestStallBacklogOfGoneCallersIsNotSent(t *testing.T) {
 	st := &stalled{UniversalClient: rdb, gate: make(chan struct{})}
 	s.SetExec(st)
 	k := keys.ForSKU(saleKey, "x")
-	const stock, n = 1000, 500
+	const n = purchase.MaxQueued + 300
+	const stock = 2 * n
 	rdb.Set(ctx, k.Stock, stock, 0)
 	buyers, giveUp := context.WithCancel(ctx)
 	var busy, gaveUp atomic.Int64
