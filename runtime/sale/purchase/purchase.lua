@@ -54,7 +54,10 @@ if stock and stock > 0 then
     seq[users[i]] = tonumber(q[i] or '0')
   end
 end
-local out, sold, bought, zadd, records, tokens = {}, 0, {}, {}, {}, {}
+-- The loop only reads and decides; every write comes after it, so that an
+-- error raised for any purchase of the batch (a malformed argument) leaves
+-- every key untouched, never a stream entry without its stock decrement.
+local out, sold, bought, zadd, records, tokens, entries = {}, 0, {}, {}, {}, {}, {}
 for i = 1, n do
   local a = 4 + 7 * (i - 1)
   local nonce, user = nonces[i], users[i]
@@ -74,6 +77,9 @@ for i = 1, n do
     out[#out + 1], out[#out + 2], out[#out + 3] = 'SOLD_OUT', '', 0
   elseif held[user] >= tonumber(ARGV[a + 2]) then
     out[#out + 1], out[#out + 2], out[#out + 3] = 'LIMIT', '', stock
+  elseif not tonumber(ARGV[a + 4]) then
+    -- The deadline is the expiry's score: ZADD would refuse it mid-writes.
+    return redis.error_reply('purchase: payment deadline ' .. ARGV[a + 4] .. ' is not a number')
   else
     stock, sold = stock - 1, sold + 1
     held[user] = held[user] + 1
@@ -87,8 +93,7 @@ for i = 1, n do
     if k ~= 1 or orderNo == '' then
       orderNo = ARGV[2] .. '-' .. string.sub(redis.sha1hex(ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. user .. '\n' .. k), 1, 24) .. ARGV[3]
     end
-    redis.call('XADD', KEYS[4], '*', 'order', orderNo, 'sale', ARGV[1], 'sku', ARGV[2], 'user', user,
-      'n', k, 'amount', ARGV[a + 5], 'at', ARGV[a + 3], 'deadline', ARGV[a + 4])
+    entries[#entries + 1] = {orderNo, user, k, a}
     zadd[#zadd + 1], zadd[#zadd + 2] = ARGV[a + 4], orderNo
     -- The order's record "<status> <user>", whose format package orderstate owns.
     records[#records + 1], records[#records + 2] = orderNo, 'queued ' .. user
@@ -111,5 +116,12 @@ if sold > 0 then
   redis.call('HSET', KEYS[3], unpack(q))
   redis.call('ZADD', KEYS[5], unpack(zadd))
   redis.call('HSET', KEYS[6], unpack(records))
+  -- The stream entries last, in arrival order: an entry is an order for the
+  -- pipeline, so none may exist before its stock decrement.
+  for _, e in ipairs(entries) do
+    local a = e[4]
+    redis.call('XADD', KEYS[4], '*', 'order', e[1], 'sale', ARGV[1], 'sku', ARGV[2], 'user', e[2],
+      'n', e[3], 'amount', ARGV[a + 5], 'at', ARGV[a + 3], 'deadline', ARGV[a + 4])
+  end
 end
 return out
