@@ -25,14 +25,14 @@ const (
 	// sooner; the call then completes without them (its outcome is unknown
 	// to them: they retry with the same token and get the same order).
 	batchTimeout = 3 * time.Second
-	// maxQueued purchases wait per bucket at most. A healthy bucket sends
-	// them in 16 rounds of maxInFlight calls (milliseconds), and a burst of
-	// a pod's buyers of one bucket fits (a few batches' worth would refuse
-	// an ordinary spike of 800 at once). Past it Redis is not keeping up (a
-	// stall, a failover): queuing more only grows a backlog whose callers
-	// give up before it is sent, so a purchase past the cap is refused at
-	// once (ErrBusy), safely: it was never sent.
-	maxQueued = 32 * maxBatch
+	// MaxQueued purchases wait per bucket in one Script at most. A healthy
+	// bucket sends them in 16 rounds of maxInFlight calls (milliseconds),
+	// and a burst of a pod's buyers of one bucket fits (a few batches' worth
+	// would refuse an ordinary spike of 800 at once). Past it Redis is not
+	// keeping up (a stall, a failover): queuing more only grows a backlog
+	// whose callers give up before it is sent, so a purchase past the cap
+	// is refused at once (ErrBusy), safely: it was never sent.
+	MaxQueued = 32 * maxBatch
 )
 
 // ErrBusy is a purchase refused before it was sent because too many
@@ -92,7 +92,7 @@ func (b *batcher) purchase(ctx context.Context, r Request) (Result, error) {
 
 // submit queues p; a call starts unless maxInFlight of its bucket are
 // running, in which case one of them takes p with its next batch. It says
-// false, queuing nothing, when maxQueued purchases of p's bucket wait.
+// false, queuing nothing, when MaxQueued purchases of p's bucket wait.
 func (b *batcher) submit(p *pending) bool {
 	k := batchKey{p.req.SKU, p.req.Bucket, max(p.req.Buckets, 1)}
 	b.mu.Lock()
@@ -101,7 +101,7 @@ func (b *batcher) submit(p *pending) bool {
 		q = &bucketQueue{}
 		b.queues[k] = q
 	}
-	if len(q.waiting) >= maxQueued {
+	if len(q.waiting) >= MaxQueued {
 		b.mu.Unlock()
 		return false
 	}

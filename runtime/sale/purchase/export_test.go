@@ -11,9 +11,6 @@ func (s *Script) RunBatch(ctx context.Context, batch []Request) ([]Result, error
 	return s.run(ctx, batch)
 }
 
-// MaxQueued is the cap of purchases waiting per bucket (tests).
-const MaxQueued = maxQueued
-
 // SetExec routes the script's calls through e (tests: a Redis that stalls).
 func (s *Script) SetExec(e redis.Scripter) { s.exec = e }
 
