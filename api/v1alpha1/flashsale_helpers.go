@@ -76,6 +76,9 @@ func (f *FlashSale) SetDefaults() {
 		if s.SKUs[i].PerUserLimit == 0 {
 			s.SKUs[i].PerUserLimit = 1
 		}
+		if s.SKUs[i].Buckets == 0 {
+			s.SKUs[i].Buckets = 1
+		}
 	}
 	if s.Token == nil {
 		s.Token = &Token{}
