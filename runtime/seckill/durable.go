@@ -136,6 +136,10 @@ const (
 	maxInFlight = 8
 	// maxBatch purchases share one pipeline and one WAIT.
 	maxBatch = 128
+	// maxQueued purchases wait per node at most, for the reason of
+	// purchase.MaxQueued (a stall's backlog is refused at once, unsent,
+	// rather than admitted for buyers who left): 16 batches' worth.
+	maxQueued = 16 * maxBatch
 )
 
 // durableClient runs the purchase script and then waits for durability on
@@ -188,6 +192,9 @@ func (c *durableClient) notDurable(sku, orderNo string, a *ack) {
 
 // durableCall is one purchase waiting for its batch.
 type durableCall struct {
+	// ctx is the caller's: a call whose caller gave up before it was put in
+	// a batch is never sent (as in package purchase's batcher).
+	ctx  context.Context
 	sha  string
 	keys []string
 	args []any
@@ -209,8 +216,10 @@ func (c *durableClient) EvalSha(ctx context.Context, sha string, keys []string, 
 	if err != nil {
 		return redis.NewCmdResult(nil, err)
 	}
-	call := &durableCall{sha: sha, keys: keys, args: args, done: make(chan struct{})}
-	n.submit(call)
+	call := &durableCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan struct{})}
+	if !n.submit(call) {
+		return redis.NewCmdResult(nil, purchase.ErrBusy)
+	}
 	select {
 	case <-call.done:
 	case <-ctx.Done():
@@ -250,9 +259,14 @@ type durableNode struct {
 }
 
 // submit queues call; a new batch starts unless maxInFlight are running,
-// in which case a running one takes it with the next batch.
-func (n *durableNode) submit(call *durableCall) {
+// in which case a running one takes it with the next batch. It says false,
+// queuing nothing, when maxQueued calls wait.
+func (n *durableNode) submit(call *durableCall) bool {
 	n.mu.Lock()
+	if len(n.pending) >= maxQueued {
+		n.mu.Unlock()
+		return false
+	}
 	n.pending = append(n.pending, call)
 	start := n.running < maxInFlight
 	if start {
@@ -262,6 +276,7 @@ func (n *durableNode) submit(call *durableCall) {
 	if start {
 		go n.drain()
 	}
+	return true
 }
 
 func (n *durableNode) drain() {
@@ -272,13 +287,32 @@ func (n *durableNode) drain() {
 			n.mu.Unlock()
 			return
 		}
-		k := min(len(n.pending), maxBatch)
-		batch := make([]*durableCall, k)
-		copy(batch, n.pending)
-		n.pending = append(n.pending[:0], n.pending[k:]...)
+		batch, gone := n.take()
 		n.mu.Unlock()
-		n.run(batch)
+		for _, call := range gone {
+			call.err = fmt.Errorf("seckill: purchase not sent: %w", call.ctx.Err())
+			close(call.done)
+		}
+		if len(batch) > 0 {
+			n.run(batch)
+		}
 	}
+}
+
+// take removes from the pending calls (n.mu held) the next batch: up to
+// maxBatch calls whose callers still wait, and, apart, those whose callers
+// gave up.
+func (n *durableNode) take() (batch, gone []*durableCall) {
+	i := 0
+	for ; i < len(n.pending) && len(batch) < maxBatch; i++ {
+		if call := n.pending[i]; call.ctx.Err() != nil {
+			gone = append(gone, call)
+		} else {
+			batch = append(batch, call)
+		}
+	}
+	n.pending = append(n.pending[:0], n.pending[i:]...)
+	return batch, gone
 }
 
 // run sends a batch of scripts on one connection, then, if any of them
