@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,9 @@ const (
 	DefaultLagThreshold = 1000
 	// DefaultTargetCPUUtilization is what the seckill autoscaler aims for.
 	DefaultTargetCPUUtilization = 60
+	// DefaultOverbook and DefaultAdmissionTTL are spec.queue's defaults.
+	DefaultOverbook     = "1.5"
+	DefaultAdmissionTTL = 2 * time.Minute
 )
 
 // SaleKey is "namespace/name": the identity of a sale in Redis keys, tokens,
@@ -71,6 +75,14 @@ func (f *FlashSale) SetDefaults() {
 	}
 	if s.PaymentTimeout == nil {
 		s.PaymentTimeout = &metav1.Duration{Duration: DefaultPaymentTimeout}
+	}
+	if q := s.Queue; q != nil {
+		if q.Overbook == "" {
+			q.Overbook = DefaultOverbook
+		}
+		if q.AdmissionTTL == nil {
+			q.AdmissionTTL = &metav1.Duration{Duration: DefaultAdmissionTTL}
+		}
 	}
 	for i := range s.SKUs {
 		if s.SKUs[i].PerUserLimit == 0 {
@@ -148,4 +160,46 @@ func (f *FlashSale) TotalStock() int64 {
 		n += s.Stock
 	}
 	return n
+}
+
+// QueueOpensAt is when buyers may start joining the waiting room:
+// spec.queue.prequeueLead (unset: spec.warmupLead) before the start. The
+// zero time for a sale without a queue.
+func (f *FlashSale) QueueOpensAt() time.Time {
+	q := f.Spec.Queue
+	if q == nil {
+		return time.Time{}
+	}
+	lead := f.WarmupLead()
+	if q.PrequeueLead != nil && q.PrequeueLead.Duration < lead {
+		lead = q.PrequeueLead.Duration
+	}
+	return f.Spec.StartTime.Add(-lead)
+}
+
+// Overbook is spec.queue.overbook as a number (1 for a sale without a queue
+// or an unparsable value, which the CRD's rules refuse).
+func (f *FlashSale) Overbook() float64 {
+	q := f.Spec.Queue
+	if q == nil {
+		return 1
+	}
+	s := q.Overbook
+	if s == "" {
+		s = DefaultOverbook
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 1 {
+		return 1
+	}
+	return v
+}
+
+// AdmissionTTL is how long an admission that has not bought counts as
+// outstanding (spec.queue.admissionTTL).
+func (f *FlashSale) AdmissionTTL() time.Duration {
+	if q := f.Spec.Queue; q != nil && q.AdmissionTTL != nil && q.AdmissionTTL.Duration > 0 {
+		return q.AdmissionTTL.Duration
+	}
+	return DefaultAdmissionTTL
 }

@@ -380,10 +380,53 @@ type MySQL struct {
 	DSNSecretRef *corev1.SecretKeySelector `json:"dsnSecretRef,omitempty"`
 }
 
+// Queue is a sale's waiting room. Buyers join it (from prequeueLead before
+// startTime until endTime) and get a signed ticket, one per user however
+// often they join. Everyone who joined before the start gets a random place
+// at the start; later joiners queue in arrival order behind them. Ticket
+// holders are admitted in place order at admitPerSecond, and never more
+// admissions are outstanding than the remaining stock times overbook, so
+// admission slows as stock runs out and stops when it is gone. Only an
+// admitted ticket may fetch a path token.
+type Queue struct {
+	// prequeueLead is how long before startTime buyers may join: a Go
+	// duration such as "10m", at most spec.warmupLead (the pods that take
+	// the joins start at warm-up). Unset: spec.warmupLead.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="spec.queue.prequeueLead must be a duration such as 10m (units: h, m, s, ms), not negative"
+	PrequeueLead *metav1.Duration `json:"prequeueLead,omitempty"`
+
+	// admitPerSecond is how many ticket holders are admitted per second,
+	// sale-wide.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	AdmitPerSecond int32 `json:"admitPerSecond"`
+
+	// overbook bounds outstanding admissions (admitted, not yet bought) by
+	// the remaining stock times this factor: a decimal from 1 to 10 such as
+	// "1.5". Some admitted buyers never buy; a factor above 1 keeps the
+	// stock selling without admitting buyers it cannot serve.
+	// +optional
+	// +kubebuilder:default="1.5"
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,2}(\.[0-9]{1,3})?$`
+	// +kubebuilder:validation:XValidation:rule="double(self) >= 1.0 && double(self) <= 10.0",message="spec.queue.overbook must be a decimal from 1 to 10, such as 1.5"
+	Overbook string `json:"overbook,omitempty"`
+
+	// admissionTTL is how long an admission that has not bought counts as
+	// outstanding; after it the admitted buyer may still buy, but their
+	// place in the overbooking budget goes to the next in line.
+	// +optional
+	// +kubebuilder:default="2m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.queue.admissionTTL must be a positive duration such as 2m"
+	AdmissionTTL *metav1.Duration `json:"admissionTTL,omitempty"`
+}
+
 // FlashSaleSpec is what the shop declares about one sale.
 //
 // +kubebuilder:validation:XValidation:rule="self.endTime > self.startTime",message="spec.endTime must be after spec.startTime",fieldPath=".endTime"
 // +kubebuilder:validation:XValidation:rule="!has(self.kafka) || !has(self.worker) || !has(self.worker.replicas) || !has(self.kafka.partitions) || self.worker.replicas <= self.kafka.partitions",message="spec.worker.replicas must not exceed spec.kafka.partitions: a worker beyond the partition count would sit idle",fieldPath=".worker.replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.queue) || !has(self.queue.prequeueLead) || !has(self.warmupLead) || duration(self.queue.prequeueLead) <= duration(self.warmupLead)",message="spec.queue.prequeueLead must not exceed spec.warmupLead: the pods that take the joins start at warm-up",fieldPath=".queue.prequeueLead"
 // +kubebuilder:validation:XValidation:rule="!has(self.seckill) || !has(self.seckill.maxReplicas) || self.seckill.maxReplicas == 0 || self.seckill.maxReplicas >= self.seckill.replicas",message="spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas",fieldPath=".seckill.maxReplicas"
 type FlashSaleSpec struct {
 	// startTime is when purchases open.
@@ -428,6 +471,11 @@ type FlashSaleSpec struct {
 	// access holds block and allow lists.
 	// +optional
 	Access *Access `json:"access,omitempty"`
+
+	// queue puts a waiting room in front of the sale (see Queue); omit it
+	// for first come, first served.
+	// +optional
+	Queue *Queue `json:"queue,omitempty"`
 
 	// risk configures an external verifier asked before each purchase.
 	// +optional
@@ -581,6 +629,10 @@ type FlashSaleStatus struct {
 	// +optional
 	QueueLag int64 `json:"queueLag,omitempty"`
 
+	// queue is the waiting room's figures (a sale with spec.queue).
+	// +optional
+	Queue *QueueStatus `json:"queue,omitempty"`
+
 	// workerReplicas is the number of pipeline pods the operator asks for now.
 	// +optional
 	WorkerReplicas int32 `json:"workerReplicas,omitempty"`
@@ -603,6 +655,20 @@ type FlashSaleStatus struct {
 	// observedGeneration is the generation last reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// QueueStatus is the waiting room of a sale, read from Redis.
+type QueueStatus struct {
+	// joined is the number of tickets issued (one per user).
+	Joined int64 `json:"joined"`
+	// waiting is the number of ticket holders not admitted yet.
+	Waiting int64 `json:"waiting"`
+	// admitted is the number of ticket holders admitted so far.
+	Admitted int64 `json:"admitted"`
+	// outstanding is the admissions that have not bought yet and still
+	// count against remaining stock times overbook.
+	// +optional
+	Outstanding int64 `json:"outstanding,omitempty"`
 }
 
 // AuditStatus summarises one audit: the conservation law
@@ -663,6 +729,8 @@ type AuditStatus struct {
 // +kubebuilder:printcolumn:name="Sold",type=integer,JSONPath=`.status.sold`
 // +kubebuilder:printcolumn:name="Paid",type=integer,JSONPath=`.status.paid`,priority=1
 // +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.queueLag`,priority=1
+// +kubebuilder:printcolumn:name="Waiting",type=integer,JSONPath=`.status.queue.waiting`,priority=1
+// +kubebuilder:printcolumn:name="Admitted",type=integer,JSONPath=`.status.queue.admitted`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type FlashSale struct {

@@ -250,12 +250,27 @@ type Sale struct {
 	// Pods is a sorted set podID -> last heartbeat (unix ms): the live pods
 	// among which rate limits are shared.
 	Pods string
+	// The waiting room of a sale with spec.queue (package queue owns them).
+	// Queue is a sorted set user -> place score: a random score for who
+	// joined before the start, 2^52 + arrival number after it, so ranks are
+	// places.
+	Queue string
+	// QueueMeta is the queue's hash: how many are admitted (the first that
+	// many ranks), the admission rate's token bucket, the arrival counter.
+	QueueMeta string
+	// Admissions is a sorted set user -> admission time (unix ms): the
+	// outstanding admissions, counted against remaining stock × overbook.
+	Admissions string
+	// Joined is a hash user -> join time (unix ms), for the time from join
+	// to admission.
+	Joined string
 }
 
 // ForSale returns the sale-wide keys of sale saleKey ("namespace/name").
 func ForSale(saleKey string) Sale {
 	p := "fs:{" + saleKey + "}:"
-	return Sale{Control: p + "control", Pods: p + "pods"}
+	return Sale{Control: p + "control", Pods: p + "pods",
+		Queue: p + "queue", QueueMeta: p + "queue:meta", Admissions: p + "queue:admissions", Joined: p + "queue:joined"}
 }
 
 // Patterns match every key of the sale and no key of another sale (for
