@@ -1,0 +1,32 @@
+-- join.lua: give user a place in the waiting room, once.
+-- KEYS[1] queue (zset user -> place score), KEYS[2] meta (hash), KEYS[3] joined (hash user -> join ms)
+-- ARGV[1] user, ARGV[2] now_ms, ARGV[3] start_ms, ARGV[4] random integer in [0, 2^52)
+-- Returns {flag, rank, admitted, length}: flag -1 = not warmed (meta missing),
+-- 0 = already queued (same place as before), 1 = newly queued.
+local queue, meta, joined = KEYS[1], KEYS[2], KEYS[3]
+local user = ARGV[1]
+
+if redis.call('EXISTS', meta) == 0 then
+  return {-1, 0, 0, 0}
+end
+local admitted = tonumber(redis.call('HGET', meta, 'admitted') or '0')
+
+local rank = redis.call('ZRANK', queue, user)
+if rank then
+  return {0, rank, admitted, redis.call('ZCARD', queue)}
+end
+
+-- Before the start a joiner draws a random place, so that who joined first
+-- (or with the fastest script) gains nothing. Once admission has begun
+-- ("last" is set by the first admit at/after the start) every joiner goes
+-- to the end whatever its pod's clock says: a random place among the first
+-- A ranks would push an admitted buyer out of the admitted ranks.
+local score
+if tonumber(ARGV[2]) < tonumber(ARGV[3]) and redis.call('HEXISTS', meta, 'last') == 0 then
+  score = ARGV[4]
+else
+  score = string.format('%.0f', 4503599627370496 + redis.call('HINCRBY', meta, 'seq', 1))
+end
+redis.call('ZADD', queue, score, user)
+redis.call('HSET', joined, user, ARGV[2])
+return {1, redis.call('ZRANK', queue, user), admitted, redis.call('ZCARD', queue)}
