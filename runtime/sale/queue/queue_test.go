@@ -209,13 +209,48 @@ func TestNothingAdmittedBeforeStart(t *testing.T) {
 	for i := range 30 {
 		join(t, q, user(i), t0.Add(-time.Hour))
 	}
-	for _, at := range []time.Duration{-time.Hour, -time.Second, -time.Millisecond, 0} {
+	for _, at := range []time.Duration{-time.Hour, -time.Second, -time.Millisecond} {
 		if s := admit(t, q, t0.Add(at), 1000); s.New != 0 || s.Admitted != 0 || s.Length != 30 {
 			t.Fatalf("admit at start%+v: %+v", at, s)
 		}
 	}
+	// Pods calling before the start did not end the shuffle: early joiners
+	// still draw random places (not all behind the first 30).
+	var before int
+	for i := 30; i < 60; i++ {
+		if join(t, q, user(i), t0.Add(-time.Millisecond)).Rank < 30 {
+			before++
+		}
+	}
+	if before == 0 {
+		t.Fatal("after Admit calls before the start, early joiners queue in arrival order")
+	}
+	if s := admit(t, q, t0, 1000); s.New != 0 || s.Length != 60 {
+		t.Fatalf("admit at the start: %+v (the bucket starts empty)", s)
+	}
 	if s := admit(t, q, t0.Add(500*time.Millisecond), 1000); s.New != 5 {
 		t.Fatalf("half a second after the start at 10/s: %+v, want 5 admitted", s)
+	}
+}
+
+// TestBudgetIsExact: the budget is floor(remaining × overbook) computed as
+// the decimal it is (100 × 1.15 is 114.99999999999999 in binary).
+func TestBudgetIsExact(t *testing.T) {
+	rdb := testutil.Redis(t)
+	for _, c := range []struct {
+		remaining int64
+		overbook  float64
+		want      int64
+	}{{100, 1.15, 115}, {29, 1.1, 31}, {3, 1.5, 4}, {7, 1, 7}, {1, 0, 1}, {0, 2, 0}} {
+		cf := cfg(1_000_000)
+		cf.Overbook = c.overbook
+		q, _ := warmQueue(t, rdb, cf)
+		for i := range 200 {
+			join(t, q, user(i), t0.Add(-time.Minute))
+		}
+		if s := admit(t, q, t0.Add(time.Second), c.remaining); s.New != c.want {
+			t.Errorf("remaining %d × overbook %v: admitted %d, want %d", c.remaining, c.overbook, s.New, c.want)
+		}
 	}
 }
 
