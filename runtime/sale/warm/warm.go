@@ -1,7 +1,8 @@
 // Package warm pre-warms Redis for a sale: stock counters, the order streams
-// with their relay consumer group, the scripts, and the pause switch. It is
-// the very code both `flashsale warm` and the operator call, and it is
-// idempotent: running it again never resets a live counter.
+// with their relay consumer group, the scripts, the waiting room of a sale
+// with spec.queue, and the pause switch. It is the very code both
+// `flashsale warm` and the operator call, and it is idempotent: running it
+// again never resets a live counter.
 package warm
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/queue"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 )
 
@@ -97,10 +99,27 @@ func Warm(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 		}
 		out.SKUs = append(out.SKUs, r)
 	}
+	if err := warmQueue(ctx, rdb, fs); err != nil {
+		return out, err
+	}
 	if err := switches.SetPaused(ctx, rdb, sale, fs.Spec.Paused); err != nil {
 		return out, err
 	}
 	return out, nil
+}
+
+// warmQueue creates the waiting room of a sale with spec.queue (Init never
+// resets a live one) and loads its scripts. Without it every join is
+// refused NOT_WARMED.
+func warmQueue(ctx context.Context, rdb redis.UniversalClient, fs *v1alpha1.FlashSale) error {
+	cfg, ok := queue.ConfigOf(fs)
+	if !ok {
+		return nil
+	}
+	if err := queue.Init(ctx, rdb, fs.SaleKey()); err != nil {
+		return err
+	}
+	return queue.New(rdb, fs.SaleKey(), cfg).Load(ctx)
 }
 
 // warmWhole warms a SKU that is not split: one set of keys.
