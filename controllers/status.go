@@ -68,6 +68,8 @@ func setFigures(st *v1alpha1.FlashSaleStatus, sale *v1alpha1.FlashSale, f *liveF
 		st.Cancelled += ss.Cancelled
 	}
 	st.QueueLag = f.total
+	// The only writer of status.queue: nil for a sale without a waiting room.
+	st.Queue = f.queue
 	st.LastRefreshTime = &metav1.Time{Time: now}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/lag"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/kafkautil"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/queue"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 )
@@ -74,6 +75,9 @@ type liveFigures struct {
 	problems []string
 	// suggested is status.skus[].suggestedBuckets (0: no rate, none).
 	suggested int32
+	// queue is the waiting room's figures: nil for a sale without
+	// spec.queue, or whose queue records are not in Redis.
+	queue *v1alpha1.QueueStatus
 }
 
 // reconcileRedis holds the sale shut until the go-live gate opens, warms the
@@ -289,9 +293,10 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, s *scope) error {
 
 // readRedisFigures reads what status shows of Redis: the stock of every
 // SKU and bucket, the units in flight between buckets, where the buckets
-// live and the bucket count to suggest. It first tends the split SKUs'
-// buckets (tendBuckets), so the units of transfers a crash left half-done
-// count where they belong. A split SKU's own trouble goes to f.problems.
+// live, the bucket count to suggest and the waiting room's figures. It
+// first tends the split SKUs' buckets (tendBuckets), so the units of
+// transfers a crash left half-done count where they belong. A split SKU's
+// own trouble goes to f.problems.
 func readRedisFigures(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
 	f.problems = tendBuckets(ctx, rdb, sale)
 	if err := readSteadyStock(ctx, rdb, sale, f); err != nil {
@@ -300,7 +305,29 @@ func readRedisFigures(ctx context.Context, rdb redis.UniversalClient, sale *v1al
 	if err := readPrimaries(ctx, rdb, sale, f); err != nil {
 		return err
 	}
-	return readSuggestion(ctx, rdb, sale, f)
+	if err := readSuggestion(ctx, rdb, sale, f); err != nil {
+		return err
+	}
+	return readQueue(ctx, rdb, sale, f)
+}
+
+// readQueue reads the waiting room of a sale with spec.queue (one round
+// trip: the queue's records share the sale-wide hash tag). A queue whose
+// records are absent (a sale that got spec.queue after its warm-up, until
+// the warm-up that change triggers has run) shows no figures rather than
+// zeros that would claim nobody joined.
+func readQueue(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
+	if sale.Spec.Queue == nil {
+		return nil
+	}
+	q, ok, err := queue.Read(ctx, rdb, sale.SaleKey())
+	if err != nil {
+		return fmt.Errorf("read the waiting room: %w", err)
+	}
+	if ok {
+		f.queue = &v1alpha1.QueueStatus{Joined: q.Joined, Waiting: q.Waiting, Admitted: q.Admitted, Outstanding: q.Outstanding}
+	}
+	return nil
 }
 
 // stockCmds are the reads of one bucket's counters.
