@@ -34,7 +34,12 @@ func newSale(t *testing.T, rdb redis.UniversalClient) string {
 // warmQueue returns the initialised queue of a fresh sale.
 func warmQueue(t *testing.T, rdb redis.UniversalClient, cfg queue.Config) (*queue.Queue, string) {
 	t.Helper()
-	sale := newSale(t, rdb)
+	return warmQueueOn(t, rdb, newSale(t, rdb), cfg)
+}
+
+// warmQueueOn initialises the queue of sale.
+func warmQueueOn(t testing.TB, rdb redis.UniversalClient, sale string, cfg queue.Config) (*queue.Queue, string) {
+	t.Helper()
 	if err := queue.Init(ctx, rdb, sale); err != nil {
 		t.Fatal(err)
 	}
