@@ -63,6 +63,7 @@ type seckillFlags struct {
 	dsn          string
 	paySecret    string
 	durability   durabilityFlags
+	admitEvery   time.Duration
 }
 
 // durabilityFlags override the manifest's spec.redis.durability.
@@ -131,6 +132,8 @@ func (sf *seckillFlags) bind(cmd *cobra.Command) {
 		"go-sql-driver DSN of the orders database, for the pay endpoint (without it payments answer 503); env "+envMySQLDSN)
 	f.StringVar(&sf.paySecret, "payment-secret-file", os.Getenv(envPaymentSecretFile),
 		"file holding the shared secret the payment service sends as \"Authorization: Bearer <secret>\" (a mounted Secret; re-read when it changes); env "+envPaymentSecret+" also works")
+	f.DurationVar(&sf.admitEvery, "admit-interval", seckill.DefaultAdmitInterval,
+		"how often this pod admits buyers from a queued sale's waiting room (spec.queue); the rate is sale-wide whatever the pod count, this only sets how smooth admission is")
 	sf.redis.Bind(f)
 	sf.tok.bind(cmd)
 	sf.durability.bind(f)
@@ -139,6 +142,9 @@ func (sf *seckillFlags) bind(cmd *cobra.Command) {
 // run connects the sale's Redis, token keys, orders database and risk
 // verifier into a seckill server and serves it until the command ends.
 func (sf *seckillFlags) run(cmd *cobra.Command) error {
+	if sf.admitEvery < time.Millisecond {
+		return fmt.Errorf("--admit-interval must be at least 1ms, not %s", sf.admitEvery)
+	}
 	ctx := cmd.Context()
 	log := newLogger(sf.logFormat)
 	fs, err := manifest.Load(sf.file)
@@ -160,7 +166,7 @@ func (sf *seckillFlags) run(cmd *cobra.Command) error {
 		})
 	}
 	cfg := seckill.Config{Sale: fs, Redis: rdb, Signer: signer, PollInterval: sf.poll, AutoPipeline: sf.autoPipeline,
-		Batch: sf.batch, Logger: log}
+		Batch: sf.batch, Logger: log, AdmitInterval: sf.admitEvery}
 	if cfg.Durability, err = sf.durability.resolve(cmd.Flags(), fs); err != nil {
 		return err
 	}
@@ -206,7 +212,8 @@ func (sf *seckillFlags) serve(ctx context.Context, cfg seckill.Config, log *slog
 	fs := cfg.Sale
 	return srv.ListenAndServe(ctx, sf.listen, func(a net.Addr) {
 		log.Info("Serving the purchase API", "sale", fs.SaleKey(), "addr", a.String(),
-			"start", fs.Spec.StartTime.UTC(), "end", fs.Spec.EndTime.UTC())
+			"start", fs.Spec.StartTime.UTC(), "end", fs.Spec.EndTime.UTC(), "queued", fs.Spec.Queue != nil,
+			"page", "/sales/"+fs.Namespace+"/"+fs.Name+"/")
 	})
 }
 

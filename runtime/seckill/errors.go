@@ -30,11 +30,20 @@ const (
 	CodeExpired          = "EXPIRED"
 	CodeCancelled        = "CANCELLED"
 	CodePending          = "PENDING"
+	// The waiting room's (spec.queue).
+	CodeNotAdmitted = "NOT_ADMITTED" // 403: no admitted ticket yet
+	CodeBadTicket   = "BAD_TICKET"   // 403: forged, or another user's or sale's
+	CodeNotQueued   = "NOT_QUEUED"   // 404: a genuine ticket whose user is not in the queue
+	CodeNoQueue     = "NO_QUEUE"     // 404: the sale has no waiting room
 )
 
 type errorBody struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
+	// Place and Ahead tell a queued buyer refused NOT_ADMITTED where they
+	// stand.
+	Place *int64 `json:"place,omitempty"`
+	Ahead *int64 `json:"ahead,omitempty"`
 }
 
 // apiError is a refusal on its way to the client.
@@ -43,6 +52,8 @@ type apiError struct {
 	code       string
 	message    string
 	retryAfter int // seconds; 0 = no header
+	// place and ahead go into the body (NOT_ADMITTED).
+	place, ahead *int64
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
@@ -69,18 +80,25 @@ var (
 	// stall); this one was refused before it was sent, so nothing changed.
 	errBusy = &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
 		message: "too many purchases are waiting for the store; nothing was done, retry with the same token", retryAfter: 1}
+
+	errNoQueue    = refuse(http.StatusNotFound, CodeNoQueue, "this sale has no waiting room: fetch a token directly")
+	errBadTicket  = refuse(http.StatusForbidden, CodeBadTicket, "the queue ticket is forged or was issued to another user or sale")
+	errNoTicket   = refuse(http.StatusForbidden, CodeNotAdmitted, `this sale has a waiting room: join it with POST …/queue and send the admitted "ticket" with the token request`)
+	errNotQueued  = refuse(http.StatusNotFound, CodeNotQueued, "this ticket's holder is not in the queue: join again with POST …/queue")
+	errAllSoldOut = refuse(http.StatusGone, CodeSoldOut, "every SKU of this sale is sold out")
 )
 
 var renderedBodies = map[*apiError][]byte{}
 
 func init() {
-	for _, e := range []*apiError{errSoldOut, errEnded, errPaused, errHeld, errLimit, errBadToken, errBlocked, errNoUser, errBadUser, errUnknownSale, errUnknownSKU, errUnknownOrder, errBusy} {
+	for _, e := range []*apiError{errSoldOut, errEnded, errPaused, errHeld, errLimit, errBadToken, errBlocked, errNoUser, errBadUser, errUnknownSale, errUnknownSKU, errUnknownOrder, errBusy,
+		errNoQueue, errBadTicket, errNoTicket, errNotQueued, errAllSoldOut} {
 		renderedBodies[e] = render(e)
 	}
 }
 
 func render(e *apiError) []byte {
-	b, _ := json.Marshal(errorBody{Error: e.code, Message: e.message})
+	b, _ := json.Marshal(errorBody{Error: e.code, Message: e.message, Place: e.place, Ahead: e.ahead})
 	return append(b, '\n')
 }
 

@@ -2,3 +2,6 @@ package seckill
 
 // DurableMaxQueued is the cap of durable purchases waiting per node (tests).
 const DurableMaxQueued = maxQueued
+
+// SeesPaused says whether the pod's state has the pause switch on.
+func (s *Server) SeesPaused() bool { return s.state.paused.Load() }

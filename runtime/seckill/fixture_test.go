@@ -82,6 +82,9 @@ type serverOpts struct {
 	// orders and paySecret turn the pay endpoint on.
 	orders    *orderdb.Store
 	paySecret []byte
+	// admitEvery is the admitter's interval of a queued sale (default 10 ms
+	// in tests).
+	admitEvery time.Duration
 }
 
 // startServer warms the sale (unless noWarm) and serves it on a test server.
@@ -105,10 +108,13 @@ func startServer(t testing.TB, rdb redis.UniversalClient, fs *v1alpha1.FlashSale
 		}
 		o.signer = token.NewSigner(ring, fs.TokenTTL(), pc)
 	}
+	if o.admitEvery == 0 {
+		o.admitEvery = 10 * time.Millisecond
+	}
 	srv, err := seckill.New(seckill.Config{
 		Sale: fs, Redis: rdb, Signer: o.signer, Risk: o.risk, Clock: o.clock,
 		PollInterval: testPoll, AutoPipeline: !o.autoOff, Batch: !o.batchOff,
-		Orders: o.orders, PaymentSecret: o.paySecret,
+		Orders: o.orders, PaymentSecret: o.paySecret, AdmitInterval: o.admitEvery,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -135,6 +141,14 @@ type reply struct {
 	SoldOut    bool   `json:"soldOut"`
 	RetryAfter string
 	Body       string
+	// The waiting room's answers (join, wait; place and ahead also come
+	// with NOT_ADMITTED).
+	Ticket           string `json:"ticket"`
+	Place            *int64 `json:"place"`
+	Ahead            *int64 `json:"ahead"`
+	EstimatedWait    int64  `json:"estimatedWaitSeconds"`
+	PollAfterSeconds int64  `json:"pollAfterSeconds"`
+	Next             string `json:"next"`
 }
 
 var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 10 * time.Second}

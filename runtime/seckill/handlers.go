@@ -29,6 +29,9 @@ const MaxBodyBytes = 4 << 10
 
 type tokenRequest struct {
 	SKU string `json:"sku"`
+	// Ticket is the buyer's admitted queue ticket (a queued sale only;
+	// ignored otherwise).
+	Ticket string `json:"ticket"`
 }
 
 type tokenResponse struct {
@@ -168,6 +171,10 @@ func (s *Server) lookupSKU(id string) (v1alpha1.SKU, *apiError) {
 }
 
 // handleToken issues the short-lived path token a purchase must present.
+// A queued sale's buyer must hold an admitted ticket: its HMAC is checked
+// before any rate bucket is charged (forged tickets use up no real buyer's
+// capacity), its admission in Redis last, after every check answered from
+// memory.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	b, aerr := s.identify(r)
 	if aerr != nil {
@@ -183,11 +190,22 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *a
 	if _, aerr := s.lookupSKU(req.SKU); aerr != nil {
 		return "", aerr
 	}
+	if s.queue != nil {
+		if aerr := s.verifyTicket(req.Ticket, b.user); aerr != nil {
+			return "", aerr
+		}
+	}
 	if aerr := s.rateLimit(b); aerr != nil {
 		return "", aerr
 	}
 	if s.state.skus[req.SKU].soldOut.Load() {
+		s.queueDone(b.user) // told SOLD_OUT: the admission is used
 		return "", errSoldOut
+	}
+	if s.queue != nil {
+		if aerr := s.gateToken(r.Context(), b.user); aerr != nil {
+			return "", aerr
+		}
 	}
 	tok, exp, err := s.signer.Issue(s.saleKey, req.SKU, b.user)
 	if err != nil {
@@ -197,14 +215,27 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *a
 	return "ok", nil
 }
 
-// handlePurchase runs the checks cheapest first, so that a flood of doomed
+// handlePurchase buys, and in a queued sale records a buyer whose purchase
+// was decided (bought, SOLD_OUT, ALREADY_PURCHASED) as having used their
+// admission, so that the admitter frees its budget at its next tick
+// (batched: no extra Redis call on the hot path). Those refusals come only
+// after the token's HMAC was checked, so the user is genuine.
+func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	outcome, aerr := s.buyWithToken(w, r)
+	if s.queue != nil && (outcome == "ok" || aerr == errSoldOut || aerr == errLimit) {
+		s.queueDone(r.Header.Get("X-User-ID"))
+	}
+	return outcome, aerr
+}
+
+// buyWithToken runs the checks cheapest first, so that a flood of doomed
 // requests (forged, sold out, paused, over the limit) never reaches Redis:
 // the buyer and the body, then the token's HMAC (microseconds, and before
 // any rate bucket is charged, so forged tokens use up no real buyer's
 // capacity), then admit's window, rate limits, sell-out and risk check. A
 // genuine token that admit refuses may be the retry of a purchase whose
 // answer was lost: replayOr gives it its order back instead of the refusal.
-func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+func (s *Server) buyWithToken(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	b, aerr := s.identify(r)
 	if aerr != nil {
 		return "", aerr

@@ -18,6 +18,13 @@ const (
 	MetricTokenRejected   = "flashsale_token_rejections_total"
 	MetricRiskChecks      = "flashsale_risk_checks_total"
 	MetricOrdersAdmitted  = "flashsale_orders_admitted_total"
+
+	// The waiting room's (spec.queue).
+	MetricQueueWaiting     = "flashsale_queue_waiting"
+	MetricQueueAdmitted    = "flashsale_queue_admitted"
+	MetricQueueOutstanding = "flashsale_queue_outstanding"
+	MetricQueueAdmissions  = "flashsale_queue_admissions_total"
+	MetricQueueWait        = "flashsale_queue_wait_seconds"
 )
 
 // Metrics are the seckill API's Prometheus metrics, on a registry of their own
@@ -38,6 +45,12 @@ type Metrics struct {
 	// registered even when the sale asks for no durability, so the alert's
 	// series exists (at zero) on every pod.
 	notDurable *prometheus.CounterVec
+
+	queueWaiting     *prometheus.GaugeVec
+	queueAdmitted    *prometheus.GaugeVec
+	queueOutstanding *prometheus.GaugeVec
+	admissions       *prometheus.CounterVec
+	queueWait        *prometheus.HistogramVec
 }
 
 // NewMetrics registers the metrics (and the Go and process collectors).
@@ -87,10 +100,40 @@ func NewMetrics() *Metrics {
 		Name: MetricDurabilityTimeouts,
 		Help: `Admitted orders answered 202 with "durable": false, by reason: replicas or aof (not confirmed within the timeout), error (the wait failed).`,
 	}, []string{"sale", "reason"})
+	m.addQueue()
 	m.Registry.MustRegister(m.requests, m.duration, m.redis, m.remaining, m.soldOut, m.livePods,
 		m.tokenRejected, m.riskChecks, m.ordersAdmitted, m.notDurable,
+		m.queueWaiting, m.queueAdmitted, m.queueOutstanding, m.admissions, m.queueWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// addQueue builds the waiting room's metrics. The gauges are the queue's
+// sale-wide figures as this pod last read them (every pod reports the same:
+// aggregate with max, not sum); the counter and the histogram are this
+// pod's own admissions (aggregate with sum).
+func (m *Metrics) addQueue() {
+	m.queueWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricQueueWaiting,
+		Help: "Buyers in the waiting room not admitted yet (sale-wide, as this pod last read it).",
+	}, []string{"sale"})
+	m.queueAdmitted = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricQueueAdmitted,
+		Help: "Buyers admitted from the waiting room so far (sale-wide, as this pod last read it).",
+	}, []string{"sale"})
+	m.queueOutstanding = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricQueueOutstanding,
+		Help: "Admissions not used yet and younger than admissionTTL: they count against remaining stock x overbook.",
+	}, []string{"sale"})
+	m.admissions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricQueueAdmissions,
+		Help: "Buyers admitted from the waiting room by this pod's admitter.",
+	}, []string{"sale"})
+	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    MetricQueueWait,
+		Help:    "Time from joining the waiting room to admission (pre-queue joiners: from their join, before the start).",
+		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600},
+	}, []string{"sale"})
 }
 
 func (m *Metrics) observeRequest(endpoint, outcome string, d time.Duration) {

@@ -26,7 +26,9 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/queue"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/access"
+	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/page"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/ratelimit"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/risk"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
@@ -73,6 +75,12 @@ type Config struct {
 	// PaymentSecret is the shared secret the shop's payment service presents
 	// as "Authorization: Bearer <secret>". SetPaymentSecret replaces it live.
 	PaymentSecret []byte
+	// AdmitInterval is how often the admitter of a queued sale runs
+	// (default DefaultAdmitInterval).
+	AdmitInterval time.Duration
+	// Page serves the buyer's page at /sales/{ns}/{sale}/ (default:
+	// page.Handler()).
+	Page http.Handler
 }
 
 // Server is the seckill API of one sale.
@@ -103,6 +111,13 @@ type Server struct {
 
 	orders    *orderdb.Store
 	paySecret atomic.Pointer[[]byte]
+
+	// The waiting room (nil queue: the sale has none), see queue.go.
+	queue      *queue.Queue
+	queueCfg   queue.Config
+	admitEvery time.Duration
+	done       doneBuffer
+	page       http.Handler
 }
 
 // New builds a Server; it does not touch Redis until Start.
@@ -125,11 +140,15 @@ func New(cfg Config) (*Server, error) {
 		poll:     cfg.PollInterval,
 		orders:   cfg.Orders,
 		refiller: cfg.Refiller,
+		page:     cfg.Page,
 	}
 	if s.refiller == nil {
 		s.refiller = buckets.NewRefiller(cfg.Redis, s.saleKey)
 	}
 	s.SetPaymentSecret(cfg.PaymentSecret)
+	if s.page == nil {
+		s.page = page.Handler()
+	}
 	if s.risk == nil {
 		s.risk = risk.AllowAll{}
 	}
@@ -169,8 +188,23 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.registry = ratelimit.NewRegistry(cfg.Redis, keys.ForSale(s.saleKey).Pods, podID, 3*time.Second, s.clk)
 	s.state = s.newState(cfg.Sale.Spec.SKUs)
+	s.setQueue(cfg)
 	s.handler = s.routes()
 	return s, nil
+}
+
+// setQueue builds the waiting room of a sale with spec.queue.
+func (s *Server) setQueue(cfg Config) {
+	qc, ok := queue.ConfigOf(cfg.Sale)
+	if !ok {
+		return
+	}
+	s.queueCfg = qc
+	s.queue = queue.New(cfg.Redis, s.saleKey, qc)
+	s.admitEvery = cfg.AdmitInterval
+	if s.admitEvery <= 0 {
+		s.admitEvery = DefaultAdmitInterval
+	}
 }
 
 // setAccess loads the sale's block and allow lists and trusted proxies.
@@ -217,8 +251,9 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 // Handler serves the API, the probes and /metrics.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Start loads the script, reads the sale state once, and keeps the state,
-// the pod registry and the rate-limit share fresh until ctx is done.
+// Start loads the scripts, reads the sale state once, and keeps the state,
+// the pod registry and the rate-limit share fresh until ctx is done; a
+// queued sale's admitter runs until then too.
 func (s *Server) Start(ctx context.Context) error {
 	if err := s.checkRedis(ctx); err != nil {
 		return err
@@ -228,6 +263,12 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if err := s.state.refresh(ctx, s.clk.Now()); err != nil {
 		return err
+	}
+	if s.queue != nil {
+		if err := s.queue.Load(ctx); err != nil {
+			return fmt.Errorf("load the waiting room's scripts: %w", err)
+		}
+		go s.runAdmitter(ctx)
 	}
 	if live, err := s.registry.Beat(ctx); err == nil {
 		s.setShare(live)
@@ -291,6 +332,11 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/api/v1/sales/{ns}/{sale}/orders/{orderNo}", s.endpoint("order", http.MethodGet, s.handleOrder))
 	mux.Handle("/api/v1/sales/{ns}/{sale}/orders/{orderNo}/pay", s.endpoint("pay", http.MethodPost, s.handlePay))
 	mux.Handle("/api/v1/sales/{ns}/{sale}/skus/{sku}", s.endpoint("sku", http.MethodGet, s.handleSKU))
+	mux.Handle("/api/v1/sales/{ns}/{sale}", s.endpoint("sale", http.MethodGet, s.handleSale))
+	mux.Handle("/api/v1/sales/{ns}/{sale}/queue", s.endpoint("join", http.MethodPost, s.handleJoin))
+	mux.Handle("/api/v1/sales/{ns}/{sale}/queue/{ticket}", s.endpoint("wait", http.MethodGet, s.handleWait))
+	mux.Handle("/sales/{ns}/{sale}", s.pageHandler(true))
+	mux.Handle("/sales/{ns}/{sale}/{$}", s.pageHandler(false))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

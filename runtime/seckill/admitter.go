@@ -1,0 +1,186 @@
+package seckill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/queue"
+)
+
+// DefaultAdmitInterval is how often a pod runs the admitter of a queued
+// sale. The rate is enforced in Redis (a token bucket shared by every pod),
+// so the interval only sets how smooth admission is and how soon a bought
+// admission frees its budget.
+const DefaultAdmitInterval = 100 * time.Millisecond
+
+// maxDoneBuffered bounds the used admissions a pod keeps while Redis is
+// unreachable; past it the oldest are dropped (their admissions then
+// count until admissionTTL, which only slows admission).
+const maxDoneBuffered = 100_000
+
+// doneBuffer collects the buyers whose admission is used (they bought, or
+// were told SOLD_OUT or ALREADY_PURCHASED), so that the admitter frees their
+// budget in one call per tick instead of one Redis call per purchase.
+type doneBuffer struct {
+	mu    sync.Mutex
+	users []string
+}
+
+func (d *doneBuffer) add(user string) {
+	d.mu.Lock()
+	d.users = append(d.users, user)
+	d.mu.Unlock()
+}
+
+func (d *doneBuffer) take() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := d.users
+	d.users = nil
+	return out
+}
+
+// putBack returns users whose flush failed, ahead of those added since.
+func (d *doneBuffer) putBack(users []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.users = append(users, d.users...)
+	if over := len(d.users) - maxDoneBuffered; over > 0 {
+		d.users = d.users[over:]
+	}
+}
+
+// queueDone records that a queued sale's buyer used their admission.
+func (s *Server) queueDone(user string) {
+	if s.queue != nil {
+		s.done.add(user)
+	}
+}
+
+// runAdmitter admits ticket holders every interval until ctx is done.
+func (s *Server) runAdmitter(ctx context.Context) {
+	t := time.NewTicker(s.admitEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.admitOnce(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("Admitting from the waiting room failed; retrying next tick", "sale", s.saleKey, "err", err)
+			}
+		}
+	}
+}
+
+// admitOnce is one tick: free the budget of used admissions, then (from the
+// start, unless the sale is held, paused or over) admit what the rate and
+// the stock allow. Outside that window it only refreshes the figures.
+func (s *Server) admitOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
+	defer cancel()
+	if err := s.flushDone(ctx); err != nil {
+		return err
+	}
+	now := s.clk.Now()
+	if now.Before(s.sale.Spec.StartTime.Time) || s.over(now) || s.state.held.Load() || s.state.paused.Load() {
+		return s.readFigures(ctx)
+	}
+	remaining, err := s.stockLeft(ctx, now)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	step, err := s.queue.Admit(ctx, now, remaining)
+	s.metrics.observeRedis("queue_admit", time.Since(start), err)
+	if err != nil {
+		return fmt.Errorf("admit: %w", err)
+	}
+	s.metrics.admissions.WithLabelValues(s.saleKey).Add(float64(step.New))
+	for _, w := range step.Waits {
+		s.metrics.queueWait.WithLabelValues(s.saleKey).Observe(w.Seconds())
+	}
+	s.setFigures(queue.Figures{Joined: step.Length, Waiting: step.Length - step.Admitted,
+		Admitted: step.Admitted, Outstanding: step.Outstanding})
+	return nil
+}
+
+// flushDone frees the budget of the admissions used since the last tick.
+func (s *Server) flushDone(ctx context.Context) error {
+	users := s.done.take()
+	if len(users) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := s.queue.Done(ctx, users...)
+	s.metrics.observeRedis("queue_done", time.Since(start), err)
+	if err != nil {
+		s.done.putBack(users)
+		return fmt.Errorf("free %d used admissions: %w", len(users), err)
+	}
+	return nil
+}
+
+// stockLeft is the sale's remaining stock for the admission budget, read
+// from Redis after the used admissions were freed (flushDone), not from
+// the pod's cached state: a purchase lowers the stock before its buyer's
+// admission is freed, so a fresh read never sees a freed admission
+// without its unit gone, and admission never runs ahead of the stock. The
+// cache may lag (a refresh that read before a purchase and stored after
+// it), and each unit it overstates lets overbook more buyers in.
+func (s *Server) stockLeft(ctx context.Context, now time.Time) (int64, error) {
+	if s.allSoldOut(now) {
+		return 0, nil
+	}
+	pipe := s.rdb.Pipeline()
+	var gets []*redis.StringCmd
+	for _, id := range s.state.order {
+		for _, k := range s.state.skus[id].buckets {
+			gets = append(gets, pipe.Get(ctx, k.Stock))
+		}
+	}
+	start := time.Now()
+	_, err := pipe.Exec(ctx)
+	if errors.Is(err, redis.Nil) {
+		err = nil // an unwarmed bucket holds nothing to sell
+	}
+	s.metrics.observeRedis("queue_stock", time.Since(start), err)
+	if err != nil {
+		return 0, fmt.Errorf("read stock for admission: %w", err)
+	}
+	var total int64
+	for _, g := range gets {
+		if n, err := strconv.ParseInt(g.Val(), 10, 64); err == nil && n > 0 {
+			total += n
+		}
+	}
+	return total, nil
+}
+
+// readFigures refreshes the queue figures while nobody is admitted (before
+// the start, held, paused), so the gauges show the pre-queue filling.
+func (s *Server) readFigures(ctx context.Context) error {
+	start := time.Now()
+	f, ok, err := queue.Read(ctx, s.rdb, s.saleKey)
+	s.metrics.observeRedis("queue_read", time.Since(start), err)
+	if err != nil {
+		return fmt.Errorf("read queue figures: %w", err)
+	}
+	if ok {
+		s.setFigures(f)
+	}
+	return nil
+}
+
+// setFigures records the queue's figures for the gauges.
+func (s *Server) setFigures(f queue.Figures) {
+	s.metrics.queueWaiting.WithLabelValues(s.saleKey).Set(float64(f.Waiting))
+	s.metrics.queueAdmitted.WithLabelValues(s.saleKey).Set(float64(f.Admitted))
+	s.metrics.queueOutstanding.WithLabelValues(s.saleKey).Set(float64(f.Outstanding))
+}
