@@ -94,7 +94,7 @@ lint: golangci-lint ## Check gofmt, run go vet and golangci-lint (config: .golan
 IMAGE_CACHE = $(if $(filter ./... ./hack/... ./hack/image ./hack/image/...,$(PKGS)),image-cache)
 
 .PHONY: test
-test: services vet controlplane helm promtool $(IMAGE_CACHE) ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool: pinned tools), then a brief fuzz run.
+test: services vet controlplane helm promtool browser-deps $(IMAGE_CACHE) ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool: pinned tools; the browser test: `make browser-deps`), then a brief fuzz run.
 	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
 	$(MAKE) fuzz FUZZTIME=8000x
 
@@ -191,6 +191,10 @@ controller-gen: ## Install the pinned controller-gen into TOOLS_BIN if missing.
 .PHONY: helm
 helm: ## Install the pinned helm into TOOLS_BIN if missing (the chart tests in test/chart use it).
 	@bash hack/tools.sh helm >/dev/null
+
+.PHONY: browser-deps
+browser-deps: ## Install what the browser test (test/browser) needs if missing: Debian's chromium, nodejs and npm (apt-get), playwright-core as package-lock.json pins it (npm ci). See hack/browser.sh.
+	@bash hack/browser.sh
 
 .PHONY: promtool
 promtool: ## Install the pinned promtool into TOOLS_BIN if missing (test/opskit checks and unit-tests the alert rules with it).

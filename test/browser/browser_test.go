@@ -1,0 +1,146 @@
+// Package browser_test plays buyers on the buyer's page (runtime/seckill/page)
+// in a real headless Chromium: Debian's /usr/bin/chromium driven by
+// playwright-core from npm (drive.js, pinned in package-lock.json), against
+// real seckill servers and order workers in this process on the local Redis
+// and MariaDB. Screenshots go to bin/browser/*.png.
+//
+// Chromium, Node.js and node_modules come from `make browser-deps`
+// (hack/browser.sh), which `make test` runs first; without them this test
+// fails (it never skips) and says so.
+package browser_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
+)
+
+// scenario is one line of what drive.js plays (see drive.js).
+type scenario struct {
+	Name      string    `json:"name"`
+	Kind      string    `json:"kind"`
+	URL       string    `json:"url"`
+	API       string    `json:"api"`
+	SKU       string    `json:"sku"`
+	Users     []string  `json:"users"`
+	Rivals    []string  `json:"rivals,omitempty"`
+	Bots      []string  `json:"bots,omitempty"`
+	StartTime time.Time `json:"startTime"`
+	OpensAt   time.Time `json:"opensAt"`
+	Control   string    `json:"control"` // POST ?sale=&at=&frozen= sets the sale's clock
+	plane     *plane
+}
+
+// The sales of the scenarios. Those that start later start in ten minutes
+// by their clocks, which the scenarios move forward (saleClock).
+var sales = map[string]saleSpec{
+	"queued":         {name: "queued", startIn: 10 * time.Minute, stock: 10, queue: true, prequeue: 5 * time.Minute},
+	"unqueued":       {name: "unqueued", startIn: 10 * time.Minute, stock: 10},
+	"soldout":        {name: "soldout", startIn: -time.Second, stock: 1},
+	"queued-soldout": {name: "queued-soldout", startIn: 10 * time.Minute, stock: 1, queue: true, prequeue: 5 * time.Minute, overbook: "1"},
+}
+
+func TestBuyersPage(t *testing.T) {
+	tools := requireBrowser(t)
+	out := screenshotDir(t)
+	rdb := testutil.Redis(t)
+	ns := testutil.UniqueName(t)
+	testutil.CleanupKeys(t, rdb, "*"+ns+"/*")
+	db, _ := testutil.MySQL(t)
+	if _, err := orderdb.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	store := orderdb.New(db)
+
+	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout"}
+	d := startDriver(t, tools, len(kinds))
+	now := time.Now()
+	var plays []scenario
+	for _, kind := range kinds {
+		t0 := time.Now()
+		p := startPlane(t, rdb, db, newSale(ns, sales[kind], now))
+		servesPage(t, p)
+		t.Logf("%s: started in %v", kind, time.Since(t0))
+		plays = append(plays, newScenario(kind, p))
+	}
+	control := clockControl(t, plays)
+	for i := range plays {
+		plays[i].Control = control
+	}
+	results := d.play(t, out, plays)
+	t.Logf("drive.js:\n%s", d.stderr)
+	for _, sc := range plays {
+		t.Run(sc.Name, func(t *testing.T) {
+			res, ok := results[sc.Name]
+			if !ok {
+				t.Fatal("drive.js gave no result")
+			}
+			t.Logf("screenshots: %v; shown: %v", res.Screenshots, res.Shown)
+			if !res.OK {
+				t.Fatalf("in the browser: %s", res.Error)
+			}
+			checks[sc.Kind](t, sc, res, store)
+		})
+	}
+}
+
+func newScenario(kind string, p *plane) scenario {
+	sc := scenario{Name: kind, Kind: kind, URL: p.url, API: p.api, SKU: "phone",
+		StartTime: p.sale.Spec.StartTime.Time, OpensAt: p.sale.QueueOpensAt(), plane: p}
+	sc.Users = []string{kind + "-buyer", kind + "-latecomer"}
+	sc.Rivals = []string{kind + "-rival"}
+	for i := range 5 {
+		sc.Bots = append(sc.Bots, kind+"-bot-"+strconv.Itoa(i))
+	}
+	return sc
+}
+
+// screenshotDir is bin/browser at the repository's root, emptied of the
+// screenshots of an earlier run.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "bin", "browser"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	for _, f := range old {
+		_ = os.Remove(f)
+	}
+	return dir
+}
+
+// clockControl serves POST ?sale=NAME&at=RFC3339&frozen=BOOL, which sets
+// the clock of the scenario's sale (drive.js moves the sales forward).
+func clockControl(t *testing.T, plays []scenario) string {
+	t.Helper()
+	clocks := map[string]*saleClock{}
+	for _, sc := range plays {
+		clocks[sc.Name] = sc.plane.clock
+	}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		clk, ok := clocks[q.Get("sale")]
+		at, err := time.Parse(time.RFC3339Nano, q.Get("at"))
+		if r.Method != http.MethodPost || !ok || err != nil {
+			http.Error(w, fmt.Sprintf("want POST ?sale=NAME&at=RFC3339&frozen=BOOL (%v)", err), http.StatusBadRequest)
+			return
+		}
+		clk.set(at, q.Get("frozen") == "true")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL + "/clock"
+}
