@@ -312,3 +312,15 @@ func TestBuyersPage(t *testing.T) {
 		t.Fatalf("page requests not counted: %v", got)
 	}
 }
+
+// TestQueueNotWarmed: before warm-up opened the waiting room, a join is
+// 503 NOT_READY (retry), not a place in a queue nobody admits from.
+func TestQueueNotWarmed(t *testing.T) {
+	rdb := testutil.Redis(t)
+	now := time.Now()
+	fs := queuedSale(t, rdb, now.Add(time.Minute), v1alpha1.Queue{AdmitPerSecond: 10})
+	s := startServer(t, rdb, fs, serverOpts{clock: clocktesting.NewFakeClock(now), noWarm: true})
+	if r := s.join("a"); r.Status != http.StatusServiceUnavailable || r.Error != seckill.CodeNotReady || r.RetryAfter != "1" {
+		t.Fatalf("join before warm-up: %d %s", r.Status, r.Body)
+	}
+}
