@@ -47,6 +47,14 @@ fresh one ALREADY_PURCHASED once they hold their limit) and bots try their luck
 (--bot-share: a forged token, no token, a token borrowed from another user, or
 hammering far over the per-user rate, which must be answered 429).
 
+A sale with a waiting room (spec.queue; the sale-level GET
+/api/v1/sales/{ns}/{sale} says so) is bought through it: each buyer joins
+(POST .../queue; --rejoin-share of them join again and must get the same ticket),
+waits (GET .../queue/{ticket}, polling when pollAfterSeconds or Retry-After says),
+then asks for the token with its ticket and buys as above. --probe-share of them
+ask for a token before they are admitted (must be refused 403 NOT_ADMITTED), and
+bots present forged and borrowed tickets (403 BAD_TICKET).
+
 Profiles:
   spike      --users buyers arriving within --spike-window (1-2 s)
   sustained  --rate requests/s (all steps together) for --duration, over --users buyers
@@ -58,7 +66,11 @@ bot), outcomes per HTTP status and error code, and the orders paid and expired.
 Then the invariants are checked, and the command exits non-zero naming the ones
 that failed: no oversell (admitted <= stock per SKU), nobody over their per-user
 limit, same-token retries answered with the same order, no bot admitted, hammering
-bots answered 429; with --mysql-dsn, every order answered 202 is in MySQL with the
+bots answered 429; for a queued sale, one ticket per user, no token without
+admission, admissions outstanding at most stock x overbook (+ one second of
+admissions; from the seckill pods' flashsale_queue_* gauges and the buyers' view),
+and the queue answering SOLD_OUT to the buyers still waiting once the stock is
+gone (none left waiting); with --mysql-dsn, every order answered 202 is in MySQL with the
 right status (paid when paid, else created or cancelled); with --fs and a
 kubeconfig, the FlashSale's final status matches MySQL and its audit is conserved
 (--wait-ended waits for phase Ended first).
@@ -104,6 +116,10 @@ func (lf *loadtestFlags) bind(cmd *cobra.Command) {
 	f.DurationVar(&o.RepeatDelay, "repeat-delay", 500*time.Millisecond, "how long a repeat clicker waits before clicking again")
 	f.Float64Var(&o.BotShare, "bot-share", 0.05, "bot sessions per buyer (0.05: one for every 20 buyers)")
 	f.IntVar(&o.HammerRequests, "hammer", 50, "requests a hammering bot fires back to back")
+	f.Float64Var(&o.RejoinShare, "rejoin-share", 0.2, "queued sale: share of buyers who join the waiting room again (must get the same ticket)")
+	f.Float64Var(&o.ProbeShare, "probe-share", 0.02, "queued sale: share of buyers who ask for a token before they are admitted (must be refused)")
+	f.DurationVar(&o.QueueTimeout, "queue-timeout", 10*time.Minute, "queued sale: how long a buyer waits for admission before giving up")
+	f.DurationVar(&o.ThinkTime, "think-time", 0, "queued sale: an admitted buyer waits up to this long (uniformly drawn) before asking for the token")
 	f.Float64Var(&o.PayShare, "pay-share", 0.7, "share of buyers who pay; the others let the payment deadline pass")
 	f.StringVar(&lf.paySecretFile, "payment-secret-file", os.Getenv(envPaymentSecretFile), "file holding the pay endpoint's shared secret; env "+envPaymentSecretFile)
 	f.StringVar(&lf.paySecret, "payment-secret", "", "the pay endpoint's shared secret (prefer the environment: "+envPaymentSecret+")")

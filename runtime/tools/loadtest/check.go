@@ -62,6 +62,9 @@ func Verify(ctx context.Context, rep *Report, o Options) {
 		if fs != nil {
 			rep.Kube = viewOf(fs)
 			rep.Kube.WaitedSeconds = time.Since(start).Seconds()
+			if rep.Queue != nil {
+				rep.Queue.setStatus(fs.Status.Queue)
+			}
 		}
 	}
 	ended := fs != nil && fs.Status.Phase == v1alpha1.PhaseEnded
@@ -94,6 +97,7 @@ func Verify(ctx context.Context, rep *Report, o Options) {
 	rep.add(checkRepeats(l))
 	rep.add(checkBots(l))
 	rep.add(checkHammer(l, &o))
+	rep.addQueueChecks(l, &o, saleCount)
 	switch {
 	case o.Orders == nil:
 		rep.add(Check{CheckLostOrder, Skip, "no MySQL DSN (--mysql-dsn or FLASHSALE_MYSQL_DSN): admitted orders not looked up in MySQL"})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -44,6 +45,10 @@ type apiClient struct {
 	st      *stats
 	pace    *pacer
 	bufs    sync.Pool
+	// slots bounds the requests in flight when sessions are not bounded by
+	// the pool of virtual buyers (a queued sale: a buyer waiting for
+	// admission holds no request, and thousands wait at once); nil otherwise.
+	slots chan struct{}
 }
 
 func newClient(o *Options, st *stats) *apiClient {
@@ -71,14 +76,25 @@ func (c *apiClient) close() { c.hc.CloseIdleConnections() }
 type answer struct {
 	outcome
 	token, orderNo, state string
+	// The waiting room's answers: the ticket, the wait's "status" is in
+	// state ("waiting" or "admitted"), when to ask again (pollAfter, or the
+	// Retry-After header of a refusal), and the place (0: not drawn yet).
+	ticket     string
+	pollAfter  time.Duration
+	retryAfter time.Duration
+	place      int64
 }
 
-// body of any answer of the API: an error, a token or an order.
+// body of any answer of the API: an error, a token, an order or a place in
+// the waiting room.
 type apiBody struct {
-	Error   string `json:"error"`
-	Token   string `json:"token"`
-	OrderNo string `json:"orderNo"`
-	Status  string `json:"status"`
+	Error            string  `json:"error"`
+	Token            string  `json:"token"`
+	OrderNo          string  `json:"orderNo"`
+	Status           string  `json:"status"`
+	Ticket           string  `json:"ticket"`
+	PollAfterSeconds float64 `json:"pollAfterSeconds"`
+	Place            *int64  `json:"place"`
 }
 
 // identity is who sends a request: the X-User-ID and the synthetic client
@@ -90,6 +106,14 @@ type identity struct{ user, ip string }
 func (c *apiClient) do(ctx context.Context, st *step, method, path string, body []byte, who identity, pay bool) answer {
 	if err := c.pace.wait(ctx); err != nil {
 		return answer{outcome: outcome{code: "canceled"}}
+	}
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+			defer func() { <-c.slots }()
+		case <-ctx.Done():
+			return answer{outcome: outcome{code: "canceled"}}
+		}
 	}
 	var rd io.Reader
 	if body != nil {
@@ -139,16 +163,33 @@ func (c *apiClient) do(ctx context.Context, st *step, method, path string, body 
 		_ = json.Unmarshal(buf.Bytes(), &v)
 	}
 	c.bufs.Put(buf)
-	a := answer{outcome: outcome{status: resp.StatusCode, code: v.Error}, token: v.Token, orderNo: v.OrderNo, state: v.Status}
+	a := answer{outcome: outcome{status: resp.StatusCode, code: v.Error}, token: v.Token, orderNo: v.OrderNo, state: v.Status,
+		ticket: v.Ticket, pollAfter: time.Duration(v.PollAfterSeconds * float64(time.Second)), retryAfter: retryAfter(resp.Header)}
+	if v.Place != nil {
+		a.place = *v.Place
+	}
 	if rerr != nil {
 		a.code = "body_error"
 	}
 	label := a.outcome
-	if st.name == stepPoll && a.status == http.StatusOK {
-		label.code = v.Status // "200 queued", "200 created", ...
+	if (st.name == stepPoll || st.name == stepWait || st.name == stepJoin) && a.status < 300 && v.Status != "" {
+		label.code = v.Status // "200 queued", "200 created", "201 waiting", "200 admitted", ...
 	}
 	c.record(st, label, d)
 	return a
+}
+
+// retryAfter reads a Retry-After header in seconds (0 when absent).
+func retryAfter(h http.Header) time.Duration {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseFloat(v, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n * float64(time.Second))
 }
 
 func (c *apiClient) fail(st *step, code string, d time.Duration) answer {
@@ -175,6 +216,12 @@ var jsonContentType = []string{"application/json"}
 // Request bodies, built without encoding/json: SKU ids are
 // [A-Za-z0-9_.-] and tokens base64url and dots, so nothing needs escaping.
 func tokenBody(sku string) []byte { return []byte(`{"sku":"` + sku + `"}`) }
+
+// ticketTokenBody asks for a path token with a waiting-room ticket (a
+// queued sale): tickets are "q1." hex and base64url, nothing to escape.
+func ticketTokenBody(sku, ticket string) []byte {
+	return []byte(`{"sku":"` + sku + `","ticket":"` + ticket + `"}`)
+}
 
 func purchaseBody(sku, token string) []byte {
 	b := make([]byte, 0, len(sku)+len(token)+24)
@@ -254,4 +301,44 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// saleInfo is the sale-level GET /api/v1/sales/{ns}/{sale} (what the buyer's
+// page reads): the phase, the times and the waiting room, if any.
+type saleInfo struct {
+	Status     string    `json:"status"`
+	SoldOut    bool      `json:"soldOut"`
+	StartTime  time.Time `json:"startTime"`
+	EndTime    time.Time `json:"endTime"`
+	ServerTime time.Time `json:"serverTime"`
+	Queue      *struct {
+		OpensAt        time.Time `json:"opensAt"`
+		AdmitPerSecond float64   `json:"admitPerSecond"`
+	} `json:"queue"`
+}
+
+// saleInfo reads the sale-level endpoint; ok is false when the API has none
+// (an older seckill answers 404): the caller then relies on the manifest.
+func (c *apiClient) saleInfo(ctx context.Context) (info *saleInfo, ok bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.api, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return nil, false, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, false, errors.New("GET " + c.api + ": " + resp.Status)
+	}
+	var v saleInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<10)).Decode(&v); err != nil {
+		return nil, false, fmt.Errorf("GET %s: %w", c.api, err)
+	}
+	return &v, true, nil
 }

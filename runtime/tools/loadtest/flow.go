@@ -36,6 +36,8 @@ type ledger struct {
 	againOutcomes map[string]int64
 	bots          [numKinds]botTally
 	pollTimeouts  int64
+	// q is what the waiting room told this run (a queued sale).
+	q *queueLedger
 }
 
 type botTally struct {
@@ -51,7 +53,7 @@ type botTally struct {
 
 func newLedger() *ledger {
 	l := &ledger{orders: map[string]*orderRec{}, byBuyer: map[userSKU][]string{},
-		retryOutcomes: map[string]int64{}, againOutcomes: map[string]int64{}}
+		retryOutcomes: map[string]int64{}, againOutcomes: map[string]int64{}, q: newQueueLedger()}
 	for i := range l.bots {
 		l.bots[i].outcomes = map[string]int64{}
 	}
@@ -80,26 +82,41 @@ func (l *ledger) update(f func()) {
 
 // runSession runs one arrival to its end.
 func (r *run) runSession(ctx context.Context, s session) {
-	switch s.kind {
-	case buyer:
-		r.buy(ctx, s)
+	switch {
+	case s.kind == buyer && r.o.queued:
+		r.queueBuy(ctx, s)
+	case s.kind == buyer:
+		r.buy(ctx, s, "")
 	default:
 		r.bot(ctx, s)
 	}
 }
 
-// buy is a buyer's flow: a token, the purchase, polling until the order is
-// durable, then paying or walking away; a repeat clicker then clicks again.
-func (r *run) buy(ctx context.Context, s session) {
+// tokenBody is the body of a token request: with the buyer's ticket in a
+// queued sale.
+func (r *run) tokenBody(s session, ticket string) []byte {
+	if ticket == "" {
+		return r.tokenBodies[s.sku]
+	}
+	return ticketTokenBody(r.o.SKUs[s.sku].ID, ticket)
+}
+
+// buy is a buyer's flow: a token (with the waiting room's ticket, when
+// admitted by one), the purchase, polling until the order is durable, then
+// paying or walking away; a repeat clicker then clicks again.
+func (r *run) buy(ctx context.Context, s session, ticket string) {
 	who := r.buyerID(s.index)
 	sku := r.o.SKUs[s.sku].ID
-	t := r.c.do(ctx, r.st.steps[stepToken], http.MethodPost, "/token", r.tokenBodies[s.sku], who, false)
+	t := r.c.do(ctx, r.st.steps[stepToken], http.MethodPost, "/token", r.tokenBody(s, ticket), who, false)
 	var p answer
 	if t.status == http.StatusOK {
 		p = r.c.do(ctx, r.st.steps[stepPurchase], http.MethodPost, "/purchase", purchaseBody(sku, t.token), who, false)
 		if p.status == http.StatusAccepted && p.orderNo != "" {
 			r.complete(ctx, p.orderNo, who, sku, s.pays)
 		}
+	}
+	if ticket != "" {
+		r.usedAdmission(t, p)
 	}
 	if !s.repeat || ctx.Err() != nil {
 		return
@@ -125,14 +142,14 @@ func (r *run) buy(ctx context.Context, s session) {
 			}
 		})
 	}
-	r.again(ctx, s, who)
+	r.again(ctx, s, who, ticket)
 }
 
 // again is a click with a fresh token by a buyer who tried already: refused
 // ALREADY_PURCHASED once they hold their limit (or SOLD_OUT, RATE_LIMITED).
-func (r *run) again(ctx context.Context, s session, who identity) {
+func (r *run) again(ctx context.Context, s session, who identity, ticket string) {
 	sku := r.o.SKUs[s.sku].ID
-	t := r.c.do(ctx, r.st.steps[stepToken], http.MethodPost, "/token", r.tokenBodies[s.sku], who, false)
+	t := r.c.do(ctx, r.st.steps[stepToken], http.MethodPost, "/token", r.tokenBody(s, ticket), who, false)
 	if t.status != http.StatusOK {
 		r.l.update(func() { r.l.againOutcomes["token "+t.outcome.String()]++ })
 		return
@@ -231,6 +248,8 @@ func (r *run) bot(ctx context.Context, s session) {
 			}
 			answers = append(answers, a)
 		}
+	case botForgedTicket, botBorrowedTicket:
+		answers = r.ticketBot(ctx, s)
 	}
 	r.l.update(func() {
 		b := &r.l.bots[s.kind]
@@ -240,6 +259,10 @@ func (r *run) bot(ctx context.Context, s session) {
 			b.outcomes[a.outcome.String()]++
 			if a.status == http.StatusAccepted {
 				b.admitted = append(b.admitted, a.orderNo)
+			}
+			if (s.kind == botForgedTicket || s.kind == botBorrowedTicket) && a.status == http.StatusOK {
+				// A place told or a token issued for a ticket not the bot's own.
+				b.admitted = append(b.admitted, "200 to a "+s.kind.String())
 			}
 			if a.status == http.StatusOK {
 				served++
@@ -260,4 +283,18 @@ func (r *run) bot(ctx context.Context, s session) {
 			}
 		}
 	})
+}
+
+// usedAdmission records what an admitted buyer was answered next. A
+// purchase answered 202, 409 or 410 uses the admission up (the queue
+// stops counting it as outstanding); a refused token does not.
+func (r *run) usedAdmission(t, p answer) {
+	next := "token " + t.outcome.String()
+	if t.status == http.StatusOK {
+		next = "purchase " + p.outcome.String()
+		if p.status == http.StatusAccepted || p.status == http.StatusConflict || p.status == http.StatusGone {
+			r.st.outstanding.Add(-1)
+		}
+	}
+	r.l.update(func() { r.l.q.afterAdmission[next]++ })
 }

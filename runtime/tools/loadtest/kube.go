@@ -16,6 +16,7 @@ type FlashSaleView struct {
 	Phase v1alpha1.Phase        `json:"phase"`
 	SKUs  []v1alpha1.SKUStatus  `json:"skus,omitempty"`
 	Audit *v1alpha1.AuditStatus `json:"audit,omitempty"`
+	Queue *v1alpha1.QueueStatus `json:"queue,omitempty"`
 	// WaitedSeconds is how long the checks waited for phase Ended.
 	WaitedSeconds float64 `json:"waitedSeconds,omitempty"`
 }
@@ -61,5 +62,5 @@ func waitEnded(ctx context.Context, c client.Reader, namespace, name string, tim
 }
 
 func viewOf(fs *v1alpha1.FlashSale) *FlashSaleView {
-	return &FlashSaleView{Phase: fs.Status.Phase, SKUs: fs.Status.SKUs, Audit: fs.Status.Audit}
+	return &FlashSaleView{Phase: fs.Status.Phase, SKUs: fs.Status.SKUs, Audit: fs.Status.Audit, Queue: fs.Status.Queue}
 }

@@ -166,6 +166,20 @@ type Options struct {
 	BotShare float64
 	// HammerRequests is how many requests a hammering bot fires back to back (default 50).
 	HammerRequests int
+	// A sale with a waiting room (spec.queue, or the sale-level endpoint
+	// says so) is bought through it: each buyer joins, waits for admission,
+	// then asks for a token with the ticket. RejoinShare of buyers join
+	// again (the same ticket must come back); ProbeShare ask for a token
+	// before they are admitted (must be refused 403 NOT_ADMITTED).
+	RejoinShare, ProbeShare float64
+	// QueueTimeout is how long a buyer waits for admission before giving
+	// up (default 10m); the queue is expected to admit them or answer
+	// SOLD_OUT or ENDED well before.
+	QueueTimeout time.Duration
+	// ThinkTime: an admitted buyer takes up to this long (uniformly drawn)
+	// before asking for the token, as people do; while they think, their
+	// admission is outstanding.
+	ThinkTime time.Duration
 	// PayShare of buyers pay once their order is created; the others walk away.
 	PayShare float64
 	// PaymentSecret is sent as "Authorization: Bearer <secret>" to the pay endpoint.
@@ -203,6 +217,9 @@ type Options struct {
 	// phase Ended before the final checks.
 	WaitEnded   bool
 	WaitTimeout time.Duration
+
+	// queued is set by Run when the sale has a waiting room.
+	queued bool
 }
 
 // SaleKey is "namespace/name".
@@ -243,7 +260,8 @@ func (o *Options) defaults() error {
 	if o.Users < 1 {
 		return errors.New("users must be at least 1")
 	}
-	for name, v := range map[string]float64{"repeat share": o.RepeatShare, "pay share": o.PayShare} {
+	for name, v := range map[string]float64{"repeat share": o.RepeatShare, "pay share": o.PayShare,
+		"rejoin share": o.RejoinShare, "probe share": o.ProbeShare} {
 		if v < 0 || v > 1 {
 			return fmt.Errorf("%s must be between 0 and 1, not %g", name, v)
 		}
@@ -280,6 +298,9 @@ func (o *Options) defaults() error {
 	}
 	if o.WaitTimeout <= 0 {
 		o.WaitTimeout = 30 * time.Minute
+	}
+	if o.QueueTimeout <= 0 {
+		o.QueueTimeout = 10 * time.Minute
 	}
 	return nil
 }

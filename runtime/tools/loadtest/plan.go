@@ -3,6 +3,7 @@ package loadtest
 import (
 	"math/rand/v2"
 	"strconv"
+	"time"
 )
 
 // kind of session.
@@ -18,10 +19,19 @@ const (
 	botBorrowed
 	// botHammer fires token requests back to back, far over the per-user rate.
 	botHammer
+	// The waiting room's bots, drawn only for a queued sale:
+	// botForgedTicket presents a ticket of its own making (its genuine
+	// ticket's key id, a MAC of its own) to the wait and token endpoints;
+	botForgedTicket
+	// botBorrowedTicket presents a genuine ticket issued to another user.
+	botBorrowedTicket
 	numKinds
 )
 
-var kindNames = [numKinds]string{"buyer", "forged-token", "no-token", "borrowed-token", "hammer"}
+// numPlainKinds ends the kinds drawn for a sale without a waiting room.
+const numPlainKinds = botHammer + 1
+
+var kindNames = [numKinds]string{"buyer", "forged-token", "no-token", "borrowed-token", "hammer", "forged-ticket", "borrowed-ticket"}
 
 func (k kind) String() string { return kindNames[k] }
 
@@ -34,7 +44,14 @@ type session struct {
 	sku    int
 	pays   bool
 	repeat bool
-	noise  uint64 // for the bot's forged token
+	// A queued sale's buyers: rejoin joins the waiting room again (a double
+	// click, and once more after the wait: the same ticket both times);
+	// probe asks for a path token before admission (must be refused).
+	rejoin bool
+	probe  bool
+	// think is how long an admitted buyer takes to click "buy".
+	think time.Duration
+	noise uint64 // for the bot's forged token or ticket
 }
 
 // planner draws sessions from one seeded generator.
@@ -76,12 +93,19 @@ func (p *planner) buyerSession(user int) session {
 		sku:    p.rng.IntN(len(p.o.SKUs)),
 		pays:   p.rng.Float64() < p.o.PayShare,
 		repeat: p.rng.Float64() < p.o.RepeatShare,
+		rejoin: p.rng.Float64() < p.o.RejoinShare,
+		probe:  p.rng.Float64() < p.o.ProbeShare,
+		think:  time.Duration(p.rng.Float64() * float64(p.o.ThinkTime)),
 	}
 }
 
 func (p *planner) botSession(i int) session {
+	kinds := int(numPlainKinds)
+	if p.o.queued {
+		kinds = int(numKinds)
+	}
 	return session{
-		kind:  kind(1 + p.rng.IntN(int(numKinds)-1)),
+		kind:  kind(1 + p.rng.IntN(kinds-1)),
 		index: i,
 		sku:   p.rng.IntN(len(p.o.SKUs)),
 		noise: p.rng.Uint64(),
@@ -151,6 +175,31 @@ func forgedToken(noise uint64) string {
 		x ^= x << 17
 		c := alphabet[x&63]
 		if i == 21 || i == 22+1+42 {
+			c = 'A' // the last character carries padding bits: keep them zero
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+// forgedTicket replaces the MAC of a genuine ticket ("q1.<kid>.<mac>") with
+// noise: the key id is one the API holds, the signature is not its. Without
+// a genuine ticket (the bot could not join) the key id is made up too.
+func forgedTicket(genuine string, noise uint64) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	prefix := "q1.0badc0de."
+	if len(genuine) > len(prefix) && genuine[:3] == "q1." && genuine[11] == '.' {
+		prefix = genuine[:12]
+	}
+	b := make([]byte, 0, len(prefix)+43)
+	b = append(b, prefix...)
+	x := noise | 1
+	for i := range 43 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		c := alphabet[x&63]
+		if i == 42 {
 			c = 'A' // the last character carries padding bits: keep them zero
 		}
 		b = append(b, c)

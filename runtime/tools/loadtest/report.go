@@ -41,6 +41,7 @@ type Report struct {
 	Bots              []BotReport    `json:"bots"`
 	Timeline          []Tick         `json:"timeline"`
 	Kube              *FlashSaleView `json:"flashSale,omitempty"`
+	Queue             *QueueReport   `json:"queue,omitempty"`
 	Checks            []Check        `json:"checks"`
 	Notes             []string       `json:"notes,omitempty"`
 	OK                bool           `json:"ok"`
@@ -154,6 +155,9 @@ type Tick struct {
 	SoldOut           int64   `json:"soldOut"`
 	Errors            int64   `json:"errors"`
 	InFlight          int64   `json:"inFlight"`
+	// A queued sale: buyers given a ticket, and admitted by the queue.
+	Joined        int64 `json:"joined,omitempty"`
+	QueueAdmitted int64 `json:"queueAdmitted,omitempty"`
 }
 
 // Check statuses.
@@ -283,6 +287,9 @@ func (r *Report) fill(lt *run) {
 			Outcomes: copyMap(b.outcomes), Throttled: b.throttled, Unthrottled: b.unthrottled})
 	}
 	r.Sessions.Buyers = lt.st.sessions.Load() - r.Sessions.Bots
+	if r.Queue != nil {
+		r.fillQueue(lt)
+	}
 }
 
 func copyMap(m map[string]int64) map[string]int64 {
@@ -308,6 +315,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	r.textRun(&b)
 	r.textSteps(&b)
 	r.textOrders(&b)
+	r.textQueue(&b)
 	r.textSessions(&b)
 	r.textKube(&b)
 	r.textChecks(&b)

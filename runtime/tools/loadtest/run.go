@@ -20,6 +20,10 @@ type run struct {
 	st          *stats
 	l           *ledger
 	tokenBodies [][]byte
+	// A queued sale: its waiting room, and the queue figures sampled while
+	// the load runs.
+	qi      *queueInfo
+	sampler *sampler
 }
 
 // Run sends the load, reports it and checks the invariants. The report is
@@ -60,12 +64,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.SKUs[i].RemainingBefore = &rem
 	}
+	if err := r.detectQueue(ctx, rep); err != nil {
+		return nil, err
+	}
 	notes(&o, rep)
 
 	rep.Started = time.Now()
 	stopProgress := r.progress(rep)
+	stopSampling := func() {}
+	if r.qi != nil {
+		stopSampling = r.sampleQueue(ctx, min(o.ProgressEvery, 500*time.Millisecond))
+	}
 	r.load(ctx, rep)
 	rep.ElapsedSeconds = time.Since(rep.Started).Seconds()
+	stopSampling()
 	stopProgress()
 
 	for i, s := range o.SKUs {
@@ -92,45 +104,41 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// load releases the sessions to Concurrency virtual buyers and waits until
-// every session has ended.
+// load releases the sessions and waits until every session has ended. The
+// sessions run on Concurrency virtual buyers, except a queued sale's spike:
+// there a buyer spends most of the session waiting for admission, holding
+// no request, and thousands wait at once, so every arrival runs at once and
+// Concurrency bounds the requests in flight instead (apiClient.slots).
 func (r *run) load(ctx context.Context, rep *Report) {
 	o := r.o
-	sessions := make(chan session, o.Concurrency)
 	var wg sync.WaitGroup
-	for range o.Concurrency {
+	run := func(s session) {
+		r.st.sessions.Add(1)
+		r.runSession(ctx, s)
+	}
+	sessions := make(chan session, o.Concurrency)
+	if r.direct() {
+		// The dispatcher counts in wg itself, so wg.Wait cannot pass before
+		// it has started the last session.
 		wg.Go(func() {
 			for s := range sessions {
-				r.st.sessions.Add(1)
-				r.runSession(ctx, s)
+				wg.Go(func() { run(s) })
 			}
 		})
+	} else {
+		for range o.Concurrency {
+			wg.Go(func() {
+				for s := range sessions {
+					run(s)
+				}
+			})
+		}
 	}
 	p := newPlanner(o)
 	start := time.Now()
 	switch o.Profile {
 	case Spike:
-		// Session k arrives at k/n of the window; when every virtual buyer
-		// is busy, arrivals wait (and the report shows the spike stretched).
-		n := p.total()
-	spike:
-		for k := 0; ; k++ {
-			s, ok := p.next()
-			if !ok {
-				break
-			}
-			at := start.Add(time.Duration(int64(o.SpikeWindow) * int64(k) / int64(max(n, 1))))
-			if d := time.Until(at); d > time.Millisecond {
-				if sleep(ctx, d) != nil {
-					break spike
-				}
-			}
-			select {
-			case sessions <- s:
-			case <-ctx.Done():
-				break spike
-			}
-		}
+		r.spike(ctx, p, sessions, start)
 	case Sustained:
 		end := time.NewTimer(o.Duration)
 	sustained:
@@ -151,6 +159,32 @@ func (r *run) load(ctx context.Context, rep *Report) {
 	wg.Wait()
 }
 
+// direct says whether every session runs at once (a queued sale's spike).
+func (r *run) direct() bool { return r.o.queued && r.o.Profile == Spike }
+
+// spike releases session k at k/n of the window; when every virtual buyer
+// is busy, arrivals wait (and the report shows the spike stretched).
+func (r *run) spike(ctx context.Context, p *planner, sessions chan<- session, start time.Time) {
+	n := p.total()
+	for k := 0; ; k++ {
+		s, ok := p.next()
+		if !ok {
+			return
+		}
+		at := start.Add(time.Duration(int64(r.o.SpikeWindow) * int64(k) / int64(max(n, 1))))
+		if d := time.Until(at); d > time.Millisecond {
+			if sleep(ctx, d) != nil {
+				return
+			}
+		}
+		select {
+		case sessions <- s:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // progress prints a line every ProgressEvery until the returned func is called.
 func (r *run) progress(rep *Report) (stop func()) {
 	done := make(chan struct{})
@@ -168,8 +202,13 @@ func (r *run) progress(rep *Report) (stop func()) {
 		t := Tick{Seconds: now.Sub(rep.Started).Seconds(), RequestsPerSecond: rate, Requests: req,
 			Admitted: r.st.admitted.Load(), SoldOut: r.st.soldOut.Load(), Errors: r.st.errors.Load(), InFlight: r.st.inFlight.Load()}
 		rep.Timeline = append(rep.Timeline, t)
-		fmt.Fprintf(w, "[%6.1fs] %8.0f req/s  requests %-8d admitted %-7d sold-out %-8d errors %-6d in flight %d\n",
-			t.Seconds, t.RequestsPerSecond, t.Requests, t.Admitted, t.SoldOut, t.Errors, t.InFlight)
+		queue := ""
+		if r.o.queued {
+			t.Joined, t.QueueAdmitted = r.st.joined.Load(), r.st.queueAdmitted.Load()
+			queue = fmt.Sprintf("  queue: joined %d admitted %d", t.Joined, t.QueueAdmitted)
+		}
+		fmt.Fprintf(w, "[%6.1fs] %8.0f req/s  requests %-8d admitted %-7d sold-out %-8d errors %-6d in flight %d%s\n",
+			t.Seconds, t.RequestsPerSecond, t.Requests, t.Admitted, t.SoldOut, t.Errors, t.InFlight, queue)
 	}
 	wg.Go(func() {
 		t := time.NewTicker(every)

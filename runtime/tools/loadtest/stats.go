@@ -130,6 +130,8 @@ func (s *step) observe(o outcome, d time.Duration) {
 // Steps of a buyer's flow, and the bots' requests apart so that their cheap
 // refusals do not flatter the buyers' latencies.
 const (
+	stepJoin     = "join" // the waiting room: POST …/queue
+	stepWait     = "wait" // GET …/queue/{ticket}
 	stepToken    = "token"
 	stepPurchase = "purchase"
 	stepPoll     = "poll"
@@ -137,7 +139,7 @@ const (
 	stepBot      = "bot"
 )
 
-var stepNames = []string{stepToken, stepPurchase, stepPoll, stepPay, stepBot}
+var stepNames = []string{stepJoin, stepWait, stepToken, stepPurchase, stepPoll, stepPay, stepBot}
 
 // stats are the live counters of a run.
 type stats struct {
@@ -148,6 +150,25 @@ type stats struct {
 	errors   atomic.Int64
 	sessions atomic.Int64
 	inFlight atomic.Int64
+	// A queued sale: buyers given a ticket, and admitted by the queue.
+	joined        atomic.Int64
+	queueAdmitted atomic.Int64
+	// outstanding counts the admissions this run's buyers have seen and
+	// not used yet (no purchase answered 202, 409 or 410): it lags the
+	// queue's own count on both ends, so it is never above it.
+	outstanding    atomic.Int64
+	maxOutstanding atomic.Int64
+}
+
+// admittedSeen counts an admission a buyer saw, and the most outstanding.
+func (s *stats) admittedSeen() {
+	n := s.outstanding.Add(1)
+	for {
+		m := s.maxOutstanding.Load()
+		if n <= m || s.maxOutstanding.CompareAndSwap(m, n) {
+			return
+		}
+	}
 }
 
 func newStats() *stats {
