@@ -36,6 +36,7 @@ type scenario struct {
 	Bots      []string  `json:"bots,omitempty"`
 	StartTime time.Time `json:"startTime"`
 	OpensAt   time.Time `json:"opensAt"`
+	EndTime   time.Time `json:"endTime"`
 	Control   string    `json:"control"` // POST ?sale=&at=&frozen= sets the sale's clock
 	plane     *plane
 }
@@ -46,6 +47,7 @@ var sales = map[string]saleSpec{
 	"queued":         {name: "queued", startIn: 10 * time.Minute, stock: 10, queue: true, prequeue: 5 * time.Minute},
 	"unqueued":       {name: "unqueued", startIn: 10 * time.Minute, stock: 10},
 	"soldout":        {name: "soldout", startIn: -time.Second, stock: 1},
+	"ended":          {name: "ended", startIn: -time.Second, stock: 10},
 	"queued-soldout": {name: "queued-soldout", startIn: 10 * time.Minute, stock: 1, queue: true, prequeue: 5 * time.Minute, overbook: "1"},
 }
 
@@ -61,7 +63,7 @@ func TestBuyersPage(t *testing.T) {
 	}
 	store := orderdb.New(db)
 
-	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout"}
+	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout", "ended"}
 	d := startDriver(t, tools, len(kinds))
 	now := time.Now()
 	var plays []scenario
@@ -95,7 +97,7 @@ func TestBuyersPage(t *testing.T) {
 
 func newScenario(kind string, p *plane) scenario {
 	sc := scenario{Name: kind, Kind: kind, URL: p.url, API: p.api, SKU: "phone",
-		StartTime: p.sale.Spec.StartTime.Time, OpensAt: p.sale.QueueOpensAt(), plane: p}
+		StartTime: p.sale.Spec.StartTime.Time, OpensAt: p.sale.QueueOpensAt(), EndTime: p.sale.Spec.EndTime.Time, plane: p}
 	sc.Users = []string{kind + "-buyer", kind + "-latecomer"}
 	sc.Rivals = []string{kind + "-rival"}
 	for i := range 5 {

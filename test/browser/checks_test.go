@@ -41,6 +41,11 @@ var checks = map[string]func(t *testing.T, sc scenario, res result, store *order
 			t.Errorf("a fresh page of a sold-out sale says %q, want sold out", res.Shown["reloaded"])
 		}
 	},
+	"ended": func(t *testing.T, _ scenario, res result, _ *orderdb.Store) {
+		if res.Shown["code"] != "ENDED" || res.Shown["status"] != "ENDED" || res.Shown["buyDisabled"] != "true" {
+			t.Errorf("once the sale ended the page shows %v, want the ENDED message and phase and Buy disabled", res.Shown)
+		}
+	},
 	"queued-soldout": func(t *testing.T, _ scenario, res result, _ *orderdb.Store) {
 		if res.Shown["place"] != "2" {
 			t.Errorf("the buyer behind the rival saw place %q, want 2", res.Shown["place"])

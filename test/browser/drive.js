@@ -222,6 +222,19 @@ const scenarios = {
     await p.shot(again, "2-reloaded");
   },
 
+  // The sale ends while the buyer looks at it: the page says so and Buy
+  // stays disabled.
+  async ended(p, sc, res) {
+    const page = await p.open(sc.users[0]);
+    await p.state(page, "open");
+    await setClock(sc, Date.parse(sc.endTime) + 1000);
+    await p.state(page, "ended");
+    res.shown.code = await page.getAttribute("#message", "data-code");
+    res.shown.status = await p.text(page, "status");
+    res.shown.buyDisabled = String(await page.locator("#buy").isDisabled());
+    await p.shot(page, "1-ended");
+  },
+
   // A queued sale whose only unit is bought by the buyer ahead: the one
   // waiting behind is told sold out, not kept waiting.
   async "queued-soldout"(p, sc, res) {
