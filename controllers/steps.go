@@ -312,10 +312,10 @@ func readRedisFigures(ctx context.Context, rdb redis.UniversalClient, sale *v1al
 }
 
 // readQueue reads the waiting room of a sale with spec.queue (one round
-// trip: the queue's records share the sale-wide hash tag). A queue whose
-// records are absent (a sale that got spec.queue after its warm-up, until
-// the warm-up that change triggers has run) shows no figures rather than
-// zeros that would claim nobody joined.
+// trip: the queue's records share the sale-wide hash tag). The warm-up
+// creates them (a spec change warms again, so spec.queue added later gets
+// them too); records absent all the same (Redis lost them) show no figures
+// rather than zeros that would claim nobody joined.
 func readQueue(ctx context.Context, rdb redis.UniversalClient, sale *v1alpha1.FlashSale, f *liveFigures) error {
 	if sale.Spec.Queue == nil {
 		return nil
