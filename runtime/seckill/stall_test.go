@@ -183,7 +183,12 @@ func TestDurableStallBacklogOfGoneBuyersIsNotSent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sold := 10000 - left; stall.after.Load() != 1 || sold != stall.before.Load()+1 {
+	// The calls held in the hook are "on the wire"; whether Redis runs them
+	// depends on whether their deadline passed while held (go-redis does not
+	// send a call whose context is done), which depends on the machine's
+	// load. What must hold: nothing queued behind them was sent after the
+	// stall but the new buyer's, and nothing sold but what was on the wire.
+	if sold := 10000 - left; stall.after.Load() != 1 || sold < 1 || sold > stall.before.Load()+1 {
 		t.Errorf("%d sold, %d purchases on the wire during the stall, %d sent after it; want only those on the wire and the new buyer's",
 			sold, stall.before.Load(), stall.after.Load())
 	}
