@@ -55,6 +55,12 @@ type fixture struct {
 // phone SKU is split into phoneBuckets buckets.
 func startSale(t *testing.T, rdb redis.UniversalClient, phoneBuckets int32) *fixture {
 	t.Helper()
+	return startSaleWith(t, rdb, phoneBuckets, nil)
+}
+
+// startSaleWith is startSale with the sale changed by edit first.
+func startSaleWith(t *testing.T, rdb redis.UniversalClient, phoneBuckets int32, edit func(*v1alpha1.FlashSale)) *fixture {
+	t.Helper()
 	ns := testutil.UniqueName(t)
 	for _, p := range keys.Patterns(ns + "/sale") {
 		testutil.CleanupKeys(t, rdb, p)
@@ -76,6 +82,9 @@ func startSale(t *testing.T, rdb redis.UniversalClient, phoneBuckets int32) *fix
 			RateLimit:      v1alpha1.RateLimit{PerUserPerSecond: 10},
 			Access:         &v1alpha1.Access{TrustedProxies: []string{"127.0.0.1/32", "::1/128"}},
 		},
+	}
+	if edit != nil {
+		edit(fs)
 	}
 	fs.SetDefaults()
 	if err := manifest.Validate(fs); err != nil {
@@ -297,6 +306,47 @@ func spikeAgainstRealSale(t *testing.T, f *fixture) {
 	_ = rep.WriteText(&text)
 	if !strings.Contains(text.String(), "INVARIANTS BROKEN: "+loadtest.CheckLostOrder) {
 		t.Errorf("text report does not say what broke:\n%s", text.String())
+	}
+}
+
+// TestQueuedSaleAgainstRealSale runs the waiting room's flow against a real
+// seckill server with a queued sale: 300 buyers join before the start (a
+// random place each), are admitted at 200 a second under the budget of
+// the remaining stock x 1.5, buy with their ticket; the sale sells out and
+// the buyers still waiting are told SOLD_OUT. Every check passes.
+func TestQueuedSaleAgainstRealSale(t *testing.T) {
+	f := startSaleWith(t, testutil.Redis(t), 1, func(fs *v1alpha1.FlashSale) {
+		fs.Spec.StartTime = metav1.NewTime(time.Now().Add(2 * time.Second))
+		fs.Spec.SKUs = fs.Spec.SKUs[:2] // phone 30 (1 each), case 40 (2 each): sold out by 300 buyers
+		fs.Spec.Queue = &v1alpha1.Queue{PrequeueLead: &metav1.Duration{Duration: time.Minute}, AdmitPerSecond: 200, Overbook: "1.5"}
+	})
+	o := f.options()
+	o.RejoinShare, o.ProbeShare, o.ThinkTime, o.QueueTimeout = 0.3, 0.1, 300*time.Millisecond, 30*time.Second
+	rep, err := loadtest.Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	_ = rep.WriteText(&text)
+	t.Logf("report:\n%s", text.String())
+	if !rep.OK {
+		t.Fatalf("invariants failed: %v", rep.Failed())
+	}
+	for _, name := range []string{loadtest.CheckOneTicket, loadtest.CheckNoTokenUnqueued, loadtest.CheckAdmissionBound, loadtest.CheckQueueSoldOut,
+		loadtest.CheckOversell, loadtest.CheckBots, loadtest.CheckLostOrder} {
+		if !passed(rep, name) {
+			t.Errorf("check %s did not pass: %+v", name, rep.Checks)
+		}
+	}
+	q := rep.Queue
+	if q == nil || q.Joined != 300 || q.Admitted < 70 || q.ToldSoldOut == 0 || q.GaveUp != 0 || q.Rejoins == 0 || q.Samples == 0 {
+		t.Fatalf("waiting room: %+v", q)
+	}
+	if q.Probes["403 NOT_ADMITTED"] == 0 {
+		t.Errorf("no probe was refused NOT_ADMITTED: %v", q.Probes)
+	}
+	if rep.Orders.Admitted != 70 {
+		t.Errorf("%d orders admitted, stock 70", rep.Orders.Admitted)
 	}
 }
 

@@ -105,10 +105,7 @@ func (r *run) queueBuy(ctx context.Context, s session) {
 	if s.rejoin {
 		r.rejoin(ctx, who) // a double click on "join"
 	}
-	if s.probe && j.state != waitAdmitted {
-		r.probe(ctx, s, who, j.ticket)
-	}
-	end := r.await(ctx, who, j, deadline)
+	end := r.await(ctx, s, who, j, deadline)
 	if end == "canceled" {
 		return
 	}
@@ -192,8 +189,12 @@ func (r *run) rejoin(ctx context.Context, who identity) {
 // await polls the buyer's place, honouring pollAfterSeconds and
 // Retry-After, until they are admitted, refused for good (410 SOLD_OUT or
 // ENDED, another refusal) or deadline passes. It returns how the wait ended.
-func (r *run) await(ctx context.Context, who identity, joined answer, deadline time.Time) string {
+// A probing buyer asks for a token the first time the queue says they wait
+// with a place (after the start: before it, the token endpoint answers
+// 425 NOT_STARTED whatever the ticket).
+func (r *run) await(ctx context.Context, s session, who identity, joined answer, deadline time.Time) string {
 	a := joined
+	probe := s.probe
 	for {
 		switch {
 		case a.code == "canceled":
@@ -202,6 +203,10 @@ func (r *run) await(ctx context.Context, who identity, joined answer, deadline t
 			return waitAdmitted
 		case a.status == http.StatusOK || a.status == http.StatusCreated || comeBack(a):
 			// still waiting: ask again when told to
+			if probe && a.state == "waiting" && a.place > 0 {
+				probe = false
+				r.probe(ctx, s, who, joined.ticket)
+			}
 		default:
 			return a.outcome.String()
 		}

@@ -114,7 +114,7 @@ func (f *fakeRoom) handler() http.Handler {
 		case f.stock <= 0 && !f.keepWaiting:
 			refuse(w, 410, "SOLD_OUT")
 		default:
-			writeJSON(w, 200, map[string]any{"status": "waiting", "pollAfterSeconds": 0.02})
+			writeJSON(w, 200, map[string]any{"status": "waiting", "place": f.rank(user) + 1, "pollAfterSeconds": 0.02})
 		}
 	})
 	mux.HandleFunc("POST "+api+"/token", func(w http.ResponseWriter, r *http.Request) {
