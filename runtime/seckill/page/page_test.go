@@ -86,7 +86,9 @@ func TestCSPAllowsExactlyTheInlineCode(t *testing.T) {
 // attributes the CSP would block, and the stable ids the browser test and
 // shops' own tests rely on.
 func TestPageIsSelfContained(t *testing.T) {
-	html := string(page.HTML())
+	// The one link is an empty icon, so that browsers do not ask the
+	// sale's API servers for /favicon.ico.
+	html := strings.Replace(string(page.HTML()), `<link rel="icon" href="data:,">`, "", 1)
 	for _, bad := range []string{"http://", "https://", "src=", "<link", "@import", " style=", " onclick=", " onload=", "eval("} {
 		if strings.Contains(html, bad) {
 			t.Errorf("the page contains %q", bad)
