@@ -20,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/switches"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -37,7 +40,7 @@ type scenario struct {
 	StartTime time.Time `json:"startTime"`
 	OpensAt   time.Time `json:"opensAt"`
 	EndTime   time.Time `json:"endTime"`
-	Control   string    `json:"control"` // POST ?sale=&at=&frozen= sets the sale's clock
+	Control   string    `json:"control"` // see control
 	plane     *plane
 }
 
@@ -48,6 +51,7 @@ var sales = map[string]saleSpec{
 	"unqueued":       {name: "unqueued", startIn: 10 * time.Minute, stock: 10},
 	"soldout":        {name: "soldout", startIn: -time.Second, stock: 1},
 	"ended":          {name: "ended", startIn: -time.Second, stock: 10},
+	"paused":         {name: "paused", startIn: -time.Second, stock: 10},
 	"queued-soldout": {name: "queued-soldout", startIn: 10 * time.Minute, stock: 1, queue: true, prequeue: 5 * time.Minute, overbook: "1"},
 }
 
@@ -63,7 +67,7 @@ func TestBuyersPage(t *testing.T) {
 	}
 	store := orderdb.New(db)
 
-	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout", "ended"}
+	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout", "ended", "paused"}
 	d := startDriver(t, tools, len(kinds))
 	now := time.Now()
 	var plays []scenario
@@ -74,9 +78,9 @@ func TestBuyersPage(t *testing.T) {
 		t.Logf("%s: started in %v", kind, time.Since(t0))
 		plays = append(plays, newScenario(kind, p))
 	}
-	control := clockControl(t, plays)
+	ctl := control(t, rdb, plays)
 	for i := range plays {
-		plays[i].Control = control
+		plays[i].Control = ctl
 	}
 	results := d.play(t, out, plays)
 	t.Logf("drive.js:\n%s", d.stderr)
@@ -124,25 +128,40 @@ func screenshotDir(t *testing.T) string {
 	return dir
 }
 
-// clockControl serves POST ?sale=NAME&at=RFC3339&frozen=BOOL, which sets
-// the clock of the scenario's sale (drive.js moves the sales forward).
-func clockControl(t *testing.T, plays []scenario) string {
+// control serves what drive.js changes on the server side of a scenario's
+// sale: POST /clock?sale=NAME&at=RFC3339&frozen=BOOL sets its clock,
+// POST /pause?sale=NAME&on=BOOL its pause switch (as the operator does).
+func control(t *testing.T, rdb redis.UniversalClient, plays []scenario) string {
 	t.Helper()
-	clocks := map[string]*saleClock{}
+	planes := map[string]*plane{}
 	for _, sc := range plays {
-		clocks[sc.Name] = sc.plane.clock
+		planes[sc.Name] = sc.plane
 	}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		clk, ok := clocks[q.Get("sale")]
-		at, err := time.Parse(time.RFC3339Nano, q.Get("at"))
-		if r.Method != http.MethodPost || !ok || err != nil {
-			http.Error(w, fmt.Sprintf("want POST ?sale=NAME&at=RFC3339&frozen=BOOL (%v)", err), http.StatusBadRequest)
+		p, ok := planes[q.Get("sale")]
+		if r.Method != http.MethodPost || !ok {
+			http.Error(w, "want POST /clock or /pause with ?sale=NAME of a scenario", http.StatusBadRequest)
 			return
 		}
-		clk.set(at, q.Get("frozen") == "true")
+		var err error
+		switch r.URL.Path {
+		case "/clock":
+			var at time.Time
+			if at, err = time.Parse(time.RFC3339Nano, q.Get("at")); err == nil {
+				p.clock.set(at, q.Get("frozen") == "true")
+			}
+		case "/pause":
+			err = switches.SetPaused(r.Context(), rdb, p.sale.SaleKey(), q.Get("on") == "true")
+		default:
+			err = fmt.Errorf("no such control %s", r.URL.Path)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(hs.Close)
-	return hs.URL + "/clock"
+	return hs.URL
 }

@@ -46,6 +46,14 @@ var checks = map[string]func(t *testing.T, sc scenario, res result, store *order
 			t.Errorf("once the sale ended the page shows %v, want the ENDED message and phase and Buy disabled", res.Shown)
 		}
 	},
+	"paused": func(t *testing.T, _ scenario, res result, _ *orderdb.Store) {
+		if res.Shown["code"] != "PAUSED" || res.Shown["buyDisabled"] != "true" {
+			t.Errorf("while paused the page shows %v, want the PAUSED message and Buy disabled", res.Shown)
+		}
+		if res.Shown["buyEnabledAgain"] != "true" || res.Shown["messageAfter"] != "" {
+			t.Errorf("after the pause the page shows %v, want Buy enabled and no message", res.Shown)
+		}
+	},
 	"queued-soldout": func(t *testing.T, _ scenario, res result, _ *orderdb.Store) {
 		if res.Shown["place"] != "2" {
 			t.Errorf("the buyer behind the rival saw place %q, want 2", res.Shown["place"])

@@ -134,12 +134,18 @@ async function admitted(sc, user, ticket) {
   }
 }
 
+// control changes the server side of the scenario's sale (browser_test.go).
+async function control(sc, what, params) {
+  const q = new URLSearchParams({ sale: sc.name, ...params });
+  const res = await fetch(`${sc.control}/${what}?${q}`, { method: "POST" });
+  if (res.status !== 204) { fail(`control ${what}: ${res.status} ${await res.text()}`); }
+}
+
 // setClock moves the sale's server clock (browser_test.go's saleClock) to
 // at, frozen or running from there.
 async function setClock(sc, at, frozen) {
   const iso = typeof at === "number" ? new Date(at).toISOString() : at;
-  const res = await fetch(`${sc.control}?sale=${encodeURIComponent(sc.name)}&at=${encodeURIComponent(iso)}&frozen=${!!frozen}`, { method: "POST" });
-  if (res.status !== 204) { fail(`set the clock: ${res.status} ${await res.text()}`); }
+  await control(sc, "clock", { at: iso, frozen: !!frozen });
   process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${sc.name}: the sale's clock is now ${iso}${frozen ? ", frozen" : ""}\n`);
 }
 
@@ -233,6 +239,23 @@ const scenarios = {
     res.shown.status = await p.text(page, "status");
     res.shown.buyDisabled = String(await page.locator("#buy").isDisabled());
     await p.shot(page, "1-ended");
+  },
+
+  // The operator pauses the sale while the buyer looks at it: the page says
+  // so with Buy disabled, and opens again when the sale resumes.
+  async paused(p, sc, res) {
+    const page = await p.open(sc.users[0]);
+    await p.state(page, "open");
+    await control(sc, "pause", { on: true });
+    await p.state(page, "paused");
+    res.shown.code = await page.getAttribute("#message", "data-code");
+    res.shown.buyDisabled = String(await page.locator("#buy").isDisabled());
+    await p.shot(page, "1-paused");
+    await control(sc, "pause", { on: false });
+    await p.state(page, "open");
+    res.shown.buyEnabledAgain = String(await page.locator("#buy").isEnabled());
+    res.shown.messageAfter = await p.text(page, "message");
+    await p.shot(page, "2-resumed");
   },
 
   // A queued sale whose only unit is bought by the buyer ahead: the one
