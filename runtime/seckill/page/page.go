@@ -11,6 +11,15 @@
 // order until the pipeline made it durable; sold out and ended are shown
 // plainly. In production the shop's gateway sets X-User-ID; for demos and
 // tests the page sends its ?user= parameter as X-User-ID.
+//
+// For tests (test/browser) and shops' own checks, the page keeps stable
+// element ids (sale-name, status, countdown-label, countdown, join, place,
+// ahead, eta, queue-status, skus with pick-<sku> radios, buy, order-no,
+// order-sku, order-status, message with its data-code) and tells where the
+// buyer is in body's data-state: loading, countdown, joinable, waiting,
+// admitted (queued) or open (unqueued), paused, buying, polling, done,
+// soldout, ended, failed (a refusal shown; the page retries), error (the
+// sale could not be loaded; it retries).
 package page
 
 import (
