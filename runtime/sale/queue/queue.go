@@ -6,14 +6,22 @@
 // the start gets 2^52 + an arrival number, behind all of them, in arrival
 // order. A place is a rank (ZRANK, 0-based) in the queue's sorted set.
 //
-// Admission goes by rank: the first A ranks are admitted (A is the meta
-// field "admitted") and an admission is never revoked. Every seckill pod
-// calls Admit about every 100 ms; admit.lua admits the next ranks under a
-// token bucket kept in Redis (so the rate is sale-wide whatever the pod
-// count) and under a budget: never more outstanding admissions (admitted,
-// not yet done, younger than the admission TTL) than remaining stock times
-// overbook. Done tells the queue that admitted buyers have used their
-// admission (bought, or were refused), freeing budget at once.
+// Admission goes by rank: the first A ranks have been admitted (A is the
+// meta field "admitted"). An admission is a session: the admitted buyer may
+// fetch path tokens while it is live, that is while it is in the admissions
+// set and younger than the admission TTL. After the TTL the admission
+// lapses; Done ends it when it is used (the buyer bought, or was refused
+// for good). A lapsed or used admission fetches no token (Place.Live), and
+// it is not given again: the buyer's rank stays below A.
+//
+// Every seckill pod calls Admit about every 100 ms; admit.lua admits the
+// next ranks under a token bucket kept in Redis (so the rate is sale-wide
+// whatever the pod count) and under a budget: never more outstanding (live)
+// admissions than remaining stock times overbook. Done frees budget at once.
+//
+// With Config.RedisClock the scripts take "now" from Redis's clock, one for
+// every pod, so that a pod whose clock runs ahead neither admits before the
+// start, nor ends the shuffle early, nor stalls the token bucket.
 //
 // All keys share the sale-wide hash tag (keys.ForSale), so the scripts run
 // on one shard of a Redis Cluster.
@@ -70,8 +78,15 @@ type Config struct {
 	// Overbook multiplies the remaining stock into the admission budget
 	// (values below 1 count as 1).
 	Overbook float64
-	// AdmissionTTL is how long an admission counts as outstanding.
+	// AdmissionTTL is how long an admission lives: until it is used or this
+	// old it counts as outstanding and opens /token; after it, it lapses.
 	AdmissionTTL time.Duration
+	// RedisClock makes Join and Admit take "now" from Redis (TIME) instead
+	// of the caller's now: the place scores, the token bucket, admission
+	// times and the before-start decisions then follow one clock whatever
+	// the pods' clocks say. Set it in production (a real clock); tests with
+	// a fake clock leave it off and pass their now.
+	RedisClock bool
 }
 
 // ConfigOf returns the queue configuration of sale, false when it has no
@@ -140,10 +155,36 @@ type Place struct {
 	Admitted int64
 	// Length is how many hold a place.
 	Length int64
+	// AdmittedAt is when the user's admission began, zero when they hold no
+	// outstanding admission (never admitted, used, or dropped after the TTL).
+	AdmittedAt time.Time
 }
 
-// IsAdmitted says the user may buy: queued within the admitted ranks.
+// IsAdmitted says the user's place was reached: queued within the admitted
+// ranks. Whether they may still fetch tokens is Live.
 func (p Place) IsAdmitted() bool { return p.Queued && p.Rank < p.Admitted }
+
+// Live says the user holds a live admission at now: admitted, not used,
+// and younger than ttl. Only a live admission fetches path tokens.
+func (p Place) Live(now time.Time, ttl time.Duration) bool {
+	return p.IsAdmitted() && !p.AdmittedAt.IsZero() && now.Sub(p.AdmittedAt) < ttl
+}
+
+// admittedAt converts an admission score (ms; negative: none).
+func admittedAt(ms int64) time.Time {
+	if ms < 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// redisClock is the scripts' flag for Config.RedisClock.
+func (q *Queue) redisClock() string {
+	if q.cfg.RedisClock {
+		return "1"
+	}
+	return "0"
+}
 
 // Ahead is how many not yet admitted are before the user (0 once admitted).
 func (p Place) Ahead() int64 {
@@ -154,36 +195,40 @@ func (p Place) Ahead() int64 {
 }
 
 // Join gives user a place (the same one when they joined before). now is
-// the pod's clock: before the start, the place is drawn at random.
+// the pod's clock (Redis's with Config.RedisClock): before the start, the
+// place is drawn at random.
 func (q *Queue) Join(ctx context.Context, user string, now time.Time) (Place, error) {
 	var b [8]byte
 	rand.Read(b[:]) // never fails (Go >= 1.24)
 	// A uniform integer in [0, 2^52): exact as a Redis score (a float64).
 	random := binary.BigEndian.Uint64(b[:]) >> 12
-	vals, err := joinScript.Run(ctx, q.rdb, []string{q.k.Queue, q.k.QueueMeta, q.k.Joined},
-		user, now.UnixMilli(), q.cfg.Start.UnixMilli(), strconv.FormatUint(random, 10)).Int64Slice()
+	vals, err := joinScript.Run(ctx, q.rdb, []string{q.k.Queue, q.k.QueueMeta, q.k.Joined, q.k.Admissions},
+		user, now.UnixMilli(), q.cfg.Start.UnixMilli(), strconv.FormatUint(random, 10), q.redisClock()).Int64Slice()
 	if err != nil {
 		return Place{}, fmt.Errorf("join queue: %w", err)
 	}
-	if len(vals) != 4 {
-		return Place{}, fmt.Errorf("join queue: want 4 values, got %v", vals)
+	if len(vals) != 5 {
+		return Place{}, fmt.Errorf("join queue: want 5 values, got %v", vals)
 	}
 	if vals[0] < 0 {
 		return Place{}, ErrNotWarmed
 	}
-	return Place{Queued: true, New: vals[0] == 1, Rank: vals[1], Admitted: vals[2], Length: vals[3]}, nil
+	return Place{Queued: true, New: vals[0] == 1, Rank: vals[1], Admitted: vals[2], Length: vals[3],
+		AdmittedAt: admittedAt(vals[4])}, nil
 }
 
-// Position reads user's place in one round trip (Queued false: not in the
-// queue).
+// Position reads user's place and admission in one round trip (Queued
+// false: not in the queue).
 func (q *Queue) Position(ctx context.Context, user string) (Place, error) {
 	var rank *redis.IntCmd
 	var admitted *redis.StringCmd
 	var length *redis.IntCmd
+	var at *redis.FloatCmd
 	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		rank = p.ZRank(ctx, q.k.Queue, user)
 		admitted = p.HGet(ctx, q.k.QueueMeta, "admitted")
 		length = p.ZCard(ctx, q.k.Queue)
+		at = p.ZScore(ctx, q.k.Admissions, user)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -199,6 +244,9 @@ func (q *Queue) Position(ctx context.Context, user string) (Place, error) {
 	p := Place{Admitted: a, Length: length.Val()}
 	if rank.Err() == nil {
 		p.Queued, p.Rank = true, rank.Val()
+	}
+	if at.Err() == nil {
+		p.AdmittedAt = admittedAt(int64(at.Val()))
 	}
 	return p, nil
 }
@@ -216,15 +264,26 @@ type Step struct {
 
 // Admit admits the next ticket holders at now, given the sale's remaining
 // stock (the sum over SKUs; 0 or less when sold out). Nothing is admitted
-// before the start.
+// before the start. It is AdmitFloor with no floor: use it only when the
+// stock figure cannot be older than the outstanding admissions (one caller).
 func (q *Queue) Admit(ctx context.Context, now time.Time, remaining int64) (Step, error) {
+	return q.AdmitFloor(ctx, now, remaining, 0)
+}
+
+// AdmitFloor is Admit for a caller that read floor = Outstanding() before it
+// read the stock: the budget counts at least floor outstanding admissions.
+// Another pod's Done between the two reads frees an admission whose
+// purchase took a unit the stock figure may still count; without the floor
+// that unit would be counted twice (once free in the stock, once free in the
+// budget) and admission would run ahead of the stock.
+func (q *Queue) AdmitFloor(ctx context.Context, now time.Time, remaining, floor int64) (Step, error) {
 	if q.cfg.AdmitPerSecond <= 0 || q.cfg.AdmissionTTL <= 0 {
 		return Step{}, fmt.Errorf("admit: invalid queue config %+v", q.cfg)
 	}
 	vals, err := admitScript.Run(ctx, q.rdb, []string{q.k.Queue, q.k.QueueMeta, q.k.Admissions, q.k.Joined},
 		now.UnixMilli(), q.cfg.Start.UnixMilli(), budget(remaining, q.cfg.Overbook),
 		strconv.FormatFloat(q.cfg.AdmitPerSecond, 'f', -1, 64), q.cfg.AdmissionTTL.Milliseconds(),
-		MaxAdmitPerCall).Int64Slice()
+		MaxAdmitPerCall, q.redisClock(), max(floor, 0)).Int64Slice()
 	if err != nil {
 		return Step{}, fmt.Errorf("admit: %w", err)
 	}
@@ -254,19 +313,35 @@ func budget(remaining int64, overbook float64) int64 {
 	return int64(math.Floor(float64(remaining)*overbook + 1e-6))
 }
 
-// Done releases the admissions of users who used them (bought, or were
-// refused for good), so their share of the budget goes to the next in line
-// at once. Users not outstanding are ignored.
+// Outstanding is the number of admissions in the admissions set (those
+// older than the TTL included until the next Admit drops them): the floor
+// a caller passes to AdmitFloor, read before the stock.
+func (q *Queue) Outstanding(ctx context.Context) (int64, error) {
+	n, err := q.rdb.ZCard(ctx, q.k.Admissions).Result()
+	if err != nil {
+		return 0, fmt.Errorf("queue outstanding: %w", err)
+	}
+	return n, nil
+}
+
+// doneChunk bounds the members of one ZREM, so that a large batch (a pod
+// that could not reach Redis for a while) never makes one long command.
+const doneChunk = 1000
+
+// Done ends the admissions of users who used them (bought, or were refused
+// for good): they fetch no more tokens, and their share of the budget goes
+// to the next in line at once. Users not outstanding are ignored.
 func (q *Queue) Done(ctx context.Context, users ...string) error {
-	if len(users) == 0 {
-		return nil
-	}
-	members := make([]any, len(users))
-	for i, u := range users {
-		members[i] = u
-	}
-	if err := q.rdb.ZRem(ctx, q.k.Admissions, members...).Err(); err != nil {
-		return fmt.Errorf("queue done: %w", err)
+	for len(users) > 0 {
+		n := min(len(users), doneChunk)
+		members := make([]any, n)
+		for i, u := range users[:n] {
+			members[i] = u
+		}
+		if err := q.rdb.ZRem(ctx, q.k.Admissions, members...).Err(); err != nil {
+			return fmt.Errorf("queue done: %w", err)
+		}
+		users = users[n:]
 	}
 	return nil
 }
