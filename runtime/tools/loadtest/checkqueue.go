@@ -156,7 +156,7 @@ func checkQueueSoldOut(r *Report) Check {
 	}
 	told := q.ToldSoldOut + q.ToldEnded
 	switch {
-	case q.GaveUp > 0 && (soldOut || q.ToldSoldOut > 0):
+	case q.GaveUp > 0 && soldOut:
 		return Check{CheckQueueSoldOut, Fail, fmt.Sprintf("%d buyers still waiting when they gave up although the stock was gone (%d were told SOLD_OUT)", q.GaveUp, q.ToldSoldOut)}
 	case soldOut && q.Joined > q.Admitted && told == 0:
 		return Check{CheckQueueSoldOut, Fail, fmt.Sprintf("sold out, %d buyers not admitted, none told SOLD_OUT or ENDED by the queue", q.Joined-q.Admitted)}
@@ -164,6 +164,13 @@ func checkQueueSoldOut(r *Report) Check {
 		sort.Strings(left)
 		return Check{CheckQueueSoldOut, Skip, fmt.Sprintf("stock left at the end (%s): nobody to tell; %d of %d admitted, %d gave up waiting",
 			strings.Join(left, ", "), q.Admitted, q.Joined, q.GaveUp)}
+	}
+	if q.GaveUp > 0 {
+		// The stock came back (cancelled orders) after some were told
+		// SOLD_OUT: those still waiting were rightly not told so.
+		return Check{CheckQueueSoldOut, Pass, fmt.Sprintf("%d buyers told 410 SOLD_OUT by the queue while the stock was gone (%d when joining), %d ENDED;"+
+			" units came back afterwards (left at the end: %s) and %d buyers still waited for them when they gave up", q.ToldSoldOut, q.JoinRefusedSoldOut(),
+			q.ToldEnded, strings.Join(left, ", "), q.GaveUp)}
 	}
 	return Check{CheckQueueSoldOut, Pass, fmt.Sprintf("stock gone: %d buyers told 410 SOLD_OUT by the queue (%d when joining), %d ENDED, none left waiting",
 		q.ToldSoldOut, q.JoinRefusedSoldOut(), q.ToldEnded)}

@@ -67,6 +67,11 @@ func (r *Report) fillQueue(lt *run) {
 		at := func(p float64) float64 { return w[min(int(p*float64(n)), n-1)].Seconds() }
 		q.WaitP50Seconds, q.WaitP99Seconds, q.WaitMaxSeconds = at(0.5), at(0.99), w[n-1].Seconds()
 	}
+	if q.GaveUp > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d buyers were still waiting for admission when they gave up (after %s): the queue neither admitted them nor said SOLD_OUT."+
+			" When units come back after a sell-out (cancelled orders), the next places in line may belong to buyers who already left"+
+			" (told SOLD_OUT); their admissions count as outstanding until admissionTTL", q.GaveUp, lt.o.QueueTimeout))
+	}
 	q.MaxOutstandingSeen = lt.st.maxOutstanding.Load()
 	q.MaxOutstanding = q.MaxOutstandingSeen
 	if s := lt.sampler; s != nil {
