@@ -16,7 +16,7 @@ func newDemoCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "demo [--redis-addr HOST:PORT]",
-		Short: "Run one whole sale locally: purchase API, pipeline, payment, rollback and audit against a spike of buyers and bots",
+		Short: "Run whole sales locally, one without and one with a waiting room: purchase API, pipeline, payment, rollback and audit against a spike of buyers and bots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rdb, err := redis.Client(cmd.Context())
@@ -39,6 +39,7 @@ func newDemoCommand() *cobra.Command {
 	f.StringVar(&o.MySQLDSN, "mysql-dsn", envOr("FLASHSALE_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL/MariaDB server; the demo creates a database of its own and drops it afterwards")
 	f.Float64Var(&o.PayShare, "pay-share", 0.7, "share of buyers who pay; the others let the payment deadline pass")
 	f.DurationVar(&o.PaymentTimeout, "payment-timeout", 3*time.Second, "the sale's payment deadline")
+	f.IntVar(&o.QueueBuyers, "queue-buyers", 3000, "buyers of a second sale, with a waiting room (spec.queue), run afterwards; 0: none")
 	f.BoolVar(&o.Keep, "keep", false, "leave the sale's keys in Redis and its database in MySQL for inspection")
 	redis.Bind(f)
 	return cmd

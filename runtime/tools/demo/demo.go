@@ -43,6 +43,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill/token"
+	"github.com/flashsale-dev/flashsale-operator/runtime/tools/loadtest"
 )
 
 // Options shape the spike.
@@ -68,6 +69,11 @@ type Options struct {
 	PaymentTimeout time.Duration
 	// Keep leaves the sale's keys and database for inspection.
 	Keep bool
+	// QueueBuyers, when > 0, run a second sale afterwards, with a waiting
+	// room (spec.queue) and the same stock of phones and cases: they join
+	// before its start, wait for admission, then buy (`flashsale loadtest`'s
+	// queued flow and checks).
+	QueueBuyers int
 }
 
 // Report is what happened.
@@ -84,6 +90,9 @@ type Report struct {
 	MySQL      map[string]*orderdb.Counts
 	Audit      *audit.Report
 	Violations []string
+	// The queued sale's load test and audit (Options.QueueBuyers > 0).
+	Queued      *loadtest.Report
+	QueuedAudit *audit.Report
 }
 
 // Run runs the demo sale against rdb and writes a readable account to out.
@@ -146,6 +155,17 @@ func Run(ctx context.Context, rdb redis.UniversalClient, o Options, out io.Write
 	}
 	rep.Violations = check(ctx, rdb, sale, orders, c, rep)
 	printReport(out, rep, sale)
+	if o.QueueBuyers > 0 {
+		if rep.Queued, rep.QueuedAudit, err = runQueued(ctx, rdb, o, out); err != nil {
+			return rep, err
+		}
+		for _, name := range rep.Queued.Failed() {
+			rep.Violations = append(rep.Violations, "queued sale: "+name)
+		}
+		if !rep.QueuedAudit.OK {
+			rep.Violations = append(rep.Violations, "queued sale: audit not conserved")
+		}
+	}
 	if len(rep.Violations) > 0 {
 		return rep, fmt.Errorf("%d invariant violations", len(rep.Violations))
 	}

@@ -19,7 +19,7 @@ func TestDemoSale(t *testing.T) {
 	var out bytes.Buffer
 	rep, err := demo.Run(context.Background(), rdb, demo.Options{
 		Buyers: 600, Repeats: 300, Bots: 30, PhoneStock: 20, CaseStock: 60, StickerStock: 1000, Concurrency: 64,
-		MySQLDSN: mysqlServer(), PayShare: 0.5, PaymentTimeout: 2 * time.Second,
+		MySQLDSN: mysqlServer(), PayShare: 0.5, PaymentTimeout: 2 * time.Second, QueueBuyers: 400,
 	}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -39,8 +39,21 @@ func TestDemoSale(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", code, out.String())
 		}
 	}
-	if n, _ := rdb.Keys(context.Background(), "fs:{"+rep.SaleKey+"*").Result(); len(n) != 0 {
-		t.Fatalf("demo left %d keys behind", len(n))
+	// The queued sale: its 400 buyers joined before the start, the 80 units
+	// sold through the waiting room, the buyers still waiting told SOLD_OUT.
+	q := rep.Queued
+	if q == nil || q.Queue == nil || !q.OK || q.Queue.Joined != 400 || q.Orders.Admitted != 80 || q.Queue.ToldSoldOut == 0 || !rep.QueuedAudit.OK {
+		t.Fatalf("queued sale: %+v\n%s", q, out.String())
+	}
+	for _, s := range []string{"Waiting room", "one ticket per user", "admissions bounded", "queue says SOLD_OUT"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	for _, key := range []string{rep.SaleKey, q.SaleKey} {
+		if n, _ := rdb.Keys(context.Background(), "fs:{"+key+"*").Result(); len(n) != 0 {
+			t.Fatalf("demo left %d keys of %s behind", len(n), key)
+		}
 	}
 	db, _ := testutil.MySQL(t)
 	var n int
