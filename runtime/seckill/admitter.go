@@ -92,12 +92,21 @@ func (s *Server) admitOnce(ctx context.Context) error {
 	if now.Before(s.sale.Spec.StartTime.Time) || s.over(now) || s.state.held.Load() || s.state.paused.Load() {
 		return s.readFigures(ctx)
 	}
+	// The outstanding count first, the stock second: it is the floor of
+	// what the budget counts (queue.AdmitFloor), so that an admission
+	// another pod frees between the two reads is not counted free twice.
+	start := time.Now()
+	floor, err := s.queue.Outstanding(ctx)
+	s.metrics.observeRedis("queue_outstanding", time.Since(start), err)
+	if err != nil {
+		return fmt.Errorf("admit: %w", err)
+	}
 	remaining, err := s.stockLeft(ctx, now)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	step, err := s.queue.Admit(ctx, now, remaining)
+	start = time.Now()
+	step, err := s.queue.AdmitFloor(ctx, now, remaining, floor)
 	s.metrics.observeRedis("queue_admit", time.Since(start), err)
 	if err != nil {
 		return fmt.Errorf("admit: %w", err)

@@ -5,3 +5,7 @@ const DurableMaxQueued = maxQueued
 
 // SeesPaused says whether the pod's state has the pause switch on.
 func (s *Server) SeesPaused() bool { return s.state.paused.Load() }
+
+// QueueOnRedisClock says whether the server's waiting room follows Redis's
+// clock (queue.Config.RedisClock).
+func (s *Server) QueueOnRedisClock() bool { return s.queueCfg.RedisClock }

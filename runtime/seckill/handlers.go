@@ -198,8 +198,13 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *a
 	if aerr := s.rateLimit(b); aerr != nil {
 		return "", aerr
 	}
-	if s.state.skus[req.SKU].soldOut.Load() {
-		s.queueDone(b.user) // told SOLD_OUT: the admission is used
+	if now := s.clk.Now(); s.state.skus[req.SKU].soldOut.Load() {
+		// The admission is used only when nothing at all is left: with
+		// another SKU still on sale the buyer keeps it (and may buy that
+		// one), so it must keep counting against the budget.
+		if s.allSoldOut(now) {
+			s.queueDone(b.user)
+		}
 		return "", errSoldOut
 	}
 	if s.queue != nil {

@@ -18,6 +18,12 @@ import (
 // exchange the ticket for path tokens (/token). Who is admitted is decided
 // by the admitter loop (admitter.go) in Redis, sale-wide; these handlers
 // only read it.
+//
+// An admission is a session: the admitted buyer fetches path tokens while
+// it is live (in Redis's admissions set and younger than admissionTTL). It
+// ends when used (a purchase admitted, or refused SOLD_OUT or
+// ALREADY_PURCHASED) or when it lapses; the wait endpoint then answers
+// status "done" and /token NOT_ADMITTED. A place is admitted once.
 
 // queueTimeout bounds one queue call to Redis (join, position).
 const queueTimeout = 2 * time.Second
@@ -29,8 +35,12 @@ const maxPollAfter = 10
 // waitResponse is the body of join and wait.
 type waitResponse struct {
 	Ticket string `json:"ticket"`
-	// Status is "waiting" or "admitted".
+	// Status is "waiting", "admitted" (a live admission: fetch tokens) or
+	// "done" (the place was admitted, and the admission was used or has
+	// expired: nothing more to wait for; not to be polled again).
 	Status string `json:"status"`
+	// Message explains a "done".
+	Message string `json:"message,omitempty"`
 	// Place is 1-based; null before the start: places are drawn at the
 	// start.
 	Place *int64 `json:"place"`
@@ -137,18 +147,21 @@ func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) (string, *ap
 	return body.Status, nil
 }
 
-// gateToken lets an admitted ticket holder of a queued sale fetch a path
-// token. Its Redis read (the buyer's rank against the admitted count) is
-// fresh, not a cache: admission is decided in Redis by whichever pod ran
-// the admitter. The ticket's HMAC is checked by verifyTicket before any
-// rate bucket is charged (see handleToken).
+// gateToken lets the holder of a live admission of a queued sale fetch a
+// path token. Its Redis read (the buyer's rank against the admitted count,
+// and their admission) is fresh, not a cache: admission is decided in Redis
+// by whichever pod ran the admitter. The ticket's HMAC is checked by
+// verifyTicket before any rate bucket is charged (see handleToken).
 func (s *Server) gateToken(ctx context.Context, user string) *apiError {
 	place, aerr := s.position(ctx, user)
 	if aerr != nil {
 		return aerr
 	}
-	if place.IsAdmitted() {
+	if place.Live(s.clk.Now(), s.queueCfg.AdmissionTTL) {
 		return nil
+	}
+	if place.IsAdmitted() {
+		return &apiError{status: http.StatusForbidden, code: CodeNotAdmitted, message: admissionOver}
 	}
 	ahead := place.Ahead()
 	rank := place.Rank + 1
@@ -199,6 +212,9 @@ func (s *Server) queueFailure(what string, err error) *apiError {
 		message: "the waiting room could not be reached; retry", retryAfter: 1}
 }
 
+// admissionOver is why an admitted buyer's admission no longer opens /token.
+const admissionOver = "your admission was used (a purchase was made or refused) or has expired: it opens no more tokens"
+
 // waitBody renders a place. Before the start nobody has a place yet (the
 // pre-queue is shuffled at the start), so the estimate is the time to the
 // start plus the expected wait of a random place among those who joined.
@@ -215,9 +231,13 @@ func (s *Server) waitBody(ticket string, p queue.Place, now time.Time) waitRespo
 	}
 	place := p.Rank + 1
 	body.Place = &place
-	if p.IsAdmitted() {
+	if p.Live(now, s.queueCfg.AdmissionTTL) {
 		body.Status = "admitted"
 		body.Next = "POST /api/v1/sales/" + s.ns + "/" + s.name + `/token with {"sku":…,"ticket":…}`
+		return body
+	}
+	if p.IsAdmitted() {
+		body.Status, body.Message = "done", admissionOver
 		return body
 	}
 	body.Ahead = p.Ahead()
@@ -246,13 +266,14 @@ func (s *Server) allSoldOut(now time.Time) bool {
 }
 
 // queueLimit charges a join or a wait to the buyer's and their address'
-// read buckets (like result polling): a waiting room is polled, and a bot
-// that joins in a loop gets 429s, not extra Redis calls.
+// queue buckets (the read rates, in buckets of their own so that queue
+// polling never starves order polling or replay lookups): a waiting room is
+// polled, and a bot that joins in a loop gets 429s, not extra Redis calls.
 func (s *Server) queueLimit(b buyer) *apiError {
 	if b.allowed {
 		return nil
 	}
-	return rateLimited(s.reads.AllowAddr(b.user, b.ip), "queue requests")
+	return rateLimited(s.queueReads.AllowAddr(b.user, b.ip), "queue requests")
 }
 
 // emptyBody accepts an empty body or one JSON object (its fields are

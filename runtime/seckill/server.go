@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -96,18 +98,21 @@ type Server struct {
 	limiter  *ratelimit.Limiter
 	// reads limits order lookups (result polling, replay lookups) per user
 	// and per IP at the sale's rates, in buckets of their own.
-	reads    *ratelimit.Limiter
-	registry *ratelimit.Registry
-	access   *access.List
-	trusted  []netip.Prefix
-	state    *saleState
-	skus     map[string]v1alpha1.SKU
-	metrics  *Metrics
-	log      *slog.Logger
-	poll     time.Duration
-	handler  http.Handler
-	durable  *durableClient // nil unless the sale asks for durability
-	refiller Refiller
+	reads *ratelimit.Limiter
+	// queueReads limits joins and waits the same way, in buckets of their
+	// own: a buyer polling the queue never starves their order polling.
+	queueReads *ratelimit.Limiter
+	registry   *ratelimit.Registry
+	access     *access.List
+	trusted    []netip.Prefix
+	state      *saleState
+	skus       map[string]v1alpha1.SKU
+	metrics    *Metrics
+	log        *slog.Logger
+	poll       time.Duration
+	handler    http.Handler
+	durable    *durableClient // nil unless the sale asks for durability
+	refiller   Refiller
 
 	orders    *orderdb.Store
 	paySecret atomic.Pointer[[]byte]
@@ -175,10 +180,12 @@ func New(cfg Config) (*Server, error) {
 		PerUserPerSecond:  float64(rl.PerUserPerSecond),
 		PerIPPerSecond:    float64(rl.PerIPPerSecond),
 	}, s.clk)
-	s.reads = ratelimit.New(ratelimit.Rates{
+	reads := ratelimit.Rates{
 		PerUserPerSecond: float64(rl.PerUserPerSecond),
 		PerIPPerSecond:   float64(rl.PerIPPerSecond),
-	}, s.clk)
+	}
+	s.reads = ratelimit.New(reads, s.clk)
+	s.queueReads = ratelimit.New(reads, s.clk)
 	if err := s.setAccess(cfg.Sale.Spec.Access); err != nil {
 		return nil, err
 	}
@@ -199,12 +206,25 @@ func (s *Server) setQueue(cfg Config) {
 	if !ok {
 		return
 	}
+	// On the real clock the queue follows Redis's clock: a pod whose clock
+	// runs ahead must not admit early for everybody. A fake clock (tests)
+	// is passed as it is.
+	qc.RedisClock = realClock(s.clk)
 	s.queueCfg = qc
 	s.queue = queue.New(cfg.Redis, s.saleKey, qc)
 	s.admitEvery = cfg.AdmitInterval
 	if s.admitEvery <= 0 {
 		s.admitEvery = DefaultAdmitInterval
 	}
+}
+
+// realClock says whether clk is the wall clock.
+func realClock(clk clock.Clock) bool {
+	switch clk.(type) {
+	case clock.RealClock, *clock.RealClock:
+		return true
+	}
+	return false
 }
 
 // setAccess loads the sale's block and allow lists and trusted proxies.
@@ -286,6 +306,7 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) setShare(live int) {
 	s.limiter.SetShare(live)
 	s.reads.SetShare(live)
+	s.queueReads.SetShare(live)
 	s.metrics.livePods.WithLabelValues(s.saleKey).Set(float64(live))
 }
 
@@ -332,7 +353,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/api/v1/sales/{ns}/{sale}/orders/{orderNo}", s.endpoint("order", http.MethodGet, s.handleOrder))
 	mux.Handle("/api/v1/sales/{ns}/{sale}/orders/{orderNo}/pay", s.endpoint("pay", http.MethodPost, s.handlePay))
 	mux.Handle("/api/v1/sales/{ns}/{sale}/skus/{sku}", s.endpoint("sku", http.MethodGet, s.handleSKU))
-	mux.Handle("/api/v1/sales/{ns}/{sale}", s.endpoint("sale", http.MethodGet, s.handleSale))
+	mux.Handle("/api/v1/sales/{ns}/{sale}", s.endpoint("sale", http.MethodGet, s.handleSale, http.MethodHead))
 	mux.Handle("/api/v1/sales/{ns}/{sale}/queue", s.endpoint("join", http.MethodPost, s.handleJoin))
 	mux.Handle("/api/v1/sales/{ns}/{sale}/queue/{ticket}", s.endpoint("wait", http.MethodGet, s.handleWait))
 	mux.Handle("/sales/{ns}/{sale}", s.pageHandler(true))
@@ -351,12 +372,20 @@ func (s *Server) routes() http.Handler {
 // handlerFunc answers a request or returns the refusal to send.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (outcome string, err *apiError)
 
-// endpoint wraps a handler with the method check, the sale check, metrics and
-// the JSON error rendering.
-func (s *Server) endpoint(name, method string, h handlerFunc) http.Handler {
+// privateCacheControl keeps a buyer's answers (tickets, places, tokens,
+// orders, refusals) out of shared caches and off disk. A handler whose
+// answer is public (the sale, a SKU's stock) sets its own.
+const privateCacheControl = "private, no-store"
+
+// endpoint wraps a handler with the method check, the sale check, metrics,
+// the default Cache-Control and the JSON error rendering. also lists other
+// methods the handler answers (HEAD for a GET: net/http drops the body).
+func (s *Server) endpoint(name, method string, h handlerFunc, also ...string) http.Handler {
+	allowed := append([]string{method}, also...)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		outcome, aerr := s.serve(w, r, method, h)
+		w.Header().Set("Cache-Control", privateCacheControl)
+		outcome, aerr := s.serve(w, r, allowed, h)
 		if aerr != nil {
 			writeError(w, aerr)
 			outcome = aerr.code
@@ -365,10 +394,10 @@ func (s *Server) endpoint(name, method string, h handlerFunc) http.Handler {
 	})
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, method string, h handlerFunc) (string, *apiError) {
-	if r.Method != method {
-		w.Header().Set("Allow", method)
-		return "", refuse(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use "+method+" here")
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, methods []string, h handlerFunc) (string, *apiError) {
+	if !slices.Contains(methods, r.Method) {
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		return "", refuse(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use "+methods[0]+" here")
 	}
 	if r.PathValue("ns") != s.ns || r.PathValue("sale") != s.name {
 		return "", errUnknownSale
