@@ -386,8 +386,10 @@ type MySQL struct {
 // at the start; later joiners queue in arrival order behind them. Ticket
 // holders are admitted in place order at admitPerSecond, and never more
 // admissions are outstanding than the remaining stock times overbook, so
-// admission slows as stock runs out and stops when it is gone. Only an
-// admitted ticket may fetch a path token.
+// admission slows as stock runs out and stops when it is gone. An admission
+// is a session: only a live one (not used, younger than admissionTTL) may
+// fetch path tokens; it ends when its buyer's purchase is made or refused
+// SOLD_OUT or ALREADY_PURCHASED, or when the TTL passes.
 type Queue struct {
 	// prequeueLead is how long before startTime buyers may join: a Go
 	// duration such as "10m", at most spec.warmupLead (the pods that take
@@ -403,7 +405,7 @@ type Queue struct {
 	// +kubebuilder:validation:Maximum=1000000
 	AdmitPerSecond int32 `json:"admitPerSecond"`
 
-	// overbook bounds outstanding admissions (admitted, not yet bought) by
+	// overbook bounds outstanding admissions (live: admitted, not used) by
 	// the remaining stock times this factor: a decimal from 1 to 10 such as
 	// "1.5". Some admitted buyers never buy; a factor above 1 keeps the
 	// stock selling without admitting buyers it cannot serve.
@@ -413,9 +415,11 @@ type Queue struct {
 	// +kubebuilder:validation:XValidation:rule="double(self) >= 1.0 && double(self) <= 10.0",message="spec.queue.overbook must be a decimal from 1 to 10, such as 1.5"
 	Overbook string `json:"overbook,omitempty"`
 
-	// admissionTTL is how long an admission that has not bought counts as
-	// outstanding; after it the admitted buyer may still buy, but their
-	// place in the overbooking budget goes to the next in line.
+	// admissionTTL is how long an unused admission lives: until then the
+	// admitted buyer may fetch path tokens and the admission counts against
+	// the overbooking budget; after it the admission lapses (no more tokens;
+	// a token already fetched still buys until it expires) and its share of
+	// the budget goes to the next in line.
 	// +optional
 	// +kubebuilder:default="2m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.queue.admissionTTL must be a positive duration such as 2m"
