@@ -40,8 +40,10 @@ type scenario struct {
 	StartTime time.Time `json:"startTime"`
 	OpensAt   time.Time `json:"opensAt"`
 	EndTime   time.Time `json:"endTime"`
-	Control   string    `json:"control"` // see control
-	plane     *plane
+	// AdmissionTTLMs is spec.queue.admissionTTL of a queued sale.
+	AdmissionTTLMs int64  `json:"admissionTTLMs,omitempty"`
+	Control        string `json:"control"` // see control
+	plane          *plane
 }
 
 // The sales of the scenarios. Those that start later start in ten minutes
@@ -53,6 +55,10 @@ var sales = map[string]saleSpec{
 	"ended":          {name: "ended", startIn: -time.Second, stock: 10},
 	"paused":         {name: "paused", startIn: -time.Second, stock: 10},
 	"queued-soldout": {name: "queued-soldout", startIn: 10 * time.Minute, stock: 1, queue: true, prequeue: 5 * time.Minute, overbook: "1"},
+	// Short enough to be a session, long enough that a slow machine shows
+	// the admission before it lapses by real time: the scenario lapses it
+	// by moving the clock.
+	"queued-lapsed": {name: "queued-lapsed", startIn: 10 * time.Minute, stock: 10, queue: true, prequeue: 5 * time.Minute, ttl: 30 * time.Second},
 }
 
 func TestBuyersPage(t *testing.T) {
@@ -67,7 +73,7 @@ func TestBuyersPage(t *testing.T) {
 	}
 	store := orderdb.New(db)
 
-	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout", "ended", "paused"}
+	kinds := []string{"queued", "unqueued", "soldout", "queued-soldout", "queued-lapsed", "ended", "paused"}
 	d := startDriver(t, tools, len(kinds))
 	now := time.Now()
 	var plays []scenario
@@ -102,6 +108,9 @@ func TestBuyersPage(t *testing.T) {
 func newScenario(kind string, p *plane) scenario {
 	sc := scenario{Name: kind, Kind: kind, URL: p.url, API: p.api, SKU: "phone",
 		StartTime: p.sale.Spec.StartTime.Time, OpensAt: p.sale.QueueOpensAt(), EndTime: p.sale.Spec.EndTime.Time, plane: p}
+	if p.sale.Spec.Queue != nil {
+		sc.AdmissionTTLMs = p.sale.AdmissionTTL().Milliseconds()
+	}
 	sc.Users = []string{kind + "-buyer", kind + "-latecomer"}
 	sc.Rivals = []string{kind + "-rival"}
 	for i := range 5 {

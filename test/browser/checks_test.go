@@ -62,6 +62,38 @@ var checks = map[string]func(t *testing.T, sc scenario, res result, store *order
 			t.Errorf("a waiting buyer of a sold-out sale was shown %q (%s), want SOLD_OUT", res.Shown["message"], res.Shown["code"])
 		}
 	},
+	"queued-lapsed": func(t *testing.T, sc scenario, res result, _ *orderdb.Store) {
+		if !strings.Contains(res.Shown["admittedStatus"], "your turn") || res.Shown["buyEnabled"] != "true" {
+			t.Errorf("once admitted the page said %q with Buy enabled %s, want its turn and Buy enabled",
+				res.Shown["admittedStatus"], res.Shown["buyEnabled"])
+		}
+		if res.Shown["token"] != "403 NOT_ADMITTED" {
+			t.Errorf("Buy after the admission lapsed got /token %q, want 403 NOT_ADMITTED", res.Shown["token"])
+		}
+		lapsed(t, res)
+		if n := sc.plane.tokens.of(sc.Users[0]); n != 1 {
+			t.Errorf("the buyer's page asked for %d tokens, want 1 (the refused click only)", n)
+		}
+	},
+}
+
+// lapsed checks that a page told "done" by the wait endpoint says the
+// admission is over, keeps Buy disabled, and asked the wait endpoint once
+// after the refused Buy and never again.
+func lapsed(t *testing.T, res result) {
+	t.Helper()
+	if res.Shown["code"] != "DONE" || !strings.Contains(res.Shown["message"], "expired") ||
+		!strings.Contains(res.Shown["queueStatus"], "expired") {
+		t.Errorf("after the lapse the page says %q (%s), queue panel %q; want the server's message that the admission expired",
+			res.Shown["message"], res.Shown["code"], res.Shown["queueStatus"])
+	}
+	if res.Shown["waitsToDone"] != "1" {
+		t.Errorf("the page asked the wait endpoint %s times between Buy and done, want 1", res.Shown["waitsToDone"])
+	}
+	if res.Shown["waitsAfterDone"] != "0" || res.Shown["stateLater"] != "done" || res.Shown["buyDisabled"] != "true" {
+		t.Errorf("after done the page asked the wait endpoint %s more times, is in state %q with Buy disabled %s; want no more polls, done, disabled",
+			res.Shown["waitsAfterDone"], res.Shown["stateLater"], res.Shown["buyDisabled"])
+	}
 }
 
 var clockFace = regexp.MustCompile(`^(\d+d )?\d\d:\d\d:\d\d$`)

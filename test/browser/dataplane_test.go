@@ -34,6 +34,7 @@ type saleSpec struct {
 	queue    bool
 	prequeue time.Duration // how long before the start the queue opens
 	overbook string
+	ttl      time.Duration // spec.queue.admissionTTL; zero: the default
 }
 
 func newSale(ns string, s saleSpec, now time.Time) *v1alpha1.FlashSale {
@@ -52,6 +53,9 @@ func newSale(ns string, s saleSpec, now time.Time) *v1alpha1.FlashSale {
 	if s.queue {
 		fs.Spec.Queue = &v1alpha1.Queue{AdmitPerSecond: 1, Overbook: s.overbook,
 			PrequeueLead: &metav1.Duration{Duration: s.prequeue}}
+		if s.ttl > 0 {
+			fs.Spec.Queue.AdmissionTTL = &metav1.Duration{Duration: s.ttl}
+		}
 	}
 	fs.SetDefaults()
 	return fs

@@ -278,6 +278,49 @@ const scenarios = {
     res.shown.code = await page.getAttribute("#message", "data-code");
     await p.shot(page, "2-sold-out");
   },
+
+  // An admission is a session: the buyer is admitted but leaves the page
+  // alone past admissionTTL (the sale's clock is moved past it). Buy is
+  // refused NOT_ADMITTED; the page asks the wait endpoint once, is told
+  // "done", says so, keeps Buy disabled and polls no more.
+  async "queued-lapsed"(p, sc, res) {
+    const page = await p.open(sc.users[0]);
+    let waits = 0; // GET …/queue/{ticket} made by the page
+    page.on("request", (r) => {
+      if (r.method() === "GET" && /\/queue\/[^/]+$/.test(new URL(r.url()).pathname)) { waits++; }
+    });
+    await p.state(page, "countdown");
+    // The sale's time is at most startTime + (Date.now() - t0) from here.
+    const t0 = Date.now();
+    await setClock(sc, sc.startTime);
+    await p.state(page, "joinable");
+    await page.click("#join");
+    await p.state(page, "admitted");
+    res.shown.admittedStatus = await p.text(page, "queue-status");
+    res.shown.buyEnabled = String(await page.locator("#buy").isEnabled());
+    await p.shot(page, "1-admitted");
+
+    await setClock(sc, Date.parse(sc.startTime) + (Date.now() - t0) + sc.admissionTTLMs + 1000);
+    const before = waits;
+    const token = page.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname.endsWith("/token"));
+    await page.click("#buy");
+    const answer = await token;
+    res.shown.token = `${answer.status()} ${((await answer.json().catch(() => ({}))).error) || ""}`;
+    await p.state(page, "done");
+    res.shown.waitsToDone = String(waits - before);
+    res.shown.code = await page.getAttribute("#message", "data-code");
+    res.shown.message = await p.text(page, "message");
+    res.shown.queueStatus = await p.text(page, "queue-status");
+    await p.shot(page, "2-done");
+
+    // A page that kept polling would ask again within its shortest poll
+    // interval (1 s); five seconds of quiet says it stopped.
+    await page.waitForTimeout(5000);
+    res.shown.waitsAfterDone = String(waits - before - Number(res.shown.waitsToDone));
+    res.shown.stateLater = await page.evaluate(() => document.body.dataset.state);
+    res.shown.buyDisabled = String(await page.locator("#buy").isDisabled());
+    await p.shot(page, "3-still-done");
+  },
 };
 
 // PAGES is how many pages each scenario opens at most: they are opened
