@@ -82,9 +82,9 @@ var checks = map[string]func(t *testing.T, sc scenario, res result, store *order
 // after the refused Buy and never again.
 func lapsed(t *testing.T, res result) {
 	t.Helper()
-	if res.Shown["code"] != "DONE" || !strings.Contains(res.Shown["message"], "expired") ||
-		!strings.Contains(res.Shown["queueStatus"], "expired") {
-		t.Errorf("after the lapse the page says %q (%s), queue panel %q; want the server's message that the admission expired",
+	if res.Shown["code"] != "DONE" || !strings.Contains(res.Shown["message"], "ran out of time") ||
+		!strings.Contains(res.Shown["queueStatus"], "turn has passed") {
+		t.Errorf("after the lapse the page says %q (%s), queue panel %q; want that the buyer's turn passed (used or out of time)",
 			res.Shown["message"], res.Shown["code"], res.Shown["queueStatus"])
 	}
 	if res.Shown["waitsToDone"] != "1" {
