@@ -72,6 +72,17 @@ func (r *Report) fillQueue(lt *run) {
 			" When units come back after a sell-out (cancelled orders), the next places in line may belong to buyers who already left"+
 			" (told SOLD_OUT); their admissions count as outstanding until admissionTTL", q.GaveUp, lt.o.QueueTimeout))
 	}
+	var left int64
+	for _, sk := range r.SKUs {
+		if sk.RemainingAfter != nil {
+			left += *sk.RemainingAfter
+		}
+	}
+	if q.ToldEnded > 0 && left > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d buyers waited until the sale ended while %d units were left: admitted buyers refused at /token"+
+			" (410 SOLD_OUT for the SKU they wanted: %d) or who never bought keep their admission outstanding until admissionTTL (%s),"+
+			" and the budget (remaining x overbook) admits nobody else meanwhile", q.ToldEnded, left, q.AfterAdmission["token 410 SOLD_OUT"], secs(q.AdmissionTTLSeconds)))
+	}
 	q.MaxOutstandingSeen = lt.st.maxOutstanding.Load()
 	q.MaxOutstanding = q.MaxOutstandingSeen
 	if s := lt.sampler; s != nil {
