@@ -235,10 +235,10 @@ func TestQueuePollingKeepsOrderPolling(t *testing.T) {
 func TestQueueOnRedisClock(t *testing.T) {
 	rdb := testutil.Redis(t)
 	now := time.Now()
-	real := startServer(t, rdb, queuedSale(t, rdb, now.Add(time.Minute), v1alpha1.Queue{AdmitPerSecond: 10}), serverOpts{})
+	onRedisClock := startServer(t, rdb, queuedSale(t, rdb, now.Add(time.Minute), v1alpha1.Queue{AdmitPerSecond: 10}), serverOpts{})
 	fake := startServer(t, rdb, queuedSale(t, rdb, now.Add(time.Minute), v1alpha1.Queue{AdmitPerSecond: 10}),
 		serverOpts{clock: clocktesting.NewFakeClock(now)})
-	if !real.QueueOnRedisClock() || fake.QueueOnRedisClock() {
-		t.Fatalf("on Redis's clock: real clock %v, fake clock %v; want true, false", real.QueueOnRedisClock(), fake.QueueOnRedisClock())
+	if !onRedisClock.QueueOnRedisClock() || fake.QueueOnRedisClock() {
+		t.Fatalf("on Redis's clock: real clock %v, fake clock %v; want true, false", onRedisClock.QueueOnRedisClock(), fake.QueueOnRedisClock())
 	}
 }

@@ -2,6 +2,7 @@ package seckill
 
 import (
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -107,11 +108,14 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request, redirect bool
 		return CodeNotFound
 	}
 	if redirect {
-		target := r.URL.Path + "/"
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
+		// Built from this server's own sale (which the path was checked to
+		// name), never from the request's path: the redirect stays on this
+		// origin and this page whatever the request held.
+		target := "/sales/" + url.PathEscape(s.ns) + "/" + url.PathEscape(s.name) + "/"
+		if q := r.URL.Query(); len(q) > 0 {
+			target += "?" + q.Encode()
 		}
-		http.Redirect(w, r, target, http.StatusMovedPermanently)
+		http.Redirect(w, r, target, http.StatusMovedPermanently) //nolint:gosec // G710: the path is our own; the query alone cannot change the origin
 		return "redirect"
 	}
 	// The page reads the sale from location.pathname and sets its own

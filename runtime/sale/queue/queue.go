@@ -53,10 +53,6 @@ var ErrNotWarmed = errors.New("queue: not warmed")
 // O(log N + n)); tokens left over stay in the bucket for the next call.
 const MaxAdmitPerCall = 5000
 
-// postStartBase is 2^52, the first score of a joiner after the start: every
-// random pre-start score is below it, and 2^52 + n is exact in a float64.
-const postStartBase = 1 << 52
-
 //go:embed join.lua
 var joinSource string
 
