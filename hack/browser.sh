@@ -12,6 +12,7 @@
 # downloads a browser of its own: the test drives /usr/bin/chromium.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib/sys.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DIR=test/browser
@@ -21,15 +22,6 @@ NODE_MAJOR_MIN=20 # playwright-core's engines
 log() { echo "hack/browser.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-as_root() {
-  if [[ $EUID -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    die "need root to run: $*"
-  fi
-}
 
 # ensure_packages installs the Debian packages of whatever is missing.
 ensure_packages() {
@@ -38,9 +30,7 @@ ensure_packages() {
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   ((${#missing[@]})) || return 0
-  log "installing with apt: ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  apt_install "${missing[@]}"
   [[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium still missing after apt-get install chromium"
   command -v node >/dev/null && command -v npm >/dev/null || die "node or npm still missing after apt-get install"
 }

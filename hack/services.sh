@@ -20,23 +20,8 @@ MARIADB_LOG=/var/log/mysql/error.log
 log() { echo "hack/services.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# as_root CMD...: run CMD as root (directly, or with sudo).
-as_root() {
-  if [[ $EUID -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    die "need root to run: $*"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/sys.sh"
 
-# apt_install PKG...: install Debian packages without prompting.
-apt_install() {
-  log "installing with apt: $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 
 # wait_for SECONDS WHAT CMD...: retry CMD every half second until it succeeds.
 wait_for() {
