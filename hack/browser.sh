@@ -22,7 +22,6 @@ NODE_MAJOR_MIN=20 # playwright-core's engines
 log() { echo "hack/browser.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-
 # ensure_packages installs the Debian packages of whatever is missing.
 ensure_packages() {
   local missing=()
