@@ -11,13 +11,16 @@
 // fetch path tokens while it is live, that is while it is in the admissions
 // set and younger than the admission TTL. After the TTL the admission
 // lapses; Done ends it when it is used (the buyer bought, or was refused
-// for good). A lapsed or used admission fetches no token (Place.Live), and
-// it is not given again: the buyer's rank stays below A.
+// for good), and Shorten makes it lapse soon (the buyer was refused one
+// item but may still choose another). A lapsed or used admission fetches
+// no token (Place.Live), and it is not given again: the buyer's rank stays
+// below A.
 //
 // Every seckill pod calls Admit about every 100 ms; admit.lua admits the
 // next ranks under a token bucket kept in Redis (so the rate is sale-wide
 // whatever the pod count) and under a budget: never more outstanding (live)
-// admissions than remaining stock times overbook. Done frees budget at once.
+// admissions than remaining stock times overbook. Done frees budget at once,
+// Shorten after a short grace.
 //
 // With Config.RedisClock the scripts take "now" from Redis's clock, one for
 // every pod, so that a pod whose clock runs ahead neither admits before the
@@ -59,9 +62,13 @@ var joinSource string
 //go:embed admit.lua
 var admitSource string
 
+//go:embed shorten.lua
+var shortenSource string
+
 var (
-	joinScript  = redis.NewScript(joinSource)
-	admitScript = redis.NewScript(admitSource)
+	joinScript    = redis.NewScript(joinSource)
+	admitScript   = redis.NewScript(admitSource)
+	shortenScript = redis.NewScript(shortenSource)
 )
 
 // Config is what the queue needs of the sale's spec.
@@ -115,7 +122,7 @@ func New(rdb redis.UniversalClient, saleKey string, cfg Config) *Queue {
 // Load loads the scripts into Redis (every master of a cluster). Optional:
 // the calls fall back to EVAL when a script is not cached.
 func (q *Queue) Load(ctx context.Context) error {
-	for _, s := range []*redis.Script{joinScript, admitScript} {
+	for _, s := range []*redis.Script{joinScript, admitScript, shortenScript} {
 		if err := s.Load(ctx, q.rdb).Err(); err != nil {
 			return fmt.Errorf("load queue scripts: %w", err)
 		}
@@ -153,6 +160,8 @@ type Place struct {
 	Length int64
 	// AdmittedAt is when the user's admission began, zero when they hold no
 	// outstanding admission (never admitted, used, or dropped after the TTL).
+	// For a shortened admission (Shorten) it is moved back: the admission
+	// lapses AdmissionTTL after it, as any other.
 	AdmittedAt time.Time
 }
 
@@ -336,6 +345,33 @@ func (q *Queue) Done(ctx context.Context, users ...string) error {
 		}
 		if err := q.rdb.ZRem(ctx, q.k.Admissions, members...).Err(); err != nil {
 			return fmt.Errorf("queue done: %w", err)
+		}
+		users = users[n:]
+	}
+	return nil
+}
+
+// Shorten makes the admissions of users lapse grace from now (Redis's clock
+// with Config.RedisClock), unless they lapse sooner anyway: a buyer refused
+// one item (SOLD_OUT of one SKU, or its per-user limit) may still choose
+// another for a little while, and one who leaves frees the budget soon
+// instead of holding it for the whole TTL. It never lengthens an admission
+// and never gives one: users without an outstanding admission are ignored.
+// A grace longer than the TTL changes nothing.
+func (q *Queue) Shorten(ctx context.Context, now time.Time, grace time.Duration, users ...string) error {
+	if q.cfg.AdmissionTTL <= 0 {
+		return fmt.Errorf("shorten admissions: invalid queue config %+v", q.cfg)
+	}
+	grace = min(max(grace, 0), q.cfg.AdmissionTTL)
+	for len(users) > 0 {
+		n := min(len(users), doneChunk)
+		args := make([]any, 0, 4+n)
+		args = append(args, now.UnixMilli(), q.redisClock(), grace.Milliseconds(), q.cfg.AdmissionTTL.Milliseconds())
+		for _, u := range users[:n] {
+			args = append(args, u)
+		}
+		if err := shortenScript.Run(ctx, q.rdb, []string{q.k.Admissions}, args...).Err(); err != nil {
+			return fmt.Errorf("shorten admissions: %w", err)
 		}
 		users = users[n:]
 	}
