@@ -19,14 +19,24 @@ import (
 // admission frees its budget.
 const DefaultAdmitInterval = 100 * time.Millisecond
 
-// maxDoneBuffered bounds the used admissions a pod keeps while Redis is
-// unreachable; past it the oldest are dropped (their admissions then
-// count until admissionTTL, which only slows admission).
+// maxDoneBuffered bounds the used (or shortened) admissions a pod keeps
+// while Redis is unreachable; past it the oldest are dropped (their
+// admissions then count until admissionTTL, which only slows admission).
 const maxDoneBuffered = 100_000
 
-// doneBuffer collects the buyers whose admission is used (they bought, or
-// were told SOLD_OUT or ALREADY_PURCHASED), so that the admitter frees their
-// budget in one call per tick instead of one Redis call per purchase.
+// refusalGrace is how long an admission stays live after its buyer was
+// refused one SKU (SOLD_OUT, ALREADY_PURCHASED) while another is on sale
+// (the TTL when that is shorter): time enough to choose the other item,
+// short enough that a buyer who leaves frees the budget for the next in
+// line long before admissionTTL. Before it, refused buyers who left held
+// the whole budget of a sale whose first SKU sold out, and nobody more was
+// admitted for the SKUs still on sale.
+const refusalGrace = 15 * time.Second
+
+// doneBuffer collects buyers whose admission the admitter ends (they
+// bought, or were refused with nothing else on sale) or shortens (refused
+// one SKU while another is on sale), so that it does so in one call per
+// tick instead of one Redis call per request.
 type doneBuffer struct {
 	mu    sync.Mutex
 	users []string
@@ -63,6 +73,33 @@ func (s *Server) queueDone(user string) {
 	}
 }
 
+// queueRefused records that a queued sale's buyer was refused sku
+// (SOLD_OUT, ALREADY_PURCHASED): while another SKU is on sale their
+// admission is shortened to refusalGrace (they may choose that one; a
+// buyer who leaves frees their share of the budget soon), otherwise it is
+// used.
+func (s *Server) queueRefused(user, sku string) {
+	if s.queue == nil {
+		return
+	}
+	if s.otherOnSale(sku) {
+		s.shorten.add(user)
+		return
+	}
+	s.done.add(user)
+}
+
+// otherOnSale says whether a SKU other than sku is not sold out, as this
+// pod knows it.
+func (s *Server) otherOnSale(sku string) bool {
+	for _, id := range s.state.order {
+		if id != sku && !s.state.skus[id].soldOut.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // runAdmitter admits ticket holders every interval until ctx is done.
 func (s *Server) runAdmitter(ctx context.Context) {
 	t := time.NewTicker(s.admitEvery)
@@ -79,16 +116,21 @@ func (s *Server) runAdmitter(ctx context.Context) {
 	}
 }
 
-// admitOnce is one tick: free the budget of used admissions, then (from the
-// start, unless the sale is held, paused or over) admit what the rate and
-// the stock allow. Outside that window it only refreshes the figures.
+// admitOnce is one tick: shorten the admissions of buyers refused one SKU
+// and free the budget of used admissions (before the outstanding count is
+// read), then (from the start, unless the sale is held, paused or over)
+// admit what the rate and the stock allow. Outside that window it only
+// refreshes the figures.
 func (s *Server) admitOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
 	defer cancel()
+	now := s.clk.Now()
+	if err := s.flushShorten(ctx, now); err != nil {
+		return err
+	}
 	if err := s.flushDone(ctx); err != nil {
 		return err
 	}
-	now := s.clk.Now()
 	if now.Before(s.sale.Spec.StartTime.Time) || s.over(now) || s.state.held.Load() || s.state.paused.Load() {
 		return s.readFigures(ctx)
 	}
@@ -132,6 +174,25 @@ func (s *Server) flushDone(ctx context.Context) error {
 	if err != nil {
 		s.done.putBack(users)
 		return fmt.Errorf("free %d used admissions: %w", len(users), err)
+	}
+	return nil
+}
+
+// flushShorten makes the admissions of the buyers refused one SKU since
+// the last tick lapse refusalGrace from now (within a tick of the refusal).
+// It runs before flushDone: a buyer refused one SKU who then bought
+// another is shortened first and freed after, never left shortened.
+func (s *Server) flushShorten(ctx context.Context, now time.Time) error {
+	users := s.shorten.take()
+	if len(users) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := s.queue.Shorten(ctx, now, refusalGrace, users...)
+	s.metrics.observeRedis("queue_shorten", time.Since(start), err)
+	if err != nil {
+		s.shorten.putBack(users)
+		return fmt.Errorf("shorten %d refused admissions: %w", len(users), err)
 	}
 	return nil
 }

@@ -9,3 +9,7 @@ func (s *Server) SeesPaused() bool { return s.state.paused.Load() }
 // QueueOnRedisClock says whether the server's waiting room follows Redis's
 // clock (queue.Config.RedisClock).
 func (s *Server) QueueOnRedisClock() bool { return s.queueCfg.RedisClock }
+
+// RefusalGrace is how long an admission stays live after a refusal of one
+// SKU while another is on sale (tests).
+const RefusalGrace = refusalGrace

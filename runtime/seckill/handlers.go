@@ -198,13 +198,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *a
 	if aerr := s.rateLimit(b); aerr != nil {
 		return "", aerr
 	}
-	if now := s.clk.Now(); s.state.skus[req.SKU].soldOut.Load() {
-		// The admission is used only when nothing at all is left: with
-		// another SKU still on sale the buyer keeps it (and may buy that
-		// one), so it must keep counting against the budget.
-		if s.allSoldOut(now) {
-			s.queueDone(b.user)
-		}
+	if s.state.skus[req.SKU].soldOut.Load() {
+		// With another SKU still on sale the buyer keeps their admission
+		// for a short grace (they may choose that one); with nothing left
+		// it is used.
+		s.queueRefused(b.user, req.SKU)
 		return "", errSoldOut
 	}
 	if s.queue != nil {
@@ -220,15 +218,23 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) (string, *a
 	return "ok", nil
 }
 
-// handlePurchase buys, and in a queued sale records a buyer whose purchase
-// was decided (bought, SOLD_OUT, ALREADY_PURCHASED) as having used their
-// admission, so that the admitter frees its budget at its next tick
-// (batched: no extra Redis call on the hot path). Those refusals come only
-// after the token's HMAC was checked, so the user is genuine.
+// handlePurchase buys, and in a queued sale records what the purchase did
+// to the buyer's admission, for the admitter to apply at its next tick
+// (batched: no extra Redis call on the hot path): a purchase admitted uses
+// it; a refusal of this SKU (SOLD_OUT, ALREADY_PURCHASED) shortens it to a
+// grace while another SKU is on sale (the buyer may choose that one) and
+// uses it when nothing else is. Those refusals come only after the token's
+// HMAC was checked, so the user is genuine.
 func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string, *apiError) {
-	outcome, aerr := s.buyWithToken(w, r)
-	if s.queue != nil && (outcome == "ok" || aerr == errSoldOut || aerr == errLimit) {
-		s.queueDone(r.Header.Get("X-User-ID"))
+	sku, outcome, aerr := s.buyWithToken(w, r)
+	if s.queue != nil {
+		user := r.Header.Get("X-User-ID")
+		switch {
+		case outcome == "ok":
+			s.queueDone(user)
+		case aerr == errSoldOut || aerr == errLimit:
+			s.queueRefused(user, sku)
+		}
 	}
 	return outcome, aerr
 }
@@ -240,20 +246,27 @@ func (s *Server) handlePurchase(w http.ResponseWriter, r *http.Request) (string,
 // capacity), then admit's window, rate limits, sell-out and risk check. A
 // genuine token that admit refuses may be the retry of a purchase whose
 // answer was lost: replayOr gives it its order back instead of the refusal.
-func (s *Server) buyWithToken(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+// It returns the SKU asked for ("" before it is known) with the outcome.
+func (s *Server) buyWithToken(w http.ResponseWriter, r *http.Request) (string, string, *apiError) {
 	b, aerr := s.identify(r)
 	if aerr != nil {
-		return "", aerr
+		return "", "", aerr
 	}
 	var req purchaseRequest
 	if aerr := decode(w, r, &req); aerr != nil {
-		return "", aerr
+		return "", "", aerr
 	}
 	sku, aerr := s.lookupSKU(req.SKU)
 	if aerr != nil {
-		return "", aerr
+		return "", "", aerr
 	}
-	claims, err := s.signer.Verify(req.Token, s.saleKey, sku.ID, b.user)
+	outcome, aerr := s.buySKU(w, r, b, sku, req.Token)
+	return sku.ID, outcome, aerr
+}
+
+// buySKU is buyWithToken once the buyer and the SKU are known.
+func (s *Server) buySKU(w http.ResponseWriter, r *http.Request, b buyer, sku v1alpha1.SKU, tok string) (string, *apiError) {
+	claims, err := s.signer.Verify(tok, s.saleKey, sku.ID, b.user)
 	if err != nil {
 		s.metrics.tokenRejected.WithLabelValues(token.Reason(err)).Inc()
 		if mayHaveBought(err) {

@@ -21,9 +21,13 @@ import (
 //
 // An admission is a session: the admitted buyer fetches path tokens while
 // it is live (in Redis's admissions set and younger than admissionTTL). It
-// ends when used (a purchase admitted, or refused SOLD_OUT or
-// ALREADY_PURCHASED) or when it lapses; the wait endpoint then answers
-// status "done" and /token NOT_ADMITTED. A place is admitted once.
+// ends when used (a purchase admitted; a purchase or /token refused
+// SOLD_OUT or ALREADY_PURCHASED with no other SKU on sale) or when it
+// lapses; the wait endpoint then answers status "done" and /token
+// NOT_ADMITTED. A refusal of one SKU while another is on sale shortens it
+// instead: it lapses refusalGrace later (unless sooner anyway), so the
+// buyer may still choose the other SKU, and one who leaves frees the
+// budget for the next in line. A place is admitted once.
 
 // queueTimeout bounds one queue call to Redis (join, position).
 const queueTimeout = 2 * time.Second

@@ -122,6 +122,7 @@ type Server struct {
 	queueCfg   queue.Config
 	admitEvery time.Duration
 	done       doneBuffer
+	shorten    doneBuffer // admissions to shorten (queueRefused)
 	page       http.Handler
 }
 
