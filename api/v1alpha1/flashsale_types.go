@@ -388,8 +388,11 @@ type MySQL struct {
 // admissions are outstanding than the remaining stock times overbook, so
 // admission slows as stock runs out and stops when it is gone. An admission
 // is a session: only a live one (not used, younger than admissionTTL) may
-// fetch path tokens; it ends when its buyer's purchase is made or refused
-// SOLD_OUT or ALREADY_PURCHASED, or when the TTL passes.
+// fetch path tokens; it ends when its buyer's purchase is made, when they
+// are refused SOLD_OUT or ALREADY_PURCHASED with no other SKU on sale, or
+// when the TTL passes. A refusal of one SKU while another is on sale
+// shortens it to 15 s (the buyer may choose the other item; one who leaves
+// frees the budget for the next in line).
 type Queue struct {
 	// prequeueLead is how long before startTime buyers may join: a Go
 	// duration such as "10m", at most spec.warmupLead (the pods that take
