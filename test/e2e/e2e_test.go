@@ -697,7 +697,7 @@ func (c *cluster) loadtest(url, ns, name string, args ...string) *loadtest.Repor
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	lt := exec.Command(c.flashbin, args...) //nolint:gosec // our own binary
+	lt := exec.Command(c.flashbin, args...)
 	lt.Stdout, lt.Stderr = out, &stderr
 	runErr := lt.Run()
 	out.Close()
