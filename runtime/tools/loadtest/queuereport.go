@@ -69,8 +69,8 @@ func (r *Report) fillQueue(lt *run) {
 	}
 	if q.GaveUp > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d buyers were still waiting for admission when they gave up (after %s): the queue neither admitted them nor said SOLD_OUT."+
-			" When units come back after a sell-out (cancelled orders), the next places in line may belong to buyers who already left"+
-			" (told SOLD_OUT); their admissions count as outstanding until admissionTTL", q.GaveUp, lt.o.QueueTimeout))
+			" When units come back after a sell-out (cancelled orders), the next places in line may belong to buyers who already left;"+
+			" an admission refused for one SKU while another is on sale counts as outstanding for a 15 s grace, one never used until admissionTTL", q.GaveUp, lt.o.QueueTimeout))
 	}
 	var left int64
 	for _, sk := range r.SKUs {
@@ -79,9 +79,10 @@ func (r *Report) fillQueue(lt *run) {
 		}
 	}
 	if q.ToldEnded > 0 && left > 0 {
-		r.Notes = append(r.Notes, fmt.Sprintf("%d buyers waited until the sale ended while %d units were left: admitted buyers refused at /token"+
-			" (410 SOLD_OUT for the SKU they wanted: %d) or who never bought keep their admission outstanding until admissionTTL (%s),"+
-			" and the budget (remaining x overbook) admits nobody else meanwhile", q.ToldEnded, left, q.AfterAdmission["token 410 SOLD_OUT"], secs(q.AdmissionTTLSeconds)))
+		r.Notes = append(r.Notes, fmt.Sprintf("%d buyers waited until the sale ended while %d units were left: outstanding admissions fill the budget"+
+			" (remaining x overbook) until they are used, lapse (admissionTTL %s), or end 15 s after a refusal for one SKU"+
+			" (410 SOLD_OUT at /token: %d); units that come back late (cancelled orders) reopen admission only as that budget frees",
+			q.ToldEnded, left, secs(q.AdmissionTTLSeconds), q.AfterAdmission["token 410 SOLD_OUT"]))
 	}
 	q.MaxOutstandingSeen = lt.st.maxOutstanding.Load()
 	q.MaxOutstanding = q.MaxOutstandingSeen
