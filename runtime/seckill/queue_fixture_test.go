@@ -61,14 +61,14 @@ func figures(t testing.TB, s *testServer) queue.Figures {
 // waitAdmitted waits until the admitter has admitted n in all.
 func waitAdmitted(t testing.TB, s *testServer, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // generous: a loaded 2-core CI machine
 	for {
 		f := figures(t, s)
 		if f.Admitted == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %d admitted; the queue's figures: %+v", n, f)
+			t.Fatalf("not within 20s: %d admitted; the queue's figures: %+v", n, f)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -64,7 +64,7 @@ func TestRefusedBuyersFreeTheBudget(t *testing.T) {
 		s.purchase(userName(keen), "b", r.Token).Status != http.StatusAccepted {
 		t.Fatalf("buy b: %d %s", r.Status, r.Body)
 	}
-	testutil.Eventually(t, 5*time.Second, "keen's admission used", func() bool {
+	testutil.Eventually(t, 20*time.Second, "keen's admission used", func() bool {
 		return s.wait(userName(keen), tickets[keen]).State == "done"
 	})
 	// Within the grace the refused may still choose b, whether refused at

@@ -60,7 +60,7 @@ func TestQueueAdmitsByStock(t *testing.T) {
 	if len(accepted) != stockN || soldOut != 50 {
 		t.Fatalf("admitted buyers got %d orders and %d SOLD_OUT, want %d and 50", len(accepted), soldOut, stockN)
 	}
-	testutil.Eventually(t, 5*time.Second, "used admissions freed", func() bool { return figures(t, s).Outstanding == 0 })
+	testutil.Eventually(t, 20*time.Second, "used admissions freed", func() bool { return figures(t, s).Outstanding == 0 })
 	time.Sleep(50 * time.Millisecond) // a few more admitter ticks: nobody more comes in
 	if f := figures(t, s); f.Admitted != 150 {
 		t.Fatalf("admitted %d while the stock sold out, want 150", f.Admitted)
@@ -74,7 +74,7 @@ func TestQueueAdmitsByStock(t *testing.T) {
 	}
 
 	returned := returnUnits(t, s, 3)
-	testutil.Eventually(t, 5*time.Second, "the waiting room reopens", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the waiting room reopens", func() bool {
 		return s.wait(userName(next), tickets[next]).Status == http.StatusOK
 	})
 	waitAdmitted(t, s, 154)
