@@ -95,5 +95,12 @@ SQL
   mariadb_login || die "root still cannot log in to MariaDB over TCP with an empty password"
 fi
 
+# The test packages run in parallel, each with its own connection pools (and
+# a local cluster's pods may be connected too): MariaDB's default of 151
+# connections was seen exhausted ("Error 1040: Too many connections"). Raise
+# it for this server's lifetime; a higher setting is kept.
+mysql -uroot -h"$MYSQL_HOST" --protocol=TCP -e 'SET GLOBAL max_connections = GREATEST(@@GLOBAL.max_connections, 1000)' ||
+  die "could not raise MariaDB's max_connections"
+
 log "Redis   $(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | tr -d '\r' | awk -F: '$1 == "redis_version" { print $2 }') on ${REDIS_HOST}:${REDIS_PORT}"
 log "MariaDB $(mysql -uroot -h"$MYSQL_HOST" --protocol=TCP -N -B -e 'SELECT VERSION()') on ${MYSQL_HOST}:3306"
