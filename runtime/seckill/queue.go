@@ -63,14 +63,8 @@ type waitResponse struct {
 // handleJoin puts the buyer in the waiting room (once, however often they
 // join) and answers their ticket and place: 201 the first time, 200 after.
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) (string, *apiError) {
-	if s.queue == nil {
-		return "", errNoQueue
-	}
-	b, aerr := s.identify(r)
+	b, aerr := s.queueBuyer(r)
 	if aerr != nil {
-		return "", aerr
-	}
-	if aerr := s.queueLimit(b); aerr != nil {
 		return "", aerr
 	}
 	if aerr := emptyBody(w, r); aerr != nil {
@@ -121,14 +115,8 @@ func (s *Server) joinWindow(now time.Time) *apiError {
 // handleWait answers the buyer's place, or that they are admitted, or
 // SOLD_OUT the moment every SKU is gone (a returned unit reopens it).
 func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) (string, *apiError) {
-	if s.queue == nil {
-		return "", errNoQueue
-	}
-	b, aerr := s.identify(r)
+	b, aerr := s.queueBuyer(r)
 	if aerr != nil {
-		return "", aerr
-	}
-	if aerr := s.queueLimit(b); aerr != nil {
 		return "", aerr
 	}
 	ticket := r.PathValue("ticket")
@@ -269,15 +257,21 @@ func (s *Server) allSoldOut(now time.Time) bool {
 	return true
 }
 
-// queueLimit charges a join or a wait to the buyer's and their address'
-// queue buckets (the read rates, in buckets of their own so that queue
-// polling never starves order polling or replay lookups): a waiting room is
-// polled, and a bot that joins in a loop gets 429s, not extra Redis calls.
-func (s *Server) queueLimit(b buyer) *apiError {
-	if b.allowed {
-		return nil
+// queueBuyer is who joins or waits: NO_QUEUE for a sale without a waiting
+// room, then the buyer's checks (identify), then the charge to the buyer's
+// and their address' queue buckets (the read rates, in buckets of their own
+// so that queue polling never starves order polling or replay lookups): a
+// waiting room is polled, and a bot that joins in a loop gets 429s, not
+// extra Redis calls.
+func (s *Server) queueBuyer(r *http.Request) (buyer, *apiError) {
+	if s.queue == nil {
+		return buyer{}, errNoQueue
 	}
-	return rateLimited(s.queueReads.AllowAddr(b.user, b.ip), "queue requests")
+	b, aerr := s.identify(r)
+	if aerr != nil || b.allowed {
+		return b, aerr
+	}
+	return b, rateLimited(s.queueReads.AllowAddr(b.user, b.ip), "queue requests")
 }
 
 // emptyBody accepts an empty body or one JSON object (its fields are

@@ -48,6 +48,19 @@ func (s *testServer) tokenWith(user, sku, ticket string) reply {
 	return s.call(http.MethodPost, "/token", `{"sku":"`+sku+`","ticket":"`+ticket+`"}`, "X-User-ID", user)
 }
 
+// buyQueued has admitted buyer i fetch a token for sku with their ticket
+// and buy it; both steps must succeed.
+func (s *testServer) buyQueued(i int, sku string, tickets []string) {
+	s.t.Helper()
+	tok := s.tokenWith(userName(i), sku, tickets[i])
+	if tok.Status != http.StatusOK {
+		s.t.Fatalf("%s buys %s: token %d %s", userName(i), sku, tok.Status, tok.Body)
+	}
+	if p := s.purchase(userName(i), sku, tok.Token); p.Status != http.StatusAccepted {
+		s.t.Fatalf("%s buys %s: purchase %d %s", userName(i), sku, p.Status, p.Body)
+	}
+}
+
 // figures reads the queue's figures from Redis.
 func figures(t testing.TB, s *testServer) queue.Figures {
 	t.Helper()
