@@ -33,22 +33,22 @@ const maxDoneBuffered = 100_000
 // admitted for the SKUs still on sale.
 const refusalGrace = 15 * time.Second
 
-// doneBuffer collects buyers whose admission the admitter ends (they
+// userBuffer collects buyers whose admission the admitter ends (they
 // bought, or were refused with nothing else on sale) or shortens (refused
 // one SKU while another is on sale), so that it does so in one call per
 // tick instead of one Redis call per request.
-type doneBuffer struct {
+type userBuffer struct {
 	mu    sync.Mutex
 	users []string
 }
 
-func (d *doneBuffer) add(user string) {
+func (d *userBuffer) add(user string) {
 	d.mu.Lock()
 	d.users = append(d.users, user)
 	d.mu.Unlock()
 }
 
-func (d *doneBuffer) take() []string {
+func (d *userBuffer) take() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := d.users
@@ -57,7 +57,7 @@ func (d *doneBuffer) take() []string {
 }
 
 // putBack returns users whose flush failed, ahead of those added since.
-func (d *doneBuffer) putBack(users []string) {
+func (d *userBuffer) putBack(users []string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.users = append(users, d.users...)
@@ -125,10 +125,16 @@ func (s *Server) admitOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
 	defer cancel()
 	now := s.clk.Now()
-	if err := s.flushShorten(ctx, now); err != nil {
+	// The refused are shortened before the used are freed: a buyer refused
+	// one SKU who then bought another is shortened first and freed after,
+	// never left shortened.
+	shorten := func(ctx context.Context, users ...string) error {
+		return s.queue.Shorten(ctx, now, refusalGrace, users...)
+	}
+	if err := s.flush(ctx, &s.shorten, "queue_shorten", "shorten refused admissions", shorten); err != nil {
 		return err
 	}
-	if err := s.flushDone(ctx); err != nil {
+	if err := s.flush(ctx, &s.done, "queue_done", "free used admissions", s.queue.Done); err != nil {
 		return err
 	}
 	if now.Before(s.sale.Spec.StartTime.Time) || s.over(now) || s.state.held.Load() || s.state.paused.Load() {
@@ -162,43 +168,28 @@ func (s *Server) admitOnce(ctx context.Context) error {
 	return nil
 }
 
-// flushDone frees the budget of the admissions used since the last tick.
-func (s *Server) flushDone(ctx context.Context) error {
-	users := s.done.take()
+// flush sends the users buf collected since the last tick: the buyers
+// whose admission was used (queue Done: their budget is freed) or who were
+// refused one SKU (queue Shorten: their admission lapses refusalGrace from
+// now, within a tick of the refusal). On failure they go back to buf for
+// the next tick.
+func (s *Server) flush(ctx context.Context, buf *userBuffer, op, what string, send func(context.Context, ...string) error) error {
+	users := buf.take()
 	if len(users) == 0 {
 		return nil
 	}
 	start := time.Now()
-	err := s.queue.Done(ctx, users...)
-	s.metrics.observeRedis("queue_done", time.Since(start), err)
+	err := send(ctx, users...)
+	s.metrics.observeRedis(op, time.Since(start), err)
 	if err != nil {
-		s.done.putBack(users)
-		return fmt.Errorf("free %d used admissions: %w", len(users), err)
-	}
-	return nil
-}
-
-// flushShorten makes the admissions of the buyers refused one SKU since
-// the last tick lapse refusalGrace from now (within a tick of the refusal).
-// It runs before flushDone: a buyer refused one SKU who then bought
-// another is shortened first and freed after, never left shortened.
-func (s *Server) flushShorten(ctx context.Context, now time.Time) error {
-	users := s.shorten.take()
-	if len(users) == 0 {
-		return nil
-	}
-	start := time.Now()
-	err := s.queue.Shorten(ctx, now, refusalGrace, users...)
-	s.metrics.observeRedis("queue_shorten", time.Since(start), err)
-	if err != nil {
-		s.shorten.putBack(users)
-		return fmt.Errorf("shorten %d refused admissions: %w", len(users), err)
+		buf.putBack(users)
+		return fmt.Errorf("%s (%d): %w", what, len(users), err)
 	}
 	return nil
 }
 
 // stockLeft is the sale's remaining stock for the admission budget, read
-// from Redis after the used admissions were freed (flushDone), not from
+// from Redis after the used admissions were freed (flush), not from
 // the pod's cached state: a purchase lowers the stock before its buyer's
 // admission is freed, so a fresh read never sees a freed admission
 // without its unit gone, and admission never runs ahead of the stock. The

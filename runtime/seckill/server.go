@@ -121,8 +121,8 @@ type Server struct {
 	queue      *queue.Queue
 	queueCfg   queue.Config
 	admitEvery time.Duration
-	done       doneBuffer
-	shorten    doneBuffer // admissions to shorten (queueRefused)
+	done       userBuffer
+	shorten    userBuffer // admissions to shorten (queueRefused)
 	page       http.Handler
 }
 
