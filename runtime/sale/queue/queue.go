@@ -269,8 +269,10 @@ type Step struct {
 
 // Admit admits the next ticket holders at now, given the sale's remaining
 // stock (the sum over SKUs; 0 or less when sold out). Nothing is admitted
-// before the start. It is AdmitFloor with no floor: use it only when the
-// stock figure cannot be older than the outstanding admissions (one caller).
+// before the start. It is AdmitFloor with no floor: right only when the
+// stock figure cannot be older than the outstanding admissions (a single
+// caller that frees admissions itself, as the tests are); the seckill
+// pods' admitter uses AdmitFloor.
 func (q *Queue) Admit(ctx context.Context, now time.Time, remaining int64) (Step, error) {
 	return q.AdmitFloor(ctx, now, remaining, 0)
 }
@@ -329,26 +331,37 @@ func (q *Queue) Outstanding(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// doneChunk bounds the members of one ZREM, so that a large batch (a pod
-// that could not reach Redis for a while) never makes one long command.
+// doneChunk bounds the users of one ZREM or shorten call, so that a large
+// batch (a pod that could not reach Redis for a while) never makes one long
+// command.
 const doneChunk = 1000
+
+// inChunks calls f with users doneChunk at a time, stopping at an error.
+func inChunks(users []string, f func(chunk []string) error) error {
+	for len(users) > 0 {
+		n := min(len(users), doneChunk)
+		if err := f(users[:n]); err != nil {
+			return err
+		}
+		users = users[n:]
+	}
+	return nil
+}
 
 // Done ends the admissions of users who used them (bought, or were refused
 // for good): they fetch no more tokens, and their share of the budget goes
 // to the next in line at once. Users not outstanding are ignored.
 func (q *Queue) Done(ctx context.Context, users ...string) error {
-	for len(users) > 0 {
-		n := min(len(users), doneChunk)
-		members := make([]any, n)
-		for i, u := range users[:n] {
+	return inChunks(users, func(chunk []string) error {
+		members := make([]any, len(chunk))
+		for i, u := range chunk {
 			members[i] = u
 		}
 		if err := q.rdb.ZRem(ctx, q.k.Admissions, members...).Err(); err != nil {
 			return fmt.Errorf("queue done: %w", err)
 		}
-		users = users[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 // Shorten makes the admissions of users lapse grace from now (Redis's clock
@@ -363,19 +376,17 @@ func (q *Queue) Shorten(ctx context.Context, now time.Time, grace time.Duration,
 		return fmt.Errorf("shorten admissions: invalid queue config %+v", q.cfg)
 	}
 	grace = min(max(grace, 0), q.cfg.AdmissionTTL)
-	for len(users) > 0 {
-		n := min(len(users), doneChunk)
-		args := make([]any, 0, 4+n)
+	return inChunks(users, func(chunk []string) error {
+		args := make([]any, 0, 4+len(chunk))
 		args = append(args, now.UnixMilli(), q.redisClock(), grace.Milliseconds(), q.cfg.AdmissionTTL.Milliseconds())
-		for _, u := range users[:n] {
+		for _, u := range chunk {
 			args = append(args, u)
 		}
 		if err := shortenScript.Run(ctx, q.rdb, []string{q.k.Admissions}, args...).Err(); err != nil {
 			return fmt.Errorf("shorten admissions: %w", err)
 		}
-		users = users[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 // Figures are a queue's counts (status.queue).
