@@ -241,6 +241,21 @@ func invalidSales() []invalidSale {
 		{"trustedProxies with a host name", setTo("spec.access", map[string]any{"trustedProxies": []any{"gateway.local"}}),
 			"spec.access.trustedProxies[0]", []string{"each entry must be a CIDR"}},
 
+		{"queue overbook not a number", setTo("spec.queue", map[string]any{"admitPerSecond": int64(100), "overbook": "lots"}),
+			"spec.queue.overbook", nil},
+		{"queue overbook below 1", setTo("spec.queue", map[string]any{"admitPerSecond": int64(100), "overbook": "0.5"}),
+			"spec.queue.overbook", []string{"spec.queue.overbook must be a decimal from 1 to 10"}},
+		{"queue overbook above 10", setTo("spec.queue", map[string]any{"admitPerSecond": int64(100), "overbook": "11"}),
+			"spec.queue.overbook", []string{"spec.queue.overbook must be a decimal from 1 to 10"}},
+		{"queue without admitPerSecond", setTo("spec.queue", map[string]any{}),
+			"spec.queue.admitPerSecond", []string{"Required value"}},
+		{"queue admitPerSecond 0", setTo("spec.queue", map[string]any{"admitPerSecond": int64(0)}),
+			"spec.queue.admitPerSecond", []string{"greater than or equal to 1"}},
+		{"queue admissionTTL 0", setTo("spec.queue", map[string]any{"admitPerSecond": int64(100), "admissionTTL": "0s"}),
+			"spec.queue.admissionTTL", []string{"spec.queue.admissionTTL must be a positive duration"}},
+		{"queue prequeueLead beyond warmupLead", setTo("spec.queue", map[string]any{"admitPerSecond": int64(100), "prequeueLead": "10m"}),
+			"spec.queue.prequeueLead", []string{"spec.queue.prequeueLead must not exceed spec.warmupLead"}},
+
 		{"name too long for the derived object names", setName(strings.Repeat("s", 51)),
 			"metadata.name", []string{"metadata.name must be at most 50 characters"}},
 		{"name with a dot, which a Service cannot have", setName("singles.day"),
@@ -384,6 +399,9 @@ func validVariants() map[string]func(*testing.T, *unstructured.Unstructured) {
 			"trustedProxies": []any{"10.0.0.0/8", "fd00::/8"},
 		}),
 		"name of 50 characters": setName(strings.Repeat("s", 50)),
+		"a waiting room": setTo("spec.queue", map[string]any{
+			"admitPerSecond": int64(5000), "overbook": "1.25", "prequeueLead": "5m", "admissionTTL": "90s",
+		}),
 	}
 }
 
