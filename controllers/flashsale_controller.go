@@ -60,6 +60,8 @@ type FlashSaleReconciler struct {
 	// operator's own image, which holds every subcommand.
 	Image      string
 	PullPolicy corev1.PullPolicy
+	// NetworkPolicy fences each sale's pods (--network-policies).
+	NetworkPolicy NetworkPolicyConfig
 	// DefaultSecret is the endpoints Secret (in the sale's namespace) used
 	// where a sale names no Secret.
 	DefaultSecret string

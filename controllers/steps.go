@@ -477,13 +477,16 @@ func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) 
 	if err != nil {
 		return err
 	}
-	plan, err := BuildPlan(sale, PlanInput{Image: r.Image, PullPolicy: r.PullPolicy, DefaultSecret: r.DefaultSecret, Targets: t})
+	plan, err := BuildPlan(sale, PlanInput{Image: r.Image, PullPolicy: r.PullPolicy, DefaultSecret: r.DefaultSecret, Targets: t, NetworkPolicy: r.NetworkPolicy})
 	if err != nil {
 		return err
 	}
 	objs := []client.Object{plan.ConfigMap, plan.Service, plan.PDB, plan.Seckill, plan.Worker, plan.Rollback}
 	if plan.HPA != nil {
 		objs = append(objs, plan.HPA)
+	}
+	for _, np := range plan.NetworkPolicies {
+		objs = append(objs, np)
 	}
 	// An unchanged plan is applied again only now and then (to undo a
 	// hand edit), not on every status refresh: a hundred sales refreshed

@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,6 +121,8 @@ type Plan struct {
 	HPA      *autoscalingv2.HorizontalPodAutoscaler
 	Worker   *appsv1.Deployment
 	Rollback *appsv1.Deployment
+	// NetworkPolicies fence the sale's pods (none when PlanInput.NetworkPolicy is off).
+	NetworkPolicies []*networkingv1.NetworkPolicy
 }
 
 // Targets are the replica counts decided for this reconcile.
@@ -138,6 +141,7 @@ type PlanInput struct {
 	// DefaultSecret is the endpoints Secret used for references the spec leaves out.
 	DefaultSecret string
 	Targets       Targets
+	NetworkPolicy NetworkPolicyConfig
 }
 
 // BuildPlan computes the full desired state of a sale's workloads. It is pure:
@@ -165,6 +169,8 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 		HPA:      seckillAutoscaler(fs, in.Targets),
 		Worker:   workerDeployment(fs, in, hash, env),
 		Rollback: rollbackDeployment(fs, in, hash, env),
+
+		NetworkPolicies: networkPolicies(fs, in),
 	}, nil
 }
 
@@ -523,7 +529,7 @@ func httpProbe(path string, period int32) *corev1.Probe {
 // it, for teardown.
 func ownedObjects(fs *v1alpha1.FlashSale) []client.Object {
 	m := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: fs.Namespace} }
-	return []client.Object{
+	return append([]client.Object{
 		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentSeckill))},
 		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentWorker))},
 		&appsv1.Deployment{ObjectMeta: m(Name(fs, ComponentRollback))},
@@ -532,5 +538,5 @@ func ownedObjects(fs *v1alpha1.FlashSale) []client.Object {
 		&corev1.Service{ObjectMeta: m(Name(fs, ComponentSeckill))},
 		&corev1.ConfigMap{ObjectMeta: m(ConfigMapName(fs))},
 		&corev1.Secret{ObjectMeta: m(TokenSecretName(fs))},
-	}
+	}, ownedNetworkPolicies(fs)...)
 }

@@ -178,6 +178,48 @@ type Token struct {
 	KeySecretRef *corev1.SecretKeySelector `json:"keySecretRef,omitempty"`
 }
 
+// Placement puts a workload's pods on the nodes an SRE chose for the sale
+// (dedicated, high-priority nodes) and labels them for the cluster's own
+// tooling. Each field is copied into the pod template as is.
+type Placement struct {
+	// nodeSelector the pods must match.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations of the pods (e.g. of dedicated sale nodes' taints).
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity of the pods. Empty keeps the operator's default for the
+	// workload (the API pods spread over nodes).
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// topologySpreadConstraints of the pods. A constraint without a
+	// labelSelector selects this workload's pods of this sale.
+	// +optional
+	// +listType=atomic
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// priorityClassName of the pods, so that a sale is not preempted by
+	// batch work on a busy night.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// podLabels are extra labels of the pods. The operator's own keys
+	// (app.kubernetes.io/*, flashsale.dev/*) are refused: they select the pods.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('app.kubernetes.io/') && !k.startsWith('flashsale.dev/'))",message="podLabels must not set the operator's own keys (app.kubernetes.io/*, flashsale.dev/*)"
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// podAnnotations are extra annotations of the pods. The operator's own
+	// keys (flashsale.dev/*) are refused.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('flashsale.dev/'))",message="podAnnotations must not set the operator's own keys (flashsale.dev/*)"
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+}
+
 // Seckill sizes the purchase API pods.
 type Seckill struct {
 	// replicas is the number of API pods pre-scaled before the start, and the autoscaling floor.
@@ -210,6 +252,11 @@ type Seckill struct {
 	// resources of each API pod.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+
+	// Placement of the API pods: nodeSelector, tolerations, affinity,
+	// topologySpreadConstraints, priorityClassName, podLabels, podAnnotations.
+	Placement `json:",inline"`
 }
 
 // Worker sizes the order pipeline pods.
@@ -234,6 +281,11 @@ type Worker struct {
 	// resources of each pipeline pod.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+
+	// Placement of the pipeline pods: nodeSelector, tolerations, affinity,
+	// topologySpreadConstraints, priorityClassName, podLabels, podAnnotations.
+	Placement `json:",inline"`
 }
 
 // Rollback sizes the pod that cancels unpaid orders and returns their stock.
@@ -241,6 +293,11 @@ type Rollback struct {
 	// resources of the rollback pod.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+
+	// Placement of the rollback pod: nodeSelector, tolerations, affinity,
+	// topologySpreadConstraints, priorityClassName, podLabels, podAnnotations.
+	Placement `json:",inline"`
 }
 
 // Payment configures the pay endpoint the shop's payment service calls.
@@ -640,6 +697,11 @@ type FlashSaleStatus struct {
 	// +optional
 	Queue *QueueStatus `json:"queue,omitempty"`
 
+	// dataPlane is what the sale's pods were pinned to when it warmed: an
+	// operator upgrade during the sale does not roll them.
+	// +optional
+	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
+
 	// workerReplicas is the number of pipeline pods the operator asks for now.
 	// +optional
 	WorkerReplicas int32 `json:"workerReplicas,omitempty"`
@@ -662,6 +724,16 @@ type FlashSaleStatus struct {
 	// observedGeneration is the generation last reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// DataPlaneStatus pins a sale's data plane to what the operator deployed
+// when the sale warmed.
+type DataPlaneStatus struct {
+	// image of the seckill, worker and rollback pods, fixed at warm-up.
+	Image string `json:"image"`
+	// operatorVersion is the version of the operator that pinned it.
+	// +optional
+	OperatorVersion string `json:"operatorVersion,omitempty"`
 }
 
 // QueueStatus is the waiting room of a sale, read from Redis.
