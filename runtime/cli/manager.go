@@ -14,7 +14,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
@@ -30,13 +29,15 @@ func Scheme() *runtime.Scheme {
 
 func newManagerCommand() *cobra.Command {
 	var (
-		metricsAddr, probeAddr, logFormat string
-		leaderElect                       bool
-		leaderNamespace                   string
-		image, pullPolicy, defaultSecret  string
-		refresh, auditEvery, cleanup      time.Duration
-		concurrency                       int
+		probeAddr, logFormat             string
+		leaderElect                      bool
+		leaderNamespace                  string
+		image, pullPolicy, defaultSecret string
+		refresh, auditEvery, cleanup     time.Duration
+		concurrency                      int
 	)
+	var metrics metricsFlags
+	var watchNamespaces string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run the operator: reconcile every FlashSale of the cluster through its life",
@@ -48,13 +49,23 @@ of each sale with its own image (--image), so one image serves every role.`,
 			if image == "" {
 				return fmt.Errorf("no data-plane image: set --image or FLASHSALE_IMAGE (normally the operator's own image)")
 			}
+			metricsOpts, err := metrics.options()
+			if err != nil {
+				return err
+			}
+			namespaces, err := parseNamespaces(watchNamespaces)
+			if err != nil {
+				return err
+			}
 			cfg, err := ctrl.GetConfig()
 			if err != nil {
 				return fmt.Errorf("kubernetes client config: %w", err)
 			}
 			mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 				Scheme:                  Scheme(),
-				Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+				Cache:                   CacheOptions(namespaces),
+				Client:                  ClientOptions(),
+				Metrics:                 metricsOpts,
 				HealthProbeBindAddress:  probeAddr,
 				LeaderElection:          leaderElect,
 				LeaderElectionID:        "flashsale-operator.flashsale.dev",
@@ -69,6 +80,7 @@ of each sale with its own image (--image), so one image serves every role.`,
 			r := controllers.NewFlashSaleReconciler(mgr)
 			ctrlmetrics.Registry.MustRegister(r.Metrics.Collectors()...)
 			r.Image = image
+			r.OperatorVersion = Version()
 			r.PullPolicy = corev1.PullPolicy(pullPolicy)
 			r.DefaultSecret = defaultSecret
 			r.RefreshInterval = refresh
@@ -88,7 +100,7 @@ of each sale with its own image (--image), so one image serves every role.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "serve Prometheus /metrics here (0 disables)")
+	metrics.register(f)
 	f.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "serve /healthz and /readyz here")
 	f.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	f.StringVar(&leaderNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election lease (default: env POD_NAMESPACE, else the in-cluster namespace)")
@@ -100,6 +112,7 @@ of each sale with its own image (--image), so one image serves every role.`,
 	f.DurationVar(&auditEvery, "audit-interval", controllers.DefaultAuditInterval, "how often a running sale is audited (the conservation law)")
 	f.DurationVar(&cleanup, "cleanup-timeout", controllers.DefaultCleanupTimeout, "how long a deleted sale waits for an unreachable dependency before its cleanup gives up")
 	f.IntVar(&concurrency, "max-concurrent-reconciles", 8, "sales reconciled at once")
+	f.StringVar(&watchNamespaces, "watch-namespaces", "", "reconcile only the FlashSales of these namespaces (comma-separated; empty: all namespaces)")
 	f.StringVar(&logFormat, "log-format", "json", "text or json")
 	return cmd
 }
