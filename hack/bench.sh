@@ -345,7 +345,8 @@ PURCHASE_PATH="/api/v1/sales/$SALE/purchase"
 start_seckill() {
   local ap=$1 logf="$OUT/seckill-autopipeline-$1.log"
   SK_DEBUG="127.0.0.1:$(free_port)"
-  "$FLASHSALE" seckill --file "$SALEFILE" --redis-addr "$REDIS_ADDR" --listen 127.0.0.1:0 \
+  # --metrics-addr '': /readyz and /metrics on the API's port, one port to find.
+  "$FLASHSALE" seckill --file "$SALEFILE" --redis-addr "$REDIS_ADDR" --listen 127.0.0.1:0 --metrics-addr '' \
     --token-key-file "$KEYFILE" --redis-autopipeline="$ap" --debug-addr "$SK_DEBUG" >"$logf" 2>&1 &
   SK_PID=$!
   SERVER_PID=$SK_PID

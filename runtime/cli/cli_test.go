@@ -89,17 +89,19 @@ func TestSeckillCommandServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("FLASHSALE_TOKEN_KEYS", "hex:"+strings.Repeat("ab", 32))
-	port := testutil.FreePort(t)
+	port, metricsPort := testutil.FreePort(t), testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := run(ctx, "seckill", "--file", path, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+		_, err := run(ctx, "seckill", "--file", path, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort))
 		done <- err
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	metrics := fmt.Sprintf("http://127.0.0.1:%d", metricsPort)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(metrics + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -110,6 +112,21 @@ func TestSeckillCommandServes(t *testing.T) {
 			t.Fatal("seckill never became ready")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The probes and metrics answer on --metrics-addr only, never on the
+	// buyers' --listen.
+	for _, at := range []struct {
+		base string
+		want int
+	}{{metrics, http.StatusOK}, {base, http.StatusNotFound}} {
+		resp, err := http.Get(at.base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != at.want {
+			t.Errorf("GET %s/metrics: %d, want %d", at.base, resp.StatusCode, at.want)
+		}
 	}
 	post := func(path, body string) map[string]string {
 		req, _ := http.NewRequest("POST", base+"/api/v1/sales/"+ns+"/cli"+path, strings.NewReader(body))

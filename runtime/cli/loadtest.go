@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -102,6 +103,8 @@ func (lf *loadtestFlags) bind(cmd *cobra.Command) {
 	o := &lf.o
 	f := cmd.Flags()
 	f.StringVar(&o.BaseURL, "url", "http://127.0.0.1:8080", "base URL of the seckill API (a port-forward, the Service's ClusterIP, an ingress)")
+	f.StringVar(&o.MetricsURL, "metrics-url", "",
+		"base URL of the seckill's /metrics, where a queued sale's gauges are sampled (default: the --url host on port 9090, the seckill Service's and pods' metrics port; give --url's value for a seckill run with --metrics-addr=\"\")")
 	f.StringVarP(&lf.file, "file", "f", "", "FlashSale manifest of the sale: its namespace/name, SKUs, stock, limits and rate limits")
 	f.StringVar(&lf.fsRef, "fs", "", "the FlashSale NAMESPACE/NAME: names the sale and, with a kubeconfig, reads its SKUs and checks its final status")
 	f.StringVar(&lf.kubeconfig, "kubeconfig", "", "kubeconfig for --fs (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
@@ -121,7 +124,8 @@ func (lf *loadtestFlags) bind(cmd *cobra.Command) {
 	f.DurationVar(&o.QueueTimeout, "queue-timeout", 10*time.Minute, "queued sale: how long a buyer waits for admission before giving up")
 	f.DurationVar(&o.ThinkTime, "think-time", 0, "queued sale: an admitted buyer waits up to this long (uniformly drawn) before asking for the token")
 	f.Float64Var(&o.PayShare, "pay-share", 0.7, "share of buyers who pay; the others let the payment deadline pass")
-	f.StringVar(&lf.paySecretFile, "payment-secret-file", os.Getenv(envPaymentSecretFile), "file holding the pay endpoint's shared secret; env "+envPaymentSecretFile)
+	f.StringVar(&lf.paySecretFile, "payment-secret-file", "", "file holding the pay endpoint's shared secret; env "+envPaymentSecretFile)
+	fromEnv(f, "payment-secret-file", envPaymentSecretFile)
 	f.StringVar(&lf.paySecret, "payment-secret", "", "the pay endpoint's shared secret (prefer the environment: "+envPaymentSecret+")")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Second, "timeout of each request")
 	f.DurationVar(&o.PollInterval, "poll-interval", 100*time.Millisecond, "how often a buyer polls their order")
@@ -130,6 +134,7 @@ func (lf *loadtestFlags) bind(cmd *cobra.Command) {
 	f.StringVar(&o.UserPrefix, "user-prefix", "", "prefix of every user id (default: lt-<random>-, so each run has buyers of its own)")
 	f.BoolVar(&o.ForwardedFor, "forwarded-for", true, "send each buyer's synthetic address in X-Forwarded-For")
 	f.StringVar(&lf.dsn, "mysql-dsn", "", "go-sql-driver DSN of the sale's orders database, for the no-lost-order check; env "+envMySQLDSN)
+	fromEnv(f, "mysql-dsn", envMySQLDSN)
 	f.DurationVar(&o.SettleTimeout, "settle-timeout", 30*time.Second, "how long to wait for every admitted order to reach MySQL")
 	f.BoolVar(&o.WaitEnded, "wait-ended", false, "with --fs: wait until the FlashSale's phase is Ended before the final checks")
 	f.DurationVar(&o.WaitTimeout, "wait-timeout", 30*time.Minute, "how long --wait-ended waits")
@@ -144,9 +149,6 @@ func (lf *loadtestFlags) run(cmd *cobra.Command) error {
 	o := &lf.o
 	if err := lf.resolve(ctx); err != nil {
 		return err
-	}
-	if lf.dsn == "" {
-		lf.dsn = os.Getenv(envMySQLDSN)
 	}
 	if lf.dsn != "" {
 		db, err := openOrderDB(ctx, lf.dsn)
@@ -179,6 +181,9 @@ func (lf *loadtestFlags) run(cmd *cobra.Command) error {
 func (lf *loadtestFlags) resolve(ctx context.Context) error {
 	o := &lf.o
 	o.Profile = loadtest.Profile(lf.profile)
+	if o.MetricsURL == "" {
+		o.MetricsURL = metricsURLOf(o.BaseURL)
+	}
 	sale, err := resolveLoadtestSale(ctx, o, lf.file, lf.fsRef, lf.kubeconfig)
 	if err != nil {
 		return err
@@ -202,6 +207,21 @@ func (lf *loadtestFlags) resolve(ctx context.Context) error {
 			o.PayShare, envPaymentSecret)
 	}
 	return nil
+}
+
+// seckillMetricsPort is the seckill pods' and Service's metrics port
+// (controllers' port contract: "metrics", 9090).
+const seckillMetricsPort = "9090"
+
+// metricsURLOf is the seckill's metrics URL beside the API's base URL: the
+// same host on the metrics port. An unparsable base gives "" (the loadtest
+// then reports the base URL itself).
+func metricsURLOf(base string) string {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + net.JoinHostPort(u.Hostname(), seckillMetricsPort)
 }
 
 // writeReport writes the report as JSON (--json) or as text.

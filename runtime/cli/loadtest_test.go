@@ -23,12 +23,13 @@ func startSeckill(t *testing.T, path string, args ...string) string {
 		t.Fatal(err)
 	}
 	t.Setenv("FLASHSALE_TOKEN_KEYS", "hex:"+strings.Repeat("cd", 32))
-	port := testutil.FreePort(t)
-	background(t, append([]string{"seckill", "--file", path, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)...)
+	port, metricsPort := testutil.FreePort(t), testutil.FreePort(t)
+	background(t, append([]string{"seckill", "--file", path, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, args...)...)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", metricsPort))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

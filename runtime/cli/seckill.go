@@ -33,8 +33,9 @@ const (
 type tokenFlags struct{ keyFile string }
 
 func (t *tokenFlags) bind(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&t.keyFile, "token-key-file", os.Getenv(envTokenKeyFile),
-		"file with the token HMAC keys, one per line, current first (a mounted Secret; re-read when it changes); env "+envTokenKeys+" also works")
+	cmd.Flags().StringVar(&t.keyFile, "token-key-file", "",
+		"file with the token HMAC keys, one per line, current first (a mounted Secret; re-read when it changes); env "+envTokenKeyFile+"; env "+envTokenKeys+" (the keys themselves) also works")
+	fromEnv(cmd.Flags(), "token-key-file", envTokenKeyFile)
 }
 
 func (t *tokenFlags) signer(cmd *cobra.Command, ttl time.Duration, log interface{ Warn(string, ...any) }) (*token.Signer, error) {
@@ -53,6 +54,7 @@ func (t *tokenFlags) signer(cmd *cobra.Command, ttl time.Duration, log interface
 type seckillFlags struct {
 	file         string
 	listen       string
+	metricsAddr  string
 	logFormat    string
 	poll         time.Duration
 	autoPipeline bool
@@ -108,7 +110,7 @@ func (d *durabilityFlags) resolve(f *pflag.FlagSet, fs *v1alpha1.FlashSale) (sec
 func newSeckillCommand() *cobra.Command {
 	var sf seckillFlags
 	cmd := &cobra.Command{
-		Use:   "seckill --file sale.yaml --redis-addr HOST:PORT --listen :8080",
+		Use:   "seckill --file sale.yaml --redis-addr HOST:PORT --listen :8080 --metrics-addr :9090",
 		Short: "Serve the purchase API of a sale",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return sf.run(cmd) },
@@ -121,17 +123,21 @@ func (sf *seckillFlags) bind(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVarP(&sf.file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
 	_ = cmd.MarkFlagRequired("file")
-	f.StringVar(&sf.listen, "listen", ":8080", "address to serve on")
+	f.StringVar(&sf.listen, "listen", ":8080", "address of the buyers' API (and the sale's page)")
+	f.StringVar(&sf.metricsAddr, "metrics-addr", ":9090",
+		"address of /metrics, /healthz and /readyz, kept off the buyers' port; empty serves them on --listen (one port, for local runs)")
 	f.StringVar(&sf.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&sf.poll, "poll-interval", 250*time.Millisecond, "how often pause/close switches and stock are re-read from Redis")
 	f.BoolVar(&sf.autoPipeline, "redis-autopipeline", true, "coalesce concurrent purchases into pipelined Redis calls")
 	f.BoolVar(&sf.batch, "purchase-batch", true,
 		"let one purchase script call admit every purchase of a SKU bucket queued meanwhile (about 40% less Redis CPU per purchase under load; a sale with spec.redis.durability batches its own way)")
 	f.StringVar(&sf.debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default")
-	f.StringVar(&sf.dsn, "mysql-dsn", os.Getenv(envMySQLDSN),
+	f.StringVar(&sf.dsn, "mysql-dsn", "",
 		"go-sql-driver DSN of the orders database, for the pay endpoint (without it payments answer 503); env "+envMySQLDSN)
-	f.StringVar(&sf.paySecret, "payment-secret-file", os.Getenv(envPaymentSecretFile),
-		"file holding the shared secret the payment service sends as \"Authorization: Bearer <secret>\" (a mounted Secret; re-read when it changes); env "+envPaymentSecret+" also works")
+	fromEnv(f, "mysql-dsn", envMySQLDSN)
+	f.StringVar(&sf.paySecret, "payment-secret-file", "",
+		"file holding the shared secret the payment service sends as \"Authorization: Bearer <secret>\" (a mounted Secret; re-read when it changes); env "+envPaymentSecretFile+"; env "+envPaymentSecret+" (the secret itself) also works")
+	fromEnv(f, "payment-secret-file", envPaymentSecretFile)
 	f.DurationVar(&sf.admitEvery, "admit-interval", seckill.DefaultAdmitInterval,
 		"how often this pod admits buyers from a queued sale's waiting room (spec.queue); the rate is sale-wide whatever the pod count, this only sets how smooth admission is")
 	sf.redis.Bind(f)
@@ -194,7 +200,8 @@ func (sf *seckillFlags) run(cmd *cobra.Command) error {
 }
 
 // serve starts the server of cfg (and pprof with --debug-addr) and serves
-// the purchase API on --listen until ctx ends.
+// the purchase API on --listen, the metrics and probes on --metrics-addr,
+// until ctx ends.
 func (sf *seckillFlags) serve(ctx context.Context, cfg seckill.Config, log *slog.Logger) error {
 	srv, err := seckill.New(cfg)
 	if err != nil {
@@ -210,11 +217,15 @@ func (sf *seckillFlags) serve(ctx context.Context, cfg seckill.Config, log *slog
 		go watchPaymentSecret(ctx, sf.paySecret, srv, log)
 	}
 	fs := cfg.Sale
-	return srv.ListenAndServe(ctx, sf.listen, func(a net.Addr) {
-		log.Info("Serving the purchase API", "sale", fs.SaleKey(), "addr", a.String(),
+	return srv.Serve(ctx, seckill.Listen{API: sf.listen, Metrics: sf.metricsAddr, Ready: func(api, metrics net.Addr) {
+		metricsAt := api.String() // one port: --metrics-addr is empty
+		if metrics != nil {
+			metricsAt = metrics.String()
+		}
+		log.Info("Serving the purchase API", "sale", fs.SaleKey(), "addr", api.String(), "metricsAddr", metricsAt,
 			"start", fs.Spec.StartTime.UTC(), "end", fs.Spec.EndTime.UTC(), "queued", fs.Spec.Queue != nil,
 			"page", "/sales/"+fs.Namespace+"/"+fs.Name+"/")
-	})
+	}})
 }
 
 // readPaymentSecret reads the payment secret from file, else from the environment.

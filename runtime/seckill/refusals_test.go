@@ -329,7 +329,9 @@ func TestNotWarmed(t *testing.T) {
 	rdb := testutil.Redis(t)
 	fs := newSale(t, rdb)
 	s := startServer(t, rdb, fs, serverOpts{noWarm: true})
-	req, _ := http.NewRequest("GET", s.root+"/readyz", nil)
+	ops := httptest.NewServer(s.OpsHandler())
+	defer ops.Close()
+	req, _ := http.NewRequest("GET", ops.URL+"/readyz", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -110,7 +110,8 @@ type Server struct {
 	metrics    *Metrics
 	log        *slog.Logger
 	poll       time.Duration
-	handler    http.Handler
+	handler    http.Handler   // the buyers' API and page
+	ops        http.Handler   // /metrics, /healthz, /readyz
 	durable    *durableClient // nil unless the sale asks for durability
 	refiller   Refiller
 
@@ -198,6 +199,7 @@ func New(cfg Config) (*Server, error) {
 	s.state = s.newState(cfg.Sale.Spec.SKUs)
 	s.setQueue(cfg)
 	s.handler = s.routes()
+	s.ops = s.opsRoutes()
 	return s, nil
 }
 
@@ -269,8 +271,13 @@ func defaultPodID() string {
 // Metrics returns the server's metrics (for tests and the demo).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Handler serves the API, the probes and /metrics.
+// Handler serves the buyers: the API and the sale's page, nothing else.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// OpsHandler serves /metrics, /healthz and /readyz. Serve it on a listener of
+// its own (the pod's metrics port) so that whatever exposes the buyers' port
+// (an Ingress, a load balancer) cannot expose the metrics or the probes.
+func (s *Server) OpsHandler() http.Handler { return s.ops }
 
 // Start loads the scripts, reads the sale state once, and keeps the state,
 // the pod registry and the rate-limit share fresh until ctx is done; a
@@ -315,34 +322,83 @@ func (s *Server) setShare(live int) {
 // its share at once (call on shutdown).
 func (s *Server) Leave(ctx context.Context) error { return s.registry.Leave(ctx) }
 
-// ListenAndServe serves on addr until ctx is done, then shuts down gracefully.
-func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func(net.Addr)) error {
-	ln, err := net.Listen("tcp", addr)
+// Listen says where Serve listens.
+type Listen struct {
+	// API is the buyers' address (the pod's http port).
+	API string
+	// Metrics is the address of /metrics, /healthz and /readyz (the pod's
+	// metrics port). Empty serves them on the API's listener, as one port
+	// is all a local run (flashsale demo, a laptop) wants.
+	Metrics string
+	// Ready is told the bound addresses once both listen (metrics is nil
+	// when Metrics is empty).
+	Ready func(api, metrics net.Addr)
+}
+
+// Serve serves the API, and the metrics and probes, on the listeners of l
+// until ctx is done, then shuts them down gracefully.
+func (s *Server) Serve(ctx context.Context, l Listen) error {
+	api, err := net.Listen("tcp", l.API)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return fmt.Errorf("listen on %s: %w", l.API, err)
 	}
-	srv := &http.Server{
-		Handler:           s.handler,
+	servers := []*http.Server{newHTTPServer(s.handler)}
+	listeners := []net.Listener{api}
+	var metricsAddr net.Addr
+	if l.Metrics == "" {
+		servers[0].Handler = s.oneListener()
+	} else {
+		ml, err := net.Listen("tcp", l.Metrics)
+		if err != nil {
+			_ = api.Close()
+			return fmt.Errorf("metrics listener: listen on %s: %w", l.Metrics, err)
+		}
+		metricsAddr = ml.Addr()
+		servers = append(servers, newHTTPServer(s.ops))
+		listeners = append(listeners, ml)
+	}
+	if l.Ready != nil {
+		l.Ready(api.Addr(), metricsAddr)
+	}
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(listeners[i]) }()
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.Leave(shutdownCtx)
+	for _, srv := range servers {
+		if serr := srv.Shutdown(shutdownCtx); err == nil {
+			err = serr
+		}
+	}
+	return err
+}
+
+// oneListener serves the API and, beside it, the metrics and probes: the
+// single port of a local run.
+func (s *Server) oneListener() http.Handler {
+	mux := http.NewServeMux()
+	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
+		mux.Handle(path, s.ops)
+	}
+	mux.Handle("/", s.handler)
+	return mux
+}
+
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
-	if ready != nil {
-		ready(ln.Addr())
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = s.Leave(shutdownCtx)
-	return srv.Shutdown(shutdownCtx)
 }
 
 // routes builds the mux. Method checks happen in the handlers so that a wrong
@@ -359,15 +415,24 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/api/v1/sales/{ns}/{sale}/queue/{ticket}", s.endpoint("wait", http.MethodGet, s.handleWait))
 	mux.Handle("/sales/{ns}/{sale}", s.pageHandler(true))
 	mux.Handle("/sales/{ns}/{sale}/{$}", s.pageHandler(false))
+	mux.HandleFunc("/", notFound)
+	return mux
+}
+
+// opsRoutes are the metrics and the probes, for the metrics port.
+func (s *Server) opsRoutes() http.Handler {
+	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("/readyz", s.handleReady)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, refuse(http.StatusNotFound, CodeNotFound, "no such endpoint"))
-	})
+	mux.HandleFunc("/", notFound)
 	return mux
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, refuse(http.StatusNotFound, CodeNotFound, "no such endpoint"))
 }
 
 // handlerFunc answers a request or returns the refusal to send.

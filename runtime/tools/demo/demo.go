@@ -227,7 +227,9 @@ func startDataPlane(ctx context.Context, rdb redis.UniversalClient, db *sql.DB, 
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	bg.Go(func() {
-		errc <- srv.ListenAndServe(sctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a.String() })
+		// One port, metrics and probes beside the API (Listen.Metrics
+		// empty): the queued demo's loadtest samples the queue gauges there.
+		errc <- srv.Serve(sctx, seckill.Listen{API: "127.0.0.1:0", Ready: func(a, _ net.Addr) { addrc <- a.String() }})
 	})
 	select {
 	case a := <-addrc:

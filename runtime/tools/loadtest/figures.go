@@ -81,7 +81,8 @@ type sampler struct {
 	lastErr        error
 }
 
-// queueGauges reads the gauges once through the API's base URL.
+// queueGauges reads the gauges once from the seckill's metrics (base is
+// Options.MetricsURL: the pods' metrics port, not the buyers').
 func (c *apiClient) queueGauges(ctx context.Context, base, saleKey string) (QueueFigures, bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
@@ -106,7 +107,7 @@ func (r *run) sampleQueue(ctx context.Context, every time.Duration) (stop func()
 	once := func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.Timeout)
 		defer cancel()
-		f, ok, err := r.c.queueGauges(sctx, r.o.BaseURL, r.o.SaleKey())
+		f, ok, err := r.c.queueGauges(sctx, r.o.MetricsURL, r.o.SaleKey())
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		switch {

@@ -42,11 +42,13 @@ const paySecret = "loadtest-payment-secret"
 const paymentTimeout = 4 * time.Second
 
 type fixture struct {
-	sale  *v1alpha1.FlashSale
-	url   string
-	rdb   redis.UniversalClient
-	db    *sql.DB
-	store *orderdb.Store
+	sale *v1alpha1.FlashSale
+	url  string
+	// metrics is the seckill's metrics listener, apart from url as in a pod.
+	metrics string
+	rdb     redis.UniversalClient
+	db      *sql.DB
+	store   *orderdb.Store
 }
 
 // startSale runs a sale in-process on rdb (one Redis, or a Redis Cluster)
@@ -112,6 +114,8 @@ func startSaleWith(t *testing.T, rdb redis.UniversalClient, phoneBuckets int32, 
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
+	ops := httptest.NewServer(srv.OpsHandler())
+	t.Cleanup(ops.Close)
 	wk, err := worker.New(worker.Config{Sale: fs, Redis: rdb, DB: db, PodID: "loadtest", FlushInterval: 20 * time.Millisecond,
 		Registry: prometheus.NewRegistry(), Logger: quiet})
 	if err != nil {
@@ -123,12 +127,12 @@ func startSaleWith(t *testing.T, rdb redis.UniversalClient, phoneBuckets int32, 
 	}
 	bg.Go(func() { _ = wk.Run(ctx) })
 	bg.Go(func() { _ = rb.Run(ctx) })
-	return &fixture{sale: fs, url: hs.URL, rdb: rdb, db: db, store: store}
+	return &fixture{sale: fs, url: hs.URL, metrics: ops.URL, rdb: rdb, db: db, store: store}
 }
 
 func (f *fixture) options() loadtest.Options {
 	return loadtest.Options{
-		BaseURL: f.url, Namespace: f.sale.Namespace, Name: f.sale.Name,
+		BaseURL: f.url, MetricsURL: f.metrics, Namespace: f.sale.Namespace, Name: f.sale.Name,
 		SKUs: loadtest.SKUsOf(f.sale), Sale: f.sale,
 		Profile: loadtest.Spike, Users: 300, SpikeWindow: time.Second, Concurrency: 64,
 		RepeatShare: 0.3, RepeatDelay: 100 * time.Millisecond, BotShare: 0.2, HammerRequests: 40,

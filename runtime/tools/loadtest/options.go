@@ -134,7 +134,13 @@ type Options struct {
 	// BaseURL is where the seckill API answers, e.g. http://127.0.0.1:8080
 	// (kubectl port-forward) or http://10.96.12.34 (the Service's ClusterIP
 	// from a node). The sale's endpoints are under /api/v1/sales/{ns}/{name}.
-	BaseURL         string
+	BaseURL string
+	// MetricsURL is where the seckill's /metrics answers: the queue gauges
+	// of a queued sale are sampled there. The seckill pods serve it on their
+	// metrics port, not the buyers' (the Service's port "metrics", 9090);
+	// empty means BaseURL, for a seckill that serves both on one port
+	// (flashsale demo, seckill --metrics-addr="").
+	MetricsURL      string
 	Namespace, Name string
 	SKUs            []SKU
 	// Sale is the FlashSale, when known (manifest or cluster): its rate
@@ -232,6 +238,13 @@ func (o *Options) defaults() error {
 	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
 	if !strings.HasPrefix(o.BaseURL, "http://") && !strings.HasPrefix(o.BaseURL, "https://") {
 		return fmt.Errorf("base URL %q must start with http:// or https://", o.BaseURL)
+	}
+	if o.MetricsURL == "" {
+		o.MetricsURL = o.BaseURL
+	}
+	o.MetricsURL = strings.TrimRight(o.MetricsURL, "/")
+	if !strings.HasPrefix(o.MetricsURL, "http://") && !strings.HasPrefix(o.MetricsURL, "https://") {
+		return fmt.Errorf("metrics URL %q must start with http:// or https://", o.MetricsURL)
 	}
 	if o.Namespace == "" || o.Name == "" {
 		return errors.New("no sale: give its namespace and name")
