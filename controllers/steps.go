@@ -477,8 +477,15 @@ func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) 
 	if err != nil {
 		return err
 	}
-	plan, err := BuildPlan(sale, PlanInput{Image: r.Image, PullPolicy: r.PullPolicy, DefaultSecret: r.DefaultSecret, Targets: t, NetworkPolicy: r.NetworkPolicy})
+	image, err := r.dataPlaneImage(ctx, s) // pinned at warm-up (status.dataPlane)
 	if err != nil {
+		return err
+	}
+	plan, err := BuildPlan(sale, PlanInput{Image: image, OperatorVersion: r.OperatorVersion, PullPolicy: r.PullPolicy, DefaultSecret: r.DefaultSecret, Targets: t, NetworkPolicy: r.salePolicyInput(ctx, s)})
+	if err != nil {
+		return err
+	}
+	if err := r.holdTemplates(ctx, s, plan); err != nil { // an operator upgrade does not roll a live sale
 		return err
 	}
 	objs := []client.Object{plan.ConfigMap, plan.Service, plan.PDB, plan.Seckill, plan.Worker, plan.Rollback}
