@@ -38,6 +38,7 @@ func newManagerCommand() *cobra.Command {
 	)
 	var metrics metricsFlags
 	var watchNamespaces string
+	var netpol networkPolicyFlags
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run the operator: reconcile every FlashSale of the cluster through its life",
@@ -54,6 +55,10 @@ of each sale with its own image (--image), so one image serves every role.`,
 				return err
 			}
 			namespaces, err := parseNamespaces(watchNamespaces)
+			if err != nil {
+				return err
+			}
+			netpolCfg, err := netpol.config()
 			if err != nil {
 				return err
 			}
@@ -87,6 +92,7 @@ of each sale with its own image (--image), so one image serves every role.`,
 			r.AuditInterval = auditEvery
 			r.CleanupTimeout = cleanup
 			r.MaxConcurrentReconciles = concurrency
+			r.NetworkPolicy = netpolCfg
 			if err := r.SetupWithManager(mgr); err != nil {
 				return fmt.Errorf("set up controller: %w", err)
 			}
@@ -112,6 +118,7 @@ of each sale with its own image (--image), so one image serves every role.`,
 	f.DurationVar(&auditEvery, "audit-interval", controllers.DefaultAuditInterval, "how often a running sale is audited (the conservation law)")
 	f.DurationVar(&cleanup, "cleanup-timeout", controllers.DefaultCleanupTimeout, "how long a deleted sale waits for an unreachable dependency before its cleanup gives up")
 	f.IntVar(&concurrency, "max-concurrent-reconciles", 8, "sales reconciled at once")
+	netpol.register(f)
 	f.StringVar(&watchNamespaces, "watch-namespaces", "", "reconcile only the FlashSales of these namespaces (comma-separated; empty: all namespaces)")
 	f.StringVar(&logFormat, "log-format", "json", "text or json")
 	return cmd
