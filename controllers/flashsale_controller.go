@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -41,8 +40,9 @@ const (
 	DefaultDialTimeout     = 3 * time.Second
 	DefaultCleanupTimeout  = 2 * time.Minute
 	// configRetry is how often a sale whose configuration is broken is looked
-	// at again (a Secret change also triggers a reconcile at once).
-	configRetry = time.Minute
+	// at again: the operator does not watch Secrets (a watch would see every
+	// Secret of the cluster), so a fixed Secret is noticed at the next retry.
+	configRetry = 15 * time.Second
 )
 
 // FlashSaleReconciler runs each FlashSale through its life.
@@ -60,6 +60,9 @@ type FlashSaleReconciler struct {
 	// operator's own image, which holds every subcommand.
 	Image      string
 	PullPolicy corev1.PullPolicy
+	// OperatorVersion is this operator's version (cli.Version), recorded in
+	// status.dataPlane and on the Deployments it renders: see holdTemplates.
+	OperatorVersion string
 	// NetworkPolicy fences each sale's pods (--network-policies).
 	NetworkPolicy NetworkPolicyConfig
 	// DefaultSecret is the endpoints Secret (in the sale's namespace) used
@@ -89,18 +92,23 @@ type FlashSaleReconciler struct {
 	tornDown sync.Map
 }
 
-// +kubebuilder:rbac:groups=flashsale.dev,resources=flashsales,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=flashsale.dev,resources=flashsales/status,verbs=get;update;patch
+// The least the operator needs (TestRBACIsMinimal fails on a verb a sale's
+// life does not use): FlashSales and Deployments are cached (list, watch);
+// what a sale owns is server-side applied (patch, and create: an apply that
+// creates the object is authorised as one), read by name through APIReader
+// at teardown (get) and deleted. Secrets are read by name only, never
+// listed or watched. Leader election's Lease and Event are in a Role of
+// their own (config/rbac/leader_election_role.yaml).
+// +kubebuilder:rbac:groups=flashsale.dev,resources=flashsales,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=flashsale.dev,resources=flashsales/status,verbs=patch
 // +kubebuilder:rbac:groups=flashsale.dev,resources=flashsales/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=list;watch;get;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;create;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
 func (r *FlashSaleReconciler) defaults() {
 	if r.Clock == nil {
@@ -150,9 +158,10 @@ func NewFlashSaleReconciler(mgr ctrl.Manager) *FlashSaleReconciler {
 	}
 }
 
-// SetupWithManager registers the reconciler: it watches FlashSales, the
-// workloads they own (a pod becoming ready opens the go-live gate at once)
-// and Secrets (a missing Secret created later un-fails the sale).
+// SetupWithManager registers the reconciler: it watches FlashSales and the
+// workloads they own (a pod becoming ready opens the go-live gate at once).
+// It does not watch Secrets: they are read by name through APIReader, and a
+// sale stalled on a missing Secret looks again every configRetry.
 func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return r.SetupWithManagerAs(mgr, r)
 }
@@ -169,8 +178,6 @@ func (r *FlashSaleReconciler) SetupWithManagerAs(mgr ctrl.Manager, rec reconcile
 		For(&v1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted))).
 		Owns(&appsv1.Deployment{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.salesInNamespace),
-			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{}), builder.OnlyMetadata).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("flashsale").
 		Complete(rec)
@@ -180,20 +187,6 @@ func (r *FlashSaleReconciler) SetupWithManagerAs(mgr ctrl.Manager, rec reconcile
 var deletionStarted = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
 }}
-
-// salesInNamespace maps a Secret to the sales of its namespace: cheap, and a
-// Secret is rarely changed while sales run.
-func (r *FlashSaleReconciler) salesInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1alpha1.FlashSaleList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, fs := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&fs)})
-	}
-	return reqs
-}
 
 // closer closes every sale's connections when the manager stops.
 type closer struct{ pool *connPool }
@@ -371,8 +364,8 @@ func (r *FlashSaleReconciler) summarize(s *scope) ctrl.Result {
 func (r *FlashSaleReconciler) requeue(s *scope, d Decision) ctrl.Result {
 	switch {
 	case s.configErr != nil:
-		// Stalled: nothing to retry until a human acts; the Secret watch
-		// brings the sale back at once when they do.
+		// Stalled until a human acts: looked at again now and then, so
+		// that a Secret created or fixed is noticed within configRetry.
 		return ctrl.Result{RequeueAfter: configRetry}
 	case s.err != nil:
 		// Mid-sale the operator must notice recovery within seconds, not

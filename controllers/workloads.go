@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -30,10 +34,17 @@ const (
 )
 
 // Ports the data-plane commands listen on (their defaults in runtime/cli).
+// The seckill pods serve buyers on "http" and their metrics and probes on
+// "metrics", so an Ingress in front of the API cannot expose them; the
+// worker and rollback pods serve nothing but "metrics".
 const (
-	seckillPort  = 8080
-	workerPort   = 9090
-	rollbackPort = 9091
+	seckillPort        = 8080
+	seckillMetricsPort = 9090
+	workerPort         = 9090
+	rollbackPort       = 9091
+
+	portHTTP    = "http"
+	portMetrics = "metrics"
 )
 
 // Paths inside the data-plane pods. They name where Secrets are mounted,
@@ -49,6 +60,18 @@ const (
 	tokenKeysKey    = "keys"
 	paymentKey      = "secret"
 	configHashAnnot = "flashsale.dev/config-hash"
+)
+
+// Annotations of a Deployment (not of its pod template, which they would
+// roll) saying what rendered its pod template: see holdTemplates.
+const (
+	// OperatorVersionAnnotation is the version of the operator that
+	// rendered the pod template.
+	OperatorVersionAnnotation = "flashsale.dev/operator-version"
+	// SpecHashAnnotation is a hash of what the sale's spec asks of the pod
+	// template (the manifest the pods read, the image, the workload's
+	// resources and placement): it changes when the user changed them.
+	SpecHashAnnotation = "flashsale.dev/spec-hash"
 )
 
 // Keys of the default endpoints Secret, used where the spec names no Secret.
@@ -136,8 +159,12 @@ type Targets struct {
 
 // PlanInput is what the planner needs beyond the FlashSale.
 type PlanInput struct {
+	// Image of the pods unless the sale names its own: the sale's pinned
+	// image (status.dataPlane) once it warmed.
 	Image      string
 	PullPolicy corev1.PullPolicy
+	// OperatorVersion is recorded on the Deployments it renders.
+	OperatorVersion string
 	// DefaultSecret is the endpoints Secret used for references the spec leaves out.
 	DefaultSecret string
 	Targets       Targets
@@ -157,7 +184,7 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 		return nil, err
 	}
 	env := commonEnv(fs, in.DefaultSecret)
-	return &Plan{
+	p := &Plan{
 		ConfigMap: &corev1.ConfigMap{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 			ObjectMeta: meta(fs, ConfigMapName(fs), "config"),
@@ -171,13 +198,18 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 		Rollback: rollbackDeployment(fs, in, hash, env),
 
 		NetworkPolicies: networkPolicies(fs, in),
-	}, nil
+	}
+	if err := markRenders(fs, in, hash, p); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // seckillDeployment runs the buyers' API. It alone reads the token keys and
 // the payment callback secret.
 func seckillDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
-	args := []string{"seckill", "--file=" + saleFile, "--listen=:" + strconv.Itoa(seckillPort), "--log-format=json"}
+	args := []string{"seckill", "--file=" + saleFile, "--listen=:" + strconv.Itoa(seckillPort),
+		"--metrics-addr=:" + strconv.Itoa(seckillMetricsPort), "--log-format=json"}
 	args = append(args, durabilityArgs(fs.Spec.Redis.Durability)...)
 	seckillEnv := append(append([]corev1.EnvVar{}, env...),
 		corev1.EnvVar{Name: "FLASHSALE_TOKEN_KEY_FILE", Value: tokenDir + "/" + tokenKeysKey})
@@ -185,10 +217,16 @@ func seckillDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []
 		seckillEnv = append(seckillEnv, corev1.EnvVar{Name: "FLASHSALE_PAYMENT_SECRET_FILE", Value: paymentDir + "/" + paymentKey})
 	}
 	d := deployment(fs, in, ComponentSeckill, hash, in.Targets.Seckill, container{
-		args: args, env: seckillEnv, port: seckillPort,
-		readyPath: "/readyz", resources: fs.Spec.Seckill.Resources,
+		args: args, env: seckillEnv,
+		ports: []corev1.ContainerPort{
+			{Name: portHTTP, ContainerPort: seckillPort, Protocol: corev1.ProtocolTCP},
+			{Name: portMetrics, ContainerPort: seckillMetricsPort, Protocol: corev1.ProtocolTCP},
+		},
+		metricsPort: seckillMetricsPort,
+		readyPath:   "/readyz", resources: fs.Spec.Seckill.Resources,
 		defaultCPU: "250m", defaultMem: "128Mi",
-		volumes: seckillVolumes(fs),
+		volumes:   seckillVolumes(fs),
+		placement: fs.Spec.Seckill.Placement, affinity: seckillAffinity(fs),
 	})
 	// Buyers arrive in one burst: a surge pod adds capacity during a rollout
 	// and no ready pod is taken away first.
@@ -239,8 +277,10 @@ func workerDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []c
 	args = append(args, workerDurabilityArgs(fs.Spec.Redis.Durability)...)
 	return deployment(fs, in, ComponentWorker, hash, in.Targets.Worker, container{
 		args: args,
-		env:  env, port: workerPort, readyPath: "/readyz", resources: fs.Spec.Worker.Resources,
+		env:  env, ports: metricsOnly(workerPort), metricsPort: workerPort,
+		readyPath: "/readyz", resources: fs.Spec.Worker.Resources,
 		defaultCPU: "250m", defaultMem: "256Mi",
+		placement: fs.Spec.Worker.Placement,
 	})
 }
 
@@ -249,9 +289,32 @@ func workerDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []c
 func rollbackDeployment(fs *v1alpha1.FlashSale, in PlanInput, hash string, env []corev1.EnvVar) *appsv1.Deployment {
 	return deployment(fs, in, ComponentRollback, hash, 1, container{
 		args: []string{"rollback", "--file=" + saleFile, "--metrics-addr=:" + strconv.Itoa(rollbackPort), "--log-format=json"},
-		env:  env, port: rollbackPort, readyPath: "/healthz", resources: fs.Spec.Rollback.Resources,
+		env:  env, ports: metricsOnly(rollbackPort), metricsPort: rollbackPort,
+		readyPath: "/healthz", resources: fs.Spec.Rollback.Resources,
 		defaultCPU: "50m", defaultMem: "64Mi",
+		placement: fs.Spec.Rollback.Placement,
 	})
+}
+
+// metricsOnly is the one port of a pod that serves nothing but its metrics
+// and probes.
+func metricsOnly(port int32) []corev1.ContainerPort {
+	return []corev1.ContainerPort{{Name: portMetrics, ContainerPort: port, Protocol: corev1.ProtocolTCP}}
+}
+
+// seckillAffinity is the API pods' default when the spec names no affinity:
+// spread over nodes where the scheduler can, so that one node lost takes
+// few of them. Preferred, not required: a small cluster still runs them all.
+func seckillAffinity(fs *v1alpha1.FlashSale) *corev1.Affinity {
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 100,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(fs, ComponentSeckill)},
+				TopologyKey:   corev1.LabelHostname,
+			},
+		}},
+	}}
 }
 
 // seckillService is the buyers' entry point to the seckill pods.
@@ -262,9 +325,10 @@ func seckillService(fs *v1alpha1.FlashSale) *corev1.Service {
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: SelectorLabels(fs, ComponentSeckill),
-			Ports: []corev1.ServicePort{{
-				Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP,
-			}},
+			Ports: []corev1.ServicePort{
+				{Name: portHTTP, Port: 80, TargetPort: intstr.FromString(portHTTP), Protocol: corev1.ProtocolTCP},
+				{Name: portMetrics, Port: seckillMetricsPort, TargetPort: intstr.FromString(portMetrics), Protocol: corev1.ProtocolTCP},
+			},
 		},
 	}
 }
@@ -404,21 +468,43 @@ type volume struct {
 }
 
 type container struct {
-	args       []string
-	env        []corev1.EnvVar
-	port       int32
-	readyPath  string
-	resources  *corev1.ResourceRequirements
-	defaultCPU string
-	defaultMem string
-	volumes    []volume
+	args []string
+	env  []corev1.EnvVar
+	// ports of the container; the probes and scrapes go to metricsPort,
+	// which is named "metrics".
+	ports       []corev1.ContainerPort
+	metricsPort int32
+	readyPath   string
+	resources   *corev1.ResourceRequirements
+	defaultCPU  string
+	defaultMem  string
+	volumes     []volume
+	// placement is the workload's spec; affinity the operator's default
+	// for it (nil: none).
+	placement v1alpha1.Placement
+	affinity  *corev1.Affinity
 }
 
 // deployment runs one component of the sale: our one image with the
-// component's subcommand, non-root on a read-only root filesystem.
+// component's subcommand, non-root on a read-only root filesystem, placed
+// where the workload's spec says.
 func deployment(fs *v1alpha1.FlashSale, in PlanInput, component, hash string, replicas int32, c container) *appsv1.Deployment {
 	volumes, mounts := podVolumes(fs, c.volumes)
-	return &appsv1.Deployment{
+	ctr := appContainer(fs, in, component, c, mounts)
+	pod := corev1.PodSpec{
+		AutomountServiceAccountToken:  ptr.To(false),
+		TerminationGracePeriodSeconds: ptr.To[int64](30),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To[int64](nonRootUID),
+			RunAsGroup:     ptr.To[int64](nonRootUID),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{ctr},
+		Volumes:    volumes,
+	}
+	place(&pod, c.placement, SelectorLabels(fs, component), c.affinity)
+	d := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta(fs, Name(fs, component), component),
 		Spec: appsv1.DeploymentSpec{
@@ -426,29 +512,91 @@ func deployment(fs *v1alpha1.FlashSale, in PlanInput, component, hash string, re
 			Selector: &metav1.LabelSelector{MatchLabels: SelectorLabels(fs, component)},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
-					Labels: Labels(fs, component),
+					Labels: withOwn(c.placement.PodLabels, Labels(fs, component)),
 					// A changed sale manifest rolls the pods, which read it at start.
-					Annotations: map[string]string{
+					Annotations: withOwn(c.placement.PodAnnotations, map[string]string{
 						configHashAnnot:        hash,
 						"prometheus.io/scrape": "true",
-						"prometheus.io/port":   strconv.Itoa(int(c.port)),
-					},
+						"prometheus.io/port":   strconv.Itoa(int(c.metricsPort)),
+					}),
 				},
-				Spec: corev1.PodSpec{
-					AutomountServiceAccountToken:  ptr.To(false),
-					TerminationGracePeriodSeconds: ptr.To[int64](30),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To[int64](nonRootUID),
-						RunAsGroup:     ptr.To[int64](nonRootUID),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					Containers: []corev1.Container{appContainer(fs, in, component, c, mounts)},
-					Volumes:    volumes,
-				},
+				Spec: pod,
 			},
 		},
 	}
+	return d
+}
+
+// withOwn is the user's labels or annotations with the operator's own laid
+// over them: the operator's select the pods and roll them, so they win (the
+// API refuses the reserved keys already; this covers the others, such as
+// prometheus.io/port).
+func withOwn(user, own map[string]string) map[string]string {
+	out := make(map[string]string, len(user)+len(own))
+	maps.Copy(out, user)
+	maps.Copy(out, own)
+	return out
+}
+
+// place copies a workload's placement into its pod spec. An empty affinity
+// keeps the operator's default; a spread constraint without a labelSelector
+// selects the workload's own pods of this sale (a constraint selecting
+// nothing would spread nothing).
+func place(pod *corev1.PodSpec, p v1alpha1.Placement, selector map[string]string, defaultAffinity *corev1.Affinity) {
+	p = *p.DeepCopy()
+	pod.NodeSelector = p.NodeSelector
+	pod.Tolerations = p.Tolerations
+	pod.PriorityClassName = p.PriorityClassName
+	pod.Affinity = defaultAffinity
+	if a := p.Affinity; a != nil && (a.NodeAffinity != nil || a.PodAffinity != nil || a.PodAntiAffinity != nil) {
+		pod.Affinity = a
+	}
+	for _, tsc := range p.TopologySpreadConstraints {
+		if tsc.LabelSelector == nil {
+			tsc.LabelSelector = &metav1.LabelSelector{MatchLabels: maps.Clone(selector)}
+		}
+		pod.TopologySpreadConstraints = append(pod.TopologySpreadConstraints, tsc)
+	}
+}
+
+// markRenders records on each Deployment the operator version that
+// rendered it and the hash of what the sale's spec asks of its pod template
+// (holdTemplates reads both).
+func markRenders(fs *v1alpha1.FlashSale, in PlanInput, configHash string, p *Plan) error {
+	for _, w := range []struct {
+		d         *appsv1.Deployment
+		resources *corev1.ResourceRequirements
+		placement v1alpha1.Placement
+	}{
+		{p.Seckill, fs.Spec.Seckill.Resources, fs.Spec.Seckill.Placement},
+		{p.Worker, fs.Spec.Worker.Resources, fs.Spec.Worker.Placement},
+		{p.Rollback, fs.Spec.Rollback.Resources, fs.Spec.Rollback.Placement},
+	} {
+		sum, err := specHash(configHash, w.d.Spec.Template.Spec.Containers[0].Image, fs.Spec.ImagePullPolicy, w.resources, w.placement)
+		if err != nil {
+			return fmt.Errorf("hash the %s pod spec: %w", w.d.Name, err)
+		}
+		w.d.Annotations = map[string]string{OperatorVersionAnnotation: in.OperatorVersion, SpecHashAnnotation: sum}
+	}
+	return nil
+}
+
+// specHash sums what the user asked of one workload's pod template: the
+// manifest the pods read (configHash), the image, its pull policy, the
+// resources and the placement. Replicas, stock and pause are left out, as
+// in podConfigHash.
+func specHash(configHash, image string, pull corev1.PullPolicy, res *corev1.ResourceRequirements, pl v1alpha1.Placement) (string, error) {
+	b, err := json.Marshal(struct {
+		Config, Image string
+		Pull          corev1.PullPolicy
+		Resources     *corev1.ResourceRequirements
+		Placement     v1alpha1.Placement
+	}{configHash, image, pull, res, pl})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
 }
 
 // appContainer is the one container of a component's pods.
@@ -467,7 +615,7 @@ func appContainer(fs *v1alpha1.FlashSale, in PlanInput, component string, c cont
 		ImagePullPolicy: pull,
 		Args:            c.args,
 		Env:             c.env,
-		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: c.port, Protocol: corev1.ProtocolTCP}},
+		Ports:           c.ports,
 		ReadinessProbe:  httpProbe(c.readyPath, 2),
 		LivenessProbe:   httpProbe("/healthz", 10),
 		Resources:       c.resourcesOrDefault(),
@@ -520,7 +668,7 @@ func podVolumes(fs *v1alpha1.FlashSale, secrets []volume) ([]corev1.Volume, []co
 
 func httpProbe(path string, period int32) *corev1.Probe {
 	return &corev1.Probe{
-		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(portMetrics)}},
 		PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
 	}
 }
@@ -539,4 +687,110 @@ func ownedObjects(fs *v1alpha1.FlashSale) []client.Object {
 		&corev1.ConfigMap{ObjectMeta: m(ConfigMapName(fs))},
 		&corev1.Secret{ObjectMeta: m(TokenSecretName(fs))},
 	}, ownedNetworkPolicies(fs)...)
+}
+
+// dataPlaneImage is the image of the sale's pods, and the one writer of
+// status.dataPlane. The first time the sale's workloads are planned (its
+// warm-up) the image is pinned: spec.image if set, else the image the
+// sale's pods already run (Deployments an operator from before the pin
+// created), else the operator's own. From then on an operator upgrade
+// (another --image) does not change it, so it does not roll a live sale;
+// sales that have not warmed yet get the new image. A spec.image set or
+// changed by the user is an explicit request and moves the pin; removing it
+// keeps the pin.
+func (r *FlashSaleReconciler) dataPlaneImage(ctx context.Context, s *scope) (string, error) {
+	st, want := &s.fs.Status, s.fs.Spec.Image
+	switch {
+	case st.DataPlane != nil && (want == "" || want == st.DataPlane.Image):
+		return st.DataPlane.Image, nil
+	case want == "":
+		running, err := r.runningImage(ctx, s.fs)
+		if err != nil {
+			return "", err
+		}
+		want = running
+		if want == "" {
+			want = r.Image
+		}
+	}
+	st.DataPlane = &v1alpha1.DataPlaneStatus{Image: want, OperatorVersion: r.OperatorVersion}
+	return want, nil
+}
+
+// runningImage is the image of the sale's seckill Deployment, "" when there
+// is none yet.
+func (r *FlashSaleReconciler) runningImage(ctx context.Context, fs *v1alpha1.FlashSale) (string, error) {
+	var d appsv1.Deployment
+	err := r.Get(ctx, client.ObjectKey{Namespace: fs.Namespace, Name: Name(fs, ComponentSeckill)}, &d)
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read seckill Deployment: %w", err)
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == ComponentSeckill {
+			return c.Image, nil
+		}
+	}
+	return "", nil
+}
+
+// holdTemplates keeps the pod templates of a live sale's Deployments as an
+// older operator rendered them. The pinned image alone does not keep an
+// upgrade from rolling the pods: a new operator version may render another
+// template (ports, probes, defaults), and a changed template rolls every
+// pod of the sale, mid-sale, on the operator's schedule rather than the
+// SRE's. So once buyers are admitted (Active, Paused, Draining), a
+// Deployment rendered by another operator version keeps its template and
+// gets only its new replica count; the new template arrives with the next
+// sale. A change the user makes to what the pods run (the manifest they
+// read, the image, resources, placement: the spec hash) still applies at
+// once, rendered by this operator.
+func (r *FlashSaleReconciler) holdTemplates(ctx context.Context, s *scope, p *Plan) error {
+	if s.fs.Status.OpenedAt == nil {
+		return nil // nobody buys yet: a rollout costs nothing
+	}
+	for _, want := range []*appsv1.Deployment{p.Seckill, p.Worker, p.Rollback} {
+		var cur appsv1.Deployment
+		err := r.Get(ctx, client.ObjectKeyFromObject(want), &cur)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s Deployment: %w", want.Name, err)
+		}
+		if heldBack(&cur, want) {
+			keepTemplate(want, &cur)
+		}
+	}
+	return nil
+}
+
+// heldBack: cur was rendered by another operator version and the user
+// changed nothing its pods run since.
+func heldBack(cur, want *appsv1.Deployment) bool {
+	v, ok := cur.Annotations[OperatorVersionAnnotation]
+	if ok && v == want.Annotations[OperatorVersionAnnotation] {
+		return false
+	}
+	if h, ok := cur.Annotations[SpecHashAnnotation]; ok {
+		return h == want.Annotations[SpecHashAnnotation]
+	}
+	// Rendered before the spec hash existed: the manifest the pods read
+	// is what can be compared.
+	return cur.Spec.Template.Annotations[configHashAnnot] == want.Spec.Template.Annotations[configHashAnnot]
+}
+
+// keepTemplate makes want carry cur's pod template and the record of what
+// rendered it, so that applying want changes the replicas and not the pods.
+func keepTemplate(want, cur *appsv1.Deployment) {
+	want.Spec.Template = *cur.Spec.Template.DeepCopy()
+	for _, k := range []string{OperatorVersionAnnotation, SpecHashAnnotation} {
+		if v, ok := cur.Annotations[k]; ok {
+			want.Annotations[k] = v
+		} else {
+			delete(want.Annotations, k)
+		}
+	}
 }
