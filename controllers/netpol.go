@@ -19,7 +19,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;create;patch;delete
 
 // NetworkPolicyConfig says whether and how the operator fences a sale's pods
 // with NetworkPolicies.

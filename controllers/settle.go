@@ -224,11 +224,13 @@ func (r *FlashSaleReconciler) teardown(ctx context.Context, fs, sale *v1alpha1.F
 
 // deleteOwned deletes the objects the sale owns. Owner references would let
 // the garbage collector do it, but only eventually, and the sale is Ended
-// only once they are gone.
+// only once they are gone. It reads them through APIReader: once per sale,
+// and the cache holds no informer for most of these kinds (a cached Get
+// would start one, cluster-wide, for Secrets too).
 func (r *FlashSaleReconciler) deleteOwned(ctx context.Context, fs *v1alpha1.FlashSale) error {
 	r.applied.forget(fs.SaleKey())
 	for _, o := range ownedObjects(fs) {
-		if err := r.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
