@@ -27,6 +27,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -136,7 +137,9 @@ func TestTemplateDefaults(t *testing.T) {
 	dryRunApply(t, c, objs)
 
 	kinds := kindsOf(objs)
-	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Service", "ServiceAccount"}
+	// The Pod and the second ServiceAccount are the helm test hook's (helmtest_test.go).
+	// The second and third ClusterRole, and the second binding, are the metrics-auth and metrics-reader ones.
+	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "NetworkPolicy", "Pod", "Service", "ServiceAccount", "ServiceAccount"}
 	if !slices.Equal(kinds, want) {
 		t.Errorf("default render has kinds %v, want %v (monitoring objects are off by default)", kinds, want)
 	}
@@ -151,7 +154,7 @@ func TestTemplateDefaults(t *testing.T) {
 		t.Errorf("image = %q, want %q (the chart's appVersion)", ctr.Image, wantImage)
 	}
 	for _, arg := range []string{
-		"manager", "--leader-elect", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+		"manager", "--leader-elect", "--metrics-bind-address=:8443", "--metrics-secure=true", "--health-probe-bind-address=:8081",
 		"--image-pull-policy=IfNotPresent", "--default-endpoints-secret=flashsale-endpoints",
 		"--refresh-interval=5s", "--audit-interval=30s", "--cleanup-timeout=2m",
 		"--max-concurrent-reconciles=8", "--log-format=json",
@@ -203,8 +206,8 @@ func TestTemplateAllSwitches(t *testing.T) {
 	if anyNS, _, _ := unstructured.NestedBool(pm.Object, "spec", "namespaceSelector", "any"); !anyNS {
 		t.Error("PodMonitor namespaceSelector.any is not true: it must scrape the sales of every namespace")
 	}
-	if pep := firstItem(t, pm, "spec", "podMetricsEndpoints"); pep["port"] != "http" {
-		t.Errorf("PodMonitor endpoint port = %v, want http (the data-plane pods' port)", pep["port"])
+	if pep := firstItem(t, pm, "spec", "podMetricsEndpoints"); pep["port"] != "metrics" {
+		t.Errorf("PodMonitor endpoint port = %v, want metrics (the data-plane pods' metrics port, not the buyers' http)", pep["port"])
 	}
 
 	// The PrometheusRule is config/prometheus/rules.yaml's spec under the chart's metadata.
@@ -278,6 +281,12 @@ func TestHelmInstall(t *testing.T) {
 		t.Fatalf("the installed PodMonitor: %v", err)
 	}
 
+	// The operator's NetworkPolicy (networkPolicy.enabled is on by default).
+	var np networkingv1.NetworkPolicy
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: rel + "-flashsale-operator"}, &np); err != nil {
+		t.Errorf("the installed operator NetworkPolicy: %v", err)
+	}
+
 	helm("upgrade", rel, chartDir, "--reset-values")
 	if err := c.Get(ctx, key, pm); !apierrors.IsNotFound(err) {
 		t.Errorf("after an upgrade with serviceMonitor.enabled=false the PodMonitor is still there (err %v)", err)
@@ -315,10 +324,6 @@ func TestKustomizeDefault(t *testing.T) {
 		t.Error("the kustomize Deployment runs without --leader-elect")
 	}
 	checkClusterRole(t, objs)
-	crb := find(t, objs, "ClusterRoleBinding")
-	if got := nestedString(crb, "roleRef", "name"); got != find(t, objs, "ClusterRole").GetName() {
-		t.Errorf("ClusterRoleBinding refers to ClusterRole %q, not the one rendered", got)
-	}
 }
 
 // TestKustomizePrometheus: config/default with its [PROMETHEUS] line
@@ -398,8 +403,8 @@ func checkOperatorContainer(t *testing.T, dep *appsv1.Deployment) {
 	for _, p := range ctr.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if ports["metrics"] != 8080 || ports["health"] != 8081 {
-		t.Errorf("container ports = %v, want metrics 8080 and health 8081", ports)
+	if ports["metrics"] != 8443 || ports["health"] != 8081 {
+		t.Errorf("container ports = %v, want metrics 8443 (HTTPS) and health 8081", ports)
 	}
 	psc, sc := spec.SecurityContext, ctr.SecurityContext
 	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != 65532 || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
@@ -438,31 +443,75 @@ func checkServiceMonitor(t *testing.T, objs []*unstructured.Unstructured) {
 	if len(sel) == 0 || !labels.SelectorFromSet(sel).Matches(labels.Set(svc.Labels)) {
 		t.Errorf("ServiceMonitor selector %v does not select the metrics Service (labels %v)", sel, svc.Labels)
 	}
-	if ep := firstItem(t, sm, "spec", "endpoints"); len(svc.Spec.Ports) != 1 || ep["port"] != svc.Spec.Ports[0].Name {
-		t.Errorf("ServiceMonitor scrapes port %v, the Service has %+v", ep["port"], svc.Spec.Ports)
+	ep := firstItem(t, sm, "spec", "endpoints")
+	i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep["port"] })
+	if i < 0 {
+		t.Fatalf("ServiceMonitor scrapes port %v, the Service has %+v", ep["port"], svc.Spec.Ports)
 	}
 	dep := deployment(t, objs)
 	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) {
 		t.Errorf("metrics Service selector %v does not select the operator pods (labels %v)", svc.Spec.Selector, dep.Spec.Template.Labels)
 	}
-	if tp := svc.Spec.Ports[0].TargetPort.String(); tp != "metrics" {
+	if tp := svc.Spec.Ports[i].TargetPort.String(); tp != "metrics" {
 		t.Errorf("metrics Service targets port %q, want the container's port named metrics", tp)
 	}
 }
 
-// checkClusterRole: the rendered ClusterRole has exactly the rules
-// controller-gen generated from the markers into config/rbac/role.yaml.
+// operatorClusterRoles are the ClusterRoles of config/rbac that both installs
+// render, each with whether the operator's ServiceAccount is bound to it.
+var operatorClusterRoles = map[string]bool{
+	"role.yaml":                true,  // generated by controller-gen from the markers (make manifests)
+	"metrics_auth_role.yaml":   true,  // TokenReviews and SubjectAccessReviews of /metrics scrapers
+	"metrics_reader_role.yaml": false, // for Prometheus's ServiceAccount
+}
+
+// checkClusterRole: each ClusterRole of operatorClusterRoles is rendered with
+// exactly its rules, bound to the operator's ServiceAccount where it should be.
 func checkClusterRole(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
-	var want rbacv1.ClusterRole
-	readYAML(t, filepath.Join(root, "config", "rbac", "role.yaml"), &want)
-	var got rbacv1.ClusterRole
-	fromUnstructured(t, find(t, objs, "ClusterRole"), &got)
-	if len(want.Rules) == 0 || !equality.Semantic.DeepEqual(got.Rules, want.Rules) {
-		g, _ := yaml.Marshal(got.Rules)
-		w, _ := yaml.Marshal(want.Rules)
-		t.Errorf("ClusterRole rules differ from config/rbac/role.yaml (run make manifests):\ngot:\n%s\nwant:\n%s", g, w)
+	bound := operatorBindings(t, objs)
+	var rendered []rbacv1.ClusterRole
+	for _, o := range objs {
+		if o.GetKind() == "ClusterRole" {
+			var cr rbacv1.ClusterRole
+			fromUnstructured(t, o, &cr)
+			rendered = append(rendered, cr)
+		}
 	}
+	for file, wantBound := range operatorClusterRoles {
+		var want rbacv1.ClusterRole
+		readYAML(t, filepath.Join(root, "config", "rbac", file), &want)
+		i := slices.IndexFunc(rendered, func(cr rbacv1.ClusterRole) bool { return equality.Semantic.DeepEqual(cr.Rules, want.Rules) })
+		if len(want.Rules) == 0 || i < 0 {
+			w, _ := yaml.Marshal(want.Rules)
+			t.Errorf("no rendered ClusterRole has the rules of config/rbac/%s (run make manifests):\n%s", file, w)
+			continue
+		}
+		if name := rendered[i].Name; bound[name] != wantBound {
+			t.Errorf("ClusterRole %s (config/rbac/%s): bound to the operator's ServiceAccount is %v, want %v", name, file, bound[name], wantBound)
+		}
+	}
+}
+
+// operatorBindings are the names of the ClusterRoles bound to the operator's
+// ServiceAccount (the Deployment's, in namespace).
+func operatorBindings(t *testing.T, objs []*unstructured.Unstructured) map[string]bool {
+	t.Helper()
+	sa := deployment(t, objs).Spec.Template.Spec.ServiceAccountName
+	bound := map[string]bool{}
+	for _, o := range objs {
+		if o.GetKind() != "ClusterRoleBinding" {
+			continue
+		}
+		var crb rbacv1.ClusterRoleBinding
+		fromUnstructured(t, o, &crb)
+		for _, s := range crb.Subjects {
+			if s.Kind == rbacv1.ServiceAccountKind && s.Name == sa && s.Namespace == namespace {
+				bound[crb.RoleRef.Name] = true
+			}
+		}
+	}
+	return bound
 }
 
 // cluster returns a client of the test API server, with the Prometheus
