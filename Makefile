@@ -143,6 +143,16 @@ controlplane: ## Build kube-apiserver and etcd for envtest from the Go module pr
 services: ## Start the local Redis and MariaDB the tests use (idempotent).
 	bash hack/services.sh
 
+##@ Upgrades
+
+# Helm installs a chart's crds/ once and never upgrades them: run this before
+# every `helm upgrade` (docs/versioning.md). It is server-side apply because
+# the CRD is too big for client-side apply's last-applied annotation to be safe.
+# Equivalent: kubectl apply --server-side --force-conflicts --field-manager=flashsale-operator -f charts/flashsale-operator/crds/
+.PHONY: upgrade-crds
+upgrade-crds: ## Install or upgrade the FlashSale CRD in the current kubeconfig's cluster (flashsale crds apply: server-side, prints what changed; CRDS_FLAGS=--dry-run to preview).
+	$(GO) run . crds apply $(CRDS_FLAGS)
+
 ##@ Local cluster
 
 # IMAGE_TAR is the docker-archive tarball `make cluster-load-image` imports.

@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -141,6 +142,13 @@ func (c *cluster) install() {
 		"--set", "image.repository=flashsale-operator", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
 		"--set", "operator.refreshInterval=2s", "--set", "operator.auditInterval=10s",
 		"--wait", "--timeout", "3m")
+	// The chart's own test (templates/tests): the operator answers /healthz
+	// through its Service and the CRD is served, as a user's helm test checks.
+	out := c.run(helm, "test", "flashsale-operator", "--namespace", "flashsale-system", "--timeout", "3m")
+	if !strings.Contains(out, "Phase:          Succeeded") {
+		c.t.Fatalf("helm test did not report its test Pod Succeeded:\n%s", out)
+	}
+	c.t.Logf("helm test:\n%s", out)
 }
 
 // namespace creates a namespace with the endpoints Secret and the payment Secret.
@@ -346,16 +354,19 @@ func (c *cluster) assertGone(ns, name string) {
 	var deps appsv1.DeploymentList
 	var svcs corev1.ServiceList
 	var cms corev1.ConfigMapList
+	var nps networkingv1.NetworkPolicyList
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		_ = c.k8s.List(c.ctx, &deps, client.InNamespace(ns), sel)
 		_ = c.k8s.List(c.ctx, &svcs, client.InNamespace(ns), sel)
 		_ = c.k8s.List(c.ctx, &cms, client.InNamespace(ns), sel)
-		if len(deps.Items)+len(svcs.Items)+len(cms.Items) == 0 {
+		_ = c.k8s.List(c.ctx, &nps, client.InNamespace(ns), sel)
+		if len(deps.Items)+len(svcs.Items)+len(cms.Items)+len(nps.Items) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("objects of %s/%s left: %d Deployments, %d Services, %d ConfigMaps", ns, name, len(deps.Items), len(svcs.Items), len(cms.Items))
+			c.t.Fatalf("objects of %s/%s left: %d Deployments, %d Services, %d ConfigMaps, %d NetworkPolicies",
+				ns, name, len(deps.Items), len(svcs.Items), len(cms.Items), len(nps.Items))
 		}
 		time.Sleep(time.Second)
 	}
@@ -432,6 +443,11 @@ func TestRealSale(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+
+	// The chart turns NetworkPolicies on (its default): the sale's three
+	// are in place, and everything below runs with them.
+	c.assertNetworkPolicies(ns, name)
+	c.assertMetricsPort(url)
 
 	c.waitPhase(ns, name, v1alpha1.PhaseActive, time.Until(start)+60*time.Second)
 	// The follower checks the pods the moment it sees Active; wait for it.
@@ -652,6 +668,9 @@ func (c *cluster) queuedSale(ns, name string) {
 	}
 	t.Logf("FIGURE waiting room: joined %d, admitted %d, told SOLD_OUT %d, max outstanding %d (bound 1500 x 1.5), join → admission p50 %.1fs p99 %.1fs",
 		q.Joined, q.Admitted, q.ToldSoldOut, q.MaxOutstanding, q.WaitP50Seconds, q.WaitP99Seconds)
+	if q.Samples == 0 {
+		t.Errorf("the loadtest never read the seckill gauges through the Service's metrics port (%s:9090)", url)
+	}
 	if f := q.Figures; f != nil {
 		t.Logf("FIGURE waiting room (seckill gauges at the end of the load): admitted %d, waiting %d, outstanding %d", f.Admitted, f.Waiting, f.Outstanding)
 	}
@@ -734,4 +753,59 @@ func subsequence(want, got []v1alpha1.Phase) bool {
 		}
 	}
 	return i == len(want)
+}
+
+// assertNetworkPolicies checks the sale's NetworkPolicies and the operator's
+// own, as the chart's default (networkPolicy.enabled) has them applied. The
+// local cluster's bridge CNI does not enforce NetworkPolicies: this proves
+// they apply cleanly and the sale runs to its end with them in place, not
+// that they block anything (that needs a CNI such as Calico or Cilium).
+func (c *cluster) assertNetworkPolicies(ns, name string) {
+	c.t.Helper()
+	var op networkingv1.NetworkPolicy
+	if err := c.k8s.Get(c.ctx, types.NamespacedName{Namespace: "flashsale-system", Name: "flashsale-operator"}, &op); err != nil {
+		c.t.Fatalf("the chart's NetworkPolicy of the operator: %v", err)
+	}
+	ingress := map[string][]string{
+		controllers.ComponentSeckill:  {"http", "metrics"},
+		controllers.ComponentWorker:   {"metrics"},
+		controllers.ComponentRollback: {"metrics"},
+	}
+	for comp, want := range ingress {
+		var np networkingv1.NetworkPolicy
+		key := types.NamespacedName{Namespace: ns, Name: name + "-" + comp}
+		if err := c.k8s.Get(c.ctx, key, &np); err != nil {
+			c.t.Fatalf("NetworkPolicy %s: %v", key, err)
+		}
+		var got []string
+		for _, r := range np.Spec.Ingress {
+			for _, p := range r.Ports {
+				got = append(got, p.Port.String())
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") || len(np.Spec.Egress) == 0 {
+			c.t.Errorf("NetworkPolicy %s: ingress on %v (want %v), %d egress rules", key, got, want, len(np.Spec.Egress))
+		}
+		c.t.Logf("NetworkPolicy %s: ingress on %v, egress %+v", key, got, np.Spec.Egress)
+	}
+}
+
+// assertMetricsPort: through the seckill Service, the buyers' port 80
+// answers /metrics 404 and the metrics port 9090 serves it.
+func (c *cluster) assertMetricsPort(url string) {
+	c.t.Helper()
+	hc := &http.Client{Timeout: 3 * time.Second}
+	for _, at := range []struct {
+		url  string
+		want int
+	}{{url + "/metrics", http.StatusNotFound}, {url + ":9090/metrics", http.StatusOK}} {
+		resp, err := hc.Get(at.url)
+		if err != nil {
+			c.t.Fatalf("GET %s: %v", at.url, err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != at.want {
+			c.t.Errorf("GET %s through the seckill Service: %d, want %d", at.url, resp.StatusCode, at.want)
+		}
+	}
 }
