@@ -218,6 +218,14 @@ func invalidSales() []invalidSale {
 		{"durability timeout under a millisecond", setTo("spec.redis.durability", map[string]any{"aof": true, "timeout": "500us"}),
 			"spec.redis.durability.timeout", []string{"from 1ms to 2s"}},
 
+		// Placement: the operator's own labels select the pods, its annotations roll them.
+		{"seckill podLabels with an app.kubernetes.io key", setTo("spec.seckill.podLabels", map[string]any{"app.kubernetes.io/name": "shop"}),
+			"spec.seckill.podLabels", []string{"podLabels must not set the operator's own keys"}},
+		{"worker podLabels with a flashsale.dev key", setTo("spec.worker.podLabels", map[string]any{"team": "orders", "flashsale.dev/sale": "other"}),
+			"spec.worker.podLabels", []string{"podLabels must not set the operator's own keys"}},
+		{"rollback podAnnotations with a flashsale.dev key", setTo("spec.rollback.podAnnotations", map[string]any{"flashsale.dev/config-hash": "x"}),
+			"spec.rollback.podAnnotations", []string{"podAnnotations must not set the operator's own keys"}},
+
 		// Every duration of the spec: a Go duration, with a sign that makes sense.
 		{"paymentTimeout not a duration", setTo("spec.paymentTimeout", "soon"),
 			"spec.paymentTimeout", []string{"type conversion error", "spec.paymentTimeout must be a positive duration"}},
@@ -399,6 +407,25 @@ func validVariants() map[string]func(*testing.T, *unstructured.Unstructured) {
 			"trustedProxies": []any{"10.0.0.0/8", "fd00::/8"},
 		}),
 		"name of 50 characters": setName(strings.Repeat("s", 50)),
+		"placement on every workload": func(t *testing.T, u *unstructured.Unstructured) {
+			placement := map[string]any{
+				"nodeSelector":      map[string]any{"node-role.example.com/sale": "api"},
+				"tolerations":       []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "sale", "effect": "NoSchedule"}},
+				"priorityClassName": "sale-critical",
+				"affinity": map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{
+					"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "kubernetes.io/arch", "operator": "In", "values": []any{"amd64"}}}}},
+				}}},
+				"topologySpreadConstraints": []any{map[string]any{"maxSkew": int64(1), "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}},
+				// Keys of others' prefixes are the user's to set.
+				"podLabels":      map[string]any{"team": "shop", "example.com/tier": "sale"},
+				"podAnnotations": map[string]any{"example.com/owner": "sre", "prometheus.io/scrape": "true"},
+			}
+			for _, w := range []string{"seckill", "worker", "rollback"} {
+				for k, v := range placement {
+					set(t, u, "spec."+w+"."+k, v)
+				}
+			}
+		},
 		"a waiting room": setTo("spec.queue", map[string]any{
 			"admitPerSecond": int64(5000), "overbook": "1.25", "prequeueLead": "5m", "admissionTTL": "90s",
 		}),
