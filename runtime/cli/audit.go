@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,7 +81,8 @@ in their stores too): what spec.teardown.strandedOrders: Abandon does.`,
 func (af *auditFlags) bind(cmd *cobra.Command) {
 	af.sf.bind(cmd)
 	f := cmd.Flags()
-	f.StringSliceVar(&af.brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
+	f.StringSliceVar(&af.brokers, "kafka-brokers", nil, "Kafka bootstrap brokers, comma separated (omit for a Redis-only sale); env "+envKafkaBrokers)
+	fromEnv(f, "kafka-brokers", envKafkaBrokers)
 	f.BoolVar(&af.asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&af.repair, "repair", false, "fix what is safe to fix, then audit again")
 	f.BoolVar(&af.archive, "archive", false, "keep the dead letters that are not orders in the MySQL table seckill_dead_letter (after --repair), then audit again")

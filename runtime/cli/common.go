@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
@@ -38,7 +40,8 @@ func (f *saleFlags) bind(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.file, "file", "f", "", "FlashSale manifest (the YAML you would kubectl apply)")
 	_ = cmd.MarkFlagRequired("file")
-	fl.StringVar(&f.dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	fl.StringVar(&f.dsn, "mysql-dsn", "", "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	fromEnv(fl, "mysql-dsn", envMySQLDSN)
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.redis.Bind(fl)
 }
@@ -95,18 +98,52 @@ func (e *saleEnv) Close() {
 	_ = e.rdb.Close()
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
+// envAnnotation marks a flag whose value, when not given on the command
+// line, comes from an environment variable (see fromEnv).
+const envAnnotation = "flashsale.dev/env"
+
+// fromEnv makes env stand in for the flag name when it is not given. The
+// env's value is applied after parsing (applyEnv) rather than as the flag's
+// default: a default is printed by --help, and these variables hold a DSN
+// with its password or the path of a Secret. The flag's usage names env.
+func fromEnv(fl *pflag.FlagSet, name, env string) {
+	if err := fl.SetAnnotation(name, envAnnotation, []string{env}); err != nil {
+		panic(err) // a flag name misspelt in the code, not bad input
 	}
-	return def
 }
 
-func splitList(s string) []string {
-	if s == "" {
-		return nil
+// applyEnv sets every flag of cmd marked by fromEnv and not given on the
+// command line to its environment variable, when that is set.
+func applyEnv(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		env := f.Annotations[envAnnotation]
+		if err != nil || f.Changed || len(env) == 0 {
+			return
+		}
+		if v, ok := os.LookupEnv(env[0]); ok && v != "" {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("env %s (for --%s): %w", env[0], f.Name, e)
+			}
+		}
+	})
+	return err
+}
+
+// redactDSN is dsn with its password replaced, for logs: which server and
+// database a process uses is worth logging, its password never.
+func redactDSN(dsn string) string {
+	if dsn == "" {
+		return ""
 	}
-	return strings.Split(s, ",")
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "(unparsable DSN)"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return cfg.FormatDSN()
 }
 
 func nonEmpty(in []string) []string {

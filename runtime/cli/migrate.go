@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +46,7 @@ user:pass@tcp(host:3306)/shop; env ` + envMySQLDSN + ` also works.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dsn, "mysql-dsn", os.Getenv(envMySQLDSN), "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	cmd.Flags().StringVar(&dsn, "mysql-dsn", "", "go-sql-driver DSN of the orders database; env "+envMySQLDSN)
+	fromEnv(cmd.Flags(), "mysql-dsn", envMySQLDSN)
 	return cmd
 }

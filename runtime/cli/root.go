@@ -17,6 +17,9 @@ func NewRoot() *cobra.Command {
 		Short:         "Run flash sales end to end: operator, seckill API, order pipeline",
 		SilenceUsage:  true,
 		SilenceErrors: false,
+		// Flags that the environment may stand in for take its value only
+		// now, after parsing, so --help never prints it (see fromEnv).
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyEnv(cmd) },
 	}
 	root.AddCommand(newManagerCommand(), newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand(),
 		newMigrateCommand(), newWorkerCommand(), newRollbackCommand(), newAuditCommand(), newLoadtestCommand(), newVersionCommand())

@@ -64,10 +64,12 @@ its source only after it is durable, and shows "created" to result polling.`,
 func (wf *workerFlags) bind(cmd *cobra.Command) {
 	wf.sale.bind(cmd)
 	f := cmd.Flags()
-	f.StringSliceVar(&wf.brokers, "kafka-brokers", splitList(os.Getenv(envKafkaBrokers)), "Kafka bootstrap brokers, comma separated (required when the sale has spec.kafka); env "+envKafkaBrokers)
+	f.StringSliceVar(&wf.brokers, "kafka-brokers", nil, "Kafka bootstrap brokers, comma separated (required when the sale has spec.kafka); env "+envKafkaBrokers)
+	fromEnv(f, "kafka-brokers", envKafkaBrokers)
 	f.StringVar(&wf.kafkaVersion, "kafka-version", "", "Kafka protocol version to speak (default "+kafkautil.DefaultVersion.String()+")")
 	f.StringVar(&wf.metricsAddr, "metrics-addr", ":9090", "serve /metrics, /healthz and /readyz here (empty: off)")
-	f.StringVar(&wf.podID, "pod-id", os.Getenv("POD_NAME"), "this worker's name in the stream consumer group (default: env POD_NAME, else the hostname)")
+	f.StringVar(&wf.podID, "pod-id", "", "this worker's name in the stream consumer group (default: env POD_NAME, else the hostname)")
+	fromEnv(f, "pod-id", "POD_NAME")
 	f.IntVar(&wf.batchSize, "batch-size", 500, "orders per MySQL transaction (and per stream read)")
 	f.DurationVar(&wf.flush, "flush-interval", 50*time.Millisecond, "flush a partial batch this long after its first order")
 	f.DurationVar(&wf.claimMinIdle, "claim-min-idle", 30*time.Second, "claim stream entries a dead worker left pending after this long")
@@ -129,7 +131,7 @@ func (wf *workerFlags) run(cmd *cobra.Command) error {
 		mode = "kafka"
 	}
 	log.Info("Running the order pipeline", "sale", fs.SaleKey(), "mode", mode, "pod", podID,
-		"brokers", strings.Join(brokers, ","), "batch", wf.batchSize, "flush", wf.flush, "waitReplicas", waitReplicas)
+		"db", redactDSN(wf.sale.dsn), "brokers", strings.Join(brokers, ","), "batch", wf.batchSize, "flush", wf.flush, "waitReplicas", waitReplicas)
 	err = w.Run(cmd.Context())
 	log.Info("Order pipeline stopped", "sale", fs.SaleKey(), "err", err)
 	return err
