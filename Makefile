@@ -14,6 +14,7 @@ export TOOLS_BIN
 GOLANGCI_LINT ?= $(TOOLS_BIN)/golangci-lint
 CONTROLLER_GEN ?= $(TOOLS_BIN)/controller-gen
 HELM ?= $(TOOLS_BIN)/helm
+HELM_DOCS ?= $(TOOLS_BIN)/helm-docs
 
 GO ?= go
 GOFMT ?= gofmt
@@ -73,12 +74,16 @@ manifests: controller-gen ## Generate the CRD (config/crd/bases) and RBAC (confi
 chart-sync: ## Copy the CRD, the RBAC rules, the Prometheus rules and the Grafana dashboard from config/ into charts/flashsale-operator.
 	bash hack/chart-sync.sh
 
+.PHONY: chart-docs
+chart-docs: helm-docs ## Write charts/flashsale-operator/README.md (helm-docs) from its README.md.gotmpl and the `# --` comments of values.yaml.
+	$(HELM_DOCS) --chart-search-root charts --sort-values-order file --log-level warning
+
 .PHONY: docs
 docs: ## Render docs/architecture.svg from docs/architecture.dot with Graphviz (hack/docs.sh installs it with apt-get if missing).
 	bash hack/docs.sh
 
 .PHONY: verify
-verify: controller-gen ## Fail if generated files (deepcopy, CRD, RBAC, the chart's copies) are stale: regenerates them in a temp copy and diffs.
+verify: controller-gen helm-docs ## Fail if generated files (deepcopy, CRD, RBAC, the chart's copies and README) are stale: regenerates them in a temp copy and diffs.
 	bash hack/verify.sh
 
 .PHONY: lint
@@ -94,7 +99,7 @@ lint: golangci-lint ## Check gofmt, run go vet and golangci-lint (config: .golan
 IMAGE_CACHE = $(if $(filter ./... ./hack/... ./hack/image ./hack/image/...,$(PKGS)),image-cache)
 
 .PHONY: test
-test: services vet controlplane helm promtool browser-deps $(IMAGE_CACHE) ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool: pinned tools; the browser test: `make browser-deps`), then a brief fuzz run.
+test: services vet controlplane helm promtool exporters browser-deps $(IMAGE_CACHE) ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool, redis_exporter, mysqld_exporter: pinned tools; the browser test: `make browser-deps`), then a brief fuzz run.
 	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
 	$(MAKE) fuzz FUZZTIME=8000x
 
@@ -184,9 +189,57 @@ build: ## Build the flashsale binary into bin/flashsale.
 image: ## Build the image without Docker into bin/flashsale-image.tar (IMG, VERSION); load: ctr -n k8s.io images import.
 	$(GO) run ./hack/image --tag $(IMG) --version $(VERSION) --out bin/flashsale-image.tar
 
+# DOCKER is the docker CLI `make docker-build` uses when its engine answers.
+DOCKER ?= docker
+
+.PHONY: docker-build
+docker-build: ## Build the image IMG from the Dockerfile when a Docker engine answers `docker info`; else the same image without Docker (make image).
+	@if command -v $(DOCKER) >/dev/null 2>&1 && $(DOCKER) info >/dev/null 2>&1; then \
+		echo "$(DOCKER) build -t $(IMG) ."; \
+		$(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" -t $(IMG) .; \
+	else \
+		echo "docker-build: no Docker engine answers '$(DOCKER) info': building $(IMG) without Docker instead (make image -> bin/flashsale-image.tar; load it with make cluster-load-image or ctr -n k8s.io images import)"; \
+		$(MAKE) --no-print-directory image; \
+	fi
+
 .PHONY: clean
 clean: ## Remove build output (bin/) and test artifacts of the repository.
 	rm -rf bin/ cover.out coverage.out
+
+##@ Deployment (the cluster of the current kubeconfig)
+
+# NAMESPACE and RELEASE are where and as what `make deploy` installs the chart;
+# DEPLOY_ARGS adds helm flags (e.g. --set metrics.secure=false). RUN_ARGS adds
+# flags to `make run`'s manager. KUBECTL is only needed by `make uninstall`.
+NAMESPACE ?= flashsale-system
+RELEASE ?= flashsale
+DEPLOY_ARGS ?=
+RUN_ARGS ?=
+KUBECTL ?= kubectl
+
+.PHONY: run
+run: ## Run the operator from source against the current kubeconfig (data-plane image IMG, plain-HTTP metrics on 127.0.0.1:8080, text logs); `make install` first.
+	$(GO) run . manager --image=$(IMG) --metrics-secure=false --metrics-bind-address=127.0.0.1:8080 --log-format=text $(RUN_ARGS)
+
+.PHONY: install
+install: ## Install or upgrade the FlashSale CRD in the cluster (flashsale crds apply: server-side apply, waits until Established; same as make upgrade-crds).
+	$(GO) run . crds apply
+
+.PHONY: uninstall
+uninstall: ## Delete the FlashSale CRD, and with it every FlashSale of the cluster (run it while the operator still runs, so their cleanup finishes). Needs kubectl.
+	@command -v $(KUBECTL) >/dev/null 2>&1 || { echo "uninstall: '$(KUBECTL)' is not on PATH: install kubectl or set KUBECTL=/path/to/kubectl" >&2; exit 1; }
+	$(KUBECTL) delete --ignore-not-found -f config/crd/bases/
+
+.PHONY: deploy
+deploy: install helm ## Install or upgrade the chart as RELEASE in NAMESPACE (default flashsale-system) with the image IMG (the CRD first: make install); waits for the rollout.
+	@repo="$(IMG)"; tag=latest; \
+	if [[ "$${repo##*/}" == *:* ]]; then tag="$${repo##*:}"; repo="$${repo%:*}"; fi; \
+	set -x; $(HELM) upgrade --install $(RELEASE) charts/flashsale-operator --namespace $(NAMESPACE) --create-namespace \
+		--set image.repository="$$repo" $${tag:+--set image.tag="$$tag"} --wait --timeout 5m $(DEPLOY_ARGS)
+
+.PHONY: undeploy
+undeploy: helm ## Uninstall the chart RELEASE from NAMESPACE (the CRD and the FlashSales stay: make uninstall removes them).
+	$(HELM) uninstall $(RELEASE) --namespace $(NAMESPACE) --ignore-not-found --wait
 
 ##@ Tools
 
@@ -202,6 +255,10 @@ controller-gen: ## Install the pinned controller-gen into TOOLS_BIN if missing.
 helm: ## Install the pinned helm into TOOLS_BIN if missing (the chart tests in test/chart use it).
 	@bash hack/tools.sh helm >/dev/null
 
+.PHONY: helm-docs
+helm-docs: ## Install the pinned helm-docs into TOOLS_BIN if missing (make chart-docs writes the chart's README with it).
+	@bash hack/tools.sh helm-docs >/dev/null
+
 .PHONY: browser-deps
 browser-deps: ## Install what the browser test (test/browser) needs if missing: Debian's chromium, nodejs and npm (apt-get), playwright-core as package-lock.json pins it (npm ci). See hack/browser.sh.
 	@bash hack/browser.sh
@@ -209,3 +266,7 @@ browser-deps: ## Install what the browser test (test/browser) needs if missing: 
 .PHONY: promtool
 promtool: ## Install the pinned promtool into TOOLS_BIN if missing (test/opskit checks and unit-tests the alert rules with it).
 	@bash hack/tools.sh promtool >/dev/null
+
+.PHONY: exporters
+exporters: ## Build the pinned redis_exporter and mysqld_exporter into TOOLS_BIN if missing (test/opskit runs them against the local Redis and MariaDB).
+	@bash hack/tools.sh redis_exporter mysqld_exporter >/dev/null
