@@ -93,3 +93,15 @@ fromYaml hides its parse errors in an "Error" key.
 {{- end }}
 {{- toYaml $doc }}
 {{- end }}
+
+{{/*
+Labels of the crds.upgradeJob hook's objects: not the operator's selector
+labels, so that no Service or policy of the operator selects its Pod.
+*/}}
+{{- define "flashsale-operator.crdUpgradeLabels" -}}
+helm.sh/chart: {{ include "flashsale-operator.chart" . }}
+app.kubernetes.io/name: {{ include "flashsale-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: crd-upgrade
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
