@@ -13,7 +13,7 @@ import (
 
 // serviceAccountToken is where the kubelet mounts a pod's ServiceAccount
 // token: the ServiceMonitor makes Prometheus send its own.
-const serviceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+const serviceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token" //nolint:gosec // G101: a path, not a credential
 
 // TestTemplateMetrics: the operator's /metrics as each metrics.* setting
 // renders it, every rendering accepted by the API server. Secure (the
