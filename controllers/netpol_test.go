@@ -173,7 +173,7 @@ func (e *env) dependencyPorts(t *testing.T) []int32 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := strconv.Atoi(p)
+		n, err := strconv.ParseInt(p, 10, 32)
 		if err != nil {
 			t.Fatal(err)
 		}
