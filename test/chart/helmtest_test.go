@@ -34,7 +34,14 @@ func TestHelmTestPod(t *testing.T) {
 	}
 	var svc corev1.Service
 	fromUnstructured(t, find(t, objs, "Service"), &svc)
-	wantURL := fmt.Sprintf("--health-url=http://%s.%s.svc:%d/healthz", svc.Name, namespace, healthPort(t, &svc, dep.Spec.Template.Spec.Containers[0]))
+	// The kubelet's service-link variables of the Service, as the local
+	// cluster (make test-e2e) has no cluster DNS; its port named health.
+	healthPort(t, &svc, dep.Spec.Template.Spec.Containers[0])
+	env := strings.ToUpper(strings.ReplaceAll(svc.Name, "-", "_"))
+	wantURL := fmt.Sprintf("--health-url=http://$(%s_SERVICE_HOST):$(%s_SERVICE_PORT_HEALTH)/healthz", env, env)
+	if pod.Spec.EnableServiceLinks == nil || !*pod.Spec.EnableServiceLinks {
+		t.Error("the test Pod does not enable service links: its health URL's variables would be empty")
+	}
 	if len(ctr.Args) == 0 || ctr.Args[0] != "check-install" || !slices.Contains(ctr.Args, wantURL) {
 		t.Errorf("test args %v, want check-install %s", ctr.Args, wantURL)
 	}
@@ -52,7 +59,7 @@ func TestHelmTestPod(t *testing.T) {
 
 // healthPort: the Service's port named health reaches the operator
 // container's port named health, the one its liveness probe (/healthz) uses.
-func healthPort(t *testing.T, svc *corev1.Service, operator corev1.Container) int32 {
+func healthPort(t *testing.T, svc *corev1.Service, operator corev1.Container) {
 	t.Helper()
 	if p := operator.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "health" || p.HTTPGet.Path != "/healthz" {
 		t.Errorf("the operator's liveness probe is not GET /healthz on port health: %+v", p)
@@ -62,11 +69,10 @@ func healthPort(t *testing.T, svc *corev1.Service, operator corev1.Container) in
 			if p.TargetPort.String() != "health" {
 				t.Errorf("Service port health targets %q, want the container port named health", p.TargetPort.String())
 			}
-			return p.Port
+			return
 		}
 	}
 	t.Fatalf("the operator Service has no port named health: %+v", svc.Spec.Ports)
-	return 0
 }
 
 func checkRestricted(t *testing.T, pod *corev1.Pod) {
