@@ -216,6 +216,8 @@ RELEASE ?= flashsale
 DEPLOY_ARGS ?=
 RUN_ARGS ?=
 KUBECTL ?= kubectl
+# UNINSTALL_TIMEOUT bounds `make uninstall`'s wait for the FlashSales' cleanup.
+UNINSTALL_TIMEOUT ?= 2m
 
 .PHONY: run
 run: ## Run the operator from source against the current kubeconfig (data-plane image IMG, plain-HTTP metrics on 127.0.0.1:8080, text logs); `make install` first.
@@ -228,7 +230,9 @@ install: ## Install or upgrade the FlashSale CRD in the cluster (flashsale crds 
 .PHONY: uninstall
 uninstall: ## Delete the FlashSale CRD, and with it every FlashSale of the cluster (run it while the operator still runs, so their cleanup finishes). Needs kubectl.
 	@command -v $(KUBECTL) >/dev/null 2>&1 || { echo "uninstall: '$(KUBECTL)' is not on PATH: install kubectl or set KUBECTL=/path/to/kubectl" >&2; exit 1; }
-	$(KUBECTL) delete --ignore-not-found -f config/crd/bases/
+	$(KUBECTL) delete --ignore-not-found --timeout=$(UNINSTALL_TIMEOUT) -f config/crd/bases/ || { \
+		echo "uninstall: the CRD is not gone within $(UNINSTALL_TIMEOUT): FlashSales still carry the operator's finalizer." >&2; \
+		echo "uninstall: run the operator (make run, make deploy) so that their cleanup finishes; the CRD then goes by itself." >&2; exit 1; }
 
 .PHONY: deploy
 deploy: install helm ## Install or upgrade the chart as RELEASE in NAMESPACE (default flashsale-system) with the image IMG (the CRD first: make install); waits for the rollout.
