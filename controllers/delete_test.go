@@ -163,7 +163,7 @@ func TestConfigErrorFailsAndRecovers(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e.r.ResolveEvery = 0 // re-read Secrets now (the Secret watch does this in a manager)
+	e.r.ResolveEvery = 0 // re-read Secrets now (a Failed sale is requeued every 15s for this in a manager)
 	e.reconcile()
 	e.wantPhase(v1alpha1.PhasePending)
 	e.wantCond(v1alpha1.ConditionConfigValid, metav1.ConditionTrue, v1alpha1.ReasonConfigValid)
