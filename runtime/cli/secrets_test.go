@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 // one, set to a value no help text or log line has any business printing.
 func secretEnv(t *testing.T) map[string]string {
 	t.Helper()
-	env := map[string]string{
+	env := map[string]string{ //nolint:gosec // G101: fake secrets, there to be looked for in the output
 		"FLASHSALE_MYSQL_DSN":           "helpuser:Dsn-Pw-9f3e1c@tcp(orders-db.example:3306)/shop",
 		"FLASHSALE_PAYMENT_SECRET":      "Pay-Secret-5b7d2a",
 		"FLASHSALE_PAYMENT_SECRET_FILE": "/run/secrets/Pay-File-81c4e0",
@@ -79,7 +79,8 @@ func TestHelpShowsNoSecrets(t *testing.T) {
 		t.Fatalf("found %d commands under the root, want all of them (manager, seckill, worker, ...)", len(all))
 	}
 	for _, c := range all {
-		args := append(strings.Fields(c.CommandPath())[1:], "--help")
+		args := strings.Fields(c.CommandPath())[1:]
+		args = append(args, "--help")
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			out, err := run(context.Background(), args...)
 			if err != nil || !strings.Contains(out, "Usage:") {
@@ -204,7 +205,7 @@ func (p *process) output() string {
 // flashsaleCommand is this test binary as the flashsale binary with the
 // given environment (on top of the test's, with any secrets the test set).
 func flashsaleCommand(env []string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := exec.Command(os.Args[0], args...) //nolint:gosec // re-executes this very test binary
 	cmd.Env = append(append(os.Environ(), flashsaleMainEnv+"=1"), env...)
 	return cmd
 }
