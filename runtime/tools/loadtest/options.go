@@ -231,20 +231,30 @@ type Options struct {
 // SaleKey is "namespace/name".
 func (o *Options) SaleKey() string { return o.Namespace + "/" + o.Name }
 
-func (o *Options) defaults() error {
+// urls checks the API's and the metrics' base URLs; the metrics default to
+// the API's (a seckill serving both on one port, as `flashsale demo` does).
+func (o *Options) urls() error {
 	if o.BaseURL == "" {
 		return errors.New("no base URL of the seckill API")
-	}
-	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
-	if !strings.HasPrefix(o.BaseURL, "http://") && !strings.HasPrefix(o.BaseURL, "https://") {
-		return fmt.Errorf("base URL %q must start with http:// or https://", o.BaseURL)
 	}
 	if o.MetricsURL == "" {
 		o.MetricsURL = o.BaseURL
 	}
-	o.MetricsURL = strings.TrimRight(o.MetricsURL, "/")
-	if !strings.HasPrefix(o.MetricsURL, "http://") && !strings.HasPrefix(o.MetricsURL, "https://") {
-		return fmt.Errorf("metrics URL %q must start with http:// or https://", o.MetricsURL)
+	for _, u := range []struct {
+		name string
+		url  *string
+	}{{"base URL", &o.BaseURL}, {"metrics URL", &o.MetricsURL}} {
+		*u.url = strings.TrimRight(*u.url, "/")
+		if !strings.HasPrefix(*u.url, "http://") && !strings.HasPrefix(*u.url, "https://") {
+			return fmt.Errorf("%s %q must start with http:// or https://", u.name, *u.url)
+		}
+	}
+	return nil
+}
+
+func (o *Options) defaults() error {
+	if err := o.urls(); err != nil {
+		return err
 	}
 	if o.Namespace == "" || o.Name == "" {
 		return errors.New("no sale: give its namespace and name")
