@@ -3,7 +3,6 @@ package opskit_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -29,14 +28,16 @@ type exporter struct {
 	prefix string
 	// series are the series of this exporter the kit may use, with their
 	// labels: the known list TestRuleMetricsExist and TestDashboardMetricsExist
-	// accept exporter series from, and the one TestExportersServeSeries proves
-	// against the real exporter. An entry nothing uses is an error.
+	// accept exporter series from, and the one TestRedisExporter and
+	// TestMySQLExporter prove against the real exporter (checkServes). An
+	// entry nothing uses is an error (TestExporterSeriesUsed).
 	series map[string][]string
 }
 
 // exporters are the exporters the kit knows. The Kafka entries are
 // danielqsj/kafka_exporter's descriptors (kafka_exporter.go); the Go module
-// proxy serves no version of it, so no test runs it (see TestKafkaExporter).
+// proxy reachable here served no version of it (2026-11-30), so no test runs
+// it (see TestKafkaExporter).
 var exporters = []exporter{
 	{tool: "redis_exporter", prefix: "redis_", series: map[string][]string{
 		"redis_up":                       nil,
@@ -158,32 +159,13 @@ func TestMySQLExporter(t *testing.T) {
 	checkServes(t, exporterNamed(t, "mysqld_exporter"), scrape(t, addr, "mysql_up"), "mysql_up")
 }
 
-// kafkaExporterModule is the Kafka exporter the rules are written for.
-const kafkaExporterModule = "github.com/danielqsj/kafka_exporter"
-
-// TestKafkaExporter would run danielqsj/kafka_exporter against an in-process
-// Kafka, but the Go module proxy serves no version of it. The test asks the
-// proxy again each run and fails once a version is served, so that it is then
-// added to hack/tools.sh and run here; its series stay promtool-tested.
+// TestKafkaExporter stands for the run of a Kafka exporter that the kit does
+// not have. It skips without touching the network: asking a module proxy on
+// each run would make the test's result depend on the outside world.
 func TestKafkaExporter(t *testing.T) {
-	var served, refusals []string
-	for _, v := range []string{"v1.9.0", "v1.8.0", "v1.7.0"} {
-		cmd := exec.Command("go", "mod", "download", "-json", kafkaExporterModule+"@"+v)
-		cmd.Dir = os.TempDir()
-		cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off", "GONOSUMDB="+kafkaExporterModule)
-		out, _ := cmd.Output()
-		var info struct{ Dir, Error string }
-		if json.Unmarshal(out, &info) == nil && info.Dir != "" {
-			served = append(served, v)
-		} else {
-			refusals = append(refusals, strings.SplitN(strings.TrimSpace(info.Error), "\n", 2)[0])
-		}
-	}
-	if len(served) > 0 {
-		t.Fatalf("the Go module proxy now serves %s %v: pin it in hack/tools.sh and run it here against kfake", kafkaExporterModule, served)
-	}
-	t.Skipf("%s cannot be built from the Go module proxy (%s): the kafka_* series of the known list are not proven by a run",
-		kafkaExporterModule, strings.Join(refusals, "; "))
+	t.Skip("no kafka_exporter module (github.com/danielqsj/kafka_exporter) could be fetched from the Go module proxy " +
+		"available here (as of 2026-11-30), so no Kafka exporter runs in this kit: the Kafka lag rule " +
+		"(FlashSaleKafkaConsumerGroupLagHigh) is covered by the promtool tests only, and the kafka_* series of the known list are not proven by a run")
 }
 
 func exporterNamed(t *testing.T, tool string) exporter {
