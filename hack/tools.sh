@@ -45,14 +45,17 @@ declare -A VERSION=(
   [promtool]="v0.316.0"
   # redis_exporter, mysqld_exporter: test/opskit runs them against the local Redis and MariaDB
   # to prove the series the dependency rules and dashboard rows use exist. mysqld_exporter v0.16.0
-  # is the newest version the Go module proxy serves (v0.18.0, v0.17.x, v0.15.1: 403). The proxy
-  # serves no danielqsj/kafka_exporter version (v1.9.0 down to v1.4.2 tried: 403).
+  # is the newest version the Go module proxy reachable here served when this was pinned
+  # (2026-11-30; v0.18.0, v0.17.x, v0.15.1 answered 403 there). That proxy served no
+  # danielqsj/kafka_exporter version either (v1.9.0 down to v1.4.2 tried: 403), so none is pinned.
   [redis_exporter]="v1.74.0"
   [mysqld_exporter]="v0.16.0"
 )
-# Modules the checksum database (sum.golang.org) does not know: their go.sum hash is pinned here
-# instead (the `Sum` of `go mod download -json`) and checked before the build, which then skips the
-# database for that module only (GONOSUMDB). The proxy refuses their version lists too, which
+# Modules the checksum database reachable here did not answer for when they were pinned
+# (2026-11-30; this describes that environment's proxy and checksum database, not necessarily
+# proxy.golang.org and sum.golang.org): their go.sum hash is pinned here instead (the `Sum` of
+# `go mod download -json`) and checked before the build, which then skips the checksum database
+# for that module only (GONOSUMDB). That proxy refused their version lists too, which
 # `go install pkg@version` reads (deprecation check) and fails on: they are built with `go build`
 # in a throwaway module that requires the pinned version (same dependency versions).
 declare -A SUM=(
@@ -73,13 +76,27 @@ installed_version() {
 # check_sum MODULE@VERSION SUM: download the module (without the checksum database) and fail
 # unless its hash is SUM.
 check_sum() {
-  local mod="${1%@*}" got
-  got="$(cd "${TMPDIR:-/tmp}" && GONOSUMDB="$mod" GOFLAGS= go mod download -json "$1" |
-    sed -n 's/^[[:space:]]*"Sum": "\(.*\)",\{0,1\}$/\1/p')"
-  if [[ "$got" != "$2" ]]; then
-    echo "hack/tools.sh: $1 has hash '${got}', pinned $2" >&2
+  local mod="${1%@*}" json err got
+  # `|| true`: go mod download exits non-zero on a refused download, which under set -e would end
+  # the script without a word; the reason is in the JSON's Error field, printed below.
+  json="$(cd "${TMPDIR:-/tmp}" && GONOSUMDB="$mod" GOFLAGS= go mod download -json "$1")" || true
+  err="$(json_field Error <<<"$json")"
+  if [[ -n "$err" || -z "$json" ]]; then
+    echo "hack/tools.sh: cannot download $1: ${err:-go mod download printed nothing}" >&2
     exit 1
   fi
+  got="$(json_field Sum <<<"$json")"
+  if [[ "$got" != "$2" ]]; then
+    echo "hack/tools.sh: $1 downloaded with hash '${got}', but the hash pinned in SUM is $2:" \
+      "not building it (a changed or substituted module; update SUM only after checking why)" >&2
+    exit 1
+  fi
+}
+
+# json_field NAME: the string value of the top-level field NAME of the JSON on stdin (one field
+# a line, as go mod download -json prints it), or nothing.
+json_field() {
+  sed -n 's/^[[:space:]]*"'"$1"'": "\(.*\)",\{0,1\}$/\1/p'
 }
 
 # build_unlisted NAME VERSION: check the pinned hash, then build the package in a throwaway module.
