@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -12,9 +14,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 )
@@ -32,12 +36,13 @@ type NetworkPolicyConfig struct {
 	MetricsFrom []networkingv1.NetworkPolicyPeer
 	// DependencyPorts are the TCP ports of the sale's Redis, MySQL and
 	// Kafka, the pods' only egress besides DNS. The reconciler fills them
-	// per sale (salePolicyInput); empty allows the default ports.
+	// per sale from its endpoints (salePolicyInput) and plans no policies
+	// for a sale whose endpoints it cannot read: default ports would cut a
+	// sale on other ports off its dependencies.
 	DependencyPorts []int32
 }
 
-// Default ports, for a dependency whose port cannot be known: an address
-// without one, or a sale whose Secrets could not be read.
+// Default ports, for an address that names none (the client dials these).
 const (
 	defaultRedisPort = 6379
 	defaultMySQLPort = 3306
@@ -46,37 +51,40 @@ const (
 )
 
 // networkPolicies are the NetworkPolicies of a sale's pods, none when off.
-// They name the pods' ports (portHTTP, portMetrics of the port contract),
-// so they stay right whatever numbers the pods listen on:
-// the seckill pods accept buyers on http from anywhere and scrapes on
-// metrics; the worker and rollback pods accept scrapes only; all three may
-// reach DNS and the sale's dependencies, nothing else.
+// The seckill pods accept buyers on seckillPort from anywhere and scrapes
+// on seckillMetricsPort; the worker and rollback pods accept scrapes only;
+// all three may reach DNS and the sale's dependencies, nothing else.
+//
+// The ports are numbers, not the names of the port contract: pods rendered
+// by operator 0.1.0 and held through a live sale name every port "http"
+// (the worker's 9090, the rollback's 9091, the seckill's 8080, which also
+// served its metrics then), and a named port would not let their scrapes
+// in. The numbers cover the old pods and the new ones alike.
 func networkPolicies(fs *v1alpha1.FlashSale, in PlanInput) []*networkingv1.NetworkPolicy {
 	cfg := in.NetworkPolicy
 	if !cfg.Enabled {
 		return nil
 	}
 	deps := cfg.DependencyPorts
-	if len(deps) == 0 {
-		deps = []int32{defaultRedisPort, defaultMySQLPort, defaultKafkaPort}
-	}
-	scrape := networkingv1.NetworkPolicyIngressRule{
-		Ports: []networkingv1.NetworkPolicyPort{tcpPort(intstr.FromString(portMetrics))},
-		From:  metricsPeers(cfg.MetricsFrom),
+	scrape := func(port int32) networkingv1.NetworkPolicyIngressRule {
+		return networkingv1.NetworkPolicyIngressRule{
+			Ports: []networkingv1.NetworkPolicyPort{tcpPort(intstr.FromInt32(port))},
+			From:  metricsPeers(cfg.MetricsFrom),
+		}
 	}
 	buyers := networkingv1.NetworkPolicyIngressRule{
 		// No From: the buyers come through whatever Ingress or load
 		// balancer the shop runs, from anywhere.
-		Ports: []networkingv1.NetworkPolicyPort{tcpPort(intstr.FromString(portHTTP))},
+		Ports: []networkingv1.NetworkPolicyPort{tcpPort(intstr.FromInt32(seckillPort))},
 	}
 	seckillEgress := deps
 	if p, ok := riskPort(fs); ok {
 		seckillEgress = sortedPorts(append(slices.Clone(deps), p))
 	}
 	return []*networkingv1.NetworkPolicy{
-		netpol(fs, ComponentSeckill, []networkingv1.NetworkPolicyIngressRule{buyers, scrape}, seckillEgress),
-		netpol(fs, ComponentWorker, []networkingv1.NetworkPolicyIngressRule{scrape}, deps),
-		netpol(fs, ComponentRollback, []networkingv1.NetworkPolicyIngressRule{scrape}, deps),
+		netpol(fs, ComponentSeckill, []networkingv1.NetworkPolicyIngressRule{buyers, scrape(seckillMetricsPort)}, seckillEgress),
+		netpol(fs, ComponentWorker, []networkingv1.NetworkPolicyIngressRule{scrape(workerPort)}, deps),
+		netpol(fs, ComponentRollback, []networkingv1.NetworkPolicyIngressRule{scrape(rollbackPort)}, deps),
 	}
 }
 
@@ -159,23 +167,68 @@ func ownedNetworkPolicies(fs *v1alpha1.FlashSale) []client.Object {
 // once per set of endpoints (the connections the sale shares carry the
 // fingerprint of what was read) and kept: the Secrets are not read again
 // on every reconcile.
+//
+// Where the ports cannot be known this reconcile (the Secret unreadable,
+// or no longer what the sale is connected to), it turns the policies off
+// for this plan: none is written or changed, the ones that exist stay as
+// they are (deleteNetworkPolicies deletes only when the operator runs
+// without policies), and the next reconcile tries again.
 func (r *FlashSaleReconciler) salePolicyInput(ctx context.Context, s *scope) NetworkPolicyConfig {
 	cfg := r.NetworkPolicy
-	if !cfg.Enabled || s.c == nil {
-		return cfg // not connected yet: default ports until it is
+	if !cfg.Enabled {
+		return cfg
+	}
+	ports, err := r.saleDependencyPorts(ctx, s)
+	if err != nil {
+		log.FromContext(ctx).Info("NetworkPolicies left as they are: the sale's dependency ports are unknown", "reason", err.Error())
+		cfg.Enabled = false
+		return cfg
+	}
+	cfg.DependencyPorts = ports
+	return cfg
+}
+
+// saleDependencyPorts are the ports of the endpoints the sale is connected
+// to, from the cache or read anew.
+func (r *FlashSaleReconciler) saleDependencyPorts(ctx context.Context, s *scope) ([]int32, error) {
+	if s.c == nil {
+		return nil, errors.New("not connected to the sale's dependencies")
 	}
 	if ports, ok := depPortCache.get(s.c.fingerprint); ok {
-		cfg.DependencyPorts = ports
-		return cfg
+		return ports, nil
 	}
 	e, err := r.resolveEndpoints(ctx, s.sale)
 	if err != nil {
-		return cfg // reported by reconcileConnections; default ports meanwhile
+		return nil, fmt.Errorf("read the endpoints: %w", err)
+	}
+	if e.fingerprint() != s.c.fingerprint {
+		// The Secret changed since the sale connected: its ports and the
+		// brokers or nodes the live connections learnt would not match.
+		// The connections follow within ResolveEvery, the policies then.
+		return nil, errors.New("the endpoints Secret changed since the sale connected")
 	}
 	ports := dependencyPorts(ctx, e, s.c)
 	depPortCache.put(e.fingerprint(), ports)
-	cfg.DependencyPorts = ports
-	return cfg
+	return ports, nil
+}
+
+// deleteNetworkPolicies deletes the sale's NetworkPolicies when the
+// operator runs without them (--network-policies switched off on a
+// running operator's upgrade): otherwise they would fence the pods until
+// the sale is torn down. The caller calls it only when it applies the
+// plan, so a hundred sales without policies do not cost three DELETEs
+// each on every status refresh. With policies on it does nothing, even
+// when this plan holds none (the sale's ports unknown): those stay.
+func (r *FlashSaleReconciler) deleteNetworkPolicies(ctx context.Context, fs *v1alpha1.FlashSale) error {
+	if r.NetworkPolicy.Enabled {
+		return nil
+	}
+	for _, np := range ownedNetworkPolicies(fs) {
+		if err := r.Delete(ctx, np); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete NetworkPolicy %s: %w", np.GetName(), err)
+		}
+	}
+	return nil
 }
 
 // dependencyPorts are the TCP ports the pods dial: those of the Secret's
@@ -244,10 +297,15 @@ func sortedPorts(ports []int32) []int32 {
 	return slices.Compact(ports)
 }
 
-// depPortCache holds the dependency ports by endpoints fingerprint. Sales
-// on the same endpoints share an entry; it is bounded so that endpoints
+// depPortCache holds the dependency ports by endpoints fingerprint (a hash
+// of the Secret's content, so a changed Secret is a new entry, read anew).
+// Sales on the same endpoints share an entry; the reconciles that use it
+// run concurrently, hence the mutex; it is bounded so that endpoints
 // rotated many times over a long-lived operator do not grow it for ever.
 var depPortCache = &portCache{m: map[string][]int32{}}
+
+// maxPortCacheEntries bounds depPortCache.
+const maxPortCacheEntries = 1024
 
 type portCache struct {
 	mu sync.Mutex
@@ -264,8 +322,13 @@ func (c *portCache) get(fp string) ([]int32, bool) {
 func (c *portCache) put(fp string, ports []int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= 1024 {
-		clear(c.m)
+	if _, ok := c.m[fp]; !ok && len(c.m) >= maxPortCacheEntries {
+		// Evict one entry, not all: emptying it would make every live
+		// sale read its Secret again at once.
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
 	}
-	c.m[fp] = ports
+	c.m[fp] = slices.Clone(ports)
 }

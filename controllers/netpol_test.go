@@ -1,9 +1,12 @@
 package controllers_test
 
 import (
+	"context"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,7 +14,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
@@ -24,8 +29,10 @@ var monitoring = networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.Label
 
 // TestNetworkPoliciesOfASale: with policies on, a warming sale gets three
 // NetworkPolicies from the real API server: the seckill pods take buyers on
-// http from anywhere and scrapes on metrics from the configured peers only;
-// the worker and rollback pods take scrapes only; every pod may reach DNS
+// 8080 from anywhere and scrapes on 9090 from the configured peers only;
+// the worker (9090) and rollback (9091) pods take scrapes only, by port
+// number (pods of operator 0.1.0 held through a live sale name all their
+// ports "http", so a named "metrics" port would not let their scrapes in); every pod may reach DNS
 // and the TCP ports of the Redis, MySQL and Kafka its Secret names (read
 // from the endpoints, Kafka on a random port), the seckill also the risk
 // verifier's. Deleting the sale deletes them.
@@ -49,11 +56,11 @@ func TestNetworkPoliciesOfASale(t *testing.T) {
 		egress  []int32
 	}{
 		controllers.ComponentSeckill: {
-			ingress: []ingressRule{{port: "http"}, {port: "metrics", from: &monitoring}},
+			ingress: []ingressRule{{port: "8080"}, {port: "9090", from: &monitoring}},
 			egress:  sorted(append(slices.Clone(deps), 8443)),
 		},
-		controllers.ComponentWorker:   {ingress: []ingressRule{{port: "metrics", from: &monitoring}}, egress: deps},
-		controllers.ComponentRollback: {ingress: []ingressRule{{port: "metrics", from: &monitoring}}, egress: deps},
+		controllers.ComponentWorker:   {ingress: []ingressRule{{port: "9090", from: &monitoring}}, egress: deps},
+		controllers.ComponentRollback: {ingress: []ingressRule{{port: "9091", from: &monitoring}}, egress: deps},
 	}
 	got := e.policies()
 	if len(got) != len(want) {
@@ -94,7 +101,120 @@ func TestNoNetworkPoliciesWhenOff(t *testing.T) {
 	}
 }
 
-// ingressRule is one expected ingress rule: a named port, and from whom
+// TestNetworkPoliciesRemovedWhenSwitchedOff: an operator upgraded to run
+// without --network-policies removes a live sale's policies when it applies
+// the sale's plan, rather than leaving them to fence the pods until the
+// sale is torn down; the sale's Deployments stay.
+func TestNetworkPoliciesRemovedWhenSwitchedOff(t *testing.T) {
+	e := newEnv(t, envOpts{kafka: true})
+	e.r.NetworkPolicy = controllers.NetworkPolicyConfig{Enabled: true}
+	e.sale(nil)
+	e.reconcile()
+	e.clk.SetTime(e.t0.Add(5 * time.Minute))
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseWarming)
+	if n := len(e.policies()); n != 3 {
+		t.Fatalf("%d NetworkPolicies with policies on, want 3", n)
+	}
+
+	e.r.NetworkPolicy = controllers.NetworkPolicyConfig{} // helm upgrade --set networkPolicy.enabled=false
+	e.clk.Step(time.Second)
+	e.reconcile()
+	if left := e.policies(); len(left) != 0 {
+		t.Fatalf("NetworkPolicies left after switching them off: %v", names(left))
+	}
+	for _, c := range []string{controllers.ComponentSeckill, controllers.ComponentWorker, controllers.ComponentRollback} {
+		if e.deployment(c) == nil {
+			t.Errorf("no %s Deployment after switching the policies off", c)
+		}
+	}
+}
+
+// TestNetworkPoliciesKeptWhileEndpointsUnknown: when the sale's endpoints
+// Secret cannot be read as its plan is applied, the operator does not guess
+// the dependency ports (defaults would cut a sale on other ports, here a
+// Kafka on a random port, off its dependencies): the sale's existing
+// NetworkPolicies are left untouched while its other objects are applied.
+// Once the Secret reads again the policies follow the real ports.
+func TestNetworkPoliciesKeptWhileEndpointsUnknown(t *testing.T) {
+	e := newEnv(t, envOpts{kafka: true})
+	e.r.NetworkPolicy = controllers.NetworkPolicyConfig{Enabled: true}
+	fs := e.sale(nil)
+	e.reconcile() // Pending: connected, the endpoints read once
+	deps := e.dependencyPorts(t)
+	// The policies a previous operator process left (its port cache gone
+	// with it), here with the sale's real ports.
+	for _, c := range []string{controllers.ComponentSeckill, controllers.ComponentWorker, controllers.ComponentRollback} {
+		np := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: controllers.Name(fs, c), Namespace: e.ns, Labels: controllers.Labels(fs, c)},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: controllers.SelectorLabels(fs, c)},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+				Egress:      []networkingv1.NetworkPolicyEgressRule{{Ports: tcpPorts(deps)}},
+			},
+		}
+		if err := e.k8s.Create(e.ctx, np); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := versions(e.policies())
+
+	reader := &failingSecrets{Reader: e.r.APIReader}
+	e.r.APIReader = reader
+	reader.fail.Store(true) // e.g. the endpoints Secret deleted, or the API server unreachable
+	e.clk.SetTime(e.t0.Add(5 * time.Minute))
+	e.reconcile()
+	if e.deployment(controllers.ComponentSeckill) == nil {
+		t.Fatal("no seckill Deployment: the rest of the plan was not applied")
+	}
+	if after := versions(e.policies()); !maps.Equal(after, before) {
+		t.Fatalf("NetworkPolicies changed while the endpoints could not be read: %v, were %v", after, before)
+	}
+
+	reader.fail.Store(false)
+	e.clk.Step(time.Second)
+	e.reconcile()
+	for _, np := range e.policies() {
+		if got := egressPorts(t, np); !slices.Equal(got, deps) {
+			t.Errorf("%s: egress TCP ports %v once the endpoints read, want %v", np.Name, got, deps)
+		}
+	}
+}
+
+// failingSecrets fails reads of the endpoints Secret while fail is set, as
+// an API server that is unreachable or a Secret deleted would.
+type failingSecrets struct {
+	client.Reader
+	fail atomic.Bool
+}
+
+func (f *failingSecrets) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok && key.Name == controllers.DefaultEndpointsSecret && f.fail.Load() {
+		return apierrors.NewServiceUnavailable("test: Secrets unreadable")
+	}
+	return f.Reader.Get(ctx, key, obj, opts...)
+}
+
+func tcpPorts(ports []int32) []networkingv1.NetworkPolicyPort {
+	tcp := corev1.ProtocolTCP
+	var out []networkingv1.NetworkPolicyPort
+	for _, p := range ports {
+		port := intstr.FromInt32(p)
+		out = append(out, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port})
+	}
+	return out
+}
+
+// versions are the policies' resourceVersions by name.
+func versions(nps []networkingv1.NetworkPolicy) map[string]string {
+	out := map[string]string{}
+	for _, np := range nps {
+		out[np.Name] = np.ResourceVersion
+	}
+	return out
+}
+
+// ingressRule is one expected ingress rule: a port number, and from whom
 // (nil: from anywhere).
 type ingressRule struct {
 	port string
@@ -120,7 +240,7 @@ func checkPolicy(t *testing.T, fs *v1alpha1.FlashSale, comp string, np networkin
 	}
 	for i, w := range ingress {
 		r := np.Spec.Ingress[i]
-		if len(r.Ports) != 1 || r.Ports[0].Port.String() != w.port || *r.Ports[0].Protocol != corev1.ProtocolTCP {
+		if len(r.Ports) != 1 || r.Ports[0].Port.Type != intstr.Int || r.Ports[0].Port.String() != w.port || *r.Ports[0].Protocol != corev1.ProtocolTCP {
 			t.Errorf("%s: ingress rule %d ports %+v, want TCP %s", np.Name, i, r.Ports, w.port)
 		}
 		switch {

@@ -518,6 +518,9 @@ func (r *FlashSaleReconciler) reconcileWorkloads(ctx context.Context, s *scope) 
 			return fmt.Errorf("delete seckill autoscaler: %w", err)
 		}
 	}
+	if err := r.deleteNetworkPolicies(ctx, fs); err != nil { // left by a run with --network-policies
+		return err
+	}
 	return r.readWorkloads(ctx, s, t, ended)
 }
 
