@@ -253,7 +253,6 @@ type Seckill struct {
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
-
 	// Placement of the API pods: nodeSelector, tolerations, affinity,
 	// topologySpreadConstraints, priorityClassName, podLabels, podAnnotations.
 	Placement `json:",inline"`
@@ -282,7 +281,6 @@ type Worker struct {
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
-
 	// Placement of the pipeline pods: nodeSelector, tolerations, affinity,
 	// topologySpreadConstraints, priorityClassName, podLabels, podAnnotations.
 	Placement `json:",inline"`
@@ -293,7 +291,6 @@ type Rollback struct {
 	// resources of the rollback pod.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
-
 
 	// Placement of the rollback pod: nodeSelector, tolerations, affinity,
 	// topologySpreadConstraints, priorityClassName, podLabels, podAnnotations.
