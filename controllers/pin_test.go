@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -108,22 +109,8 @@ func TestDataplaneAdoptsRunningImage(t *testing.T) {
 	e.r.Image = imageA
 	e.sale(nil)
 	warmAndOpen(t, e, false)
-	// What the older operator left: no pin in status, no record on the
-	// Deployments.
-	fs := e.get()
-	base := fs.DeepCopy()
-	fs.Status.DataPlane = nil
-	if err := e.k8s.Status().Patch(e.ctx, fs, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
-	for _, comp := range components {
-		d := e.deployment(comp)
-		delete(d.Annotations, controllers.OperatorVersionAnnotation)
-		delete(d.Annotations, controllers.SpecHashAnnotation)
-		if err := e.k8s.Update(e.ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.forgetPin()
+	e.renderAsBeforePortSplit()
 	before := e.templates(saleName)
 
 	e.r.Image, e.r.OperatorVersion = imageB, "v1.0.0"
@@ -132,6 +119,147 @@ func TestDataplaneAdoptsRunningImage(t *testing.T) {
 	wantDataPlane(t, e, saleName, imageA, "v1.0.0")
 	wantImages(t, e, saleName, imageA)
 	e.wantTemplates(saleName, before, "after adopting the sale")
+}
+
+// TestDataplaneWarmingSaleTakesNewTemplate: a sale still warming (gate not
+// open) when the operator is upgraded runs the new operator's image with
+// its template, never the old image with a template whose flags the old
+// binary refuses; the pin moves to the new image.
+func TestDataplaneWarmingSaleTakesNewTemplate(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.r.Image, e.r.OperatorVersion = imageA, "v0.9.0"
+	e.sale(nil)
+	e.clk.SetTime(e.t0.Add(5 * time.Minute))
+	e.reconcile()
+	if e.get().Status.OpenedAt != nil {
+		t.Fatal("the go-live gate opened before the pods were ready")
+	}
+	e.forgetPin()
+	e.renderAsBeforePortSplit()
+
+	e.r.Image, e.r.OperatorVersion = imageB, "v1.0.0"
+	e.clk.Step(controllers.DefaultRefreshInterval)
+	e.reconcile()
+	wantDataPlane(t, e, saleName, imageB, "v1.0.0")
+	wantImages(t, e, saleName, imageB)
+	if args := e.deployment(controllers.ComponentSeckill).Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--metrics-addr=:9090") {
+		t.Fatalf("seckill args %v of the warming sale, want the new template's --metrics-addr=:9090", args)
+	}
+}
+
+// TestDataplaneHeldSaleRollsForPrice: a live sale held on an older
+// operator's template and image keeps them when the user changes a price,
+// and its pods still roll to read the new sale.yaml (the config hash).
+func TestDataplaneHeldSaleRollsForPrice(t *testing.T) {
+	e, old := heldSale(t)
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.SKUs[0].Price = "1" + fs.Spec.SKUs[0].Price })
+	d := e.deployment(controllers.ComponentSeckill).Spec.Template
+	wantOld(t, d, old, "after a price change")
+	if d.Annotations["flashsale.dev/config-hash"] == old.Annotations["flashsale.dev/config-hash"] {
+		t.Errorf("config-hash annotation unchanged after a price change: the pods would not read the new price")
+	}
+	wantImages(t, e, saleName, imageA)
+}
+
+// TestDataplaneHeldSaleTakesResources: more memory and another node pool
+// asked of a held sale apply at once, with the old image and args.
+func TestDataplaneHeldSaleTakesResources(t *testing.T) {
+	e, old := heldSale(t)
+	mem := resource.MustParse("777Mi")
+	e.update(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.Seckill.Resources = &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: mem}}
+		fs.Spec.Seckill.NodeSelector = map[string]string{"pool": "sale"}
+	})
+	d := e.deployment(controllers.ComponentSeckill).Spec.Template
+	wantOld(t, d, old, "after a resources change")
+	if q := d.Spec.Containers[0].Resources.Requests[corev1.ResourceMemory]; !q.Equal(mem) {
+		t.Errorf("seckill memory request %s after the user's change, want 777Mi", q.String())
+	}
+	if ns := d.Spec.NodeSelector; ns["pool"] != "sale" {
+		t.Errorf("seckill nodeSelector %v after the user's change, want pool=sale", ns)
+	}
+	wantImages(t, e, saleName, imageA)
+}
+
+// heldSale is an Active sale an operator from before the pin rendered
+// (imageA, seckill without --metrics-addr), adopted by v1.0.0 (imageB);
+// old is its seckill pod template.
+func heldSale(t *testing.T) (*env, corev1.PodTemplateSpec) {
+	e := newEnv(t, envOpts{})
+	e.r.Image = imageA
+	e.sale(nil)
+	warmAndOpen(t, e, false)
+	e.forgetPin()
+	e.renderAsBeforePortSplit()
+	e.markReady()
+	old := e.deployment(controllers.ComponentSeckill).Spec.Template
+	e.r.Image, e.r.OperatorVersion = imageB, "v1.0.0"
+	e.clk.Step(controllers.DefaultRefreshInterval)
+	e.reconcile()
+	wantDataPlane(t, e, saleName, imageA, "v1.0.0")
+	return e, old
+}
+
+// TestDataplaneHeldSaleUserImage: naming another image on a held sale is
+// an explicit request: the pods get it with this operator's template.
+func TestDataplaneHeldSaleUserImage(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.r.Image = imageA
+	e.sale(nil)
+	warmAndOpen(t, e, false)
+	e.forgetPin()
+	e.renderAsBeforePortSplit()
+	e.r.Image, e.r.OperatorVersion = imageB, "v1.0.0"
+	e.clk.Step(controllers.DefaultRefreshInterval)
+	e.reconcile()
+	wantDataPlane(t, e, saleName, imageA, "v1.0.0")
+
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Image = imageC })
+	wantDataPlane(t, e, saleName, imageC, "v1.0.0")
+	wantImages(t, e, saleName, imageC)
+	if args := e.deployment(controllers.ComponentSeckill).Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--metrics-addr=:9090") {
+		t.Fatalf("seckill args %v with the user's image, want this operator's template", args)
+	}
+}
+
+// wantOld: the held template still has the old image and args.
+func wantOld(t *testing.T, d, old corev1.PodTemplateSpec, when string) {
+	t.Helper()
+	c, o := d.Spec.Containers[0], old.Spec.Containers[0]
+	if c.Image != o.Image || !slices.Equal(c.Args, o.Args) {
+		t.Errorf("seckill runs %s %v %s, want the old %s %v", c.Image, c.Args, when, o.Image, o.Args)
+	}
+}
+
+// update changes the sale's spec and reconciles.
+func (e *env) update(change func(*v1alpha1.FlashSale)) {
+	e.t.Helper()
+	fs := e.get()
+	change(fs)
+	if err := e.k8s.Update(e.ctx, fs); err != nil {
+		e.t.Fatal(err)
+	}
+	e.clk.Step(controllers.DefaultRefreshInterval)
+	e.reconcile()
+}
+
+// forgetPin makes the sale look as an operator from before the pin left
+// it: no status.dataPlane, no record on its Deployments.
+func (e *env) forgetPin() {
+	e.t.Helper()
+	fs := e.get()
+	base := fs.DeepCopy()
+	fs.Status.DataPlane = nil
+	if err := e.k8s.Status().Patch(e.ctx, fs, client.MergeFrom(base)); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, comp := range components {
+		d := e.deployment(comp)
+		delete(d.Annotations, controllers.OperatorVersionAnnotation)
+		if err := e.k8s.Update(e.ctx, d); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }
 
 // laterSale creates a second sale in the test's namespace, starting lead

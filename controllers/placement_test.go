@@ -4,12 +4,14 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -241,6 +243,31 @@ func TestDataplanePorts(t *testing.T) {
 	}
 	if want := map[string]string{"http": "80->http", "metrics": "9090->metrics"}; !maps.Equal(got, want) {
 		t.Errorf("seckill Service ports %v, want %v", got, want)
+	}
+}
+
+// TestSaleManifestLeavesOutPlacement: the sale.yaml the pods read carries
+// no placement and no resources: no data-plane command reads them, and a
+// pod of an older version (held through an operator upgrade) refuses
+// unknown fields in it.
+func TestSaleManifestLeavesOutPlacement(t *testing.T) {
+	fs := &v1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "ns"}}
+	p := placements()
+	fs.Spec.Seckill.Placement, fs.Spec.Worker.Placement, fs.Spec.Rollback.Placement =
+		p[controllers.ComponentSeckill], p[controllers.ComponentWorker], p[controllers.ComponentRollback]
+	fs.Spec.Seckill.Resources = &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
+	fs.Spec.Seckill.Replicas = 7
+	m, err := controllers.SaleManifest(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName", "podLabels", "podAnnotations", "resources"} {
+		if strings.Contains(string(m), field+":") {
+			t.Errorf("sale manifest carries %s:\n%s", field, m)
+		}
+	}
+	if !strings.Contains(string(m), "replicas: 7") {
+		t.Errorf("sale manifest lost seckill.replicas:\n%s", m)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"strconv"
@@ -62,17 +61,10 @@ const (
 	configHashAnnot = "flashsale.dev/config-hash"
 )
 
-// Annotations of a Deployment (not of its pod template, which they would
-// roll) saying what rendered its pod template: see holdTemplates.
-const (
-	// OperatorVersionAnnotation is the version of the operator that
-	// rendered the pod template.
-	OperatorVersionAnnotation = "flashsale.dev/operator-version"
-	// SpecHashAnnotation is a hash of what the sale's spec asks of the pod
-	// template (the manifest the pods read, the image, the workload's
-	// resources and placement): it changes when the user changed them.
-	SpecHashAnnotation = "flashsale.dev/spec-hash"
-)
+// OperatorVersionAnnotation, on a Deployment (not on its pod template, which
+// it would roll), is the version of the operator that rendered the pod
+// template: see holdTemplates.
+const OperatorVersionAnnotation = "flashsale.dev/operator-version"
 
 // Keys of the default endpoints Secret, used where the spec names no Secret.
 const (
@@ -127,6 +119,15 @@ func SaleManifest(fs *v1alpha1.FlashSale) ([]byte, error) {
 		Spec:       *fs.Spec.DeepCopy(),
 	}
 	out.SetDefaults()
+	// Where the pods run and what they may use is the Deployments' business:
+	// no data-plane command reads it, and a pod of an older operator's
+	// version (kept through an upgrade, see holdTemplates) loads sale.yaml
+	// refusing unknown fields, so a field newer than its binary (the
+	// placement fields) would stop it at its next start.
+	for _, w := range []*v1alpha1.Placement{&out.Spec.Seckill.Placement, &out.Spec.Worker.Placement, &out.Spec.Rollback.Placement} {
+		*w = v1alpha1.Placement{}
+	}
+	out.Spec.Seckill.Resources, out.Spec.Worker.Resources, out.Spec.Rollback.Resources = nil, nil, nil
 	b, err := yaml.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("render sale manifest: %w", err)
@@ -199,8 +200,8 @@ func BuildPlan(fs *v1alpha1.FlashSale, in PlanInput) (*Plan, error) {
 
 		NetworkPolicies: networkPolicies(fs, in),
 	}
-	if err := markRenders(fs, in, hash, p); err != nil {
-		return nil, err
+	for _, d := range []*appsv1.Deployment{p.Seckill, p.Worker, p.Rollback} {
+		d.Annotations = map[string]string{OperatorVersionAnnotation: in.OperatorVersion}
 	}
 	return p, nil
 }
@@ -514,17 +515,22 @@ func deployment(fs *v1alpha1.FlashSale, in PlanInput, component, hash string, re
 				ObjectMeta: metav1.ObjectMeta{
 					Labels: withOwn(c.placement.PodLabels, Labels(fs, component)),
 					// A changed sale manifest rolls the pods, which read it at start.
-					Annotations: withOwn(c.placement.PodAnnotations, map[string]string{
-						configHashAnnot:        hash,
-						"prometheus.io/scrape": "true",
-						"prometheus.io/port":   strconv.Itoa(int(c.metricsPort)),
-					}),
+					Annotations: withOwn(c.placement.PodAnnotations, ownPodAnnotations(hash, c.metricsPort)),
 				},
 				Spec: pod,
 			},
 		},
 	}
 	return d
+}
+
+// ownPodAnnotations are the operator's annotations of a pod template.
+func ownPodAnnotations(hash string, metricsPort int32) map[string]string {
+	return map[string]string{
+		configHashAnnot:        hash,
+		"prometheus.io/scrape": "true",
+		"prometheus.io/port":   strconv.Itoa(int(metricsPort)),
+	}
 }
 
 // withOwn is the user's labels or annotations with the operator's own laid
@@ -557,46 +563,6 @@ func place(pod *corev1.PodSpec, p v1alpha1.Placement, selector map[string]string
 		}
 		pod.TopologySpreadConstraints = append(pod.TopologySpreadConstraints, tsc)
 	}
-}
-
-// markRenders records on each Deployment the operator version that
-// rendered it and the hash of what the sale's spec asks of its pod template
-// (holdTemplates reads both).
-func markRenders(fs *v1alpha1.FlashSale, in PlanInput, configHash string, p *Plan) error {
-	for _, w := range []struct {
-		d         *appsv1.Deployment
-		resources *corev1.ResourceRequirements
-		placement v1alpha1.Placement
-	}{
-		{p.Seckill, fs.Spec.Seckill.Resources, fs.Spec.Seckill.Placement},
-		{p.Worker, fs.Spec.Worker.Resources, fs.Spec.Worker.Placement},
-		{p.Rollback, fs.Spec.Rollback.Resources, fs.Spec.Rollback.Placement},
-	} {
-		sum, err := specHash(configHash, w.d.Spec.Template.Spec.Containers[0].Image, fs.Spec.ImagePullPolicy, w.resources, w.placement)
-		if err != nil {
-			return fmt.Errorf("hash the %s pod spec: %w", w.d.Name, err)
-		}
-		w.d.Annotations = map[string]string{OperatorVersionAnnotation: in.OperatorVersion, SpecHashAnnotation: sum}
-	}
-	return nil
-}
-
-// specHash sums what the user asked of one workload's pod template: the
-// manifest the pods read (configHash), the image, its pull policy, the
-// resources and the placement. Replicas, stock and pause are left out, as
-// in podConfigHash.
-func specHash(configHash, image string, pull corev1.PullPolicy, res *corev1.ResourceRequirements, pl v1alpha1.Placement) (string, error) {
-	b, err := json.Marshal(struct {
-		Config, Image string
-		Pull          corev1.PullPolicy
-		Resources     *corev1.ResourceRequirements
-		Placement     v1alpha1.Placement
-	}{configHash, image, pull, res, pl})
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8]), nil
 }
 
 // appContainer is the one container of a component's pods.
@@ -690,20 +656,27 @@ func ownedObjects(fs *v1alpha1.FlashSale) []client.Object {
 }
 
 // dataPlaneImage is the image of the sale's pods, and the one writer of
-// status.dataPlane. The first time the sale's workloads are planned (its
-// warm-up) the image is pinned: spec.image if set, else the image the
-// sale's pods already run (Deployments an operator from before the pin
-// created), else the operator's own. From then on an operator upgrade
-// (another --image) does not change it, so it does not roll a live sale;
-// sales that have not warmed yet get the new image. A spec.image set or
-// changed by the user is an explicit request and moves the pin; removing it
-// keeps the pin.
+// status.dataPlane. The image and the pod template are a pair from one
+// operator version: the old binary may not understand the new template's
+// flags. So until the go-live gate opens (nobody buys yet, a rollout costs
+// nothing) the sale runs the current operator's image (spec.image if set,
+// else --image) with its template, and the pin follows it. Once the gate
+// opened, the pin holds: an operator upgrade does not change it (see
+// holdTemplates for the template); a sale without one (its pods predate the
+// pin) is pinned to the image its pods run; a spec.image that differs from
+// the pin is an explicit request and moves it; removing spec.image keeps it.
 func (r *FlashSaleReconciler) dataPlaneImage(ctx context.Context, s *scope) (string, error) {
 	st, want := &s.fs.Status, s.fs.Spec.Image
+	opened := st.OpenedAt != nil
 	switch {
-	case st.DataPlane != nil && (want == "" || want == st.DataPlane.Image):
+	case !opened && want == "":
+		want = r.Image
+	case !opened:
+	case want != "" && (st.DataPlane == nil || want != st.DataPlane.Image):
+		// the user's explicit request
+	case st.DataPlane != nil:
 		return st.DataPlane.Image, nil
-	case want == "":
+	default:
 		running, err := r.runningImage(ctx, s.fs)
 		if err != nil {
 			return "", err
@@ -728,69 +701,107 @@ func (r *FlashSaleReconciler) runningImage(ctx context.Context, fs *v1alpha1.Fla
 	if err != nil {
 		return "", fmt.Errorf("read seckill Deployment: %w", err)
 	}
-	for _, c := range d.Spec.Template.Spec.Containers {
-		if c.Name == ComponentSeckill {
-			return c.Image, nil
-		}
+	if c := appOf(&d.Spec.Template.Spec, ComponentSeckill); c != nil {
+		return c.Image, nil
 	}
 	return "", nil
 }
 
-// holdTemplates keeps the pod templates of a live sale's Deployments as an
-// older operator rendered them. The pinned image alone does not keep an
-// upgrade from rolling the pods: a new operator version may render another
-// template (ports, probes, defaults), and a changed template rolls every
-// pod of the sale, mid-sale, on the operator's schedule rather than the
-// SRE's. So once buyers are admitted (Active, Paused, Draining), a
-// Deployment rendered by another operator version keeps its template and
-// gets only its new replica count; the new template arrives with the next
-// sale. A change the user makes to what the pods run (the manifest they
-// read, the image, resources, placement: the spec hash) still applies at
-// once, rendered by this operator.
-func (r *FlashSaleReconciler) holdTemplates(ctx context.Context, s *scope, p *Plan) error {
-	if s.fs.Status.OpenedAt == nil {
-		return nil // nobody buys yet: a rollout costs nothing
-	}
-	for _, want := range []*appsv1.Deployment{p.Seckill, p.Worker, p.Rollback} {
-		var cur appsv1.Deployment
-		err := r.Get(ctx, client.ObjectKeyFromObject(want), &cur)
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read %s Deployment: %w", want.Name, err)
-		}
-		if heldBack(&cur, want) {
-			keepTemplate(want, &cur)
+// appOf is the component's container in a pod spec, nil if there is none.
+func appOf(pod *corev1.PodSpec, component string) *corev1.Container {
+	for i := range pod.Containers {
+		if pod.Containers[i].Name == component {
+			return &pod.Containers[i]
 		}
 	}
 	return nil
 }
 
-// heldBack: cur was rendered by another operator version and the user
-// changed nothing its pods run since.
-func heldBack(cur, want *appsv1.Deployment) bool {
-	v, ok := cur.Annotations[OperatorVersionAnnotation]
-	if ok && v == want.Annotations[OperatorVersionAnnotation] {
-		return false
+// holdTemplates keeps a live sale's pods as another operator version
+// rendered them. A new template rolls every pod of the sale, mid-sale, on
+// the operator's schedule rather than the SRE's, and it must not run with
+// the pinned (older) image, whose binary may refuse its flags. So once the
+// gate opened, a Deployment rendered by another version (or before the
+// record existed) keeps its pod template, with only what the user controls
+// and the old binary understands laid over it (see overlay); its replica
+// count applies as planned. The new template arrives with the next sale,
+// or at once when the user names another image (spec.image): then image
+// and template are both this operator's.
+func (r *FlashSaleReconciler) holdTemplates(ctx context.Context, s *scope, p *Plan) error {
+	if s.fs.Status.OpenedAt == nil {
+		return nil // nobody buys yet: a rollout costs nothing
 	}
-	if h, ok := cur.Annotations[SpecHashAnnotation]; ok {
-		return h == want.Annotations[SpecHashAnnotation]
+	for _, w := range []struct {
+		want      *appsv1.Deployment
+		component string
+	}{{p.Seckill, ComponentSeckill}, {p.Worker, ComponentWorker}, {p.Rollback, ComponentRollback}} {
+		var cur appsv1.Deployment
+		err := r.Get(ctx, client.ObjectKeyFromObject(w.want), &cur)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s Deployment: %w", w.want.Name, err)
+		}
+		if heldBack(s.fs, &cur, w.want, w.component) {
+			overlay(s.fs, w.want, &cur, w.component)
+		}
 	}
-	// Rendered before the spec hash existed: the manifest the pods read
-	// is what can be compared.
-	return cur.Spec.Template.Annotations[configHashAnnot] == want.Spec.Template.Annotations[configHashAnnot]
+	return nil
 }
 
-// keepTemplate makes want carry cur's pod template and the record of what
-// rendered it, so that applying want changes the replicas and not the pods.
-func keepTemplate(want, cur *appsv1.Deployment) {
-	want.Spec.Template = *cur.Spec.Template.DeepCopy()
-	for _, k := range []string{OperatorVersionAnnotation, SpecHashAnnotation} {
-		if v, ok := cur.Annotations[k]; ok {
-			want.Annotations[k] = v
-		} else {
-			delete(want.Annotations, k)
+// heldBack: cur was rendered by another operator version, and the user did
+// not ask for an image other than the one it runs.
+func heldBack(fs *v1alpha1.FlashSale, cur, want *appsv1.Deployment, component string) bool {
+	if v, ok := cur.Annotations[OperatorVersionAnnotation]; ok && v == want.Annotations[OperatorVersionAnnotation] {
+		return false
+	}
+	ctr := appOf(&cur.Spec.Template.Spec, component)
+	return ctr != nil && (fs.Spec.Image == "" || fs.Spec.Image == ctr.Image)
+}
+
+// overlay makes want carry cur's pod template and the record of what
+// rendered it, with what the user controls taken from want: the config
+// hash (a changed sale.yaml still rolls the pods to read it), the
+// container's resources, and the placement, with the operator's own pod
+// labels and annotations as cur has them.
+func overlay(fs *v1alpha1.FlashSale, want, cur *appsv1.Deployment, component string) {
+	w, t := &want.Spec.Template, cur.Spec.Template.DeepCopy()
+	pl := placementOf(fs, component)
+	t.Labels = withOwn(pl.PodLabels, pick(t.Labels, Labels(fs, component)))
+	own := pick(t.Annotations, ownPodAnnotations("", 0))
+	own[configHashAnnot] = w.Annotations[configHashAnnot]
+	t.Annotations = withOwn(pl.PodAnnotations, own)
+	appOf(&t.Spec, component).Resources = appOf(&w.Spec, component).Resources
+	t.Spec.NodeSelector, t.Spec.Tolerations, t.Spec.Affinity = w.Spec.NodeSelector, w.Spec.Tolerations, w.Spec.Affinity
+	t.Spec.TopologySpreadConstraints, t.Spec.PriorityClassName = w.Spec.TopologySpreadConstraints, w.Spec.PriorityClassName
+	*w = *t
+	if v, ok := cur.Annotations[OperatorVersionAnnotation]; ok {
+		want.Annotations[OperatorVersionAnnotation] = v
+	} else {
+		delete(want.Annotations, OperatorVersionAnnotation)
+	}
+}
+
+// pick is the entries of m whose keys are in keys.
+func pick(m, keys map[string]string) map[string]string {
+	out := map[string]string{}
+	for k := range keys {
+		if v, ok := m[k]; ok {
+			out[k] = v
 		}
+	}
+	return out
+}
+
+// placementOf is the placement the spec asks for one component.
+func placementOf(fs *v1alpha1.FlashSale, component string) v1alpha1.Placement {
+	switch component {
+	case ComponentSeckill:
+		return fs.Spec.Seckill.Placement
+	case ComponentWorker:
+		return fs.Spec.Worker.Placement
+	default:
+		return fs.Spec.Rollback.Placement
 	}
 }
