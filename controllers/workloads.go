@@ -61,9 +61,9 @@ const (
 	configHashAnnot = "flashsale.dev/config-hash"
 )
 
-// OperatorVersionAnnotation, on a Deployment (not on its pod template, which
-// it would roll), is the version of the operator that rendered the pod
-// template: see holdTemplates.
+// OperatorVersionAnnotation is the version of the operator that rendered a
+// Deployment's pod template, recorded on the Deployment (on the template it
+// would roll the pods): see holdTemplates.
 const OperatorVersionAnnotation = "flashsale.dev/operator-version"
 
 // Keys of the default endpoints Secret, used where the spec names no Secret.
