@@ -25,7 +25,10 @@ const (
 // CacheOptions scope the manager's cache to the operator's own objects:
 // FlashSales (in watchNamespaces, or all when empty) and, of the kinds a
 // sale owns, only those labelled as the operator's. Without it the
-// Deployment informer would hold every Deployment of the cluster.
+// Deployment informer (the one owned kind the controller watches) would hold
+// every Deployment of the cluster. The other owned kinds have no informer
+// today (the controller reads them through the API reader); their entries
+// keep an informer someone adds later to the operator's own objects.
 //
 // A Get through the cached client of a kind no informer serves fails
 // (ReaderFailOnMissingInformer) instead of silently starting a cluster-wide
