@@ -203,17 +203,7 @@ func heldSale(t *testing.T) (*env, corev1.PodTemplateSpec) {
 // TestDataplaneHeldSaleUserImage: naming another image on a held sale is
 // an explicit request: the pods get it with this operator's template.
 func TestDataplaneHeldSaleUserImage(t *testing.T) {
-	e := newEnv(t, envOpts{})
-	e.r.Image = imageA
-	e.sale(nil)
-	warmAndOpen(t, e, false)
-	e.forgetPin()
-	e.renderAsBeforePortSplit()
-	e.r.Image, e.r.OperatorVersion = imageB, "v1.0.0"
-	e.clk.Step(controllers.DefaultRefreshInterval)
-	e.reconcile()
-	wantDataPlane(t, e, saleName, imageA, "v1.0.0")
-
+	e, _ := heldSale(t)
 	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Image = imageC })
 	wantDataPlane(t, e, saleName, imageC, "v1.0.0")
 	wantImages(t, e, saleName, imageC)
