@@ -128,6 +128,9 @@ func SaleManifest(fs *v1alpha1.FlashSale) ([]byte, error) {
 		*w = v1alpha1.Placement{}
 	}
 	out.Spec.Seckill.Resources, out.Spec.Worker.Resources, out.Spec.Rollback.Resources = nil, nil, nil
+	// Neither do the plan's inputs, the webhooks or the early close (the
+	// pods learn of a close from the switch in Redis, as of the end).
+	out.Spec.Expected, out.Spec.Notifications, out.Spec.Closed = nil, nil, false
 	b, err := yaml.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("render sale manifest: %w", err)

@@ -2,7 +2,7 @@
 # Install the pinned development tools into TOOLS_BIN and print their paths.
 #
 #   hack/tools.sh NAME...        NAME: golangci-lint | controller-gen | helm | helm-docs | promtool |
-#                                      redis_exporter | mysqld_exporter | all
+#                                      prometheus | redis_exporter | mysqld_exporter | all
 #
 # A tool is (re)installed with `go install` only when it is missing or was built
 # from another version (checked with `go version -m`). TOOLS_BIN defaults to
@@ -20,6 +20,7 @@ declare -A MODULE=(
   [helm]="helm.sh/helm/v3"
   [helm-docs]="github.com/norwoodj/helm-docs"
   [promtool]="github.com/prometheus/prometheus"
+  [prometheus]="github.com/prometheus/prometheus"
   [redis_exporter]="github.com/oliver006/redis_exporter"
   [mysqld_exporter]="github.com/prometheus/mysqld_exporter"
 )
@@ -29,6 +30,7 @@ declare -A PACKAGE=(
   [helm]="helm.sh/helm/v3/cmd/helm"
   [helm-docs]="github.com/norwoodj/helm-docs/cmd/helm-docs"
   [promtool]="github.com/prometheus/prometheus/cmd/promtool"
+  [prometheus]="github.com/prometheus/prometheus/cmd/prometheus"
   [redis_exporter]="github.com/oliver006/redis_exporter"
   [mysqld_exporter]="github.com/prometheus/mysqld_exporter"
 )
@@ -43,6 +45,11 @@ declare -A VERSION=(
   # promtool: test/opskit checks and unit-tests config/prometheus/rules.yaml with it. Prometheus 3.x
   # is tagged v0.3xx.y as a Go module (v0.316.0 = Prometheus 3.16.0).
   [promtool]="v0.316.0"
+  # prometheus: the same release as promtool. test/alerts runs it against live seckill, worker and
+  # rollback processes with config/prometheus/rules.yaml loaded, and evaluates every dashboard query
+  # through its HTTP API. Built without the web UI's assets (the module build has none); the API is
+  # all the test uses.
+  [prometheus]="v0.316.0"
   # redis_exporter, mysqld_exporter: test/opskit runs them against the local Redis and MariaDB
   # to prove the series the dependency rules and dashboard rows use exist. mysqld_exporter v0.16.0
   # is the newest version the Go module proxy reachable here served when this was pinned

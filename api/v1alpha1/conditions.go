@@ -39,6 +39,19 @@ const (
 	// into buckets live on distinct Redis primaries, False (with a Warning
 	// Event) when two share one, so the split does not spread the load.
 	ConditionBucketsSpread = "BucketsSpread"
+	// ConditionPlanned is the sale's plan, set before warm-up and kept up to
+	// date: True (PlanFits) when every figure fits its budget, False
+	// (PlanDoesNotFit, with a Warning Event) when one does not; the message
+	// lists the warnings first, then the figures (flashsale plan prints the same).
+	ConditionPlanned = "Planned"
+	// ConditionConflict is True while another sale sells one of this sale's
+	// SKU ids against the same Redis in an overlapping window and came first:
+	// this sale is not warmed until the overlap is gone. The message names the other sale.
+	ConditionConflict = "Conflict"
+	// ConditionNotificationsDelivered is False while a webhook of
+	// spec.notifications keeps failing (the message names it and its last
+	// error); set only when the sale has webhooks.
+	ConditionNotificationsDelivered = "NotificationsDelivered"
 )
 
 // Condition reasons, also used as Event reasons.
@@ -95,5 +108,12 @@ const (
 	// fixes the record (docs/operator.md, "Buckets").
 	ReasonTransfersStuck  = "TransfersStuck"
 	ReasonReconcileFailed = "ReconcileFailed"
+	ReasonPlanFits        = "PlanFits"
+	ReasonPlanDoesNotFit  = "PlanDoesNotFit"
+	ReasonOverlappingSale = "OverlappingSale"
+	ReasonNoOverlap       = "NoOverlap"
+	ReasonClosed          = "Closed"
+	ReasonDelivered       = "Delivered"
+	ReasonDeliveryFailing = "DeliveryFailing"
 	ReasonPhaseChanged    = "PhaseChanged"
 )

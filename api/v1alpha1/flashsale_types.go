@@ -483,12 +483,113 @@ type Queue struct {
 	AdmissionTTL *metav1.Duration `json:"admissionTTL,omitempty"`
 }
 
+// Expected is the load the SRE expects, the input of the sale's plan.
+type Expected struct {
+	// buyers is how many distinct buyers are expected over the sale.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000000
+	Buyers int64 `json:"buyers,omitempty"`
+
+	// purchasesPerSecond is the purchase attempts per second expected at
+	// the peak (the first seconds), sale-wide. Unset: spec.rateLimit.requestsPerSecond.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000000
+	PurchasesPerSecond int64 `json:"purchasesPerSecond,omitempty"`
+
+	// skus gives the peak of single SKUs (a hot item); the rest of the
+	// sale-wide peak spreads evenly over the SKUs not listed.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=200
+	SKUs []ExpectedSKU `json:"skus,omitempty"`
+}
+
+// ExpectedSKU is the peak expected on one SKU.
+type ExpectedSKU struct {
+	// id of a SKU of spec.skus.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	ID string `json:"id"`
+
+	// purchasesPerSecond expected on this SKU at the peak.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000000
+	PurchasesPerSecond int64 `json:"purchasesPerSecond"`
+}
+
+// NotificationEvent names one kind of event a webhook may receive.
+// +kubebuilder:validation:Enum=Live;SoldOut;Paused;Resumed;Ended;NotConserved;OrdersStranded
+type NotificationEvent string
+
+// The events of a sale sent to webhooks. Their CloudEvents type is
+// "dev.flashsale." followed by the name in lower case (dev.flashsale.soldout).
+const (
+	// EventLive: the go-live gate opened; purchases are admitted.
+	EventLive NotificationEvent = "Live"
+	// EventSoldOut: one SKU sold its last unit (data: the SKU's figures).
+	EventSoldOut NotificationEvent = "SoldOut"
+	// EventPaused: the kill switch went on.
+	EventPaused NotificationEvent = "Paused"
+	// EventResumed: the kill switch went off again.
+	EventResumed NotificationEvent = "Resumed"
+	// EventEnded: the sale settled; data carries the final figures and audit.
+	EventEnded NotificationEvent = "Ended"
+	// EventNotConserved: an audit found stock not conserved.
+	EventNotConserved NotificationEvent = "NotConserved"
+	// EventOrdersStranded: valid orders wait only in a dead-letter queue.
+	EventOrdersStranded NotificationEvent = "OrdersStranded"
+)
+
+// Webhook is one endpoint that receives the sale's events.
+type Webhook struct {
+	// name identifies the endpoint in status, conditions and metrics.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// url receives each event as an HTTP POST of a structured-mode
+	// CloudEvent (application/cloudevents+json).
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))",message="spec.notifications.webhooks[].url must be an http:// or https:// URL"
+	URL string `json:"url"`
+
+	// secretRef names the Secret key holding the HMAC-SHA256 key that
+	// signs each delivery (the webhook-signature header, Standard Webhooks).
+	// +required
+	SecretRef corev1.SecretKeySelector `json:"secretRef"`
+
+	// events this endpoint receives; empty: all of them.
+	// +optional
+	// +listType=set
+	Events []NotificationEvent `json:"events,omitempty"`
+}
+
+// Notifications are the sale's outgoing webhooks.
+type Notifications struct {
+	// webhooks receive the sale's events, each at least once.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=map
+	// +listMapKey=name
+	Webhooks []Webhook `json:"webhooks"`
+}
+
 // FlashSaleSpec is what the shop declares about one sale.
 //
 // +kubebuilder:validation:XValidation:rule="self.endTime > self.startTime",message="spec.endTime must be after spec.startTime",fieldPath=".endTime"
 // +kubebuilder:validation:XValidation:rule="!has(self.kafka) || !has(self.worker) || !has(self.worker.replicas) || !has(self.kafka.partitions) || self.worker.replicas <= self.kafka.partitions",message="spec.worker.replicas must not exceed spec.kafka.partitions: a worker beyond the partition count would sit idle",fieldPath=".worker.replicas"
 // +kubebuilder:validation:XValidation:rule="!has(self.queue) || !has(self.queue.prequeueLead) || !has(self.warmupLead) || duration(self.queue.prequeueLead) <= duration(self.warmupLead)",message="spec.queue.prequeueLead must not exceed spec.warmupLead: the pods that take the joins start at warm-up",fieldPath=".queue.prequeueLead"
 // +kubebuilder:validation:XValidation:rule="!has(self.seckill) || !has(self.seckill.maxReplicas) || self.seckill.maxReplicas == 0 || self.seckill.maxReplicas >= self.seckill.replicas",message="spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas",fieldPath=".seckill.maxReplicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.expected) || !has(self.expected.skus) || self.expected.skus.all(e, self.skus.exists(k, k.id == e.id))",message="spec.expected.skus: each id must be a SKU of spec.skus",fieldPath=".expected.skus"
 type FlashSaleSpec struct {
 	// startTime is when purchases open.
 	// +required
@@ -515,6 +616,25 @@ type FlashSaleSpec struct {
 	// paused is the kill switch: while true purchases are answered 503 PAUSED.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// closed ends the sale early: once true, purchases close as at endTime
+	// (410 ENDED) and the sale drains and settles from the moment the
+	// operator saw it (status.closedAt). It cannot be set back to false:
+	// buyers were told the sale ended.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self || !oldSelf",message="spec.closed cannot be set back to false: buyers were told the sale ended"
+	Closed bool `json:"closed,omitempty"`
+
+	// expected is what the SRE expects of the sale (buyers, peak purchase
+	// rate). It changes nothing the sale does: the operator and
+	// `flashsale plan` size the sale against it (the Planned condition).
+	// +optional
+	Expected *Expected `json:"expected,omitempty"`
+
+	// notifications sends the sale's milestones and troubles to webhooks
+	// as signed CloudEvents.
+	// +optional
+	Notifications *Notifications `json:"notifications,omitempty"`
 
 	// skus are the items on sale.
 	// +required
@@ -699,6 +819,16 @@ type FlashSaleStatus struct {
 	// +optional
 	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
 
+	// closedAt is when the operator first saw spec.closed: the sale's
+	// effective end (purchases closed, settling counted from it).
+	// +optional
+	ClosedAt *metav1.Time `json:"closedAt,omitempty"`
+
+	// notifications is the outbox of events not yet delivered to every
+	// webhook that wants them; an event leaves it once all have answered 2xx.
+	// +optional
+	Notifications *NotificationsStatus `json:"notifications,omitempty"`
+
 	// workerReplicas is the number of pipeline pods the operator asks for now.
 	// +optional
 	WorkerReplicas int32 `json:"workerReplicas,omitempty"`
@@ -731,6 +861,47 @@ type DataPlaneStatus struct {
 	// operatorVersion is the version of the operator that pinned it.
 	// +optional
 	OperatorVersion string `json:"operatorVersion,omitempty"`
+}
+
+// NotificationsStatus is the sale's outbox of webhook events. The
+// reconciler is its one writer: it appends an event when it sees the
+// milestone and removes it once the dispatcher reports every endpoint done,
+// so an operator restart re-sends what was not confirmed (at least once).
+type NotificationsStatus struct {
+	// outbox holds the events awaiting delivery, oldest first (at most 50;
+	// beyond that the oldest are dropped and counted in dropped).
+	// +optional
+	// +listType=atomic
+	Outbox []OutboxEvent `json:"outbox,omitempty"`
+
+	// delivered counts events delivered to every endpoint.
+	// +optional
+	Delivered int64 `json:"delivered,omitempty"`
+
+	// dropped counts events removed undelivered because the outbox was full.
+	// +optional
+	Dropped int64 `json:"dropped,omitempty"`
+}
+
+// OutboxEvent is one event awaiting delivery.
+type OutboxEvent struct {
+	// id is the CloudEvent id, the same on every retry and endpoint, so a
+	// receiver drops a repeat by it.
+	ID string `json:"id"`
+	// type is the event's kind.
+	Type NotificationEvent `json:"type"`
+	// time the milestone was seen.
+	Time metav1.Time `json:"time"`
+	// subject: the SKU id of a SoldOut event; empty otherwise.
+	// +optional
+	Subject string `json:"subject,omitempty"`
+	// data is the event's JSON payload.
+	// +optional
+	Data string `json:"data,omitempty"`
+	// pending names the endpoints that have not confirmed it yet.
+	// +optional
+	// +listType=set
+	Pending []string `json:"pending,omitempty"`
 }
 
 // QueueStatus is the waiting room of a sale, read from Redis.
