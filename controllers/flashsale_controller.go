@@ -324,6 +324,12 @@ func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) {
 		s.stopAt(err)
 		return
 	}
+	// The plan (the Planned condition) is kept up to date from here on.
+	r.reconcilePlan(ctx, s)
+	if r.reconcileConflict(ctx, s) {
+		// Another sale sells the same stock: nothing of this one is warmed.
+		return
+	}
 	if s.now.Before(s.window.warmFrom) {
 		// Nothing is prepared before the warm-up; the connections are
 		// checked now and then to notice a dependency that went away.
@@ -356,6 +362,8 @@ func (r *FlashSaleReconciler) summarize(s *scope) ctrl.Result {
 	}
 	d := DecidePhase(s.sale, s.obs, s.now)
 	r.updateStatus(s, d)
+	// After the status is decided: the milestones it shows go to the outbox.
+	r.reconcileNotifications(s, d)
 	return r.requeue(s, d)
 }
 
