@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/runtime/orders/orderdb"
@@ -51,9 +52,16 @@ func (e *ConfigError) Error() string { return e.Msg }
 // resolveEndpoints reads the sale's Secrets. It reads through r.APIReader,
 // not the cache, so the operator need not watch every Secret of the cluster.
 func (r *FlashSaleReconciler) resolveEndpoints(ctx context.Context, fs *v1alpha1.FlashSale) (Endpoints, error) {
+	return ResolveEndpoints(ctx, r.APIReader, r.DefaultSecret, fs)
+}
+
+// ResolveEndpoints reads the sale's Secrets through reader, falling back to
+// the keys of defaultSecret (in the sale's namespace) where the sale names
+// none. `kubectl flashsale audit` resolves them the way the operator does.
+func ResolveEndpoints(ctx context.Context, reader client.Reader, defaultSecret string, fs *v1alpha1.FlashSale) (Endpoints, error) {
 	get := func(ref *corev1.SecretKeySelector, field string) (string, error) {
 		var s corev1.Secret
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: ref.Name}, &s)
+		err := reader.Get(ctx, types.NamespacedName{Namespace: fs.Namespace, Name: ref.Name}, &s)
 		if apierrors.IsNotFound(err) {
 			return "", &ConfigError{Reason: v1alpha1.ReasonSecretMissing,
 				Msg: fmt.Sprintf("%s: Secret %s/%s not found", field, fs.Namespace, ref.Name)}
@@ -70,7 +78,7 @@ func (r *FlashSaleReconciler) resolveEndpoints(ctx context.Context, fs *v1alpha1
 	}
 	var e Endpoints
 	spec := &fs.Spec
-	addr, err := get(SecretRef(spec.Redis.AddressSecretRef, r.DefaultSecret, KeyRedisAddress), "spec.redis.addressSecretRef")
+	addr, err := get(SecretRef(spec.Redis.AddressSecretRef, defaultSecret, KeyRedisAddress), "spec.redis.addressSecretRef")
 	if err != nil {
 		return e, err
 	}
@@ -85,11 +93,11 @@ func (r *FlashSaleReconciler) resolveEndpoints(ctx context.Context, fs *v1alpha1
 			return e, err
 		}
 	}
-	if e.MySQLDSN, err = get(SecretRef(spec.MySQL.DSNSecretRef, r.DefaultSecret, KeyMySQLDSN), "spec.mysql.dsnSecretRef"); err != nil {
+	if e.MySQLDSN, err = get(SecretRef(spec.MySQL.DSNSecretRef, defaultSecret, KeyMySQLDSN), "spec.mysql.dsnSecretRef"); err != nil {
 		return e, err
 	}
 	if spec.Kafka != nil {
-		b, err := get(SecretRef(spec.Kafka.BrokersSecretRef, r.DefaultSecret, KeyKafkaBrokers), "spec.kafka.brokersSecretRef")
+		b, err := get(SecretRef(spec.Kafka.BrokersSecretRef, defaultSecret, KeyKafkaBrokers), "spec.kafka.brokersSecretRef")
 		if err != nil {
 			return e, err
 		}
