@@ -15,6 +15,7 @@ GOLANGCI_LINT ?= $(TOOLS_BIN)/golangci-lint
 CONTROLLER_GEN ?= $(TOOLS_BIN)/controller-gen
 HELM ?= $(TOOLS_BIN)/helm
 HELM_DOCS ?= $(TOOLS_BIN)/helm-docs
+PROMETHEUS ?= $(TOOLS_BIN)/prometheus
 
 GO ?= go
 GOFMT ?= gofmt
@@ -99,8 +100,8 @@ lint: golangci-lint ## Check gofmt, run go vet and golangci-lint (config: .golan
 IMAGE_CACHE = $(if $(filter ./... ./hack/... ./hack/image ./hack/image/...,$(PKGS)),image-cache)
 
 .PHONY: test
-test: services vet controlplane helm promtool exporters browser-deps $(IMAGE_CACHE) ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool, redis_exporter, mysqld_exporter: pinned tools; the browser test: `make browser-deps`), then a brief fuzz run.
-	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
+test: services vet controlplane helm promtool prometheus exporters browser-deps $(IMAGE_CACHE) ## Start Redis and MariaDB if needed, run go vet and all tests (envtest: `make controlplane`; helm, promtool, prometheus, redis_exporter, mysqld_exporter: pinned tools; the browser test: `make browser-deps`), then a brief fuzz run.
+	KUBEBUILDER_ASSETS="$$(bash hack/controlplane.sh)" HELM="$(HELM)" PROMETHEUS="$(PROMETHEUS)" $(GO) test $(PKGS) -count=1 -timeout 20m $(TEST_FLAGS)
 	$(MAKE) fuzz FUZZTIME=8000x
 
 # The hack/image test builds flashsale as `make image` does (CGO_ENABLED=0,
@@ -270,6 +271,10 @@ browser-deps: ## Install what the browser test (test/browser) needs if missing: 
 .PHONY: promtool
 promtool: ## Install the pinned promtool into TOOLS_BIN if missing (test/opskit checks and unit-tests the alert rules with it).
 	@bash hack/tools.sh promtool >/dev/null
+
+.PHONY: prometheus
+prometheus: ## Install the pinned Prometheus into TOOLS_BIN if missing (test/alerts runs it against a live sale; a cold build takes 20-40 min).
+	@bash hack/tools.sh prometheus >/dev/null
 
 .PHONY: exporters
 exporters: ## Build the pinned redis_exporter and mysqld_exporter into TOOLS_BIN if missing (test/opskit runs them against the local Redis and MariaDB).
