@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -90,6 +91,8 @@ type FlashSaleReconciler struct {
 	// reconcile that reads the sale from a cache not yet showing TornDown
 	// must not run the steps again (and report the keys it deleted missing).
 	tornDown sync.Map
+	// redisAddrCache holds the Redis addresses the overlap check read.
+	redisAddrCache addrCache
 }
 
 // The least the operator needs (TestRBACIsMinimal fails on a verb a sale's
@@ -178,6 +181,10 @@ func (r *FlashSaleReconciler) SetupWithManagerAs(mgr ctrl.Manager, rec reconcile
 		For(&v1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted))).
 		Owns(&appsv1.Deployment{}).
+		// A sale refused for an overlap is looked at again as soon as the
+		// sale it names changes (deleted, ended, window moved).
+		Watches(&v1alpha1.FlashSale{}, handler.EnqueueRequestsFromMapFunc(r.conflictsNamingChanged),
+			builder.WithPredicates(mayFreeOthers)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("flashsale").
 		Complete(rec)
@@ -224,6 +231,9 @@ type scope struct {
 	stale bool
 	// configErr stalls the sale until a human fixes its configuration.
 	configErr *ConfigError
+	// conflict is the Conflict message while an overlapping sale holds
+	// this one back ("" when none does).
+	conflict string
 	// err is the failure the reconcile stopped at.
 	err error
 }
@@ -270,6 +280,7 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 
 	base := fs.DeepCopy()
+	r.markClosed(fs, now) // before the window is computed: closedAt ends it
 	s := newScope(fs, now)
 	defer func() {
 		res = r.summarize(s)
@@ -319,6 +330,9 @@ func (r *FlashSaleReconciler) reconcileNormal(ctx context.Context, s *scope) {
 		// A stale read: this process tore the sale down a moment ago.
 		s.stale = true
 		return
+	}
+	if r.endUnwarmed(s) {
+		return // Ended without a warm-up: closed early or held by an overlap.
 	}
 	if err := r.reconcileConnections(ctx, s); err != nil {
 		s.stopAt(err)
@@ -375,6 +389,14 @@ func (r *FlashSaleReconciler) requeue(s *scope, d Decision) ctrl.Result {
 		// Stalled until a human acts: looked at again now and then, so
 		// that a Secret created or fixed is noticed within configRetry.
 		return ctrl.Result{RequeueAfter: configRetry}
+	case s.conflict != "":
+		// The watch brings the sale back when the other changes; this is
+		// the safety net (a missed event, the other's window simply passing).
+		after := configRetry
+		if next := d.RequeueAfter(s.now); next > 0 && next < after {
+			after = next
+		}
+		return ctrl.Result{RequeueAfter: after}
 	case s.err != nil:
 		// Mid-sale the operator must notice recovery within seconds, not
 		// after an exponential backoff of minutes.

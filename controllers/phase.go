@@ -51,10 +51,24 @@ type window struct {
 	warmFrom, start, end, settleFrom time.Time
 }
 
+// windowOf is the sale's window. Its end is the effective one: endTime, or
+// status.closedAt when spec.closed ended the sale before it. A sale closed
+// before its warm-up or start has its earlier instants pulled back to the
+// close, so time never takes a closed sale back to Pending or Warming.
 func windowOf(sale *v1alpha1.FlashSale) window {
 	start, end := sale.Spec.StartTime.Time, sale.Spec.EndTime.Time
+	if c := sale.Status.ClosedAt; c != nil && c.Time.Before(end) {
+		end = c.Time
+	}
+	warmFrom := start.Add(-sale.WarmupLead())
+	if end.Before(start) {
+		start = end
+	}
+	if end.Before(warmFrom) {
+		warmFrom = end
+	}
 	return window{
-		warmFrom:   start.Add(-sale.WarmupLead()),
+		warmFrom:   warmFrom,
 		start:      start,
 		end:        end,
 		settleFrom: end.Add(sale.PaymentTimeout()),

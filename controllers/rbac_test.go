@@ -275,7 +275,12 @@ func TestRBACIsMinimal(t *testing.T) {
 	})
 	const doomed = "doomed"
 	e.sale(nil)
-	e.sale(func(fs *v1alpha1.FlashSale) { fs.Name = doomed })
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Name = doomed
+		// SKUs of its own: the same SKUs in the same window would be an
+		// overlap, and the later sale would wait (Conflict).
+		fs.Spec.SKUs[0].ID, fs.Spec.SKUs[1].ID = "2001", "2002"
+	})
 	func() {
 		// Stopped before the roles are checked: a leader releases its
 		// lease (an update) on the way out.

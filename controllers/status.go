@@ -132,6 +132,8 @@ func (r *FlashSaleReconciler) setReady(s *scope, p v1alpha1.Phase) {
 		// keeps what it said.
 	case s.err != nil:
 		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, dependencyReason(s.err), s.err.Error())
+	case s.conflict != "":
+		r.setCondition(s, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonOverlappingSale, s.conflict)
 	case !s.connected:
 		// Torn down already: Ready said so then.
 	case p == v1alpha1.PhasePending:
@@ -170,7 +172,7 @@ func (r *FlashSaleReconciler) setCondition(s *scope, typ string, status metav1.C
 	}
 	eventType := corev1.EventTypeNormal
 	bad := status == metav1.ConditionFalse
-	if typ == v1alpha1.ConditionDegraded {
+	if typ == v1alpha1.ConditionDegraded || typ == v1alpha1.ConditionConflict {
 		bad = status == metav1.ConditionTrue
 	}
 	if bad {
@@ -180,7 +182,7 @@ func (r *FlashSaleReconciler) setCondition(s *scope, typ string, status metav1.C
 	if prev == nil && eventType == corev1.EventTypeWarning && (reason == v1alpha1.ReasonWaitingForWarmup) {
 		return
 	}
-	if prev == nil && typ == v1alpha1.ConditionDegraded && status == metav1.ConditionFalse {
+	if prev == nil && (typ == v1alpha1.ConditionDegraded || typ == v1alpha1.ConditionConflict) && status == metav1.ConditionFalse {
 		return
 	}
 	r.Recorder.Eventf(s.fs, nil, eventType, reason, typ, "%s", msg)
