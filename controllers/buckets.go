@@ -33,17 +33,8 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/redisconn"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/buckets"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/plan"
 )
-
-// PerShardBudget is the purchases per second one Redis shard admits for one
-// SKU bucket, with room to spare: suggestedBuckets is
-// ceil(spec.rateLimit.requestsPerSecond / PerShardBudget), capped by the
-// primaries. It is the "per-shard budget" of the README's Sizing section:
-// 21–46 µs of Redis CPU per admitted purchase were measured there (one
-// core: some 20,000–45,000 purchases/s of one bucket), and half a core is the
-// budget, the other half left for the relay, rollbacks, replication and
-// spikes (docs/operator.md, "Buckets").
-const PerShardBudget = 10000
 
 // splitSKUs are the SKUs of sale split into more than one bucket.
 func splitSKUs(sale *v1alpha1.FlashSale) []v1alpha1.SKU {
@@ -205,8 +196,8 @@ func primaries(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 }
 
 // suggestBuckets is how many buckets a SKU of sale should have: enough
-// shards for the sale's whole request rate at PerShardBudget each (the rate
-// limit is sale-wide, and in a flash sale one SKU may take all of it), but
+// shards for the sale's whole request rate at plan.PerShardBudget each (the
+// rate limit is sale-wide, and in a flash sale one SKU may take all of it), but
 // no more than there are primaries to put them on. 0 (no suggestion) when
 // the sale sets no rate.
 func suggestBuckets(sale *v1alpha1.FlashSale, nPrimaries int) int32 {
@@ -214,7 +205,7 @@ func suggestBuckets(sale *v1alpha1.FlashSale, nPrimaries int) int32 {
 	if rps <= 0 {
 		return 0
 	}
-	want := (rps + PerShardBudget - 1) / PerShardBudget
+	want := (rps + plan.PerShardBudget - 1) / plan.PerShardBudget
 	return int32(max(min(want, int64(nPrimaries), 32), 1))
 }
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/plan"
 )
 
 // splitScope is statusScope with SKU 1001 split into 3 buckets.
@@ -148,12 +149,12 @@ func TestSuggestBuckets(t *testing.T) {
 	}{
 		{rps: 0, primaries: 3, want: 0},
 		{rps: 1, primaries: 3, want: 1},
-		{rps: PerShardBudget, primaries: 3, want: 1},
-		{rps: PerShardBudget + 1, primaries: 3, want: 2},
-		{rps: 3 * PerShardBudget, primaries: 6, want: 3},
-		{rps: 10 * PerShardBudget, primaries: 3, want: 3},
-		{rps: 10 * PerShardBudget, primaries: 1, want: 1},
-		{rps: 100 * PerShardBudget, primaries: 64, want: 32},
+		{rps: plan.PerShardBudget, primaries: 3, want: 1},
+		{rps: plan.PerShardBudget + 1, primaries: 3, want: 2},
+		{rps: 3 * plan.PerShardBudget, primaries: 6, want: 3},
+		{rps: 10 * plan.PerShardBudget, primaries: 3, want: 3},
+		{rps: 10 * plan.PerShardBudget, primaries: 1, want: 1},
+		{rps: 100 * plan.PerShardBudget, primaries: 64, want: 32},
 	} {
 		s := statusScope("2026-11-11T12:10:00Z", v1alpha1.FlashSaleStatus{})
 		s.sale.Spec.RateLimit.RequestsPerSecond = tc.rps
