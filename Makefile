@@ -186,6 +186,19 @@ cluster-load-image: ## Import IMAGE_TAR (default bin/flashsale-image.tar: `make 
 build: ## Build the flashsale binary into bin/flashsale.
 	$(GO) build -o bin/flashsale .
 
+# PLUGIN_DIR is where `make install-plugin` puts kubectl-flashsale: a
+# directory on the user's PATH that needs no root.
+PLUGIN_DIR ?= $(HOME)/.local/bin
+
+.PHONY: install-plugin
+install-plugin: build ## Install the kubectl plugin: a copy of bin/flashsale as PLUGIN_DIR/kubectl-flashsale (default ~/.local/bin), so `kubectl flashsale ...` runs it.
+	install -d $(PLUGIN_DIR)
+	install -m 0755 bin/flashsale $(PLUGIN_DIR)/kubectl-flashsale
+	@echo "Installed $(PLUGIN_DIR)/kubectl-flashsale. Check it with:"
+	@echo "  kubectl plugin list"
+	@echo "  kubectl flashsale --help"
+	@case ":$$PATH:" in *":$(PLUGIN_DIR):"*) ;; *) echo "Note: $(PLUGIN_DIR) is not on PATH; add it, or kubectl will not find the plugin.";; esac
+
 .PHONY: image
 image: ## Build the image without Docker into bin/flashsale-image.tar (IMG, VERSION); load: ctr -n k8s.io images import.
 	$(GO) run ./hack/image --tag $(IMG) --version $(VERSION) --out bin/flashsale-image.tar
