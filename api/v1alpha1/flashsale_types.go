@@ -589,6 +589,7 @@ type Notifications struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.kafka) || !has(self.worker) || !has(self.worker.replicas) || !has(self.kafka.partitions) || self.worker.replicas <= self.kafka.partitions",message="spec.worker.replicas must not exceed spec.kafka.partitions: a worker beyond the partition count would sit idle",fieldPath=".worker.replicas"
 // +kubebuilder:validation:XValidation:rule="!has(self.queue) || !has(self.queue.prequeueLead) || !has(self.warmupLead) || duration(self.queue.prequeueLead) <= duration(self.warmupLead)",message="spec.queue.prequeueLead must not exceed spec.warmupLead: the pods that take the joins start at warm-up",fieldPath=".queue.prequeueLead"
 // +kubebuilder:validation:XValidation:rule="!has(self.seckill) || !has(self.seckill.maxReplicas) || self.seckill.maxReplicas == 0 || self.seckill.maxReplicas >= self.seckill.replicas",message="spec.seckill.maxReplicas must be 0 (no autoscaling) or at least spec.seckill.replicas",fieldPath=".seckill.maxReplicas"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.closed) || !oldSelf.closed || (has(self.closed) && self.closed)",message="spec.closed cannot be set back to false: buyers were told the sale ended",fieldPath=".closed"
 // +kubebuilder:validation:XValidation:rule="!has(self.expected) || !has(self.expected.skus) || self.expected.skus.all(e, self.skus.exists(k, k.id == e.id))",message="spec.expected.skus: each id must be a SKU of spec.skus",fieldPath=".expected.skus"
 type FlashSaleSpec struct {
 	// startTime is when purchases open.
@@ -622,7 +623,6 @@ type FlashSaleSpec struct {
 	// operator saw it (status.closedAt). It cannot be set back to false:
 	// buyers were told the sale ended.
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="self || !oldSelf",message="spec.closed cannot be set back to false: buyers were told the sale ended"
 	Closed bool `json:"closed,omitempty"`
 
 	// expected is what the SRE expects of the sale (buyers, peak purchase

@@ -32,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -746,4 +747,64 @@ func TestChangesOnceStarted(t *testing.T) {
 		fs.Status.Phase = "Running"
 		wantInvalid(t, c.Status().Update(ctx(t), fs), "status.phase", "Unsupported value")
 	})
+}
+
+// TestClosedCannotBeUnset: spec.closed ends a sale early and buyers were
+// told it ended, so the API server refuses every way of taking it back: a Go
+// client's update (which omits a false bool), a merge patch setting false,
+// and one deleting the field. Closing is accepted in any phase, and so is
+// any other change of a closed sale.
+func TestClosedCannotBeUnset(t *testing.T) {
+	c := cluster(t)
+	const msg = "spec.closed cannot be set back to false: buyers were told the sale ended"
+	closed := func(t *testing.T, phase v1alpha1.Phase) *v1alpha1.FlashSale {
+		t.Helper()
+		u := validSale(uniqueName(t))
+		if err := c.Create(ctx(t), u); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), u) })
+		var fs v1alpha1.FlashSale
+		if err := c.Get(ctx(t), client.ObjectKeyFromObject(u), &fs); err != nil {
+			t.Fatal(err)
+		}
+		fs.Status.Phase = phase
+		if err := c.Status().Update(ctx(t), &fs); err != nil {
+			t.Fatal(err)
+		}
+		fs.Spec.Closed = true
+		if err := c.Update(ctx(t), &fs); err != nil {
+			t.Fatalf("closing a sale in phase %s refused: %v", phase, err)
+		}
+		if !fs.Spec.Closed {
+			t.Fatal("spec.closed not stored")
+		}
+		return &fs
+	}
+	for _, phase := range []v1alpha1.Phase{v1alpha1.PhasePending, v1alpha1.PhaseActive} {
+		t.Run(string(phase), func(t *testing.T) {
+			t.Run("update to false", func(t *testing.T) {
+				fs := closed(t, phase)
+				fs.Spec.Closed = false
+				wantInvalid(t, c.Update(ctx(t), fs), "spec.closed", msg)
+			})
+			for name, patch := range map[string]string{
+				"merge patch false":  `{"spec":{"closed":false}}`,
+				"merge patch delete": `{"spec":{"closed":null}}`,
+			} {
+				t.Run(name, func(t *testing.T) {
+					fs := closed(t, phase)
+					wantInvalid(t, c.Patch(ctx(t), fs, client.RawPatch(types.MergePatchType, []byte(patch))), "spec.closed", msg)
+				})
+			}
+			t.Run("other changes of a closed sale", func(t *testing.T) {
+				fs := closed(t, phase)
+				fs.Spec.EndTime = metav1.NewTime(fs.Spec.EndTime.Add(time.Hour))
+				fs.Spec.Paused = true
+				if err := c.Update(ctx(t), fs); err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+			})
+		})
+	}
 }
