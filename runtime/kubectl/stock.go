@@ -6,13 +6,20 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 )
+
+// conflictBackoff spaces the retries of a stock change that lost a race:
+// with jitter, so a handful of SREs (or scripts) adding stock at the same
+// moment all get through rather than retrying in lockstep.
+var conflictBackoff = wait.Backoff{Steps: 20, Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 1, Cap: 2 * time.Second}
 
 // stockChange computes a SKU's new stock from its current one.
 type stockChange struct {
@@ -81,7 +88,7 @@ func (o *options) changeStock(cmd *cobra.Command, name, sku string, ch stockChan
 	var before, after int64
 	// A conflict means someone else changed the sale since it was read:
 	// read it again and apply the change to the new value.
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.RetryOnConflict(conflictBackoff, func() error {
 		fs, before, after, err = patchStock(cmd.Context(), c, ns, name, sku, ch)
 		return err
 	})
