@@ -1,0 +1,79 @@
+package controllers_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+)
+
+// TestPlannedBeforeWarmup: long before the warm-up (nothing deployed yet)
+// the Planned condition gives the SRE the plan's verdict on the sale's real
+// Redis (standalone: one primary). A hot SKU over the per-shard budget is
+// Planned False with the plan's words and one Warning Event; raising the
+// stock past what MySQL stores in a minute adds a warning, told again;
+// fixing the spec makes it True.
+func TestPlannedBeforeWarmup(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.StartTime = metav1.NewTime(e.t0.Add(72 * time.Hour)) // three days ahead
+		fs.Spec.EndTime = metav1.NewTime(e.t0.Add(73 * time.Hour))
+		fs.Spec.Expected = &v1alpha1.Expected{Buyers: 1_000_000, PurchasesPerSecond: 60000,
+			SKUs: []v1alpha1.ExpectedSKU{{ID: "1001", PurchasesPerSecond: 50000}}}
+	})
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhasePending)
+	e.wantCond(v1alpha1.ConditionPlanned, metav1.ConditionFalse, v1alpha1.ReasonPlanDoesNotFit)
+	msg := e.cond(v1alpha1.ConditionPlanned).Message
+	want := "1 primary, 2 buckets: 60,000 purchases/s on one shard (1001#0, 1002#0), budget 10,000"
+	if !strings.HasPrefix(msg, want) || !strings.Contains(msg, "pods: sale-seckill 2, sale-worker 1, sale-rollback 1") {
+		t.Fatalf("Planned message %q, want it to start with %q and list the pods", msg, want)
+	}
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonPlanDoesNotFit, want)
+
+	// Another reconcile of the same spec is not news.
+	n := countEvents(e, v1alpha1.ReasonPlanDoesNotFit)
+	e.reconcile()
+	if got := countEvents(e, v1alpha1.ReasonPlanDoesNotFit); got != n {
+		t.Fatalf("%d PlanDoesNotFit Events after a reconcile of the same spec, want %d", got, n)
+	}
+
+	fs := e.get()
+	fs.Spec.SKUs[1].Stock = 2_000_000
+	update(e, fs)
+	e.reconcile()
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonPlanDoesNotFit, "MySQL: storing all 2,000,100 orders takes 3m20s")
+
+	fs = e.get()
+	fs.Spec.SKUs[1].Stock = 20
+	fs.Spec.Expected = &v1alpha1.Expected{Buyers: 1000, PurchasesPerSecond: 5000}
+	update(e, fs)
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionPlanned, metav1.ConditionTrue, v1alpha1.ReasonPlanFits)
+	if msg := e.cond(v1alpha1.ConditionPlanned).Message; !strings.Contains(msg, "busiest of 1 primary: 5,000 purchases/s, budget 10,000") {
+		t.Fatalf("PlanFits message %q lacks the figures", msg)
+	}
+	e.wantPhase(v1alpha1.PhasePending)
+}
+
+func update(e *env, fs *v1alpha1.FlashSale) {
+	e.t.Helper()
+	if err := e.k8s.Update(e.ctx, fs); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func countEvents(e *env, reason string) int {
+	e.drainEvents()
+	n := 0
+	for _, ev := range e.seen {
+		if strings.Contains(ev, " "+reason+" ") {
+			n++
+		}
+	}
+	return n
+}
