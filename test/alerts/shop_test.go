@@ -65,11 +65,21 @@ func (s *shop) do(ctx context.Context, method, path, user, body string, hdr map[
 func (s *shop) newUser() string { return fmt.Sprintf("buyer-%d", s.users.Add(1)) }
 
 // admit joins the waiting room as user and waits until admitted; it returns
-// the ticket, or "" when ctx ends or the room refuses.
+// the ticket, or "" when ctx ends or the room refuses. A join the room
+// answers "come back" (425 before it opens, 503 before the sale is warmed,
+// 429) is tried again.
 func (s *shop) admit(ctx context.Context, user string) string {
 	j := s.do(ctx, http.MethodPost, "/queue", user, "", nil)
-	if j.Ticket == "" {
-		return ""
+	for j.Ticket == "" {
+		switch j.status {
+		case http.StatusTooEarly, http.StatusServiceUnavailable, http.StatusTooManyRequests, 0:
+		default:
+			return ""
+		}
+		if sleep(ctx, 200*time.Millisecond); ctx.Err() != nil {
+			return ""
+		}
+		j = s.do(ctx, http.MethodPost, "/queue", user, "", nil)
 	}
 	for ctx.Err() == nil {
 		a := s.do(ctx, http.MethodGet, "/queue/"+j.Ticket, user, "", nil)
@@ -118,15 +128,21 @@ func (s *shop) buy(ctx context.Context, sku string, pay bool) answer {
 	if a.status != http.StatusAccepted || !pay {
 		return a
 	}
+	s.pay(ctx, user, a.OrderNo)
+	return a
+}
+
+// pay pays an order as the shop's payment service does, retrying while it
+// is not in MySQL yet (for at most 15 s).
+func (s *shop) pay(ctx context.Context, user, orderNo string) {
 	deadline := time.Now().Add(15 * time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		p := s.do(ctx, http.MethodPost, "/orders/"+a.OrderNo+"/pay", user, "", map[string]string{"Authorization": "Bearer " + paySecret})
+		p := s.do(ctx, http.MethodPost, "/orders/"+orderNo+"/pay", user, "", map[string]string{"Authorization": "Bearer " + paySecret})
 		if p.status == http.StatusOK {
-			break
+			return
 		}
 		sleep(ctx, 200*time.Millisecond)
 	}
-	return a
 }
 
 // keepBuying sends a buyer of plenty every interval until ctx ends; every

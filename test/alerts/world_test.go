@@ -3,18 +3,21 @@ package alerts_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,8 +42,8 @@ const (
 // envtest), its seckill, worker, rollback and a metrics-serving audit as
 // processes of the flashsale binary, on a private Redis with a replica, a
 // fresh MariaDB database and an in-process Kafka (kfake), plus redis_exporter
-// and mysqld_exporter. The worker and mysqld_exporter reach MariaDB through
-// mysql, a proxy the test cuts. Everything stops at cleanup.
+// and mysqld_exporter. The worker, the rollback and mysqld_exporter reach
+// MariaDB through mysql, a proxy the test cuts. Everything stops at cleanup.
 type world struct {
 	t       *testing.T
 	ns      string
@@ -48,13 +51,16 @@ type world struct {
 	kubecfg string
 	bin     string
 	redis   *testutil.RedisServer
+	replica *testutil.RedisServer
 	rdb     *redis.Client
 	dsn     string
 	mysql   *testutil.Proxy
 	kafka   *kfake.Cluster
-	file    string
-	shop    *shop
-	jobs    []scrapeJob
+	// brokerDown makes the broker unreachable.
+	brokerDown atomic.Bool
+	file       string
+	shop       *shop
+	jobs       []scrapeJob
 }
 
 func startWorld(t *testing.T) *world {
@@ -67,7 +73,7 @@ func startWorld(t *testing.T) *world {
 	// it has a maxmemory (the dashboard's memory panel shows it against
 	// it) and a replica (spec.redis.durability).
 	w.redis = testutil.StartRedisServer(t, "--maxmemory", "512mb")
-	testutil.StartReplica(t, w.redis)
+	w.replica = testutil.StartReplica(t, w.redis)
 	w.rdb = w.redis.Client(t)
 	_, w.dsn = testutil.MySQL(t)
 	dcfg, err := mysql.ParseDSN(w.dsn)
@@ -80,6 +86,15 @@ func startWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.kafka.Close)
+	// While brokerDown is set, the broker closes every connection that
+	// sends it a request: Kafka unreachable.
+	w.kafka.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		w.kafka.KeepControl()
+		if w.brokerDown.Load() {
+			return nil, errors.New("kafka is down (test fault)"), true
+		}
+		return nil, nil, false
+	})
 	w.startOperator()
 	w.startDataPlane()
 	w.startExporters()
@@ -222,11 +237,13 @@ func (w *world) startDataPlane() {
 	w.start("seckill", []string{"FLASHSALE_PAYMENT_SECRET=" + paySecret}, append([]string{"seckill", "--listen=" + listen,
 		"--metrics-addr=" + seckillMetrics, "--mysql-dsn=" + w.dsn, "--token-key-file=" + keys, "--poll-interval=100ms"}, common...)...)
 	workerMetrics := w.addr()
-	// Through the proxy: the MySQL outage the test makes is the worker's.
+	// The worker and the rollback reach MySQL through the proxy: the
+	// outage the test makes is theirs (the seckill's payments and the
+	// audits go straight to MariaDB).
 	w.start("worker", nil, append([]string{"worker", "--metrics-addr=" + workerMetrics, "--mysql-dsn=" + w.proxiedDSN(),
 		brokers, "--pod-id=worker-0", "--kafka-session-timeout=2s", "--flush-interval=20ms"}, common...)...)
 	rollbackMetrics := w.addr()
-	w.start("rollback", nil, append([]string{"rollback", "--metrics-addr=" + rollbackMetrics, "--mysql-dsn=" + w.dsn}, common...)...)
+	w.start("rollback", nil, append([]string{"rollback", "--metrics-addr=" + rollbackMetrics, "--mysql-dsn=" + w.proxiedDSN()}, common...)...)
 	auditMetrics := w.addr()
 	w.start("audit", nil, append([]string{"audit", "--metrics-addr=" + auditMetrics, "--every=1s", "--mysql-dsn=" + w.dsn, brokers}, common...)...)
 	w.jobs = append(w.jobs,
