@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 )
@@ -87,14 +88,19 @@ type FlashSaleReconciler struct {
 
 	pool    connPool
 	applied appliedPlans
-	// plans says what each sale's Planned condition was computed from.
-	plans planned
 	// tornDown holds the UIDs of the sales this process tore down: a
 	// reconcile that reads the sale from a cache not yet showing TornDown
 	// must not run the steps again (and report the keys it deleted missing).
 	tornDown sync.Map
 	// redisAddrCache holds the Redis addresses the overlap check read.
 	redisAddrCache addrCache
+
+	// Notifier delivers spec.notifications' events (runtime/notify's
+	// Dispatcher, whose OnAttempt is NotificationAttempted). Nil: the
+	// outbox fills but nothing is sent.
+	Notifier Notifier
+	// deliveries carries NotificationAttempted's nudges to the controller.
+	deliveries chan event.GenericEvent
 }
 
 // The least the operator needs (TestRBACIsMinimal fails on a verb a sale's
@@ -183,6 +189,8 @@ func (r *FlashSaleReconciler) SetupWithManagerAs(mgr ctrl.Manager, rec reconcile
 		For(&v1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted))).
 		Owns(&appsv1.Deployment{}).
+		// A delivery attempt brings its sale back: its outbox empties at once.
+		WatchesRawSource(source.Channel(r.deliveryNews(), &handler.EnqueueRequestForObject{})).
 		// A sale refused for an overlap is looked at again as soon as the
 		// sale it names changes (deleted, ended, window moved).
 		Watches(&v1alpha1.FlashSale{}, handler.EnqueueRequestsFromMapFunc(r.conflictsNamingChanged),
@@ -210,6 +218,9 @@ func (c closer) Start(ctx context.Context) error {
 // with what they observe; the deferred summary decides from it.
 type scope struct {
 	fs *v1alpha1.FlashSale
+	// before is the status the reconcile started from: the milestones
+	// notified are its differences from the status written.
+	before *v1alpha1.FlashSaleStatus
 	// sale is fs with the defaults filled in, read-only: the spec as the
 	// data-plane pods see it.
 	sale *v1alpha1.FlashSale
@@ -243,7 +254,7 @@ type scope struct {
 func newScope(fs *v1alpha1.FlashSale, now time.Time) *scope {
 	sale := fs.DeepCopy()
 	sale.SetDefaults()
-	return &scope{fs: fs, sale: sale, now: now, window: windowOf(sale), obs: Observed{
+	return &scope{fs: fs, before: fs.Status.DeepCopy(), sale: sale, now: now, window: windowOf(sale), obs: Observed{
 		Live:     fs.Status.OpenedAt != nil,
 		TornDown: apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionTornDown),
 	}}
@@ -286,6 +297,7 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	s := newScope(fs, now)
 	defer func() {
 		res = r.summarize(s)
+		res = r.deliverNotifications(ctx, s, res)
 		if statusChanged(&base.Status, &fs.Status) {
 			if err := r.Status().Patch(ctx, fs, client.MergeFrom(base)); err != nil {
 				retErr = errors.Join(retErr, fmt.Errorf("patch status: %w", err))

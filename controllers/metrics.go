@@ -16,6 +16,10 @@ const (
 	MetricSaleStartTime   = "flashsale_operator_sale_start_time_seconds"
 	MetricStockDebt       = "flashsale_operator_stock_debt"
 	MetricOrdersStranded  = "flashsale_operator_orders_stranded"
+	// MetricNotifications counts webhook delivery attempts by result
+	// (delivered, failed); MetricNotificationsPending is the outbox's size.
+	MetricNotifications        = "flashsale_operator_notifications_total"
+	MetricNotificationsPending = "flashsale_operator_notifications_pending"
 )
 
 var allPhases = []v1alpha1.Phase{
@@ -33,6 +37,8 @@ type Metrics struct {
 	startTime *prometheus.GaugeVec
 	debt      *prometheus.GaugeVec
 	stranded  *prometheus.GaugeVec
+	notified  *prometheus.CounterVec
+	outbox    *prometheus.GaugeVec
 }
 
 // NewMetrics creates the collectors; register them with Collectors.
@@ -55,12 +61,16 @@ func NewMetrics() *Metrics {
 			Help: "Units buyers hold beyond a SKU's lowered stock, which the rollback takes out of the sale as their orders are cancelled (status.skus[].debt)."}, append(sale, "sku")),
 		stranded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricOrdersStranded,
 			Help: "Valid orders only a dead-letter topic or stream holds (MySQL refused them), as the latest audit found, less those abandoned on purpose; the sale does not end while it is above 0."}, sale),
+		notified: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricNotifications,
+			Help: "Webhook delivery attempts of spec.notifications, by webhook and result (delivered: answered 2xx; failed: to be retried)."}, append(sale, "webhook", "result")),
+		outbox: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricNotificationsPending,
+			Help: "Events in the sale's outbox (status.notifications.outbox) not yet delivered to every webhook."}, sale),
 	}
 }
 
 // Collectors are to be registered with the manager's registry.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved, m.startTime, m.debt, m.stranded}
+	return []prometheus.Collector{m.phase, m.errors, m.lag, m.remaining, m.conserved, m.startTime, m.debt, m.stranded, m.notified, m.outbox}
 }
 
 func (m *Metrics) observe(fs *v1alpha1.FlashSale, err error) {
@@ -107,4 +117,18 @@ func (m *Metrics) forget(fs *v1alpha1.FlashSale) {
 	m.startTime.DeletePartialMatch(l)
 	m.debt.DeletePartialMatch(l)
 	m.stranded.DeletePartialMatch(l)
+	m.notified.DeletePartialMatch(l)
+	m.outbox.DeletePartialMatch(l)
+}
+
+func (m *Metrics) notificationAttempt(namespace, name, webhook string, delivered bool) {
+	result := "failed"
+	if delivered {
+		result = "delivered"
+	}
+	m.notified.WithLabelValues(namespace, name, webhook, result).Inc()
+}
+
+func (m *Metrics) notificationsPending(fs *v1alpha1.FlashSale, n int) {
+	m.outbox.WithLabelValues(fs.Namespace, fs.Name).Set(float64(n))
 }

@@ -1,0 +1,347 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/controllers"
+	"github.com/flashsale-dev/flashsale-operator/runtime/notify"
+)
+
+// hookReceiver is a shop's webhook endpoint: a real HTTP server whose paths
+// are separate endpoints. Each call's signature is verified with the
+// path's secret; an endpoint answers 500 while failing or for its first
+// failFirst calls, and it dedupes the events it accepts by id, as a
+// receiver of at-least-once deliveries does.
+type hookReceiver struct {
+	t       *testing.T
+	url     string
+	secrets map[string][]byte
+
+	mu        sync.Mutex
+	failing   map[string]bool
+	failFirst map[string]int
+	calls     map[string][]string                  // path → event ids, one per call
+	accepted  map[string]map[string]int            // path → id → 2xx answers
+	events    map[string]map[string]map[string]any // path → id → the CloudEvent
+	bad       []string                             // what was wrong with a call
+}
+
+func (e *env) startReceiver(secrets map[string][]byte) *hookReceiver {
+	rv := &hookReceiver{t: e.t, secrets: secrets, failing: map[string]bool{}, failFirst: map[string]int{},
+		calls: map[string][]string{}, accepted: map[string]map[string]int{}, events: map[string]map[string]map[string]any{}}
+	srv := httptest.NewServer(rv)
+	e.t.Cleanup(srv.Close)
+	rv.url = srv.URL
+	return rv
+}
+
+func (rv *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if p == "/slow" {
+		// A receiver that takes 30 s to answer.
+		select {
+		case <-time.After(30 * time.Second):
+		case <-r.Context().Done():
+		}
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	var ce map[string]any
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if err := notify.Verify(rv.secrets[p], r.Header, body, time.Now(), 0); err != nil {
+		rv.bad = append(rv.bad, p+": "+err.Error())
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/cloudevents+json" {
+		rv.bad = append(rv.bad, p+": Content-Type "+ct)
+	}
+	if err := json.Unmarshal(body, &ce); err != nil || ce["id"] != r.Header.Get(notify.HeaderID) {
+		rv.bad = append(rv.bad, p+": body "+string(body)+" does not carry the webhook-id")
+	}
+	id := r.Header.Get(notify.HeaderID)
+	rv.calls[p] = append(rv.calls[p], id)
+	if rv.failing[p] || rv.failFirst[p] > 0 {
+		rv.failFirst[p]--
+		http.Error(w, "shop backend down", http.StatusInternalServerError)
+		return
+	}
+	if rv.accepted[p] == nil {
+		rv.accepted[p], rv.events[p] = map[string]int{}, map[string]map[string]any{}
+	}
+	rv.accepted[p][id]++
+	if _, dup := rv.events[p][id]; !dup {
+		rv.events[p][id] = ce
+	}
+}
+
+func (rv *hookReceiver) setFailing(path string, on bool) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	rv.failing[path] = on
+}
+
+// types lists the CloudEvents types an endpoint accepted, after dedup by id.
+func (rv *hookReceiver) types(path string) []string {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	var out []string
+	for _, ce := range rv.events[path] {
+		out = append(out, ce["type"].(string))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// event is the accepted event of that type at path.
+func (rv *hookReceiver) event(path, typ string) map[string]any {
+	rv.t.Helper()
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	for _, ce := range rv.events[path] {
+		if ce["type"] == typ {
+			return ce
+		}
+	}
+	rv.t.Fatalf("%s accepted no %s event", path, typ)
+	return nil
+}
+
+// startNotifier runs a real Dispatcher for the env's reconciler, with a
+// backoff short enough for a test.
+func (e *env) startNotifier() {
+	e.r.Metrics = controllers.NewMetrics()
+	d := notify.NewDispatcher(notify.Options{BaseDelay: 50 * time.Millisecond, MaxDelay: 400 * time.Millisecond,
+		OnAttempt: e.r.NotificationAttempted})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Start(ctx); close(done) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+	e.r.Notifier = d
+}
+
+func (e *env) hookSecret(data map[string]string) {
+	e.t.Helper()
+	if err := e.k8s.Create(e.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hooks", Namespace: e.ns}, StringData: data}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func hook(name, url, key string, events ...v1alpha1.NotificationEvent) v1alpha1.Webhook {
+	return v1alpha1.Webhook{Name: name, URL: url, Events: events, SecretRef: corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "hooks"}, Key: key}}
+}
+
+// notifications reads flashsale_operator_notifications_total of the sale
+// for one webhook and result, and the pending gauge.
+func (e *env) notifications(webhook, result string) (attempts, pending float64) {
+	e.t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e.r.Metrics.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["namespace"] != e.ns {
+				continue
+			}
+			switch mf.GetName() {
+			case controllers.MetricNotifications:
+				if l["webhook"] == webhook && l["result"] == result {
+					attempts = m.GetCounter().GetValue()
+				}
+			case controllers.MetricNotificationsPending:
+				pending = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return attempts, pending
+}
+
+func (e *env) outboxEmpty() bool {
+	n := e.get().Status.Notifications
+	return n != nil && len(n.Outbox) == 0
+}
+
+// TestNotificationsThroughASale: a sale with two webhooks (the shop's,
+// receiving everything, down at first; the stock team's, only SoldOut,
+// failing its first two calls) goes live, sells one SKU out, is paused and
+// resumed and ends. Each endpoint gets its events, signed, in CloudEvents
+// structured mode, each accepted exactly once although the failed calls
+// were retried with the same id; while the shop's endpoint fails,
+// NotificationsDelivered is False naming it and the metric counts the
+// failures; in the end the condition is True and the outbox empty. The
+// Ended event carries the final figures (one order paid, one cancelled).
+func TestNotificationsThroughASale(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rv := e.startReceiver(map[string][]byte{"/all": []byte("shop-secret"), "/soldout": []byte("stock-secret")})
+	rv.setFailing("/all", true)
+	rv.failFirst["/soldout"] = 2
+	e.hookSecret(map[string]string{"shop": "shop-secret\n", "stock": "stock-secret"})
+	e.startNotifier()
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.SKUs[1] = v1alpha1.SKU{ID: "1002", Stock: 2, Price: "19.90", PerUserLimit: 1}
+		fs.Spec.Notifications = &v1alpha1.Notifications{Webhooks: []v1alpha1.Webhook{
+			hook("shop", rv.url+"/all", "shop"),
+			hook("stock", rv.url+"/soldout", "stock", v1alpha1.EventSoldOut),
+		}}
+	})
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionNotificationsDelivered, metav1.ConditionTrue, v1alpha1.ReasonDelivered)
+
+	// Live: the shop's endpoint answers 500, so the event stays in the
+	// outbox and the condition says who fails and why.
+	warmAndOpen(t, e, false)
+	stopWorker := e.startWorker()
+	e.eventually("NotificationsDelivered False while the shop's endpoint fails", func() bool {
+		c := e.cond(v1alpha1.ConditionNotificationsDelivered)
+		return c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonDeliveryFailing
+	})
+	if c := e.cond(v1alpha1.ConditionNotificationsDelivered); !strings.Contains(c.Message, "webhook shop") || !strings.Contains(c.Message, "HTTP 500 shop backend down") {
+		t.Fatalf("NotificationsDelivered says %q, want the webhook and its last error", c.Message)
+	}
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonDeliveryFailing, "webhook shop")
+	if failed, pending := e.notifications("shop", "failed"); failed < 2 || pending != 1 {
+		t.Fatalf("metrics while failing: %v failed attempts, %v pending, want >= 2 and 1", failed, pending)
+	}
+	if ob := e.get().Status.Notifications.Outbox; len(ob) != 1 || ob[0].Type != v1alpha1.EventLive || !slices.Equal(ob[0].Pending, []string{"shop"}) {
+		t.Fatalf("outbox %+v, want the Live event waiting for the shop", ob)
+	}
+	rv.setFailing("/all", false)
+	e.eventually("the Live event delivered", e.outboxEmpty)
+	e.wantCond(v1alpha1.ConditionNotificationsDelivered, metav1.ConditionTrue, v1alpha1.ReasonDelivered)
+
+	// SKU 1002 sells out: both endpoints want it.
+	shop := e.startSeckill()
+	var orders []string
+	for _, u := range users("buyer", 2) {
+		a := shop.buy(u, "1002")
+		if a.Status != http.StatusAccepted {
+			t.Fatalf("purchase by %s: %d %s", u, a.Status, a.Error)
+		}
+		orders = append(orders, a.OrderNo)
+	}
+	e.eventually("1002 sold out and notified", func() bool {
+		st := e.get().Status
+		return len(st.SKUs) == 2 && st.SKUs[1].SoldOut && st.QueueLag == 0 && e.outboxEmpty()
+	})
+
+	// Paused, resumed.
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Paused = true })
+	e.wantPhase(v1alpha1.PhasePaused)
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Paused = false })
+	e.wantPhase(v1alpha1.PhaseActive)
+	e.eventually("pause and resume notified", e.outboxEmpty)
+
+	// The end: one order paid, the other cancelled, the sale settles.
+	if a := shop.pay(orders[0]); a.Status != http.StatusOK {
+		t.Fatalf("pay %s: %d %s", orders[0], a.Status, a.Error)
+	}
+	e.clk.SetTime(e.t0.Add(20 * time.Minute))
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseDraining)
+	e.clk.SetTime(e.t0.Add(21*time.Minute + time.Second))
+	if p := e.rollbackOnce(); p.Cancelled != 1 {
+		t.Fatalf("rollback cancelled %d, want the unpaid order", p.Cancelled)
+	}
+	stopWorker()
+	e.reconcile()
+	e.wantPhase(v1alpha1.PhaseEnded)
+	e.eventually("the Ended event delivered", e.outboxEmpty)
+	e.wantCond(v1alpha1.ConditionNotificationsDelivered, metav1.ConditionTrue, v1alpha1.ReasonDelivered)
+
+	checkDeliveries(t, e, rv)
+}
+
+// checkDeliveries asserts what TestNotificationsThroughASale's receiver got.
+func checkDeliveries(t *testing.T, e *env, rv *hookReceiver) {
+	t.Helper()
+	rv.mu.Lock()
+	if len(rv.bad) > 0 {
+		t.Errorf("bad deliveries: %v", rv.bad)
+	}
+	for p, ids := range rv.accepted {
+		for id, n := range ids {
+			if n != 1 {
+				t.Errorf("%s accepted event %s %d times, want once", p, id, n)
+			}
+		}
+	}
+	live := rv.calls["/all"][0]
+	if n := strings.Count(strings.Join(rv.calls["/all"], " "), live); n < 3 {
+		t.Errorf("the Live event was sent %d times, want the failed calls retried with its id", n)
+	}
+	if n := len(rv.calls["/soldout"]); n != 3 {
+		t.Errorf("the stock endpoint got %d calls, want 2 failed and 1 accepted", n)
+	}
+	rv.mu.Unlock()
+
+	if got, want := rv.types("/all"), []string{"dev.flashsale.ended", "dev.flashsale.live", "dev.flashsale.paused",
+		"dev.flashsale.resumed", "dev.flashsale.soldout"}; !slices.Equal(got, want) {
+		t.Errorf("the shop's endpoint accepted %v, want %v", got, want)
+	}
+	if got := rv.types("/soldout"); !slices.Equal(got, []string{"dev.flashsale.soldout"}) {
+		t.Errorf("the stock endpoint (SoldOut only) accepted %v", got)
+	}
+	so := rv.event("/soldout", "dev.flashsale.soldout")
+	src := "/apis/flashsale.dev/v1alpha1/namespaces/" + e.ns + "/flashsales/" + saleName
+	if so["specversion"] != "1.0" || so["source"] != src || so["subject"] != "1002" || so["datacontenttype"] != "application/json" {
+		t.Errorf("SoldOut event %v: want specversion 1.0, source %s, subject 1002, JSON data", so, src)
+	}
+	if d, _ := so["data"].(map[string]any); d["id"] != "1002" || d["stock"] != 2.0 || d["sold"] != 2.0 || d["remaining"] != 0.0 {
+		t.Errorf("SoldOut data %v, want SKU 1002's 2 of 2 sold", so["data"])
+	}
+
+	// The Ended event carries the final figures, per SKU, and the audit.
+	var ended struct {
+		Data struct {
+			Phase                        v1alpha1.Phase
+			Stock, Sold, Paid, Cancelled int64
+			SKUs                         []struct{ ID string }
+			Audit                        *v1alpha1.AuditStatus
+		}
+	}
+	b, _ := json.Marshal(rv.event("/all", "dev.flashsale.ended"))
+	if err := json.Unmarshal(b, &ended); err != nil {
+		t.Fatal(err)
+	}
+	d := ended.Data
+	if d.Phase != v1alpha1.PhaseEnded || d.Stock != 102 || d.Sold != 1 || d.Paid != 1 || d.Cancelled != 1 || len(d.SKUs) != 2 ||
+		d.Audit == nil || !d.Audit.Conserved || d.Audit.Initial != 102 {
+		t.Errorf("Ended data %s, want the final figures: 102 units, 1 sold and paid, 1 cancelled, both SKUs, a conserved audit", b)
+	}
+
+	n := e.get().Status.Notifications
+	if n.Delivered != 5 || n.Dropped != 0 {
+		t.Errorf("status.notifications %+v, want 5 delivered, none dropped", *n)
+	}
+	if failed, pending := e.notifications("shop", "failed"); failed < 2 || pending != 0 {
+		t.Errorf("shop: %v failed attempts, %v pending at the end", failed, pending)
+	}
+	if ok, _ := e.notifications("shop", "delivered"); ok != 5 {
+		t.Errorf("shop: %v delivered attempts, want 5", ok)
+	}
+	if failed, _ := e.notifications("stock", "failed"); failed != 2 {
+		t.Errorf("stock: %v failed attempts, want 2", failed)
+	}
+}
