@@ -19,6 +19,7 @@ import (
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
+	"github.com/flashsale-dev/flashsale-operator/runtime/notify"
 )
 
 // Scheme holds the kinds the operator reads and writes.
@@ -132,6 +133,13 @@ func (mf *managerFlags) run(ctx context.Context) error {
 	r.CleanupTimeout = mf.cleanup
 	r.MaxConcurrentReconciles = mf.concurrency
 	r.NetworkPolicy = netpolCfg
+	// Webhook deliveries run beside the reconciles (on the leader only), so
+	// that a slow endpoint never holds a reconcile.
+	notifier := notify.NewDispatcher(notify.Options{OnAttempt: r.NotificationAttempted})
+	if err := mgr.Add(notifier); err != nil {
+		return fmt.Errorf("add notifier: %w", err)
+	}
+	r.Notifier = notifier
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
