@@ -24,6 +24,7 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(newManagerCommand(), newWarmCommand(), newSeckillCommand(), newDemoCommand(), newTokenCommand(),
 		newMigrateCommand(), newWorkerCommand(), newRollbackCommand(), newAuditCommand(), newLoadtestCommand(), newVersionCommand())
 	root.AddCommand(newCRDsCommand(), newCheckInstallCommand())
+	root.AddCommand(newPlanCommand())
 	return root
 }
 
