@@ -105,9 +105,9 @@ func writeReport(w io.Writer, rep *audit.Report, asJSON bool) error {
 		if err := rep.WriteText(w); err != nil {
 			return err
 		}
-		verdict := "\nconserved: every unit of stock and every order is accounted for\n"
+		verdict := "verdict: conserved\n"
 		if !rep.OK {
-			verdict = "\nNOT CONSERVED:\n  " + strings.Join(rep.Failures(), "\n  ") + "\n"
+			verdict = "verdict: NOT CONSERVED\n"
 		}
 		if _, err := io.WriteString(w, verdict); err != nil {
 			return err

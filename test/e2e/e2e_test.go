@@ -469,6 +469,7 @@ func TestRealSale(t *testing.T) {
 		t.Fatalf("Active while the workloads were not all Ready: %s", readyWhy)
 	}
 	t.Logf("every pod Ready when the sale went Active: %s", readyWhy)
+	c.checkPlugin(ns, name, url) // kubectl flashsale status --watch, pause, resume
 
 	// The buyers: a spike of 12,000 for 10,000 units, then following the
 	// sale to Ended and checking the invariants against MySQL and status.
