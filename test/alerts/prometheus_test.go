@@ -53,7 +53,7 @@ func prometheusBin(t *testing.T) string {
 		dir = filepath.Join(home, ".cache", "flashsale-operator", "bin")
 	}
 	p := filepath.Join(dir, "prometheus")
-	if _, err := os.Stat(p); err == nil {
+	if _, err := os.Stat(p); err == nil { //nolint:gosec // G703: the developer's own TOOLS_BIN or HOME
 		return p
 	}
 	msg := fmt.Sprintf("no prometheus at %s: `make prometheus` builds the pinned one (hack/tools.sh prometheus; "+

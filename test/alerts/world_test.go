@@ -32,7 +32,7 @@ import (
 
 const (
 	saleName  = "alerts"
-	paySecret = "alerts-pay-secret"
+	paySecret = "alerts-pay-secret" //nolint:gosec // G101: the test sale's payment secret, nothing real
 	// scarce sells out during the test; plenty never does (a sale whose
 	// every SKU sold out would start draining).
 	scarce, plenty = "1001", "1002"
