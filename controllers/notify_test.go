@@ -20,6 +20,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
 	"github.com/flashsale-dev/flashsale-operator/runtime/notify"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 )
 
 // hookReceiver is a shop's webhook endpoint: a real HTTP server whose paths
@@ -53,7 +54,9 @@ func (e *env) startReceiver(secrets map[string][]byte) *hookReceiver {
 func (rv *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	if p == "/slow" {
-		// A receiver that takes 30 s to answer.
+		// A receiver that takes 30 s to answer. The body is read first: the
+		// server notices a client that gave up only from then on.
+		_, _ = io.Copy(io.Discard, r.Body)
 		select {
 		case <-time.After(30 * time.Second):
 		case <-r.Context().Done():
@@ -343,5 +346,91 @@ func checkDeliveries(t *testing.T, e *env, rv *hookReceiver) {
 	}
 	if failed, _ := e.notifications("stock", "failed"); failed != 2 {
 		t.Errorf("stock: %v failed attempts, want 2", failed)
+	}
+}
+
+// TestNotificationsTroubles: events wait in the outbox while a webhook's
+// Secret is missing (NotificationsDelivered False naming it, the sale going
+// on) and go out once it exists; a receiver that takes 30 s to answer does
+// not slow a reconcile; an audit that finds orders stranded in a dead-letter
+// stream sends NotConserved and OrdersStranded; a webhook taken out of the
+// spec leaves the outbox.
+func TestNotificationsTroubles(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rv := e.startReceiver(map[string][]byte{"/ops": []byte("ops-secret")})
+	e.startNotifier()
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.Notifications = &v1alpha1.Notifications{Webhooks: []v1alpha1.Webhook{
+			hook("ops", rv.url+"/ops", "ops", v1alpha1.EventLive, v1alpha1.EventNotConserved, v1alpha1.EventOrdersStranded),
+			hook("slow", rv.url+"/slow", "slow"),
+		}}
+	})
+	warmAndOpen(t, e, false)
+	e.wantCond(v1alpha1.ConditionNotificationsDelivered, metav1.ConditionFalse, v1alpha1.ReasonSecretMissing)
+	want := "spec.notifications.webhooks[ops].secretRef: Secret " + e.ns + "/hooks not found"
+	if c := e.cond(v1alpha1.ConditionNotificationsDelivered); !strings.Contains(c.Message, want) {
+		t.Fatalf("NotificationsDelivered says %q, want %q", c.Message, want)
+	}
+	e.wantCond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonLive)
+	if ob := e.get().Status.Notifications.Outbox; len(ob) != 1 || !slices.Equal(ob[0].Pending, []string{"ops", "slow"}) {
+		t.Fatalf("outbox %+v, want the Live event waiting for both webhooks", ob)
+	}
+
+	// The Secret appears: ops gets the Live event; the slow endpoint holds
+	// its POSTs, and reconciles do not wait for it.
+	e.hookSecret(map[string]string{"ops": "ops-secret", "slow": "slow-secret"})
+	for range 5 {
+		start := time.Now()
+		e.reconcile()
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("a reconcile took %s with a webhook that answers in 30 s", took)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.eventually("the Live event delivered to ops", func() bool {
+		ob := e.get().Status.Notifications.Outbox
+		return len(ob) == 1 && slices.Equal(ob[0].Pending, []string{"slow"})
+	})
+
+	// MySQL refuses a buyer's order: it waits only in the dead-letter
+	// stream, and the next audit finds the stock not conserved.
+	if _, err := e.db.ExecContext(e.ctx, refuseRows); err != nil {
+		t.Fatal(err)
+	}
+	stopWorker := e.startWorker()
+	defer stopWorker()
+	if a := e.startSeckill().buy("refused-1", "1001"); a.Status != http.StatusAccepted {
+		t.Fatalf("purchase: %d %s", a.Status, a.Error)
+	}
+	dlq := keys.ForSKU(e.ns+"/"+saleName, "1001").DeadLetters
+	e.eventually("the order dead-lettered", func() bool {
+		return e.get().Status.QueueLag == 0 && e.rdb.XLen(e.ctx, dlq).Val() == 1
+	})
+	e.clk.Step(31 * time.Second)
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionOrdersStranded, metav1.ConditionTrue, v1alpha1.ReasonOrdersStranded)
+	e.wantCond(v1alpha1.ConditionStockConsistent, metav1.ConditionFalse, v1alpha1.ReasonNotConserved)
+	e.eventually("NotConserved and OrdersStranded delivered to ops", func() bool {
+		return slices.Equal(rv.types("/ops"), []string{"dev.flashsale.live", "dev.flashsale.notconserved", "dev.flashsale.ordersstranded"})
+	})
+	var stranded struct {
+		Data struct {
+			Message string
+			Audit   *v1alpha1.AuditStatus
+		}
+	}
+	b, _ := json.Marshal(rv.event("/ops", "dev.flashsale.ordersstranded"))
+	if err := json.Unmarshal(b, &stranded); err != nil || stranded.Data.Audit == nil || stranded.Data.Audit.Stranded != 1 || stranded.Data.Message == "" {
+		t.Fatalf("OrdersStranded event %s, want the audit's 1 stranded order and the condition's message", b)
+	}
+
+	// The slow webhook leaves the spec: nothing waits for it any more.
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Notifications.Webhooks = fs.Spec.Notifications.Webhooks[:1] })
+	e.eventually("the outbox empty", e.outboxEmpty)
+	e.wantCond(v1alpha1.ConditionNotificationsDelivered, metav1.ConditionTrue, v1alpha1.ReasonDelivered)
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if len(rv.bad) > 0 {
+		t.Errorf("bad deliveries: %v", rv.bad)
 	}
 }
