@@ -583,6 +583,11 @@ printf '   %-44s %6s us  (%sx the seed)\n' "ours, redis-benchmark -P 16" "$LIMIT
 printf '   %-44s %6s us  (%sx the seed)\n' "ours, 16 per call, redis-benchmark -P 16" "$LIMIT_BATCH_US" "$(ratio "$LIMIT_BATCH_US" "$SEED_US")"
 printf '   %-44s %6s us  (%sx the seed)\n' "ours through the API, autopipeline=true" "$US_APT" "$(ratio "$US_APT" "$SEED_US")"
 printf '   %-44s %6s us  (%sx the seed)\n' "ours through the API, autopipeline=false" "$US_APF" "$(ratio "$US_APF" "$SEED_US")"
+# The figure `flashsale plan` sizes shards with, next to what this run measured:
+# one core at US_APT us per purchase admits 1e6/US_APT purchases/s; the budget is about half that.
+BUDGET=$("$FLASHSALE" plan --help | sed -n 's/.*--shard-budget int .*(default \([0-9]*\)).*/\1/p')
+per_core() { awk -v u="$1" -v f="$2" 'BEGIN { if (u + 0 > 0) printf "%.0f", f * 1e6 / u; else print "n/a" }'; }
+note "plan figures: per-shard budget $BUDGET purchases/s (flashsale plan --shard-budget); this run: one Redis core at $US_APT us/purchase admits $(per_core "$US_APT" 1)/s, half a core $(per_core "$US_APT" 0.5)/s"
 printf 'BENCH-SUMMARY seed_us %s ours_limit_us %s ours_batch16_us %s ours_api_us %s ratio %s purchase_rps %s purchase_p99_ms %s purchase_per_limit %s\n' \
   "$SEED_US" "$LIMIT_PIPE_US" "$LIMIT_BATCH_US" "$US_APT" "$(ratio "$US_APT" "$SEED_US")" "$(field purchase-apt rps)" "$(ms "$(field purchase-apt p99_us)")" "$R_PURCHASE"
 

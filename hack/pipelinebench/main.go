@@ -41,6 +41,7 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/backoff"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/manifest"
+	"github.com/flashsale-dev/flashsale-operator/runtime/sale/plan"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/purchase"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/warm"
 )
@@ -151,6 +152,8 @@ func run(o options) error {
 		fmt.Printf("%-22s %9d %9.2f %11.0f %9s\n", r.name, r.orders, r.elapsed.Seconds(), r.rate(), ratio)
 	}
 	fmt.Println("\ntargets: pipeline >= 20000 orders/s and >= 10x single-row")
+	// What `flashsale plan` sizes MySQL with (--pipeline-rate), next to this run.
+	fmt.Printf("%s (flashsale plan; the pipeline figure is the Kafka path above, measured once and kept in runtime/sale/plan/figures.go)\n", plan.DefaultFigures())
 	return nil
 }
 
