@@ -47,5 +47,5 @@ func DefaultFigures() Figures {
 // String is the line `make bench` prints next to what it measured.
 func (f Figures) String() string {
 	return "plan figures: per-shard budget " + group(f.ShardBudget) + " purchases/s, pipeline " +
-		group(f.PipelineRate) + " orders/s, pod start-up " + f.PodStartup.String()
+		group(f.PipelineRate) + " orders/s, pod start-up " + shortDuration(f.PodStartup)
 }
