@@ -36,9 +36,9 @@ func TestPlannedBeforeWarmup(t *testing.T) {
 	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonPlanDoesNotFit, want)
 
 	// Another reconcile of the same spec is not news.
-	n := countEvents(e, v1alpha1.ReasonPlanDoesNotFit)
+	n := e.countEvents(v1alpha1.ReasonPlanDoesNotFit)
 	e.reconcile()
-	if got := countEvents(e, v1alpha1.ReasonPlanDoesNotFit); got != n {
+	if got := e.countEvents(v1alpha1.ReasonPlanDoesNotFit); got != n {
 		t.Fatalf("%d PlanDoesNotFit Events after a reconcile of the same spec, want %d", got, n)
 	}
 
@@ -65,15 +65,4 @@ func update(e *env, fs *v1alpha1.FlashSale) {
 	if err := e.k8s.Update(e.ctx, fs); err != nil {
 		e.t.Fatal(err)
 	}
-}
-
-func countEvents(e *env, reason string) int {
-	e.drainEvents()
-	n := 0
-	for _, ev := range e.seen {
-		if strings.Contains(ev, " "+reason+" ") {
-			n++
-		}
-	}
-	return n
 }

@@ -54,6 +54,9 @@ type Plan struct {
 	// Warnings say, in plain words, which figure does not fit and what to
 	// do about it; none when the sale fits.
 	Warnings []string `json:"warnings"`
+	// Notes say what could not be sized for want of an input: not a
+	// warning (the sale may well fit), but the plan is the weaker for it.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Fits says whether every figure fits its budget.
@@ -71,6 +74,9 @@ func Compute(sale *v1alpha1.FlashSale, topo Topology, figs Figures, objs []Objec
 	p.Warnings = append(p.Warnings, p.Shards.warnings(topo.Primaries, figs.ShardBudget)...)
 	p.Warnings = append(p.Warnings, p.Pipeline.warnings(sale)...)
 	p.Warnings = append(p.Warnings, p.Warmup.warnings()...)
+	if p.Shards.Peak <= 0 {
+		p.Notes = append(p.Notes, "no expected peak: set spec.expected.purchasesPerSecond (or spec.rateLimit.requestsPerSecond) to size the Redis shards and MySQL")
+	}
 	return p
 }
 
@@ -178,9 +184,6 @@ func ceilDiv(a, b int64) int64 {
 // warnings say which shard takes more than the budget and why.
 func (sh Shards) warnings(primaries int, budget int64) []string {
 	var out []string
-	if sh.Peak <= 0 {
-		return []string{"no expected peak: set spec.expected.purchasesPerSecond (or spec.rateLimit.requestsPerSecond) to size the Redis shards"}
-	}
 	for _, l := range sh.Load {
 		if l.Load <= budget {
 			continue

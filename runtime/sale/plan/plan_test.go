@@ -120,6 +120,17 @@ func TestPlanWorkersPipelineWarmup(t *testing.T) {
 	}
 }
 
+// TestPlanWithoutPeak: a sale that says nothing of its load is not
+// "does not fit": the plan says what it could not size.
+func TestPlanWithoutPeak(t *testing.T) {
+	fs := sale()
+	fs.Spec.RateLimit.RequestsPerSecond = 0
+	p := compute(fs, 1)
+	if !p.Fits() || len(p.Notes) != 1 || !strings.Contains(p.Text(), "Note: no expected peak: set spec.expected.purchasesPerSecond") {
+		t.Fatalf("warnings %q notes %q", p.Warnings, p.Notes)
+	}
+}
+
 func TestPlanMemoryKeysAndJSON(t *testing.T) {
 	fs := sale()
 	fs.Spec.SKUs[0].Buckets = 2

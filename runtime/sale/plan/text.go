@@ -29,6 +29,9 @@ func (p *Plan) Text() string {
 	p.pipelineText(&b)
 	fmt.Fprintf(&b, "\nWarm-up\n  lead %s, pods start in about %s (the lead should be at least %s)\n",
 		shortDuration(p.Warmup.Lead), shortDuration(p.Warmup.PodStartup), shortDuration(2*p.Warmup.PodStartup))
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "\nNote: %s\n", n)
+	}
 	if p.Fits() {
 		b.WriteString("\nFits: every figure is within its budget.\n")
 		return b.String()
@@ -126,6 +129,7 @@ func (p *Plan) pipelineText(b *bytes.Buffer) {
 func (p *Plan) Compact() string {
 	var parts []string
 	parts = append(parts, p.Warnings...)
+	parts = append(parts, p.Notes...)
 	busiest := int64(0)
 	if len(p.Shards.Load) > 0 {
 		busiest = p.Shards.Load[0].Load
