@@ -218,6 +218,26 @@ func TestOverlappingSaleWaits(t *testing.T) {
 	}
 }
 
+// TestOverlappedUntilItsEnd: a sale held back until its own end goes
+// straight to Ended, never warmed: no pods start for a sale that is over.
+func TestOverlappedUntilItsEnd(t *testing.T) {
+	e := overlappingSales(t)
+	e.clk.SetTime(e.t0.Add(20 * time.Minute))
+	if res := e.reconcileNamed(secondSale); res.RequeueAfter != 0 {
+		t.Fatalf("RequeueAfter %s once Ended", res.RequeueAfter)
+	}
+	if p := e.saleNamed(secondSale).Status.Phase; p != v1alpha1.PhaseEnded {
+		t.Fatalf("phase %s at its end, want Ended", p)
+	}
+	c := e.wantCondOf(secondSale, v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown)
+	if !strings.Contains(c.Message, "nothing was warmed") || !strings.Contains(c.Message, e.ns+"/"+firstSale) {
+		t.Fatalf("TornDown message %q: want it to say nothing was warmed because of %s", c.Message, firstSale)
+	}
+	if e.warmedKey(secondSale, "1001") || e.hasWorkloads(secondSale) {
+		t.Fatal("the sale held back until its end was warmed at its end")
+	}
+}
+
 // TestNoConflictWithoutOverlap: two sales of one namespace run side by side
 // when they share no SKU, when one's warm-up starts at the other's end
 // (windows are half-open), or when they use different Redis servers. Also a
@@ -267,22 +287,30 @@ func TestNoConflictWithoutOverlap(t *testing.T) {
 			time.Sleep(1100 * time.Millisecond)
 			second := e.namedSale(secondSale, func(fs *v1alpha1.FlashSale) { mod(e, fs) })
 			key := client.ObjectKeyFromObject(second)
+			wantFree := func(when string) *v1alpha1.FlashSale {
+				t.Helper()
+				if _, err := e.r.Reconcile(e.ctx, ctrl.Request{NamespacedName: key}); err != nil {
+					t.Fatal(err)
+				}
+				var fs v1alpha1.FlashSale
+				if err := e.k8s.Get(e.ctx, key, &fs); err != nil {
+					t.Fatal(err)
+				}
+				c := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionConflict)
+				if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonNoOverlap {
+					t.Fatalf("second sale's Conflict %s: %+v, want False/NoOverlap", when, c)
+				}
+				return &fs
+			}
+			// Both pending and neither warmed: the first, created earlier,
+			// would hold the second back if they overlapped.
+			wantFree("while both are Pending")
 			warmAt := second.Spec.StartTime.Add(-5 * time.Minute)
 			e.clk.SetTime(e.t0.Add(5 * time.Minute))
 			e.reconcileNamed(firstSale)
 			e.wantCondOf(firstSale, v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed)
 			e.clk.SetTime(warmAt)
-			if _, err := e.r.Reconcile(e.ctx, ctrl.Request{NamespacedName: key}); err != nil {
-				t.Fatal(err)
-			}
-			var fs v1alpha1.FlashSale
-			if err := e.k8s.Get(e.ctx, key, &fs); err != nil {
-				t.Fatal(err)
-			}
-			c := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionConflict)
-			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonNoOverlap {
-				t.Fatalf("second sale's Conflict %+v, want False/NoOverlap", c)
-			}
+			fs := wantFree("at its warm-up")
 			if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionWarmed) {
 				t.Fatalf("second sale not warmed at its warm-up: %+v", fs.Status.Conditions)
 			}
