@@ -70,11 +70,11 @@ cancelled (docs/runbook.md, "Adding or lowering stock").`,
 	}
 }
 
-// parseUnits reads N, which must be an integer of at least min.
-func parseUnits(s string, min int64) (int64, error) {
+// parseUnits reads N, which must be an integer of at least least.
+func parseUnits(s string, least int64) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < min {
-		return 0, fmt.Errorf("N must be an integer >= %d, not %q", min, s)
+	if err != nil || n < least {
+		return 0, fmt.Errorf("the count N must be an integer >= %d, not %q", least, s)
 	}
 	return n, nil
 }
