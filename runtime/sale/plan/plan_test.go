@@ -151,4 +151,10 @@ func TestPlanMemoryKeysAndJSON(t *testing.T) {
 	if err != nil || json.Unmarshal(raw, &back) != nil || back["redis"] == nil || back["warnings"] == nil {
 		t.Fatalf("json: %v %s", err, raw)
 	}
+	if w := back["warmup"].(map[string]any); w["lead"] != "10m" || w["podStartup"] != "1m" {
+		t.Errorf("warm-up in JSON: %v, want durations as strings", w)
+	}
+	if f := back["figures"].(map[string]any); f["podStartup"] != "1m" || f["shardBudget"] != float64(10000) {
+		t.Errorf("figures in JSON: %v", f)
+	}
 }

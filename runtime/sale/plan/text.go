@@ -223,3 +223,32 @@ func shortDuration(d time.Duration) string {
 	}
 	return s
 }
+
+// The durations read as Go durations in JSON ("1m", "2.5s"), not as
+// nanoseconds: the shallower field of the same name wins.
+
+// MarshalJSON writes PodStartup as a duration string.
+func (f Figures) MarshalJSON() ([]byte, error) {
+	type plain Figures
+	return json.Marshal(struct {
+		plain
+		PodStartup string `json:"podStartup"`
+	}{plain(f), shortDuration(f.PodStartup)})
+}
+
+// MarshalJSON writes StoreAll as a duration string.
+func (p Pipeline) MarshalJSON() ([]byte, error) {
+	type plain Pipeline
+	return json.Marshal(struct {
+		plain
+		StoreAll string `json:"storeAll"`
+	}{plain(p), shortDuration(p.StoreAll)})
+}
+
+// MarshalJSON writes Lead and PodStartup as duration strings.
+func (w Warmup) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Lead       string `json:"lead"`
+		PodStartup string `json:"podStartup"`
+	}{shortDuration(w.Lead), shortDuration(w.PodStartup)})
+}
