@@ -96,7 +96,8 @@ func (r *FlashSaleReconciler) reconcilePlan(ctx context.Context, s *scope) {
 		return
 	}
 	objs, err := PlannedObjects(s.sale, PlanInput{Image: r.plannedImage(s.fs), PullPolicy: r.PullPolicy,
-		OperatorVersion: r.OperatorVersion, DefaultSecret: r.DefaultSecret})
+		OperatorVersion: r.OperatorVersion, DefaultSecret: r.DefaultSecret,
+		NetworkPolicy: NetworkPolicyConfig{Enabled: r.NetworkPolicy.Enabled}})
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Cannot list the objects of the sale's plan")
 		return

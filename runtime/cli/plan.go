@@ -35,6 +35,7 @@ type planFlags struct {
 	output        string
 	image         string
 	failOnWarning bool
+	netpol        bool
 	figures       plan.Figures
 	redis         redisconn.Options
 	dsn           string
@@ -66,6 +67,7 @@ MySQL and Kafka when given), reads the number of Redis primaries and reports rea
 	f.StringVarP(&pf.output, "output", "o", "text", "text or json")
 	f.StringVar(&pf.image, "image", imageRepository+":"+Version(), "image of the data-plane pods (the operator's --image)")
 	f.BoolVar(&pf.failOnWarning, "fail-on-warning", false, "exit 1 when the plan has warnings (for CI)")
+	f.BoolVar(&pf.netpol, "network-policies", false, "the operator runs with --network-policies: list the sale's NetworkPolicies")
 	def := plan.DefaultFigures()
 	f.Int64Var(&pf.figures.ShardBudget, "shard-budget", def.ShardBudget, "purchases per second one Redis shard admits (make bench)")
 	f.Int64Var(&pf.figures.PipelineRate, "pipeline-rate", def.PipelineRate, "orders per second the pipeline stores in MySQL (hack/pipelinebench)")
@@ -112,7 +114,8 @@ func runPlan(ctx context.Context, out io.Writer, pf *planFlags) error {
 			return err
 		}
 	}
-	objs, err := controllers.PlannedObjects(sale, controllers.PlanInput{Image: pf.image, DefaultSecret: controllers.DefaultEndpointsSecret})
+	objs, err := controllers.PlannedObjects(sale, controllers.PlanInput{Image: pf.image, DefaultSecret: controllers.DefaultEndpointsSecret,
+		NetworkPolicy: controllers.NetworkPolicyConfig{Enabled: pf.netpol}})
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,13 @@ func TestPlanOfflineTouchesNothing(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "NetworkPolicy") {
+		t.Errorf("NetworkPolicies listed without --network-policies:\n%s", out)
+	}
+	out, err = run(context.Background(), "plan", "--file", path, "--network-policies")
+	if err != nil || !strings.Contains(out, "NetworkPolicy            hot-seckill") {
+		t.Errorf("--network-policies: the seckill pods' NetworkPolicy is not listed: %v\n%s", err, out)
+	}
 	out, err = run(context.Background(), "plan", "--file", path, "--fail-on-warning")
 	if err == nil || !strings.Contains(err.Error(), "--fail-on-warning") || !strings.Contains(out, "Warnings") {
 		t.Fatalf("--fail-on-warning with warnings: err %v\n%s", err, out)
