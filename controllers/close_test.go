@@ -117,10 +117,16 @@ func TestCloseActiveSale(t *testing.T) {
 		t.Fatalf("pay: %d %s", a.Status, a.Error)
 	}
 
+	hash := e.deployment(controllers.ComponentSeckill).Spec.Template.Annotations["flashsale.dev/config-hash"]
 	closeAt := e.t0.Add(12 * time.Minute)
 	e.clk.SetTime(closeAt)
 	e.close()
 	res := e.reconcile()
+	// The close reaches the pods through Redis, as a pause does: rolling
+	// them now would cost the result polls and payments of the drain.
+	if got := e.deployment(controllers.ComponentSeckill).Spec.Template.Annotations["flashsale.dev/config-hash"]; got != hash || hash == "" {
+		t.Fatalf("pod config hash %q → %q on close: the pods roll", hash, got)
+	}
 	e.wantClosedAt(closeAt)
 	e.wantPhase(v1alpha1.PhaseDraining)
 	e.wantEvent(corev1.EventTypeNormal, v1alpha1.ReasonClosed, "Closed early by spec.closed at "+closeAt.UTC().Format(time.RFC3339))
