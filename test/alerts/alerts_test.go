@@ -148,11 +148,19 @@ func (w *world) waitActive(ctx context.Context) []buyerToken {
 			}
 		}()
 	}
-	testutil.Eventually(t, 2*time.Minute, "the sale is Active", func() bool {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
 		var fs v1alpha1.FlashSale
 		err := w.k8s.Get(ctx, types.NamespacedName{Namespace: w.ns, Name: saleName}, &fs)
-		return err == nil && fs.Status.Phase == v1alpha1.PhaseActive
-	})
+		if err == nil && fs.Status.Phase == v1alpha1.PhaseActive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sale is not Active 2 minutes after its creation: phase %q (%v), conditions %+v",
+				fs.Status.Phase, err, fs.Status.Conditions)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	wg.Wait()
 	if len(tokens) != 5 {
 		t.Fatalf("%d of 5 admitted buyers got a token for %s", len(tokens), scarce)

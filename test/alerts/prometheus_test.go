@@ -3,13 +3,13 @@ package alerts_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,10 +65,14 @@ func prometheusBin(t *testing.T) string {
 	return ""
 }
 
-// pinnedTool builds (once, cached) and returns a pinned tool of hack/tools.sh,
-// as test/opskit does for the exporters.
-func pinnedTool(t *testing.T, name string) string {
+// pinnedTool returns a pinned tool of hack/tools.sh, building it once
+// (cached) as test/opskit does for the exporters; the environment variable
+// env (REDIS_EXPORTER, MYSQLD_EXPORTER) names another binary instead.
+func pinnedTool(t *testing.T, name, env string) string {
 	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
 	cmd := exec.Command("bash", filepath.Join(testutil.RepoRoot(), "hack", "tools.sh"), name)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -305,22 +309,27 @@ func (p *prom) value(t *testing.T, expr string) (float64, bool) {
 // waitTargetsUp waits until every job's target was scraped successfully.
 func (p *prom) waitTargetsUp(t *testing.T, jobs []scrapeJob) {
 	t.Helper()
-	testutil.Eventually(t, time.Minute, "every target is up in Prometheus", func() bool {
+	deadline := time.Now().Add(time.Minute)
+	for {
 		v, err := p.query(t, "up")
-		if err != nil {
-			return false
-		}
 		up := map[string]bool{}
 		for _, s := range v {
 			up[string(s.Metric["job"])] = s.Value == 1
 		}
+		var down []string
 		for _, j := range jobs {
 			if !up[j.Name] {
-				return false
+				down = append(down, j.Name+" ("+j.Addr+")")
 			}
 		}
-		return true
-	})
+		if err == nil && len(down) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("targets not up in Prometheus within a minute: %v (query: %v)", down, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // startProcess runs bin until the test ends (SIGKILL, then waited for); its
@@ -331,7 +340,7 @@ func startProcess(t *testing.T, name, bin string, args ...string) {
 }
 
 // startProcessEnv is startProcess with env added to the test's environment.
-// A process that ends before the test does fails it.
+// A process that ends before the test does fails it, with its output.
 func startProcessEnv(t *testing.T, name string, env []string, bin string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -344,11 +353,19 @@ func startProcessEnv(t *testing.T, name string, env []string, bin string, args .
 		cancel()
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := cmd.Wait(); err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-			t.Errorf("%s: %v", name, err)
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := cmd.Wait()
+		if !stopping.Load() {
+			t.Errorf("%s exited while the test ran: %v\n%s", name, err, out.tail(2048))
 		}
+	}()
+	t.Cleanup(func() {
+		stopping.Store(true)
+		cancel()
+		<-done
 		if t.Failed() {
 			t.Logf("%s output (last 4 KiB):\n%s", name, out.tail(4096))
 		}

@@ -60,7 +60,9 @@ type world struct {
 	brokerDown atomic.Bool
 	file       string
 	shop       *shop
-	jobs       []scrapeJob
+	// ports are the ports handed out to the processes.
+	ports map[int]bool
+	jobs  []scrapeJob
 }
 
 func startWorld(t *testing.T) *world {
@@ -125,7 +127,19 @@ func (w *world) proxiedDSN() string {
 	return cfg.FormatDSN()
 }
 
-func (w *world) addr() string { return fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(w.t)) }
+// addr is a free loopback address no other process of the test was given.
+func (w *world) addr() string {
+	for {
+		port := testutil.FreePort(w.t)
+		if !w.ports[port] {
+			if w.ports == nil {
+				w.ports = map[int]bool{}
+			}
+			w.ports[port] = true
+			return fmt.Sprintf("127.0.0.1:%d", port)
+		}
+	}
+}
 
 // startOperator runs `flashsale manager` and creates the sale: it starts 20
 // s from now, with a waiting room (spec.queue), Kafka, durability on one
@@ -259,7 +273,7 @@ func (w *world) startDataPlane() {
 func (w *world) startExporters() {
 	t := w.t
 	redisAddr, mysqlAddr := w.addr(), w.addr()
-	startProcess(t, "redis_exporter", pinnedTool(t, "redis_exporter"), "-redis.addr", "redis://"+w.redis.Addr,
+	startProcess(t, "redis_exporter", pinnedTool(t, "redis_exporter", "REDIS_EXPORTER"), "-redis.addr", "redis://"+w.redis.Addr,
 		"-web.listen-address", redisAddr)
 	cfg, err := mysql.ParseDSN(w.dsn)
 	if err != nil {
@@ -271,7 +285,7 @@ func (w *world) startExporters() {
 	if err := os.WriteFile(cnf, fmt.Appendf(nil, "[client]\nuser=%s\npassword=%s\nhost=%s\nport=%s\n", cfg.User, cfg.Passwd, host, port), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, "mysqld_exporter", pinnedTool(t, "mysqld_exporter"), "--config.my-cnf="+cnf, "--web.listen-address="+mysqlAddr)
+	startProcess(t, "mysqld_exporter", pinnedTool(t, "mysqld_exporter", "MYSQLD_EXPORTER"), "--config.my-cnf="+cnf, "--web.listen-address="+mysqlAddr)
 	// The exporters run beside the sale, not in it: no sale label.
 	w.jobs = append(w.jobs,
 		scrapeJob{Name: "redis", Addr: redisAddr, Labels: map[string]string{"namespace": w.ns}},
