@@ -16,11 +16,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
 	"github.com/flashsale-dev/flashsale-operator/controllers"
+	"github.com/flashsale-dev/flashsale-operator/runtime/cli"
 	"github.com/flashsale-dev/flashsale-operator/runtime/notify"
 	"github.com/flashsale-dev/flashsale-operator/runtime/sale/keys"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 // hookReceiver is a shop's webhook endpoint: a real HTTP server whose paths
@@ -432,5 +439,75 @@ func TestNotificationsTroubles(t *testing.T) {
 	defer rv.mu.Unlock()
 	if len(rv.bad) > 0 {
 		t.Errorf("bad deliveries: %v", rv.bad)
+	}
+}
+
+// TestNotificationsAfterRestart: an operator that starts with an event
+// left in a sale's outbox (its predecessor stopped before the receiver
+// confirmed it) sends it again with the same id; each delivery attempt
+// brings the sale back to the controller at once, so the outbox empties
+// within a moment of the delivery, not at the next periodic look (15 s).
+func TestNotificationsAfterRestart(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rv := e.startReceiver(map[string][]byte{"/all": []byte("shop-secret")})
+	rv.failFirst["/all"] = 1
+	e.hookSecret(map[string]string{"shop": "shop-secret"})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.Notifications = &v1alpha1.Notifications{Webhooks: []v1alpha1.Webhook{hook("shop", rv.url+"/all", "shop")}}
+	})
+	e.reconcile() // Pending: no milestone yet
+	fs := e.get()
+	id := string(fs.UID) + ".live"
+	fs.Status.Notifications = &v1alpha1.NotificationsStatus{Outbox: []v1alpha1.OutboxEvent{{
+		ID: id, Type: v1alpha1.EventLive, Time: metav1.NewTime(e.t0), Data: `{"phase":"Warming"}`, Pending: []string{"shop"}}}}
+	if err := e.k8s.Status().Update(e.ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+
+	// The operator as the manager command wires it, watching this namespace.
+	cfg, _ := testutil.Kube(t, cli.Scheme())
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: cli.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{e.ns: {}}},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := controllers.NewFlashSaleReconciler(mgr)
+	r.Image, r.DialTimeout = "flashsale:test", time.Second
+	d := notify.NewDispatcher(notify.Options{BaseDelay: 100 * time.Millisecond, OnAttempt: r.NotificationAttempted})
+	if err := mgr.Add(d); err != nil {
+		t.Fatal(err)
+	}
+	r.Notifier = d
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+
+	start := time.Now()
+	for !e.outboxEmpty() {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("outbox %+v 5 s after the operator started", e.get().Status.Notifications)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("outbox empty %s after the operator started", time.Since(start).Round(time.Millisecond))
+	if n := e.get().Status.Notifications.Delivered; n != 1 {
+		t.Fatalf("status.notifications.delivered = %d, want 1", n)
+	}
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if !slices.Equal(rv.calls["/all"], []string{id, id}) || rv.accepted["/all"][id] != 1 || len(rv.bad) > 0 {
+		t.Fatalf("receiver got %v, accepted %v (bad: %v), want the event twice with its id, accepted once", rv.calls["/all"], rv.accepted["/all"], rv.bad)
 	}
 }
