@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -510,4 +511,33 @@ func TestNotificationsAfterRestart(t *testing.T) {
 	if !slices.Equal(rv.calls["/all"], []string{id, id}) || rv.accepted["/all"][id] != 1 || len(rv.bad) > 0 {
 		t.Fatalf("receiver got %v, accepted %v (bad: %v), want the event twice with its id, accepted once", rv.calls["/all"], rv.accepted["/all"], rv.bad)
 	}
+}
+
+// TestNotificationsOutboxCap: with 50 events waiting (a webhook down for
+// long), the next milestone drops the oldest: the outbox stays at 50, the
+// drop is counted and told by a Warning Event. Without a Notifier nothing
+// is sent, and the outbox only fills.
+func TestNotificationsOutboxCap(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.Notifications = &v1alpha1.Notifications{Webhooks: []v1alpha1.Webhook{hook("shop", "http://127.0.0.1:9/down", "shop")}}
+	})
+	e.reconcile()
+	fs := e.get()
+	var old []v1alpha1.OutboxEvent
+	for i := range 50 {
+		old = append(old, v1alpha1.OutboxEvent{ID: fmt.Sprintf("%s.soldout.old-%d.1.0", fs.UID, i), Type: v1alpha1.EventSoldOut,
+			Time: metav1.NewTime(e.t0), Subject: fmt.Sprintf("old-%d", i), Data: "{}", Pending: []string{"shop"}})
+	}
+	fs.Status.Notifications = &v1alpha1.NotificationsStatus{Outbox: old}
+	if err := e.k8s.Status().Update(e.ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	warmAndOpen(t, e, false)
+	n := e.get().Status.Notifications
+	if len(n.Outbox) != 50 || n.Dropped != 1 || n.Outbox[0].ID != old[1].ID || n.Outbox[49].Type != v1alpha1.EventLive {
+		t.Fatalf("outbox of %d (first %s, last %s), dropped %d; want 50 with the oldest dropped for the Live event",
+			len(n.Outbox), n.Outbox[0].ID, n.Outbox[len(n.Outbox)-1].Type, n.Dropped)
+	}
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonDeliveryFailing, "Outbox full (50 events): dropped event "+old[0].ID)
 }
