@@ -22,8 +22,11 @@ const (
 	DefaultMaxDelay  = 5 * time.Minute
 	// DefaultForgetAfter is how long a delivery is remembered without being
 	// enqueued again: a delivered one for the reconciler to see, a pending
-	// one of a sale that no longer asks for it (deleted) until it is dropped.
-	DefaultForgetAfter = 30 * time.Minute
+	// one no longer asked for (its sale deleted, its webhook taken out of
+	// the spec) until it is dropped. The reconciler enqueues what waits in
+	// an outbox at least every 15 s; forgetting too early costs at most a
+	// repeat with the same id.
+	DefaultForgetAfter = 10 * time.Minute
 )
 
 // Target is one webhook endpoint.
