@@ -88,6 +88,8 @@ type FlashSaleReconciler struct {
 
 	pool    connPool
 	applied appliedPlans
+	// plans says what each sale's Planned condition was computed from.
+	plans planned
 	// tornDown holds the UIDs of the sales this process tore down: a
 	// reconcile that reads the sale from a cache not yet showing TornDown
 	// must not run the steps again (and report the keys it deleted missing).
