@@ -95,7 +95,7 @@ func TestAlertsFireAndResolve(t *testing.T) {
 		}
 	}
 
-	w.dashboardExtras(t)
+	w.dashboardExtras(t, p)
 	restored := w.mysqlDown(t, p, sale)
 	w.deadLetter(t, p, sale)
 	w.stockNotConserved(t, p, sale)
@@ -282,10 +282,11 @@ func (w *world) kafkaDown(t *testing.T, p *prom, sale map[string]string) {
 }
 
 // dashboardExtras makes what the dashboard shows that the faults do not:
-// bots with a forged token (token rejections) and a row lock wait in MySQL
+// bots with a forged token (token rejections) and row lock waits in MySQL
 // (the "MySQL row locks" panel divides lock time by lock waits: with no
-// wait it has no value).
-func (w *world) dashboardExtras(t *testing.T) {
+// wait it has no value). Three waits of a second each, a few scrapes apart,
+// which Prometheus must have seen.
+func (w *world) dashboardExtras(t *testing.T, p *prom) {
 	ctx := context.Background()
 	for range 3 {
 		user := w.shop.newUser()
@@ -296,11 +297,24 @@ func (w *world) dashboardExtras(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	for _, q := range []string{"CREATE TABLE lock_probe (id INT PRIMARY KEY, n INT NOT NULL)", "INSERT INTO lock_probe VALUES (1, 0)"} {
+	for _, q := range []string{"CREATE TABLE lock_probe (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB", "INSERT INTO lock_probe VALUES (1, 0)"} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
+	for range 3 {
+		lockWait(ctx, t, db, time.Second)
+		time.Sleep(2 * time.Second)
+	}
+	testutil.Eventually(t, 20*time.Second, "Prometheus sees the row lock waits", func() bool {
+		v, ok := p.value(t, `sum(increase(mysql_global_status_innodb_row_lock_waits{namespace="`+w.ns+`"}[1m]))`)
+		return ok && v >= 3
+	})
+}
+
+// lockWait makes one row lock wait of about d on lock_probe: a transaction
+// holds the row while another statement waits for it.
+func lockWait(ctx context.Context, t *testing.T, db *sql.DB, d time.Duration) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -309,10 +323,9 @@ func (w *world) dashboardExtras(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(d)
 		_ = tx.Commit()
 	}()
-	// Waits for the transaction's row lock until it commits.
 	if _, err := db.ExecContext(ctx, "UPDATE lock_probe SET n = n + 1 WHERE id = 1"); err != nil {
 		t.Fatal(err)
 	}
