@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -228,25 +229,34 @@ func (q *Dispatcher) next(ctx context.Context) bool {
 	if ctx.Err() != nil {
 		return true // shutting down: the attempt does not count
 	}
-	q.record(k, err)
+	if !q.record(k, err) {
+		// Dropped while on its way: nobody asks about it any more, and
+		// telling OnAttempt would bring back a sale's forgotten metrics.
+		return true
+	}
 	if q.o.OnAttempt != nil {
 		q.o.OnAttempt(Attempt{Sale: k.sale, Webhook: k.webhook, EventID: k.id, Err: err})
 	}
 	return true
 }
 
-// record notes the outcome of an attempt and schedules the retry.
-func (q *Dispatcher) record(k itemKey, err error) {
+// record notes the outcome of an attempt and schedules the retry; false
+// when the delivery was dropped (or forgotten) meanwhile: then nothing is
+// noted and it is not retried.
+func (q *Dispatcher) record(k itemKey, err error) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	e, ok := q.items[k]
+	if !ok {
+		q.queue.Forget(k)
+		return false
+	}
 	ek := endpointKey{k.sale, k.webhook}
 	if err == nil {
-		if e, ok := q.items[k]; ok {
-			e.delivered, e.touched = true, time.Now()
-		}
+		e.delivered, e.touched = true, time.Now()
 		delete(q.failures, ek)
 		q.queue.Forget(k)
-		return
+		return true
 	}
 	f := q.failures[ek]
 	if f == nil {
@@ -256,6 +266,37 @@ func (q *Dispatcher) record(k itemKey, err error) {
 	f.Attempts++
 	f.LastError = err.Error()
 	q.queue.AddRateLimited(k)
+	return true
+}
+
+// Drop forgets at once the deliveries of sale to the webhooks keep refuses
+// (every webhook when keep is nil), and their failures: a webhook taken
+// out of the spec, or a deleted sale, must not be retried (nor counted as
+// failing) for ForgetAfter. A drop while a POST is on its way discards its
+// outcome. It returns the ids of the dropped deliveries not yet delivered.
+func (q *Dispatcher) Drop(sale string, keep func(webhook string) bool) []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var undelivered []string
+	for k, e := range q.items {
+		if k.sale != sale || (keep != nil && keep(k.webhook)) {
+			continue
+		}
+		// One still in the queue is skipped when next taken (next finds
+		// no item).
+		delete(q.items, k)
+		q.queue.Forget(k)
+		if !e.delivered && !slices.Contains(undelivered, k.id) {
+			undelivered = append(undelivered, k.id)
+		}
+	}
+	for k := range q.failures {
+		if k.sale == sale && (keep == nil || !keep(k.webhook)) {
+			delete(q.failures, k)
+		}
+	}
+	sort.Strings(undelivered)
+	return undelivered
 }
 
 // post sends one signed delivery; any answer but 2xx is an error.

@@ -202,3 +202,72 @@ func TestEncodeStructuredCloudEvent(t *testing.T) {
 		t.Error("Encode accepted data that is not JSON")
 	}
 }
+
+// TestDispatcherDrop: a delivery to a webhook that keeps failing stops
+// being sent once dropped, its failure is forgotten, and the attempt on its
+// way when the drop came (a receiver that answers after the timeout) is
+// neither reported nor retried; the sale's other webhook, kept, is still
+// retried.
+func TestDispatcherDrop(t *testing.T) {
+	rv, url := startReceiver(t, 1000)
+	slow, slowURL := startReceiver(t, 0)
+	slow.hang = make(chan struct{})
+	t.Cleanup(func() { close(slow.hang) })
+	var mu sync.Mutex
+	reported := map[string]int{}
+	d := NewDispatcher(Options{Timeout: 300 * time.Millisecond, BaseDelay: 20 * time.Millisecond, MaxDelay: 40 * time.Millisecond,
+		OnAttempt: func(a Attempt) {
+			mu.Lock()
+			defer mu.Unlock()
+			reported[a.Webhook]++
+		}})
+	run(t, d)
+	for name, u := range map[string]string{"gone": slowURL, "kept": url} {
+		if err := d.Enqueue(Delivery{Sale: "shop/s", Event: soldOut("e1"), Target: Target{Name: name, URL: u, Secret: rv.secret}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "gone's first attempt timed out, its second on its way", func() bool {
+		f := d.Failures("shop/s")
+		return len(f) == 2 && f[0].Webhook == "gone"
+	})
+	time.Sleep(100 * time.Millisecond) // past the backoff: the second POST hangs
+	mu.Lock()
+	gone := reported["gone"]
+	mu.Unlock()
+	if got := d.Drop("shop/s", func(w string) bool { return w == "kept" }); len(got) != 1 || got[0] != "e1" {
+		t.Fatalf("Drop returned %v, want the undelivered e1", got)
+	}
+	if f := d.Failures("shop/s"); len(f) != 1 || f[0].Webhook != "kept" {
+		t.Fatalf("failures after the drop: %+v, want only kept's", f)
+	}
+	mu.Lock()
+	kept := reported["kept"]
+	mu.Unlock()
+	time.Sleep(700 * time.Millisecond) // the attempt on its way times out
+	mu.Lock()
+	defer mu.Unlock()
+	if reported["gone"] != gone {
+		t.Errorf("%d attempts to the dropped webhook reported after the drop, want none", reported["gone"]-gone)
+	}
+	if reported["kept"] <= kept {
+		t.Errorf("the kept webhook was not retried after the drop")
+	}
+	if f := d.Failures("shop/s"); len(f) != 1 || f[0].Webhook != "kept" {
+		t.Errorf("failures: %+v, want only kept's (the attempt on its way must not bring gone's back)", f)
+	}
+	if got := d.Drop("shop/s", nil); len(got) != 1 || len(d.Failures("shop/s")) != 0 {
+		t.Errorf("Drop(nil) returned %v and left failures %+v, want everything dropped", got, d.Failures("shop/s"))
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
