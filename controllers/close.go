@@ -37,10 +37,9 @@ func (r *FlashSaleReconciler) endUnwarmed(s *scope) bool {
 		return false
 	}
 	var why string
-	warmFrom := s.sale.Spec.StartTime.Add(-s.sale.WarmupLead())
 	conflict := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionConflict)
 	switch {
-	case fs.Status.ClosedAt != nil && fs.Status.ClosedAt.Time.Before(warmFrom):
+	case fs.Status.ClosedAt != nil && fs.Status.ClosedAt.Time.Before(s.window.plannedWarmFrom):
 		// Every reconcile until the close was before the warm-up, so no
 		// step ever ran.
 		why = "closed by spec.closed before its warm-up: nothing was warmed"

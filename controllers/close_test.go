@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,11 @@ func TestDecidePhaseClosed(t *testing.T) {
 		}
 		return fs
 	}
+	// opened is the sale as status shows it once its gate opened.
+	opened := func(fs *v1alpha1.FlashSale) *v1alpha1.FlashSale {
+		fs.Status.OpenedAt = &fs.Spec.StartTime
+		return fs
+	}
 	cases := []struct {
 		name, closedAt string
 		obs            controllers.Observed
@@ -52,14 +58,23 @@ func TestDecidePhaseClosed(t *testing.T) {
 		{"closed mid-sale, just before settling", "2026-11-11T12:10:00Z", controllers.Observed{Live: true}, "2026-11-11T12:24:59Z", v1alpha1.PhaseDraining, "2026-11-11T12:25:00Z"},
 		{"closed mid-sale, settling", "2026-11-11T12:10:00Z", controllers.Observed{Live: true}, "2026-11-11T12:25:00Z", v1alpha1.PhaseDraining, ""},
 		{"closed after its end changes nothing", "2026-11-11T12:40:00Z", controllers.Observed{Live: true}, "2026-11-11T12:29:00Z", v1alpha1.PhaseActive, "2026-11-11T12:30:00Z"},
-		{"closed while Pending", "2026-11-11T11:00:00Z", controllers.Observed{}, "2026-11-11T11:00:00Z", v1alpha1.PhaseDraining, "2026-11-11T11:15:00Z"},
+		// Never opened: no buyer was admitted, so nothing awaits payment and
+		// the sale settles at the close, not paymentTimeout after it.
+		{"closed while Pending", "2026-11-11T11:00:00Z", controllers.Observed{}, "2026-11-11T11:00:00Z", v1alpha1.PhaseDraining, ""},
 		{"closed while Pending, later, before its warm-up", "2026-11-11T11:00:00Z", controllers.Observed{}, "2026-11-11T11:56:00Z", v1alpha1.PhaseDraining, ""},
 		{"closed while Pending, torn down", "2026-11-11T11:00:00Z", controllers.Observed{TornDown: true}, "2026-11-11T11:00:00Z", v1alpha1.PhaseEnded, ""},
-		{"closed while Warming", "2026-11-11T11:57:00Z", controllers.Observed{}, "2026-11-11T11:58:00Z", v1alpha1.PhaseDraining, "2026-11-11T12:12:00Z"},
+		{"closed while Warming", "2026-11-11T11:57:00Z", controllers.Observed{}, "2026-11-11T11:57:00Z", v1alpha1.PhaseDraining, ""},
+		{"closed while Warming, a minute later", "2026-11-11T11:57:00Z", controllers.Observed{}, "2026-11-11T11:58:00Z", v1alpha1.PhaseDraining, ""},
+		{"closed past the start, gate never opened", "2026-11-11T12:10:00Z", controllers.Observed{}, "2026-11-11T12:10:00Z", v1alpha1.PhaseDraining, ""},
+		{"gate never opened, not closed: the payment window stays", "", controllers.Observed{}, "2026-11-11T12:30:00Z", v1alpha1.PhaseDraining, "2026-11-11T12:45:00Z"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := controllers.DecidePhase(sale(tc.closedAt), tc.obs, at(tc.now))
+			fs := sale(tc.closedAt)
+			if tc.obs.Live {
+				fs = opened(fs)
+			}
+			d := controllers.DecidePhase(fs, tc.obs, at(tc.now))
 			var next time.Time
 			if tc.next != "" {
 				next = at(tc.next)
@@ -189,8 +204,11 @@ func TestClosePendingSale(t *testing.T) {
 	e.wantNothingWarmed()
 }
 
-// TestCloseWarmingSale: a sale closed while it warms (never opened) drains
-// and tears down what the warm-up created, paymentTimeout after the close.
+// TestCloseWarmingSale: a sale closed while it warms (its gate never
+// opened) settles at the close, not paymentTimeout after it: no buyer was
+// admitted, so no order can await payment, and its pods are not kept
+// running for nothing. What the warm-up created is torn down, and the gate
+// does not open after the close although everything is warmed.
 func TestCloseWarmingSale(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.sale(nil)
@@ -198,17 +216,29 @@ func TestCloseWarmingSale(t *testing.T) {
 	e.clk.SetTime(e.t0.Add(5 * time.Minute))
 	e.reconcile()
 	e.wantPhase(v1alpha1.PhaseWarming)
+	e.wantCond(v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed)
+	if sw, err := switches.Get(e.ctx, e.rdb, key); err != nil || !sw.Held {
+		t.Fatalf("switches %+v, %v while warming, want held", sw, err)
+	}
 	closeAt := e.t0.Add(6 * time.Minute)
 	e.clk.SetTime(closeAt)
 	e.close()
-	e.reconcile()
-	e.wantClosedAt(closeAt)
-	e.wantPhase(v1alpha1.PhaseDraining)
-	if sw, err := switches.Get(e.ctx, e.rdb, key); err != nil || !sw.Closed {
-		t.Fatalf("switches %+v, %v after the close, want closed", sw, err)
+	// The clock stays at the close: time does not move it to Ended.
+	for range 3 {
+		e.reconcile()
 	}
-	e.clk.SetTime(closeAt.Add(time.Minute))
-	e.eventually("Ended", func() bool { return e.get().Status.Phase == v1alpha1.PhaseEnded })
+	e.wantClosedAt(closeAt)
+	e.wantPhase(v1alpha1.PhaseEnded)
+	e.wantCond(v1alpha1.ConditionTornDown, metav1.ConditionTrue, v1alpha1.ReasonTornDown)
+	fs := e.get()
+	if fs.Status.OpenedAt != nil {
+		t.Fatalf("status.openedAt %s: the gate of a closed sale opened", fs.Status.OpenedAt)
+	}
+	for _, ev := range e.seen {
+		if strings.Contains(ev, " "+v1alpha1.ReasonLive+" ") {
+			t.Fatalf("a closed sale went live: %s", ev)
+		}
+	}
 	e.wantNothingWarmed()
 }
 

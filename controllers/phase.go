@@ -49,29 +49,45 @@ type Decision struct {
 // helpers, which hold their defaults.
 type window struct {
 	warmFrom, start, end, settleFrom time.Time
+	// plannedWarmFrom is startTime - warmupLead as the spec says, before a
+	// close pulled warmFrom back: whether a closed sale ever reached its
+	// warm-up (endUnwarmed).
+	plannedWarmFrom time.Time
 }
 
 // windowOf is the sale's window. Its end is the effective one: endTime, or
 // status.closedAt when spec.closed ended the sale before it. A sale closed
 // before its warm-up or start has its earlier instants pulled back to the
 // close, so time never takes a closed sale back to Pending or Warming.
+//
+// A sale closed before its gate ever opened (status.openedAt unset) settles
+// at the close: no buyer was admitted, so no order can await payment, and
+// waiting paymentTimeout would only keep its pods running. (Its gate does
+// not open past the effective end: reconcileGate.)
 func windowOf(sale *v1alpha1.FlashSale) window {
 	start, end := sale.Spec.StartTime.Time, sale.Spec.EndTime.Time
+	closedEarly := false
 	if c := sale.Status.ClosedAt; c != nil && c.Time.Before(end) {
-		end = c.Time
+		end, closedEarly = c.Time, true
 	}
-	warmFrom := start.Add(-sale.WarmupLead())
+	planned := start.Add(-sale.WarmupLead())
+	warmFrom := planned
 	if end.Before(start) {
 		start = end
 	}
 	if end.Before(warmFrom) {
 		warmFrom = end
 	}
+	settleFrom := end.Add(sale.PaymentTimeout())
+	if closedEarly && sale.Status.OpenedAt == nil {
+		settleFrom = end
+	}
 	return window{
-		warmFrom:   warmFrom,
-		start:      start,
-		end:        end,
-		settleFrom: end.Add(sale.PaymentTimeout()),
+		warmFrom:        warmFrom,
+		start:           start,
+		end:             end,
+		settleFrom:      settleFrom,
+		plannedWarmFrom: planned,
 	}
 }
 

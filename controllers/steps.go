@@ -635,6 +635,12 @@ func (r *FlashSaleReconciler) reconcileGate(ctx context.Context, s *scope) error
 	if fs.Status.OpenedAt != nil {
 		return nil // s.obs.Live already
 	}
+	if !s.now.Before(s.window.end) {
+		// Past the (effective) end nobody is admitted any more: a sale
+		// closed before it opened settles at the close (windowOf), and
+		// calling it live now would be untrue.
+		return nil
+	}
 	if !apimeta.IsStatusConditionTrue(fs.Status.Conditions, v1alpha1.ConditionWarmed) {
 		c := apimeta.FindStatusCondition(fs.Status.Conditions, v1alpha1.ConditionWarmed)
 		s.missing = []string{c.Reason, c.Message}
