@@ -437,6 +437,8 @@ func (r *FlashSaleReconciler) releaseDeleted(ctx context.Context, fs *v1alpha1.F
 	r.pool.drop(fs.SaleKey())
 	r.tornDown.Delete(fs.UID)
 	drainNotes.Delete(fs.UID)
+	r.plans.m.Delete(fs.UID)
+	r.dropNotifications(fs) // before forget: a drop stops the attempts that count
 	r.Metrics.forget(fs)
 	patch := client.MergeFrom(fs.DeepCopy())
 	controllerutil.RemoveFinalizer(fs, Finalizer)

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
@@ -45,6 +46,9 @@ const (
 	// at again: the operator does not watch Secrets (a watch would see every
 	// Secret of the cluster), so a fixed Secret is noticed at the next retry.
 	configRetry = 15 * time.Second
+	// staleRetry is how soon a reconcile whose status patch met a newer
+	// stored status (a stale cache) is run again.
+	staleRetry = 200 * time.Millisecond
 )
 
 // FlashSaleReconciler runs each FlashSale through its life.
@@ -301,7 +305,18 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		res = r.summarize(s)
 		res = r.deliverNotifications(ctx, s, res)
 		if statusChanged(&base.Status, &fs.Status) {
-			if err := r.Status().Patch(ctx, fs, client.MergeFrom(base)); err != nil {
+			// Optimistic lock: a reconcile that read a status older than the
+			// stored one (the cache behind a patch, e.g. when a delivery's
+			// nudge comes right after it) must not write what it computed
+			// from it: milestones seen again, counts added twice.
+			err := r.Status().Patch(ctx, fs, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+			if apierrors.IsConflict(err) {
+				// Not a failure: the cache catches up within a moment.
+				ctrl.LoggerFrom(ctx).V(1).Info("Status read was stale; looking again", "resourceVersion", base.ResourceVersion)
+				res, retErr = ctrl.Result{RequeueAfter: staleRetry}, nil
+				return
+			}
+			if err != nil {
 				retErr = errors.Join(retErr, fmt.Errorf("patch status: %w", err))
 			}
 		}

@@ -31,6 +31,9 @@ type Notifier interface {
 	Delivered(sale, eventID string) []string
 	// Failures lists the endpoints of the sale whose latest attempts failed.
 	Failures(sale string) []notify.Failure
+	// Drop forgets the sale's deliveries to the webhooks keep refuses (all
+	// when keep is nil) and returns the ids of those not delivered.
+	Drop(sale string, keep func(webhook string) bool) []string
 }
 
 // maxOutbox bounds status.notifications.outbox: a webhook down for the
@@ -96,15 +99,26 @@ func milestones(before *v1alpha1.FlashSaleStatus, fs *v1alpha1.FlashSale, now ti
 	if c := notConserved(st); c != nil && notConserved(before) == nil {
 		d := saleData(fs, false)
 		d.Message = c.Message
-		add(v1alpha1.EventNotConserved, fmt.Sprintf("notconserved.%d", c.LastTransitionTime.Unix()), "", d)
+		add(v1alpha1.EventNotConserved, fmt.Sprintf("notconserved.%d", auditedAt(st, c)), "", d)
 	}
 	if c := apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionOrdersStranded); c != nil && c.Status == metav1.ConditionTrue &&
 		!apimeta.IsStatusConditionTrue(before.Conditions, v1alpha1.ConditionOrdersStranded) {
 		d := saleData(fs, false)
 		d.Message = c.Message
-		add(v1alpha1.EventOrdersStranded, fmt.Sprintf("ordersstranded.%d", c.LastTransitionTime.Unix()), "", d)
+		add(v1alpha1.EventOrdersStranded, fmt.Sprintf("ordersstranded.%d", auditedAt(st, c)), "", d)
 	}
 	return out
+}
+
+// auditedAt names a finding of the audit in an event id: the time of the
+// audit that made it, stored with the figures the event carries, never the
+// clock of the reconcile that notices it (c's lastTransitionTime is only
+// the fallback of a status without an audit).
+func auditedAt(st *v1alpha1.FlashSaleStatus, c *metav1.Condition) int64 {
+	if st.Audit != nil && !st.Audit.Time.IsZero() {
+		return st.Audit.Time.Unix()
+	}
+	return c.LastTransitionTime.Unix()
 }
 
 func soldOut(st *v1alpha1.FlashSaleStatus, sku string) bool {
@@ -207,12 +221,25 @@ func wants(w v1alpha1.Webhook, typ v1alpha1.NotificationEvent) bool {
 // Secret or a recovered endpoint is noticed.
 func (r *FlashSaleReconciler) deliverNotifications(ctx context.Context, s *scope, res ctrl.Result) ctrl.Result {
 	spec, n := s.fs.Spec.Notifications, s.fs.Status.Notifications
-	if s.stale || spec == nil || len(spec.Webhooks) == 0 {
+	if s.stale {
 		return res
 	}
 	sale := s.fs.Namespace + "/" + s.fs.Name
-	if r.Notifier != nil && n != nil {
-		r.confirmDelivered(s, sale)
+	if spec == nil || len(spec.Webhooks) == 0 {
+		// Taken out of the spec (maybe to silence a failing webhook):
+		// nothing is sent any more, nothing waits, nothing fails.
+		r.Metrics.outbox.DeleteLabelValues(s.fs.Namespace, s.fs.Name)
+		if r.Notifier != nil {
+			r.Notifier.Drop(sale, nil)
+		}
+		return res
+	}
+	if r.Notifier != nil {
+		// A webhook that left the spec is not retried (nor counted failing).
+		r.Notifier.Drop(sale, func(name string) bool { return webhook(s.fs, name) != nil })
+		if n != nil {
+			r.confirmDelivered(s, sale)
+		}
 	}
 	pending := 0
 	if n != nil {
@@ -366,4 +393,34 @@ func (r *FlashSaleReconciler) NotificationAttempted(a notify.Attempt) {
 func (r *FlashSaleReconciler) deliveryNews() <-chan event.GenericEvent {
 	r.deliveries = make(chan event.GenericEvent, 1024)
 	return r.deliveries
+}
+
+// dropNotifications is the deleted sale's farewell to its outbox: a
+// deleted sale sends no Ended event, and the events still waiting are
+// dropped, named in a Warning Event, and no longer sent.
+func (r *FlashSaleReconciler) dropNotifications(fs *v1alpha1.FlashSale) {
+	sale := fs.Namespace + "/" + fs.Name
+	var ids []string
+	if n := fs.Status.Notifications; n != nil {
+		for _, ev := range n.Outbox {
+			if r.Notifier != nil && !slices.ContainsFunc(ev.Pending, func(w string) bool {
+				return !slices.Contains(r.Notifier.Delivered(sale, ev.ID), w)
+			}) {
+				continue // delivered since the status was written
+			}
+			ids = append(ids, ev.ID)
+		}
+	}
+	if r.Notifier != nil {
+		// Deliveries enqueued but not in the status read are dropped too.
+		for _, id := range r.Notifier.Drop(sale, nil) {
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) > 0 {
+		r.event(fs, corev1.EventTypeWarning, v1alpha1.ReasonDeliveryFailing, "Delete",
+			"Sale deleted: %d undelivered events dropped: %s", len(ids), strings.Join(ids, ", "))
+	}
 }

@@ -17,9 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -540,4 +542,187 @@ func TestNotificationsOutboxCap(t *testing.T) {
 			len(n.Outbox), n.Outbox[0].ID, n.Outbox[len(n.Outbox)-1].Type, n.Dropped)
 	}
 	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonDeliveryFailing, "Outbox full (50 events): dropped event "+old[0].ID)
+}
+
+// calls counts the POSTs an endpoint got.
+func (rv *hookReceiver) callCount(path string) int {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return len(rv.calls[path])
+}
+
+// failingShop is a live sale whose shop webhook has failed twice with the
+// Live event waiting for it.
+func failingShop(t *testing.T, hooks func(url string) []v1alpha1.Webhook) (*env, *hookReceiver) {
+	e := newEnv(t, envOpts{})
+	rv := e.startReceiver(map[string][]byte{"/shop": []byte("s"), "/ops": []byte("o")})
+	rv.setFailing("/shop", true)
+	e.hookSecret(map[string]string{"shop": "s", "ops": "o"})
+	e.startNotifier()
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.Notifications = &v1alpha1.Notifications{Webhooks: hooks(rv.url)}
+	})
+	warmAndOpen(t, e, false)
+	e.eventually("the shop's endpoint failing", func() bool {
+		failed, pending := e.notifications("shop", "failed")
+		return failed >= 2 && pending == 1
+	})
+	return e, rv
+}
+
+// wantNotCalled fails unless path gets no POST for a while.
+func wantNotCalled(t *testing.T, e *env, rv *hookReceiver, path string) {
+	t.Helper()
+	time.Sleep(100 * time.Millisecond) // a POST that was on its way lands
+	n0 := rv.callCount(path)
+	failed0, _ := e.notifications("shop", "failed")
+	time.Sleep(1500 * time.Millisecond) // the backoff is at most 400 ms
+	if n := rv.callCount(path) - n0; n > 0 {
+		t.Errorf("%s was called %d times after it left the spec", path, n)
+	}
+	if failed, _ := e.notifications("shop", "failed"); failed != failed0 {
+		t.Errorf("%v more failed attempts counted after the webhook left the spec", failed-failed0)
+	}
+}
+
+// TestNotificationsRemoved: an SRE silences a failing webhook by removing
+// spec.notifications. The pending gauge goes (no stale value for the
+// alert), and the webhook is called no more: no failure keeps being
+// counted towards FlashSaleNotificationsFailing.
+func TestNotificationsRemoved(t *testing.T) {
+	e, rv := failingShop(t, func(url string) []v1alpha1.Webhook { return []v1alpha1.Webhook{hook("shop", url+"/shop", "shop")} })
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Notifications = nil })
+	if n := e.get().Status.Notifications; n != nil {
+		t.Errorf("status.notifications %+v after spec.notifications was removed", *n)
+	}
+	if _, pending := e.notifications("shop", "failed"); pending != 0 {
+		t.Errorf("pending gauge %v after spec.notifications was removed, want 0 (or no series)", pending)
+	}
+	wantNotCalled(t, e, rv, "/shop")
+	e.reconcile()
+	if _, pending := e.notifications("shop", "failed"); pending != 0 {
+		t.Errorf("pending gauge %v a reconcile later, want 0 (or no series)", pending)
+	}
+}
+
+// TestNotificationsWebhookRemoved: taking only the failing webhook out of
+// the spec empties the outbox (the other one got the event), stops the
+// calls to it and its failures, and NotificationsDelivered turns True.
+func TestNotificationsWebhookRemoved(t *testing.T) {
+	e, rv := failingShop(t, func(url string) []v1alpha1.Webhook {
+		return []v1alpha1.Webhook{hook("shop", url+"/shop", "shop"), hook("ops", url+"/ops", "ops")}
+	})
+	e.update(func(fs *v1alpha1.FlashSale) { fs.Spec.Notifications.Webhooks = fs.Spec.Notifications.Webhooks[1:] })
+	if !e.outboxEmpty() {
+		t.Errorf("outbox %+v, want empty: ops got the event, shop left", e.get().Status.Notifications.Outbox)
+	}
+	if _, pending := e.notifications("shop", "failed"); pending != 0 {
+		t.Errorf("pending gauge %v, want 0", pending)
+	}
+	wantNotCalled(t, e, rv, "/shop")
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionNotificationsDelivered, metav1.ConditionTrue, v1alpha1.ReasonDelivered)
+}
+
+// TestNotificationsSaleDeleted: a deleted sale sends no Ended event; the
+// events still waiting are dropped, named in a Warning Event, the webhook
+// is called no more, and the sale's notification series stay gone.
+func TestNotificationsSaleDeleted(t *testing.T) {
+	e, rv := failingShop(t, func(url string) []v1alpha1.Webhook { return []v1alpha1.Webhook{hook("shop", url+"/shop", "shop")} })
+	id := string(e.get().UID) + ".live"
+	if err := e.k8s.Delete(e.ctx, e.get()); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.SetTime(e.get().DeletionTimestamp.Add(time.Second))
+	for i := 0; !e.gone(); i++ {
+		if i == 10 {
+			t.Fatal("the sale is still there after 10 reconciles")
+		}
+		e.reconcile()
+	}
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonDeliveryFailing, "Sale deleted: 1 undelivered events dropped: "+id)
+	wantNotCalled(t, e, rv, "/shop")
+	if failed, pending := e.notifications("shop", "failed"); failed != 0 || pending != 0 {
+		t.Errorf("the deleted sale's series came back: %v failed, %v pending", failed, pending)
+	}
+}
+
+// staleReader reads the sale as a lagging cache would: the copy it was
+// given, older than the stored one.
+type staleReader struct {
+	client.Client
+	fs *v1alpha1.FlashSale
+}
+
+func (c staleReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if fs, ok := obj.(*v1alpha1.FlashSale); ok {
+		c.fs.DeepCopyInto(fs)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestNotificationsStaleRead: a reconcile that reads the sale from a cache
+// behind the stored status (a delivery's nudge arriving before the cache
+// shows the reconcile that confirmed it) writes nothing, is no reconcile
+// error, and looks again within a moment.
+func TestNotificationsStaleRead(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rv := e.startReceiver(map[string][]byte{"/shop": []byte("s")})
+	rv.setFailing("/shop", true)
+	e.hookSecret(map[string]string{"shop": "s"})
+	e.startNotifier()
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.Notifications = &v1alpha1.Notifications{Webhooks: []v1alpha1.Webhook{hook("shop", rv.url+"/shop", "shop")}}
+	})
+	warmAndOpen(t, e, false)
+	stale := e.get() // the Live event waits
+	rv.setFailing("/shop", false)
+	e.eventually("the Live event delivered", func() bool { e.reconcile(); return e.outboxEmpty() })
+	// Newer than the cache, too: events delivered since (as later
+	// reconciles would count them).
+	stored := e.get()
+	stored.Status.Notifications.Delivered = 5
+	if err := e.k8s.Status().Update(e.ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	stored = e.get()
+
+	direct := e.r.Client
+	e.r.Client = staleReader{Client: direct, fs: stale}
+	res, err := e.r.Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: e.ns, Name: saleName}})
+	e.r.Client = direct
+	if err != nil {
+		t.Fatalf("a stale read is no reconcile error, got %v", err)
+	}
+	if res.RequeueAfter <= 0 || res.RequeueAfter > time.Second {
+		t.Errorf("RequeueAfter %s after a stale read, want a look again within a second", res.RequeueAfter)
+	}
+	if now := e.get(); now.ResourceVersion != stored.ResourceVersion || now.Status.Notifications.Delivered != 5 {
+		t.Errorf("a reconcile from a stale read wrote the status: %+v, want the stored 5 delivered untouched", *now.Status.Notifications)
+	}
+	if n := e.reconcileErrors(); n != 0 {
+		t.Errorf("%v reconcile errors counted for a stale read", n)
+	}
+}
+
+// reconcileErrors sums flashsale_operator_reconcile_errors_total of the sale.
+func (e *env) reconcileErrors() float64 {
+	e.t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e.r.Metrics.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != controllers.MetricReconcileErrors {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }
