@@ -69,11 +69,14 @@ func Compute(sale *v1alpha1.FlashSale, topo Topology, figs Figures, objs []Objec
 	p := &Plan{Sale: sale.SaleKey(), Topology: topo, Figures: figs, Objects: objs, Warnings: []string{}}
 	p.Memory = estimateMemory(sale)
 	p.Shards = planShards(sale, topo.Primaries, figs.ShardBudget)
-	p.Pipeline = planPipeline(sale, figs.PipelineRate)
+	p.Pipeline = planPipeline(sale, p.Shards.Peak, figs.PipelineRate)
 	p.Warmup = Warmup{Lead: sale.WarmupLead(), PodStartup: figs.PodStartup}
 	p.Warnings = append(p.Warnings, p.Shards.warnings(topo.Primaries, figs.ShardBudget)...)
 	p.Warnings = append(p.Warnings, p.Pipeline.warnings(sale)...)
 	p.Warnings = append(p.Warnings, p.Warmup.warnings()...)
+	if _, _, over := demand(sale); over {
+		p.Notes = append(p.Notes, fmt.Sprintf("spec.expected.skus add up to more than spec.expected.purchasesPerSecond: the peak is taken as their sum, %s", group(p.Shards.Demand)))
+	}
 	if p.Shards.Peak <= 0 {
 		p.Notes = append(p.Notes, "no expected peak: set spec.expected.purchasesPerSecond (or spec.rateLimit.requestsPerSecond) to size the Redis shards and MySQL")
 	}
@@ -82,13 +85,35 @@ func Compute(sale *v1alpha1.FlashSale, topo Topology, figs Figures, objs []Objec
 
 // Shards is the Redis load section of a plan.
 type Shards struct {
-	// Peak is the sale-wide purchase attempts per second at the peak
-	// (spec.expected.purchasesPerSecond, else spec.rateLimit.requestsPerSecond).
+	// Demand is the sale-wide purchase attempts per second expected at the
+	// peak: spec.expected.purchasesPerSecond (at least the sum of
+	// spec.expected.skus), else spec.rateLimit.requestsPerSecond.
+	Demand int64 `json:"demand"`
+	// Peak is the purchases per second that reach Redis at the peak: the
+	// demand, at most the seckill pods' sale-wide rate limit and, with a
+	// waiting room, its admissions per second (a purchase per admitted
+	// buyer).
 	Peak int64 `json:"peak"`
+	// CappedBy names the spec field that caps Peak below Demand.
+	CappedBy string `json:"cappedBy,omitempty"`
 	// SKUs are each SKU's peak and buckets.
 	SKUs []SKULoad `json:"skus"`
+	// Queue is the waiting room's load, nil without one.
+	Queue *QueueLoad `json:"queue,omitempty"`
 	// Load is the purchases per second on each primary, busiest first.
 	Load []ShardLoad `json:"load"`
+}
+
+// QueueLoad is the waiting room's load: its keys share the sale-wide hash
+// slot, so one shard takes every join whatever the primaries. A join is
+// counted as costing Redis about what a purchase does (one script call on
+// one slot; TestPlanMemoryMatchesRedis's calibration prints both).
+type QueueLoad struct {
+	// Slot is the hash tag of the waiting room's keys.
+	Slot string `json:"slot"`
+	// Joins per second at the peak: every expected buyer arrives and joins,
+	// taken as the demand (no sale-wide limit applies to joins).
+	Joins int64 `json:"joins"`
 }
 
 // SKULoad is one SKU's peak.
@@ -106,58 +131,80 @@ type SKULoad struct {
 type ShardLoad struct {
 	Shard int   `json:"shard"`
 	Load  int64 `json:"load"`
+	// Joins per second of the waiting room, when its slot is on this shard.
+	Joins int64 `json:"joins,omitempty"`
 	// Buckets on it, as "sku#bucket".
 	Buckets []string `json:"buckets"`
 }
 
-// skuPeaks is each SKU's peak: the listed SKUs' own, the rest of the
-// sale-wide peak spread evenly over the others.
-func skuPeaks(sale *v1alpha1.FlashSale) (int64, map[string]int64) {
-	peak := sale.Spec.RateLimit.RequestsPerSecond
+// demand is the sale-wide peak the sale expects and each SKU's share of
+// it: the listed SKUs' own, the rest spread evenly over the others. When
+// the listed SKUs add up to more than the sale-wide figure, their sum is
+// the peak (over says so).
+func demand(sale *v1alpha1.FlashSale) (peak int64, peaks map[string]int64, over bool) {
+	peak = sale.Spec.RateLimit.RequestsPerSecond
 	listed := map[string]int64{}
+	var sum int64
 	if e := sale.Spec.Expected; e != nil {
 		if e.PurchasesPerSecond > 0 {
 			peak = e.PurchasesPerSecond
 		}
 		for _, s := range e.SKUs {
 			listed[s.ID] = s.PurchasesPerSecond
+			sum += s.PurchasesPerSecond
 		}
 	}
-	rest := peak
-	unlisted := 0
+	if sum > peak {
+		peak, over = sum, true
+	}
+	rest, unlisted := peak-sum, 0
 	for _, sku := range sale.Spec.SKUs {
-		if v, ok := listed[sku.ID]; ok {
-			rest -= v
-		} else {
+		if _, ok := listed[sku.ID]; !ok {
 			unlisted++
 		}
 	}
-	out := map[string]int64{}
+	peaks = map[string]int64{}
 	for _, sku := range sale.Spec.SKUs {
 		if v, ok := listed[sku.ID]; ok {
-			out[sku.ID] = v
+			peaks[sku.ID] = v
 		} else {
-			out[sku.ID] = max(rest, 0) / int64(unlisted)
+			peaks[sku.ID] = rest / int64(unlisted)
 		}
 	}
-	return peak, out
+	return peak, peaks, over
+}
+
+// redisPeak is the purchases per second that reach Redis out of demand:
+// the seckill pods' sale-wide limiter refuses the rest with a 429, and a
+// waiting room lets buyers through at its admission rate.
+func redisPeak(sale *v1alpha1.FlashSale, demand int64) (int64, string) {
+	peak, by := demand, ""
+	if rl := sale.Spec.RateLimit.RequestsPerSecond; rl > 0 && rl < peak {
+		peak, by = rl, "spec.rateLimit.requestsPerSecond"
+	}
+	if q := sale.Spec.Queue; q != nil && q.AdmitPerSecond > 0 && int64(q.AdmitPerSecond) < peak {
+		peak, by = int64(q.AdmitPerSecond), "spec.queue.admitPerSecond"
+	}
+	return peak, by
 }
 
 // planShards spreads each SKU's peak over its buckets and the buckets over
 // the primaries. Hash slots are assumed spread evenly: the buckets go round
 // the primaries, busiest SKU first, so those of one SKU land on distinct
-// primaries while there are enough.
+// primaries while there are enough; the waiting room's slot goes on the
+// least busy.
 func planShards(sale *v1alpha1.FlashSale, primaries int, budget int64) Shards {
-	peak, peaks := skuPeaks(sale)
-	sh := Shards{Peak: peak, Load: make([]ShardLoad, primaries)}
+	d, peaks, _ := demand(sale)
+	sh := Shards{Demand: d, Load: make([]ShardLoad, primaries)}
+	sh.Peak, sh.CappedBy = redisPeak(sale, d)
 	for i := range sh.Load {
 		sh.Load[i].Shard = i + 1
 	}
 	for _, sku := range sale.Spec.SKUs {
-		n := sku.BucketCount()
-		sh.SKUs = append(sh.SKUs, SKULoad{ID: sku.ID, Peak: peaks[sku.ID], Buckets: n,
-			PerShard:  ceilDiv(peaks[sku.ID], int64(min(n, primaries))),
-			Suggested: int(max(min(ceilDiv(peaks[sku.ID], max(budget, 1)), int64(primaries), 32), 1))})
+		n, peak := sku.BucketCount(), share(peaks[sku.ID], sh.Peak, d)
+		sh.SKUs = append(sh.SKUs, SKULoad{ID: sku.ID, Peak: peak, Buckets: n,
+			PerShard:  ceilDiv(peak, int64(min(n, primaries))),
+			Suggested: int(max(min(ceilDiv(peak, max(budget, 1)), int64(primaries), 32), 1))})
 	}
 	order := append([]SKULoad(nil), sh.SKUs...)
 	sort.SliceStable(order, func(i, j int) bool { return order[i].Peak > order[j].Peak })
@@ -170,7 +217,19 @@ func planShards(sale *v1alpha1.FlashSale, primaries int, budget int64) Shards {
 			next++
 		}
 	}
-	sort.SliceStable(sh.Load, func(i, j int) bool { return sh.Load[i].Load > sh.Load[j].Load })
+	if sale.Spec.Queue != nil {
+		sh.Queue = &QueueLoad{Slot: "{" + sale.SaleKey() + "}", Joins: d}
+		least := &sh.Load[0]
+		for i := range sh.Load {
+			if sh.Load[i].Load < least.Load {
+				least = &sh.Load[i]
+			}
+		}
+		least.Joins = d
+	}
+	sort.SliceStable(sh.Load, func(i, j int) bool {
+		return sh.Load[i].Load+sh.Load[i].Joins > sh.Load[j].Load+sh.Load[j].Joins
+	})
 	return sh
 }
 
@@ -185,11 +244,20 @@ func ceilDiv(a, b int64) int64 {
 func (sh Shards) warnings(primaries int, budget int64) []string {
 	var out []string
 	for _, l := range sh.Load {
-		if l.Load <= budget {
+		if l.Load+l.Joins <= budget {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s, %s: %s purchases/s on one shard (%s), budget %s",
-			plural(primaries, "primary", "primaries"), bucketsOf(l.Buckets), group(l.Load), joinList(l.Buckets), group(budget)))
+		what := fmt.Sprintf("%s purchases/s on one shard (%s)", group(l.Load), joinList(l.Buckets))
+		if l.Joins > 0 {
+			what = fmt.Sprintf("%s purchases/s and %s waiting-room joins/s (slot %s) on one shard (%s)",
+				group(l.Load), group(l.Joins), sh.Queue.Slot, orDash(joinList(l.Buckets)))
+		}
+		out = append(out, fmt.Sprintf("%s, %s: %s, budget %s",
+			plural(primaries, "primary", "primaries"), bucketsOf(l.Buckets), what, group(budget)))
+	}
+	if q := sh.Queue; q != nil && q.Joins > budget {
+		out = append(out, fmt.Sprintf("waiting room: %s joins/s at the peak (the expected purchases/s) on its one hash slot %s, budget %s: more primaries do not spread it; expect slow joins, and slower purchases on that shard",
+			group(q.Joins), q.Slot, group(budget)))
 	}
 	for _, s := range sh.SKUs {
 		if s.PerShard > budget && s.Buckets < s.Suggested {
@@ -210,28 +278,48 @@ type Pipeline struct {
 	Kafka      bool  `json:"kafka"`
 	Workers    int32 `json:"workers"`
 	Partitions int32 `json:"partitions,omitempty"`
-	// OrdersPerSecond is what MySQL must store at the peak: the peak
-	// purchases per second, at most the stock (it sells out within a second).
+	// OrdersPerSecond is the orders per second arriving from Redis at the
+	// peak (the purchases that reach Redis), at most Orders.
 	OrdersPerSecond int64 `json:"ordersPerSecond"`
-	// Stock is the units to store in all.
-	Stock int64 `json:"stock"`
+	// Orders is what MySQL stores in all: the stock, at most the expected
+	// buyers.
+	Orders int64 `json:"orders"`
 	// Rate is the pipeline's measured orders per second.
 	Rate int64 `json:"rate"`
-	// StoreAll is how long storing every unit's order takes at Rate.
+	// StoreAll is how long storing all Orders takes at Rate.
 	StoreAll time.Duration `json:"storeAll"`
+	// LastWait is how long the last order waits for MySQL: the backlog left
+	// when orders arrive faster than Rate (0 when they do not).
+	LastWait time.Duration `json:"lastWait"`
 }
 
-func planPipeline(sale *v1alpha1.FlashSale, rate int64) Pipeline {
-	peak, _ := skuPeaks(sale)
-	stock := sale.TotalStock()
-	p := Pipeline{Workers: sale.Spec.Worker.Replicas, OrdersPerSecond: min(peak, stock), Stock: stock, Rate: rate}
+func planPipeline(sale *v1alpha1.FlashSale, arrival, rate int64) Pipeline {
+	orders := sale.TotalStock()
+	if e := sale.Spec.Expected; e != nil && e.Buyers > 0 {
+		orders = min(orders, e.Buyers)
+	}
+	p := Pipeline{Workers: sale.Spec.Worker.Replicas, OrdersPerSecond: min(arrival, orders), Orders: orders, Rate: rate}
 	if k := sale.Spec.Kafka; k != nil {
 		p.Kafka, p.Partitions = true, k.Partitions
 	}
-	if rate > 0 {
-		p.StoreAll = time.Duration(float64(stock) / float64(rate) * float64(time.Second)).Round(100 * time.Millisecond)
+	if rate <= 0 {
+		return p
 	}
+	p.StoreAll = seconds(float64(orders) / float64(rate))
+	// The orders arrive over orders/arrival seconds and are stored over
+	// orders/rate: the last waits the difference. No known arrival rate:
+	// they all arrive at once.
+	arriveAll := 0.0
+	if arrival > 0 {
+		arriveAll = float64(orders) / float64(arrival)
+	}
+	p.LastWait = seconds(max(float64(orders)/float64(rate)-arriveAll, 0))
 	return p
+}
+
+// seconds is s seconds, to a tenth.
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(100 * time.Millisecond)
 }
 
 func (p Pipeline) warnings(sale *v1alpha1.FlashSale) []string {
@@ -241,9 +329,9 @@ func (p Pipeline) warnings(sale *v1alpha1.FlashSale) []string {
 			p.Workers, p.Partitions, p.Workers-p.Partitions))
 	}
 	limit := min(sale.PaymentTimeout(), time.Minute)
-	if p.Rate > 0 && p.StoreAll > limit {
-		out = append(out, fmt.Sprintf("MySQL: storing all %s orders takes %s at the pipeline's %s orders/s, more than %s: buyers wait that long for their order to be payable",
-			group(p.Stock), p.StoreAll, group(p.Rate), shortDuration(limit)))
+	if p.Rate > 0 && p.LastWait > limit {
+		out = append(out, fmt.Sprintf("the last order waits %s for MySQL: %s orders arrive at %s/s, the pipeline stores %s orders/s; more than %s, buyers wait that long for their order to be payable",
+			shortDuration(p.LastWait), group(p.Orders), group(p.OrdersPerSecond), group(p.Rate), shortDuration(limit)))
 	}
 	return out
 }

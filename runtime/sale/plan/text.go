@@ -99,14 +99,25 @@ func suffixes(k Bucket) string {
 func (p *Plan) shardsText(b *bytes.Buffer) {
 	sh := p.Shards
 	fmt.Fprintf(b, "\nPurchases per second (peak %s, budget %s per shard)\n", group(sh.Peak), group(p.Figures.ShardBudget))
+	if sh.CappedBy != "" {
+		fmt.Fprintf(b, "  %s expected, capped by %s: %s reach Redis\n", group(sh.Demand), sh.CappedBy, group(sh.Peak))
+	}
 	rows := [][]string{{"SKU", "PEAK/S", "BUCKETS", "PER SHARD/S", "SUGGESTED BUCKETS"}}
 	for _, s := range sh.SKUs {
 		rows = append(rows, []string{s.ID, group(s.Peak), strconv.Itoa(s.Buckets), group(s.PerShard), strconv.Itoa(s.Suggested)})
 	}
+	if q := sh.Queue; q != nil {
+		rows = append(rows, []string{"queue " + q.Slot, group(q.Joins) + " joins", "1 slot", group(q.Joins), "-"})
+	}
 	table(b, rows)
 	rows = [][]string{{"SHARD", "LOAD/S", "BUDGET/S", "BUCKETS"}}
 	for _, l := range sh.Load {
-		rows = append(rows, []string{strconv.Itoa(l.Shard), group(l.Load), group(p.Figures.ShardBudget), orDash(joinList(l.Buckets))})
+		load, on := group(l.Load), l.Buckets
+		if l.Joins > 0 {
+			load = fmt.Sprintf("%s + %s joins", group(l.Load), group(l.Joins))
+			on = append(append([]string(nil), on...), "queue")
+		}
+		rows = append(rows, []string{strconv.Itoa(l.Shard), load, group(p.Figures.ShardBudget), orDash(joinList(on))})
 	}
 	b.WriteString("\n")
 	table(b, rows)
@@ -120,8 +131,8 @@ func (p *Plan) pipelineText(b *bytes.Buffer) {
 	} else {
 		fmt.Fprintf(b, "  workers %d, no Kafka: orders go from the Redis Streams straight to MySQL\n", pl.Workers)
 	}
-	fmt.Fprintf(b, "  MySQL: %s orders/s at the peak; all %s orders stored in %s at %s orders/s\n",
-		group(pl.OrdersPerSecond), group(pl.Stock), shortDuration(pl.StoreAll), group(pl.Rate))
+	fmt.Fprintf(b, "  MySQL: %s orders/s at the peak; all %s orders stored in %s at %s orders/s; %s\n",
+		group(pl.OrdersPerSecond), group(pl.Orders), roughDuration(pl.StoreAll), group(pl.Rate), waitText(pl.LastWait))
 }
 
 // Compact is the plan in a few lines for the Planned condition: the
@@ -147,8 +158,8 @@ func (p *Plan) Compact() string {
 		fmt.Sprintf("Redis: %s at %s orders", humanBytes(p.Memory.Bytes), group(p.Memory.Orders)),
 		fmt.Sprintf("busiest of %s: %s purchases/s, budget %s", plural(p.Topology.Primaries, "primary", "primaries"),
 			group(busiest), group(p.Figures.ShardBudget)),
-		fmt.Sprintf("MySQL: %s orders/s at the peak, all stored in %s at %s orders/s",
-			group(p.Pipeline.OrdersPerSecond), shortDuration(p.Pipeline.StoreAll), group(p.Pipeline.Rate)),
+		fmt.Sprintf("MySQL: %s orders/s at the peak, all stored in %s at %s orders/s, %s",
+			group(p.Pipeline.OrdersPerSecond), roughDuration(p.Pipeline.StoreAll), group(p.Pipeline.Rate), waitText(p.Pipeline.LastWait)),
 		fmt.Sprintf("warm-up lead %s, pod start-up %s", shortDuration(p.Warmup.Lead), shortDuration(p.Warmup.PodStartup)))
 	s := strings.Join(parts, "; ")
 	if len(s) > MaxCompact {
@@ -224,6 +235,23 @@ func shortDuration(d time.Duration) string {
 	return s
 }
 
+// roughDuration is shortDuration with under a second as "<1s": storing a
+// few orders rounds to 0s, which would read as "instant".
+func roughDuration(d time.Duration) string {
+	if d < time.Second {
+		return "<1s"
+	}
+	return shortDuration(d)
+}
+
+// waitText is the last order's wait for MySQL, "no backlog" when none.
+func waitText(d time.Duration) string {
+	if d <= 0 {
+		return "no backlog"
+	}
+	return "the last waits " + roughDuration(d)
+}
+
 // The durations read as Go durations in JSON ("1m", "2.5s"), not as
 // nanoseconds: the shallower field of the same name wins.
 
@@ -236,13 +264,14 @@ func (f Figures) MarshalJSON() ([]byte, error) {
 	}{plain(f), shortDuration(f.PodStartup)})
 }
 
-// MarshalJSON writes StoreAll as a duration string.
+// MarshalJSON writes StoreAll and LastWait as duration strings.
 func (p Pipeline) MarshalJSON() ([]byte, error) {
 	type plain Pipeline
 	return json.Marshal(struct {
 		plain
 		StoreAll string `json:"storeAll"`
-	}{plain(p), shortDuration(p.StoreAll)})
+		LastWait string `json:"lastWait"`
+	}{plain(p), shortDuration(p.StoreAll), shortDuration(p.LastWait)})
 }
 
 // MarshalJSON writes Lead and PodStartup as duration strings.
