@@ -177,9 +177,9 @@ func primaryOf(ctx context.Context, rdb redis.UniversalClient, key string) (stri
 	return m.Options().Addr, nil
 }
 
-// primaries counts the Redis primaries: the masters of a cluster, 1 for a
-// standalone server.
-func primaries(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+// Primaries counts the Redis primaries: the masters of a cluster, 1 for a
+// standalone server. `flashsale plan --check` counts them the same way.
+func Primaries(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 	cc, ok := rdb.(*redis.ClusterClient)
 	if !ok {
 		return 1, nil
@@ -214,7 +214,7 @@ func readSuggestion(ctx context.Context, rdb redis.UniversalClient, sale *v1alph
 	if sale.Spec.RateLimit.RequestsPerSecond <= 0 {
 		return nil
 	}
-	n, err := primaries(ctx, rdb)
+	n, err := Primaries(ctx, rdb)
 	if err != nil {
 		return err
 	}

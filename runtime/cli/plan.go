@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale-dev/flashsale-operator/controllers"
@@ -153,11 +151,11 @@ func (pf *planFlags) checkDeps(ctx context.Context) (plan.Topology, []string, er
 		return plan.Topology{}, nil, fmt.Errorf("--check: %w", err)
 	}
 	defer func() { _ = rdb.Close() }()
-	n, err := countPrimaries(ctx, rdb)
+	n, err := controllers.Primaries(ctx, rdb)
 	if err != nil {
 		return plan.Topology{}, nil, fmt.Errorf("--check: %w", err)
 	}
-	reach := []string{fmt.Sprintf("Redis: reachable, %d primaries", n)}
+	reach := []string{"Redis: reachable, " + plan.Plural(n, "primary", "primaries")}
 	if pf.dsn != "" {
 		db, err := openOrderDB(ctx, pf.dsn)
 		if err != nil {
@@ -173,20 +171,6 @@ func (pf *planFlags) checkDeps(ctx context.Context) (plan.Topology, []string, er
 	return plan.Topology{Primaries: n, Source: "Redis (--check)"}, reach, nil
 }
 
-// countPrimaries is the number of a Redis Cluster's primaries, 1 for a
-// standalone server.
-func countPrimaries(ctx context.Context, rdb redis.UniversalClient) (int, error) {
-	cc, ok := rdb.(*redis.ClusterClient)
-	if !ok {
-		return 1, nil
-	}
-	var n atomic.Int32 // ForEachMaster calls in parallel
-	if err := cc.ForEachMaster(ctx, func(context.Context, *redis.Client) error { n.Add(1); return nil }); err != nil {
-		return 0, fmt.Errorf("list the redis cluster's primaries: %w", err)
-	}
-	return int(n.Load()), nil
-}
-
 // kafkaReach connects to the brokers and reads their metadata.
 func kafkaReach(brokers []string) string {
 	cfg := kafkautil.Options{Brokers: brokers, ClientID: "flashsale-plan"}.Config()
@@ -196,5 +180,5 @@ func kafkaReach(brokers []string) string {
 		return "NOT reachable: " + err.Error()
 	}
 	defer func() { _ = c.Close() }()
-	return fmt.Sprintf("reachable, %d brokers", len(c.Brokers()))
+	return "reachable, " + plan.Plural(len(c.Brokers()), "broker", "brokers")
 }

@@ -147,7 +147,7 @@ func TestPlanCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plan --check: %v\n%s", err, out)
 	}
-	for _, want := range []string{"Redis: reachable, 1 primaries", "MySQL: reachable", "Kafka: reachable, 1 brokers",
+	for _, want := range []string{"Redis: reachable, 1 primary", "MySQL: reachable", "Kafka: reachable, 1 broker",
 		"Plan of shop/hot (Redis: 1 primary, from Redis (--check))"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

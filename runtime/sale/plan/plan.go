@@ -253,7 +253,7 @@ func (sh Shards) warnings(primaries int, budget int64) []string {
 				group(l.Load), group(l.Joins), sh.Queue.Slot, orDash(joinList(l.Buckets)))
 		}
 		out = append(out, fmt.Sprintf("%s, %s: %s, budget %s",
-			plural(primaries, "primary", "primaries"), bucketsOf(l.Buckets), what, group(budget)))
+			Plural(primaries, "primary", "primaries"), bucketsOf(l.Buckets), what, group(budget)))
 	}
 	if q := sh.Queue; q != nil && q.Joins > budget {
 		out = append(out, fmt.Sprintf("waiting room: %s joins/s at the peak (the expected purchases/s) on its one hash slot %s, budget %s: more primaries do not spread it; expect slow joins, and slower purchases on that shard",
@@ -262,7 +262,7 @@ func (sh Shards) warnings(primaries int, budget int64) []string {
 	for _, s := range sh.SKUs {
 		if s.PerShard > budget && s.Buckets < s.Suggested {
 			out = append(out, fmt.Sprintf("SKU %s: %s purchases/s in %s: split it (spec.skus[].buckets: %d, one per primary)",
-				s.ID, group(s.Peak), plural(s.Buckets, "bucket", "buckets"), s.Suggested))
+				s.ID, group(s.Peak), Plural(s.Buckets, "bucket", "buckets"), s.Suggested))
 		}
 		if need := ceilDiv(s.Peak, max(budget, 1)); need > int64(primaries) {
 			out = append(out, fmt.Sprintf("SKU %s: %s purchases/s needs %d primaries at %s each, Redis has %d: add primaries (Redis Cluster) or lower the expected rate",

@@ -18,7 +18,7 @@ const MaxCompact = 4000
 // `flashsale plan` prints it.
 func (p *Plan) Text() string {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "Plan of %s (Redis: %s", p.Sale, plural(p.Topology.Primaries, "primary", "primaries"))
+	fmt.Fprintf(&b, "Plan of %s (Redis: %s", p.Sale, Plural(p.Topology.Primaries, "primary", "primaries"))
 	if p.Topology.Source != "" {
 		fmt.Fprintf(&b, ", from %s", p.Topology.Source)
 	}
@@ -156,7 +156,7 @@ func (p *Plan) Compact() string {
 	}
 	parts = append(parts,
 		fmt.Sprintf("Redis: %s at %s orders", humanBytes(p.Memory.Bytes), group(p.Memory.Orders)),
-		fmt.Sprintf("busiest of %s: %s purchases/s, budget %s", plural(p.Topology.Primaries, "primary", "primaries"),
+		fmt.Sprintf("busiest of %s: %s purchases/s, budget %s", Plural(p.Topology.Primaries, "primary", "primaries"),
 			group(busiest), group(p.Figures.ShardBudget)),
 		fmt.Sprintf("MySQL: %s orders/s at the peak, all stored in %s at %s orders/s, %s",
 			group(p.Pipeline.OrdersPerSecond), roughDuration(p.Pipeline.StoreAll), group(p.Pipeline.Rate), waitText(p.Pipeline.LastWait)),
@@ -191,14 +191,15 @@ func group(n int64) string {
 	return string(out)
 }
 
-func plural(n int, one, many string) string {
+// Plural is n with its noun: "1 primary", "3 primaries".
+func Plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one
 	}
 	return strconv.Itoa(n) + " " + many
 }
 
-func bucketsOf(bs []string) string { return plural(len(bs), "bucket", "buckets") }
+func bucketsOf(bs []string) string { return Plural(len(bs), "bucket", "buckets") }
 
 func joinList(s []string) string { return strings.Join(s, ", ") }
 
