@@ -11,36 +11,37 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 
 	"github.com/flashsale-dev/flashsale-operator/api/v1alpha1"
+	"github.com/flashsale-dev/flashsale-operator/controllers"
 )
 
 // maxEvents is how many of the sale's latest Events the screen shows.
 const maxEvents = 8
 
 // countdown says how long until the sale's next boundary. The instants are
-// the operator's (controllers' window): warm-up at start − warmupLead,
-// purchases close at the end (endTime, or status.closedAt if closed
-// earlier), unpaid orders roll back until end + paymentTimeout.
+// the operator's own (controllers.SaleWindow), so the screen cannot disagree
+// with the phase it decides: warm-up at start − warmupLead, purchases close
+// at the end (endTime, or status.closedAt if closed earlier, which also
+// pulls a warm-up or start still ahead back to the close), unpaid orders
+// roll back until end + paymentTimeout. spec.closed without closedAt is a
+// close the operator has not acted on yet: until it does, it still counts
+// from endTime.
 func countdown(fs *v1alpha1.FlashSale, now time.Time) string {
-	start := fs.Spec.StartTime.Time
-	end := fs.Spec.EndTime.Time
-	if c := fs.Status.ClosedAt; c != nil && c.Before(&fs.Spec.EndTime) {
-		end = c.Time
-	}
-	warm := start.Add(-fs.WarmupLead())
-	settle := end.Add(fs.PaymentTimeout())
+	w := controllers.SaleWindow(fs)
 	switch {
 	case fs.Status.Phase == v1alpha1.PhaseEnded:
 		return "ended"
 	case fs.Status.Phase == v1alpha1.PhaseFailed:
 		return "failed: see the conditions"
-	case now.Before(warm):
-		return fmt.Sprintf("warm-up in %s, starts in %s", until(now, warm), until(now, start))
-	case now.Before(start):
-		return "starts in " + until(now, start)
-	case now.Before(end) && !fs.Spec.Closed:
-		return "ends in " + until(now, end)
-	case now.Before(settle):
-		return "settles in " + until(now, settle) + " (payment window)"
+	case fs.Spec.Closed && fs.Status.ClosedAt == nil && now.Before(w.End):
+		return "closing (waiting for the operator)"
+	case now.Before(w.WarmFrom):
+		return fmt.Sprintf("warm-up in %s, starts in %s", until(now, w.WarmFrom), until(now, w.Start))
+	case now.Before(w.Start):
+		return "starts in " + until(now, w.Start)
+	case now.Before(w.End):
+		return "ends in " + until(now, w.End)
+	case now.Before(w.SettleFrom):
+		return "settles in " + until(now, w.SettleFrom) + " (payment window)"
 	default:
 		return "settling (waiting for the queue to drain)"
 	}
