@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,12 +71,15 @@ func appImage(pod *corev1.PodSpec, component string) string {
 
 // planned remembers, per sale, what its Planned condition was computed
 // from, so a reconcile recomputes the plan only when the spec or the Redis
-// topology changed.
+// topology changed, and what it warned of, so a Warning Event is sent only
+// when the warnings change (not every figure of the message).
 type planned struct{ m sync.Map }
 
 type plannedFrom struct {
 	generation int64
 	primaries  int
+	// warnings are the plan's warnings, joined.
+	warnings string
 }
 
 // reconcilePlan sets the Planned condition from the sale's plan on the
@@ -85,14 +89,15 @@ type plannedFrom struct {
 // A plan that cannot be made (the Redis topology unreadable) leaves the
 // condition as it was: it is advice, and stops nothing.
 func (r *FlashSaleReconciler) reconcilePlan(ctx context.Context, s *scope) {
-	n, err := primaries(ctx, s.c.rdb)
+	n, err := Primaries(ctx, s.c.rdb)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Info("Cannot read the Redis topology for the sale's plan", "error", err.Error())
 		return
 	}
-	from := plannedFrom{generation: s.fs.Generation, primaries: n}
 	prev := apimeta.FindStatusCondition(s.fs.Status.Conditions, v1alpha1.ConditionPlanned)
-	if last, ok := r.plans.m.Load(s.fs.UID); ok && last == from && prev != nil && prev.ObservedGeneration == s.fs.Generation {
+	last, known := r.plans.m.Load(s.fs.UID)
+	if known && last.(plannedFrom).generation == s.fs.Generation && last.(plannedFrom).primaries == n &&
+		prev != nil && prev.ObservedGeneration == s.fs.Generation {
 		return
 	}
 	objs, err := PlannedObjects(s.sale, PlanInput{Image: r.plannedImage(s.fs), PullPolicy: r.PullPolicy,
@@ -107,16 +112,20 @@ func (r *FlashSaleReconciler) reconcilePlan(ctx context.Context, s *scope) {
 	if !p.Fits() {
 		status, reason = metav1.ConditionFalse, v1alpha1.ReasonPlanDoesNotFit
 	}
+	warnings := strings.Join(p.Warnings, "; ")
+	// setCondition updates prev in place: what it said is read first. After
+	// a restart nothing is remembered: the old message starts with its
+	// warnings.
+	newWarnings := prev != nil && prev.Reason == reason &&
+		(known && last.(plannedFrom).warnings != warnings || !known && !strings.HasPrefix(prev.Message, warnings+"; "))
 	msg := p.Compact()
-	// setCondition updates prev in place: what it said is read first.
-	sameVerdictNewWords := prev != nil && prev.Reason == reason && prev.Message != msg
 	r.setCondition(s, v1alpha1.ConditionPlanned, status, reason, msg)
-	if sameVerdictNewWords && !p.Fits() {
+	if newWarnings && !p.Fits() {
 		// setCondition tells a change of verdict; new warnings under the
 		// same verdict are news too.
 		r.event(s.fs, corev1.EventTypeWarning, reason, v1alpha1.ConditionPlanned, "%s", msg)
 	}
-	r.plans.m.Store(s.fs.UID, from)
+	r.plans.m.Store(s.fs.UID, plannedFrom{generation: s.fs.Generation, primaries: n, warnings: warnings})
 }
 
 // plannedImage is the image the sale's pods run: status.dataPlane once

@@ -46,7 +46,7 @@ func TestPlannedBeforeWarmup(t *testing.T) {
 	fs.Spec.SKUs[1].Stock = 2_000_000
 	update(e, fs)
 	e.reconcile()
-	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonPlanDoesNotFit, "MySQL: storing all 2,000,100 orders takes 3m20s")
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonPlanDoesNotFit, "the last order waits 1m23.3s for MySQL: 1,000,000 orders arrive at 60,000/s")
 
 	fs = e.get()
 	fs.Spec.SKUs[1].Stock = 20
@@ -58,6 +58,33 @@ func TestPlannedBeforeWarmup(t *testing.T) {
 		t.Fatalf("PlanFits message %q lacks the figures", msg)
 	}
 	e.wantPhase(v1alpha1.PhasePending)
+}
+
+// TestPlannedEventOnlyForNewWarnings: a spec edit that changes the plan's
+// figures (here the memory at the expected orders) but not its warnings is
+// no news: the condition's message follows, no second Warning Event.
+func TestPlannedEventOnlyForNewWarnings(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.sale(func(fs *v1alpha1.FlashSale) {
+		fs.Spec.StartTime = metav1.NewTime(e.t0.Add(72 * time.Hour))
+		fs.Spec.EndTime = metav1.NewTime(e.t0.Add(73 * time.Hour))
+		fs.Spec.Expected = &v1alpha1.Expected{Buyers: 1_000_000, PurchasesPerSecond: 60000}
+	})
+	e.reconcile()
+	e.wantCond(v1alpha1.ConditionPlanned, metav1.ConditionFalse, v1alpha1.ReasonPlanDoesNotFit)
+	n := e.countEvents(v1alpha1.ReasonPlanDoesNotFit)
+	before := e.cond(v1alpha1.ConditionPlanned).Message
+	fs := e.get()
+	fs.Spec.SKUs[1].Stock += 10
+	update(e, fs)
+	e.reconcile()
+	after := e.cond(v1alpha1.ConditionPlanned).Message
+	if after == before {
+		t.Fatalf("the message did not follow the new stock: %q", after)
+	}
+	if got := e.countEvents(v1alpha1.ReasonPlanDoesNotFit); got != n {
+		t.Fatalf("%d PlanDoesNotFit Events after adding 10 units (same warnings), want %d\nbefore: %s\nafter:  %s", got, n, before, after)
+	}
 }
 
 func update(e *env, fs *v1alpha1.FlashSale) {
