@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -343,4 +344,144 @@ func TestOverlapFreedByWatch(t *testing.T) {
 	if took := time.Since(deleted); took > 8*time.Second {
 		t.Fatalf("the refused sale was looked at again %s after the other's deletion: the watch did not bring it", took)
 	}
+}
+
+// restartOperator replaces e.r with a reconciler as a restarted operator
+// has it: the same settings, no connection and nothing cached.
+func (e *env) restartOperator() {
+	old := e.r
+	e.r = &controllers.FlashSaleReconciler{
+		Client: old.Client, APIReader: old.APIReader, Scheme: old.Scheme, Clock: old.Clock, Recorder: old.Recorder,
+		Image: old.Image, ResolveEvery: old.ResolveEvery, DialTimeout: old.DialTimeout, AuditInterval: old.AuditInterval,
+	}
+}
+
+// secretNaming creates a Secret whose key "address" holds addr, and
+// returns the reference a sale's spec.redis.addressSecretRef takes.
+func (e *env) secretNaming(name, addr string) *corev1.SecretKeySelector {
+	e.t.Helper()
+	if err := e.k8s.Create(e.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
+		StringData: map[string]string{"address": addr}}); err != nil {
+		e.t.Fatal(err)
+	}
+	return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "address"}
+}
+
+// TestWarmedSaleSecretGone: a warmed sale whose Redis Secret is deleted a
+// moment (a GitOps re-sync, a rotation) still holds a later overlapping
+// sale back: the later one must not warm the same SKU on the same Redis,
+// neither while this operator holds the warmed sale's connection (it is
+// compared by what that dials) nor after a restart, when nothing tells
+// which Redis the warmed sale sells on (it waits, saying why).
+func TestWarmedSaleSecretGone(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.r.ResolveEvery = time.Minute
+	ref := e.secretNaming("redis-a", e.rdb.Options().Addr)
+	e.namedSale(firstSale, func(fs *v1alpha1.FlashSale) { fs.Spec.Redis.AddressSecretRef = ref })
+	time.Sleep(1100 * time.Millisecond)
+	e.namedSale(secondSale, nil)
+	e.clk.SetTime(e.t0.Add(5 * time.Minute))
+	e.reconcileNamed(firstSale)
+	e.wantCondOf(firstSale, v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed)
+	e.reconcileNamed(secondSale)
+	e.wantCondOf(secondSale, v1alpha1.ConditionConflict, metav1.ConditionTrue, v1alpha1.ReasonOverlappingSale)
+
+	if err := e.k8s.Delete(e.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "redis-a", Namespace: e.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Step(2 * time.Minute) // the address cache expired
+	for range 2 {
+		e.reconcileNamed(secondSale)
+	}
+	c := e.wantCondOf(secondSale, v1alpha1.ConditionConflict, metav1.ConditionTrue, v1alpha1.ReasonOverlappingSale)
+	if !strings.Contains(c.Message, "against the same Redis ("+e.rdb.Options().Addr) {
+		t.Fatalf("Conflict message %q: want the Redis the warmed sale's connection dials", c.Message)
+	}
+	if e.warmedKey(secondSale, "1001") {
+		t.Fatal("the later sale warmed SKU 1001 on the Redis the warmed sale sells it on")
+	}
+
+	e.restartOperator()
+	for range 2 {
+		e.reconcileNamed(secondSale)
+	}
+	c = e.wantCondOf(secondSale, v1alpha1.ConditionConflict, metav1.ConditionTrue, v1alpha1.ReasonOverlappingSale)
+	for _, want := range []string{"sale " + e.ns + "/" + firstSale + " ", "Redis is unknown", "Secret " + e.ns + "/redis-a not found", "this sale waits"} {
+		if !strings.Contains(c.Message, want) {
+			t.Fatalf("Conflict message %q after a restart does not say %q", c.Message, want)
+		}
+	}
+	if e.warmedKey(secondSale, "1001") {
+		t.Fatal("after a restart the later sale warmed SKU 1001 beside the warmed sale whose Secret is missing")
+	}
+	// The Secret back: the two are compared again, and still overlap.
+	e.secretNaming("redis-a", e.rdb.Options().Addr)
+	e.reconcileNamed(secondSale)
+	c = e.wantCondOf(secondSale, v1alpha1.ConditionConflict, metav1.ConditionTrue, v1alpha1.ReasonOverlappingSale)
+	if strings.Contains(c.Message, "unknown") {
+		t.Fatalf("Conflict message %q once the Secret is back", c.Message)
+	}
+}
+
+// TestOverlapSameRedisOtherName: one Redis named two ways is one Redis.
+// A proxy in front of the sales' redis-server has another address but the
+// same server behind it (its run_id); two cluster-mode sales naming
+// different seed nodes of one Redis Cluster share its node ids. The later
+// sale waits in both cases.
+func TestOverlapSameRedisOtherName(t *testing.T) {
+	cases := map[string]struct {
+		opts envOpts
+		// addrs are the Redis addresses of the first and the second sale.
+		addrs func(e *env) (string, string)
+		how   string
+	}{
+		"through a proxy": {
+			addrs: func(e *env) (string, string) {
+				return e.rdb.Options().Addr, testutil.TCPProxy(e.t, e.rdb.Options().Addr).Addr()
+			},
+			how: "the same server by its run_id",
+		},
+		"other seed nodes of one cluster": {
+			opts: envOpts{cluster: true},
+			addrs: func(e *env) (string, string) {
+				return e.cluster.Addrs[0], strings.Join(e.cluster.Addrs[1:], ",")
+			},
+			how: "the same server by its cluster node ids",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, tc.opts)
+			first, second := tc.addrs(e)
+			refA, refB := e.secretNaming("redis-a", first), e.secretNaming("redis-b", second)
+			e.namedSale(firstSale, func(fs *v1alpha1.FlashSale) { fs.Spec.Redis.AddressSecretRef = refA })
+			time.Sleep(1100 * time.Millisecond)
+			e.namedSale(secondSale, func(fs *v1alpha1.FlashSale) { fs.Spec.Redis.AddressSecretRef = refB })
+			e.clk.SetTime(e.t0.Add(5 * time.Minute))
+			e.reconcileNamed(firstSale)
+			e.wantCondOf(firstSale, v1alpha1.ConditionWarmed, metav1.ConditionTrue, v1alpha1.ReasonWarmed)
+			// A restarted operator too: it holds no connection of the first.
+			for _, restart := range []bool{false, true} {
+				if restart {
+					e.restartOperator()
+				}
+				e.reconcileNamed(secondSale)
+				c := e.wantCondOf(secondSale, v1alpha1.ConditionConflict, metav1.ConditionTrue, v1alpha1.ReasonOverlappingSale)
+				want := "(" + normalized(second) + ", which the other sale names " + normalized(first) + ": " + tc.how + ")"
+				if !strings.Contains(c.Message, want) {
+					t.Fatalf("Conflict message %q (restart %t): want it to say %q", c.Message, restart, want)
+				}
+				if e.uc.Exists(e.ctx, keys.ForSKU(e.ns+"/"+secondSale, "1001").Stock).Val() != 0 {
+					t.Fatal("the later sale warmed SKU 1001 on the same Redis under another name")
+				}
+			}
+		})
+	}
+}
+
+// normalized is addrs as the operator spells them: sorted, comma-separated.
+func normalized(addrs string) string {
+	l := strings.Split(addrs, ",")
+	slices.Sort(l)
+	return strings.Join(l, ",")
 }
