@@ -24,49 +24,80 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
-// TestPlanMemoryMatchesRedis warms a sale with a waiting room on a private
-// redis-server (nobody else's keys move its used_memory), lets the expected
-// buyers join the queue and buy one unit each through the real purchase
-// script, and checks the plan's memory estimate against the used_memory
-// delta: within ±35%. Constants that are badly off fail it.
+// TestPlanMemoryMatchesRedis warms a sale on a private redis-server (nobody
+// else's keys move its used_memory), lets the expected buyers join its
+// waiting room, be admitted and buy one unit each through the real scripts,
+// and checks each step's used_memory delta per record against the plan's
+// constant for it (warmed buckets, queued buyers, admissions, orders), and
+// the plan's whole estimate against the whole delta: each within ±35%. A
+// constant that is badly off fails it, even when the others make up for it
+// in the total. The same without a waiting room.
 func TestPlanMemoryMatchesRedis(t *testing.T) {
+	for _, queued := range []bool{true, false} {
+		t.Run(map[bool]string{true: "queue", false: "no-queue"}[queued], func(t *testing.T) {
+			checkMemory(t, queued)
+		})
+	}
+}
+
+// step is what one step of the sale's life added to Redis.
+type step struct {
+	name    string
+	records int64
+	bytes   int64 // used_memory delta
+	usec    int64 // Redis CPU in commands (INFO commandstats)
+	want    int64 // the plan's bytes per record
+}
+
+func checkMemory(t *testing.T, queued bool) {
 	const buyers = 12000
 	srv := testutil.StartRedisServer(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	sale := memorySale(testutil.UniqueName(t), buyers)
-
+	if !queued {
+		sale.Spec.Queue = nil
+	}
 	// What a Redis holds once for every sale (the scripts, the keyspace's
 	// own tables, the first stream) is not this sale's memory: another sale
 	// warmed first takes it.
 	if _, err := warm.Warm(ctx, rdb, memorySale("other", 10)); err != nil {
 		t.Fatal(err)
 	}
-	before := usedMemory(t, rdb)
+	p := plan.Compute(sale, plan.Topology{Primaries: 1}, plan.DefaultFigures(), nil)
+	var steps []step
+	mem, cpu := usedMemory(t, rdb), commandUsec(t, rdb)
+	record := func(name string, records, want int64) {
+		m, c := usedMemory(t, rdb), commandUsec(t, rdb)
+		steps = append(steps, step{name, records, m - mem, c - cpu, want})
+		mem, cpu = m, c
+	}
 	if _, err := warm.Warm(ctx, rdb, sale); err != nil {
 		t.Fatal(err)
 	}
-	warmedOnly := usedMemory(t, rdb)
-	queued := joinQueue(t, rdb, sale, buyers)
-	joined := usedMemory(t, rdb)
-	admitted := admitAll(t, rdb, sale, buyers)
-	warmed := usedMemory(t, rdb)
-	bought := buy(t, rdb, sale, buyers)
-	after := usedMemory(t, rdb)
-
-	p := plan.Compute(sale, plan.Topology{Primaries: 1}, plan.DefaultFigures(), nil)
-	measured := after - before
-	est := p.Memory.Bytes
-	if os.Getenv("FLASHSALE_PLAN_CALIBRATE") != "" {
-		t.Logf("calibration: warm %d B (%d buckets); %d queued %.0f B each; %d admitted %.0f B each; %d orders %.0f B each; total %d, estimate %d",
-			warmedOnly-before, len(p.Memory.Buckets), queued, float64(joined-warmedOnly)/float64(queued),
-			admitted, float64(warmed-joined)/float64(admitted), bought, float64(after-warmed)/float64(bought), measured, est)
+	record("warmed buckets", int64(len(p.Memory.Buckets)), plan.BytesPerBucket)
+	if queued {
+		record("queued buyers", joinQueue(t, rdb, sale, buyers), plan.BytesPerQueued)
+		record("admissions", admitAll(t, rdb, sale, buyers), plan.BytesPerAdmission)
 	}
+	bought := buy(t, rdb, sale, buyers)
+	record("orders", bought, plan.BytesPerOrder)
 	if bought != p.Memory.Orders {
 		t.Fatalf("%d purchases were admitted, the plan expects %d orders", bought, p.Memory.Orders)
 	}
-	if ratio := float64(est) / float64(measured); ratio < 0.65 || ratio > 1.35 {
-		t.Fatalf("plan estimates %d bytes of Redis memory, used_memory grew by %d (ratio %.2f, want 0.65–1.35)", est, measured, ratio)
+	var measured int64
+	for _, s := range steps {
+		measured += s.bytes
+		per := float64(s.bytes) / float64(s.records)
+		if os.Getenv("FLASHSALE_PLAN_CALIBRATE") != "" {
+			t.Logf("calibration: %d %s: %.0f B each (plan: %d), Redis CPU %.1f µs each", s.records, s.name, per, s.want, float64(s.usec)/float64(s.records))
+		}
+		if ratio := per / float64(s.want); ratio < 0.65 || ratio > 1.35 {
+			t.Errorf("%s: %.0f bytes each in Redis, the plan counts %d (ratio %.2f, want 0.65–1.35)", s.name, per, s.want, ratio)
+		}
+	}
+	if ratio := float64(p.Memory.Bytes) / float64(measured); ratio < 0.65 || ratio > 1.35 {
+		t.Errorf("plan estimates %d bytes of Redis memory, used_memory grew by %d (ratio %.2f, want 0.65–1.35)", p.Memory.Bytes, measured, ratio)
 	}
 }
 
@@ -191,6 +222,29 @@ func nonce(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// commandUsec is the Redis CPU spent in commands so far: the sum of INFO
+// commandstats' usec.
+func commandUsec(t *testing.T, rdb redis.UniversalClient) int64 {
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for line := range strings.SplitSeq(info, "\r\n") {
+		_, stats, ok := strings.Cut(line, "usec=")
+		if !ok {
+			continue
+		}
+		v, _, _ := strings.Cut(stats, ",")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("commandstats line %q: %v", line, err)
+		}
+		sum += n
+	}
+	return sum
 }
 
 func usedMemory(t *testing.T, rdb redis.UniversalClient) int64 {
