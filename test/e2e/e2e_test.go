@@ -548,6 +548,10 @@ func TestRealSale(t *testing.T) {
 	if ltRunErr != nil || !rep.OK {
 		t.Fatalf("loadtest: %v (ok=%v)\n%s", ltRunErr, rep.OK, ltErr.String())
 	}
+	// The loadtest saw Ended with its own read; the follower samples every
+	// 200 ms (each sample a kubectl call), so wait for it to record Ended too
+	// before stopping it, or the order check tests the sampling.
+	p.waitSeen(t, v1alpha1.PhaseEnded, time.Minute)
 	stopFollow()
 
 	// Phases in order.
