@@ -234,7 +234,7 @@ func TestPlanWaitingRoom(t *testing.T) {
 		t.Fatalf("busiest shard %+v, want the queue's alone", l)
 	}
 	text := strings.Join(p.Warnings, "\n")
-	if !strings.Contains(text, "waiting room: 50,000 joins/s at the peak (the expected purchases/s) on its one hash slot {shop/s}, budget 10,000") {
+	if !strings.Contains(text, "waiting room: 50,000 joins/s at the peak (the expected purchases/s) on its one hash slot {shop/s}, as much as 25,000 purchases/s, budget 10,000") {
 		t.Fatalf("warnings %q", p.Warnings)
 	}
 	if !strings.Contains(p.Text(), "queue {shop/s}  50,000 joins") {
@@ -242,12 +242,18 @@ func TestPlanWaitingRoom(t *testing.T) {
 	}
 	// On one primary the joins add to the buckets'.
 	p = compute(fs, 1)
-	if !strings.HasPrefix(p.Warnings[0], "1 primary, 2 buckets: 5,000 purchases/s and 50,000 waiting-room joins/s (slot {shop/s}) on one shard (1001#0, 1002#0), budget 10,000") {
+	if !strings.HasPrefix(p.Warnings[0], "1 primary, 2 buckets: 5,000 purchases/s and 50,000 waiting-room joins/s (slot {shop/s}; a join costs about half a purchase) on one shard (1001#0, 1002#0), budget 10,000") {
 		t.Fatalf("warnings %q", p.Warnings)
 	}
-	fs.Spec.Expected.PurchasesPerSecond = 4000
+	// 5,000 purchases/s and 10,000 joins/s weigh 10,000 purchases/s: fits.
+	fs.Spec.Queue.AdmitPerSecond = 5000
+	fs.Spec.Expected.PurchasesPerSecond = 10000
 	if p = compute(fs, 1); !p.Fits() {
-		t.Fatalf("4,000 joins and purchases/s on one primary: %q", p.Warnings)
+		t.Fatalf("5,000 purchases/s and 10,000 joins/s on one primary: %q", p.Warnings)
+	}
+	fs.Spec.Expected.PurchasesPerSecond = 10002
+	if p = compute(fs, 1); p.Fits() {
+		t.Fatal("5,000 purchases/s and 10,002 joins/s on one primary fit")
 	}
 }
 
