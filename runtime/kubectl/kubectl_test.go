@@ -207,6 +207,22 @@ func TestSwitches(t *testing.T) {
 	wantContains(t, "unknown sale", w.fails("status", "no-such-sale"), `flashsale "no-such-sale" not found`)
 }
 
+// TestCloseAfterEnd: close on a sale already past its endTime says there is
+// nothing to close, exits 0 and leaves the sale unpatched (spec.closed stays
+// false, the generation does not move): the operator keeps endTime as the
+// end, so the close would only make the sale read as closed early.
+func TestCloseAfterEnd(t *testing.T) {
+	w := newWorld(t)
+	fs := w.sale("summer-sale", time.Now().Add(-time.Hour)) // ended 30 minutes ago
+	out := w.ok("close", "summer-sale")
+	wantContains(t, "close after the end", out,
+		"flashsale.dev/summer-sale already past its end (endTime "+fs.Spec.EndTime.UTC().Format(time.RFC3339)+", 30m ago)",
+		"nothing to close: no change")
+	if got := w.get("summer-sale"); got.Spec.Closed || got.Generation != fs.Generation {
+		t.Fatalf("close after the end patched the sale: closed %t, generation %d → %d", got.Spec.Closed, fs.Generation, got.Generation)
+	}
+}
+
 // equalSpec compares two specs as the API server stores them.
 func equalSpec(t *testing.T, a, b *v1alpha1.FlashSaleSpec) bool {
 	t.Helper()

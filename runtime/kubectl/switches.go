@@ -2,6 +2,7 @@ package kubectl
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,6 +20,9 @@ type switchCmd struct {
 	set              func(*v1alpha1.FlashSale, bool)
 	to               bool
 	note             string // said after a change
+	// moot, when set, says why setting the switch would change nothing
+	// ("" when it would): the sale is left unpatched.
+	moot func(fs *v1alpha1.FlashSale, now time.Time) string
 }
 
 func newPauseCommand(o *options) *cobra.Command {
@@ -45,12 +49,26 @@ func newCloseCommand(o *options) *cobra.Command {
 		long: `Set spec.closed: purchases close as at endTime (410 ENDED) from the moment
 the operator sees it (status.closedAt), and the sale drains and settles from
 then on. The API server refuses to set it back to false: buyers were told
-the sale ended.`,
+the sale ended. A sale already past its endTime is left as it is: there is
+nothing left to close.`,
 		field: "spec.closed", done: "closed", to: true,
 		get:  func(fs *v1alpha1.FlashSale) bool { return fs.Spec.Closed },
 		set:  func(fs *v1alpha1.FlashSale, v bool) { fs.Spec.Closed = v },
 		note: "purchases close once the operator sees it (status.closedAt); this cannot be undone",
+		moot: pastEnd,
 	})
+}
+
+// pastEnd: a sale past its endTime has no purchases left to close. The
+// operator would record the close but keep endTime as the end (the earlier
+// of the two), so spec.closed would only make the sale read as closed early.
+func pastEnd(fs *v1alpha1.FlashSale, now time.Time) string {
+	end := fs.Spec.EndTime.Time
+	if now.Before(end) {
+		return ""
+	}
+	return fmt.Sprintf("already past its end (endTime %s, %s ago): nothing to close",
+		end.UTC().Format(time.RFC3339), age(now, end))
 }
 
 func (o *options) switchCommand(sw switchCmd) *cobra.Command {
@@ -82,6 +100,12 @@ func (sw switchCmd) run(cmd *cobra.Command, c client.Client, ns, name string) er
 	}
 	if fs.Spec.Closed && sw.field != "spec.closed" {
 		return fmt.Errorf("%s is closed (spec.closed: true): purchases are over, %s changes nothing", ref(fs), sw.field)
+	}
+	if sw.moot != nil {
+		if why := sw.moot(fs, time.Now()); why != "" {
+			_, err := fmt.Fprintf(out, "%s %s: no change\n", ref(fs), why)
+			return err
+		}
 	}
 	orig := fs.DeepCopy()
 	sw.set(fs, sw.to)
