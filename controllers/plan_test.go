@@ -62,7 +62,8 @@ func TestPlannedBeforeWarmup(t *testing.T) {
 
 // TestPlannedEventOnlyForNewWarnings: a spec edit that changes the plan's
 // figures (here the memory at the expected orders) but not its warnings is
-// no news: the condition's message follows, no second Warning Event.
+// no news: the condition's message follows, no second Warning Event; the
+// same after an operator restart.
 func TestPlannedEventOnlyForNewWarnings(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.sale(func(fs *v1alpha1.FlashSale) {
@@ -85,6 +86,23 @@ func TestPlannedEventOnlyForNewWarnings(t *testing.T) {
 	if got := e.countEvents(v1alpha1.ReasonPlanDoesNotFit); got != n {
 		t.Fatalf("%d PlanDoesNotFit Events after adding 10 units (same warnings), want %d\nbefore: %s\nafter:  %s", got, n, before, after)
 	}
+
+	// A restarted operator remembers nothing, and reads the warnings it
+	// told from the condition: the same again is no news, new ones are.
+	e.restartOperator()
+	fs = e.get()
+	fs.Spec.SKUs[1].Stock += 10
+	update(e, fs)
+	e.reconcile()
+	if got := e.countEvents(v1alpha1.ReasonPlanDoesNotFit); got != n {
+		t.Fatalf("%d PlanDoesNotFit Events after a restart and the same warnings, want %d", got, n)
+	}
+	fs = e.get()
+	fs.Spec.Expected.PurchasesPerSecond = 80000
+	update(e, fs)
+	e.restartOperator()
+	e.reconcile()
+	e.wantEvent(corev1.EventTypeWarning, v1alpha1.ReasonPlanDoesNotFit, "1 primary, 2 buckets: 80,000 purchases/s on one shard")
 }
 
 func update(e *env, fs *v1alpha1.FlashSale) {
