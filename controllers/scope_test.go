@@ -111,6 +111,11 @@ func startScopedOperator(t *testing.T, e *env, o scopedOpts) (*scopedOperator, f
 	r.Clock, r.Image = e.clk, "flashsale:test"
 	r.RefreshInterval, r.ResolveEvery, r.DialTimeout = 200*time.Millisecond, 500*time.Millisecond, time.Second
 	r.NetworkPolicy.Enabled = true // as the chart installs it
+	// As the manager's --max-concurrent-reconciles default: this operator
+	// watches every namespace, and sales other tests left in envtest (their
+	// private redis-server stopped) each take a dial timeout per reconcile;
+	// one worker would make this test's sales wait behind them.
+	r.MaxConcurrentReconciles = 8
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
