@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flashsale-dev/flashsale-operator/runtime/tools/demo"
+	"github.com/flashsale-dev/flashsale-operator/runtime/tools/loadtest"
 	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
@@ -39,11 +40,20 @@ func TestDemoSale(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", code, out.String())
 		}
 	}
-	// The queued sale: its 400 buyers joined before the start, the 80 units
-	// sold through the waiting room, the buyers still waiting told SOLD_OUT.
+	// The queued sale: its 400 buyers joined before the start, every one of
+	// the 80 units sold through the waiting room (more orders than units when
+	// unpaid ones came back and sold again: the loadtest's "no oversell"
+	// check, in q.OK, bounds them by the units returned), and the buyers
+	// still waiting told SOLD_OUT, unless units came back after the sell-out
+	// and were still on sale when the buyers gave up (a slow machine stretches
+	// the 2 s payment window over the spike: the loadtest's own check then
+	// says so, and telling SOLD_OUT would be wrong).
 	q := rep.Queued
-	if q == nil || q.Queue == nil || !q.OK || q.Queue.Joined != 400 || q.Orders.Admitted != 80 || q.Queue.ToldSoldOut == 0 || !rep.QueuedAudit.OK {
+	if q == nil || q.Queue == nil || !q.OK || q.Queue.Joined != 400 || q.Orders.Admitted < 80 || !rep.QueuedAudit.OK {
 		t.Fatalf("queued sale: %+v\n%s", q, out.String())
+	}
+	if q.Queue.ToldSoldOut == 0 && !stockLeftAtEnd(q) {
+		t.Fatalf("queued sale sold out, yet no waiting buyer was told SOLD_OUT: %+v\n%s", q.Queue, out.String())
 	}
 	for _, s := range []string{"Waiting room", "one ticket per user", "admissions bounded", "queue says SOLD_OUT"} {
 		if !strings.Contains(out.String(), s) {
@@ -68,4 +78,15 @@ func mysqlServer() string {
 		return dsn
 	}
 	return "root@tcp(127.0.0.1:3306)/"
+}
+
+// stockLeftAtEnd: the queued sale's loadtest found units on sale at its
+// end, so nobody waiting was to be told SOLD_OUT.
+func stockLeftAtEnd(r *loadtest.Report) bool {
+	for _, c := range r.Checks {
+		if c.Name == loadtest.CheckQueueSoldOut {
+			return c.Status == loadtest.Skip
+		}
+	}
+	return false
 }
