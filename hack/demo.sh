@@ -115,7 +115,9 @@ EOF
 # second are admitted, never more outstanding than the remaining stock x 1.5.
 # One seckill and one worker pod: the one-node cluster's 2 CPUs cannot hold
 # the requests of both sales' pods at their full size (a pod left Pending
-# keeps the go-live gate shut).
+# keeps the go-live gate shut). Items of its own: two sales selling the same
+# SKU ids against one Redis in overlapping windows would sell the same stock
+# twice, and the operator holds the later one back (Conflict).
 cat >"bin/${QNAME}.yaml" <<EOF
 apiVersion: flashsale.dev/v1alpha1
 kind: FlashSale
@@ -132,8 +134,8 @@ spec:
     admitPerSecond: ${ADMIT}
     overbook: "1.5"
   skus:
-    - {id: "phone", stock: 500, price: "3999.00", perUserLimit: 1}
-    - {id: "case", stock: 2000, price: "19.90", perUserLimit: 2}
+    - {id: "watch", stock: 500, price: "1299.00", perUserLimit: 1}
+    - {id: "strap", stock: 2000, price: "29.90", perUserLimit: 2}
   rateLimit: {perUserPerSecond: 5}
   seckill: {replicas: 1}
   worker: {replicas: 1}
