@@ -2,10 +2,8 @@ package alerts_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -13,6 +11,8 @@ import (
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 // kafkaExporterQueries is how many dashboard queries read kafka_exporter's
@@ -22,26 +22,6 @@ import (
 // so a new query of that row, or any other query without data, fails.
 const kafkaExporterQueries = 2
 
-// dashboard is the part of the Grafana dashboard the test reads.
-type dashboard struct {
-	Templating struct {
-		List []struct {
-			Name  string `json:"name"`
-			Type  string `json:"type"`
-			Query any    `json:"query"`
-		} `json:"list"`
-	} `json:"templating"`
-	Panels []panel `json:"panels"`
-}
-
-type panel struct {
-	Title   string  `json:"title"`
-	Panels  []panel `json:"panels"`
-	Targets []struct {
-		Expr string `json:"expr"`
-	} `json:"targets"`
-}
-
 // dashQuery is one query of the dashboard and where it is.
 type dashQuery struct{ where, expr string }
 
@@ -49,38 +29,21 @@ type dashQuery struct{ where, expr string }
 // included) and the queries of the template variables.
 func dashboardQueries(t *testing.T) (panels, variables []dashQuery) {
 	t.Helper()
-	var d dashboard
-	if err := json.Unmarshal(readRepo(t, dashboardFile), &d); err != nil {
-		t.Fatalf("%s: %v", dashboardFile, err)
-	}
-	var walk func([]panel)
-	walk = func(ps []panel) {
-		for _, p := range ps {
-			walk(p.Panels)
-			for _, tg := range p.Targets {
-				if strings.TrimSpace(tg.Expr) != "" {
-					panels = append(panels, dashQuery{where: fmt.Sprintf("panel %q", p.Title), expr: tg.Expr})
-				}
+	d := testutil.LoadDashboard(t)
+	d.WalkPanels(func(p testutil.DashboardPanel) {
+		for _, tg := range p.Targets {
+			if strings.TrimSpace(tg.Expr) != "" {
+				panels = append(panels, dashQuery{where: fmt.Sprintf("panel %q", p.Title), expr: tg.Expr})
 			}
 		}
-	}
-	walk(d.Panels)
+	})
 	for _, v := range d.Templating.List {
-		q := ""
-		switch x := v.Query.(type) {
-		case string:
-			q = x
-		case map[string]any:
-			q, _ = x["query"].(string)
-		}
-		if v.Type == "query" && q != "" {
+		if q := v.QueryText(); v.Type == "query" && q != "" {
 			variables = append(variables, dashQuery{where: "variable " + v.Name, expr: q})
 		}
 	}
 	return panels, variables
 }
-
-var labelValues = regexp.MustCompile(`^label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)$`)
 
 // substitute replaces the template variables, $x and ${x}, longest name
 // first (so that $__rate_interval is not read as $__range...).
@@ -118,7 +81,7 @@ func checkDashboard(t *testing.T, p *prom, w *world, began time.Time) {
 		t.Fatalf("%s: only %d panel queries found; has the dashboard's layout changed?", dashboardFile, len(panels))
 	}
 	for _, v := range variables {
-		m := labelValues.FindStringSubmatch(strings.TrimSpace(v.expr))
+		m := testutil.LabelValues.FindStringSubmatch(strings.TrimSpace(v.expr))
 		if m == nil {
 			t.Errorf("%s: %s is no label_values(...) query this test can evaluate", dashboardFile, v.where)
 			continue

@@ -23,7 +23,7 @@ import (
 
 const (
 	rulesFile     = "config/prometheus/rules.yaml"
-	dashboardFile = "config/grafana/flashsale-dashboard.json"
+	dashboardFile = testutil.DashboardFile
 	// shortFor replaces every `for:` of the rules: the test cannot wait the
 	// minutes the rules wait in production, and what it proves is the
 	// expressions, not the durations.

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 // exporter is one of the standard exporters whose series the group
@@ -105,13 +107,13 @@ func usedSeries(t *testing.T) map[string][]string {
 			add(r.Expr)
 		}
 	}
-	d := loadDashboard(t)
+	d := testutil.LoadDashboard(t)
 	for _, v := range d.Templating.List {
-		if m := labelValues.FindStringSubmatch(strings.TrimSpace(variableQuery(v.Query))); m != nil {
+		if m := testutil.LabelValues.FindStringSubmatch(strings.TrimSpace(v.QueryText())); m != nil {
 			add(m[1])
 		}
 	}
-	walkPanels(d.Panels, func(p panel) {
+	d.WalkPanels(func(p testutil.DashboardPanel) {
 		for _, tg := range p.Targets {
 			add(tg.Expr)
 		}

@@ -36,12 +36,13 @@ import (
 	"github.com/flashsale-dev/flashsale-operator/runtime/pipeline/relay"
 	"github.com/flashsale-dev/flashsale-operator/runtime/plumbing/streamgroup"
 	"github.com/flashsale-dev/flashsale-operator/runtime/seckill"
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 const (
 	rulesFile     = "config/prometheus/rules.yaml"
 	rulesTestFile = "config/prometheus/rules_test.yaml"
-	dashboardFile = "config/grafana/flashsale-dashboard.json"
+	dashboardFile = testutil.DashboardFile
 	runbookFile   = "docs/runbook.md"
 	runbookURL    = "https://github.com/flashsale-dev/flashsale-operator/blob/main/docs/runbook.md#"
 )
@@ -292,59 +293,9 @@ func TestRuleMetricsExist(t *testing.T) {
 	}
 }
 
-// dashboard is the part of a Grafana dashboard the test reads.
-type dashboard struct {
-	SchemaVersion int `json:"schemaVersion"`
-	Templating    struct {
-		List []struct {
-			Name  string `json:"name"`
-			Type  string `json:"type"`
-			Query any    `json:"query"`
-		} `json:"list"`
-	} `json:"templating"`
-	Panels []panel `json:"panels"`
-}
-
-type panel struct {
-	Title   string  `json:"title"`
-	Type    string  `json:"type"`
-	Panels  []panel `json:"panels"`
-	Targets []struct {
-		Expr string `json:"expr"`
-	} `json:"targets"`
-}
-
-func loadDashboard(t *testing.T) dashboard {
-	t.Helper()
-	var d dashboard
-	if err := json.Unmarshal(read(t, dashboardFile), &d); err != nil {
-		t.Fatalf("%s: %v", dashboardFile, err)
-	}
-	return d
-}
-
-// variableQuery is a template variable's query: a string, or the query field
-// of an object.
-func variableQuery(q any) string {
-	if m, ok := q.(map[string]any); ok {
-		s, _ := m["query"].(string)
-		return s
-	}
-	s, _ := q.(string)
-	return s
-}
-
-// walkPanels calls f on every panel, those inside rows included.
-func walkPanels(ps []panel, f func(panel)) {
-	for _, p := range ps {
-		walkPanels(p.Panels, f)
-		f(p)
-	}
-}
-
 func TestDashboardMetricsExist(t *testing.T) {
 	known := exported(t)
-	d := loadDashboard(t)
+	d := testutil.LoadDashboard(t)
 	if d.SchemaVersion < 36 {
 		t.Errorf("%s: schemaVersion %d, want a current one (>= 36)", dashboardFile, d.SchemaVersion)
 	}
@@ -365,7 +316,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	n := 0
-	walkPanels(d.Panels, func(p panel) {
+	d.WalkPanels(func(p testutil.DashboardPanel) {
 		for _, tg := range p.Targets {
 			n += checkExpr(t, known, fmt.Sprintf("%s: panel %q", dashboardFile, p.Title), tg.Expr)
 		}
@@ -375,11 +326,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 }
 
-var labelValues = regexp.MustCompile(`^label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)$`)
-
 func checkVariableQuery(t *testing.T, known map[string]metricInfo, name, q string) {
 	t.Helper()
-	m := labelValues.FindStringSubmatch(strings.TrimSpace(q))
+	m := testutil.LabelValues.FindStringSubmatch(strings.TrimSpace(q))
 	if m == nil {
 		return
 	}
