@@ -358,24 +358,6 @@ func TestStatus(t *testing.T) {
 	wantContains(t, "status in the context's namespace", string(out2), "phase Active")
 }
 
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestStatusWatch: --watch into a pipe prints a frame, then a new frame
 // (after a blank line, no escape codes) when the sale changes, and exits 0
 // on Ctrl-C (SIGINT).
@@ -384,7 +366,7 @@ func TestStatusWatch(t *testing.T) {
 	fs := w.sale("spring-sale", time.Now().Add(-time.Minute))
 	w.writeStatus(fs, v1alpha1.PhaseActive, "phase Warming → Active")
 
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd := exec.Command(plugin, "--kubeconfig", w.kubeconfig, "-n", w.ns, "status", "spring-sale", "--watch")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -346,7 +346,7 @@ func startProcessEnv(t *testing.T, name string, env []string, bin string, args .
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var out lockedBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -359,7 +359,7 @@ func startProcessEnv(t *testing.T, name string, env []string, bin string, args .
 		defer close(done)
 		err := cmd.Wait()
 		if !stopping.Load() {
-			t.Errorf("%s exited while the test ran: %v\n%s", name, err, out.tail(2048))
+			t.Errorf("%s exited while the test ran: %v\n%s", name, err, tail(out.String(), 2048))
 		}
 	}()
 	t.Cleanup(func() {
@@ -367,7 +367,7 @@ func startProcessEnv(t *testing.T, name string, env []string, bin string, args .
 		cancel()
 		<-done
 		if t.Failed() {
-			t.Logf("%s output (last 4 KiB):\n%s", name, out.tail(4096))
+			t.Logf("%s output (last 4 KiB):\n%s", name, tail(out.String(), 4096))
 		}
 	})
 }

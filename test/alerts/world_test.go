@@ -1,7 +1,6 @@
 package alerts_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -298,22 +296,8 @@ func (w *world) start(name string, env []string, args ...string) {
 	startProcessEnv(w.t, name, env, w.bin, args...)
 }
 
-// lockedBuffer collects a process's output for the failure log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
+// tail is the last n bytes of a process's output, for the failure log.
+func tail(s string, n int) string {
 	if len(s) > n {
 		s = "…" + s[len(s)-n:]
 	}

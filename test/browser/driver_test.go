@@ -2,17 +2,16 @@ package browser_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/flashsale-dev/flashsale-operator/test/testutil"
 )
 
 const depsHint = "run `make browser-deps` (hack/browser.sh: apt-get install chromium nodejs npm, npm ci in test/browser); `make test` does it first"
@@ -93,7 +92,7 @@ type driver struct {
 	cmd    *exec.Cmd
 	stdin  *json.Encoder
 	lines  *bufio.Scanner
-	stderr *lockedBuffer
+	stderr *testutil.SyncBuffer
 }
 
 // startDriver starts drive.js and waits until its browser is up with the
@@ -104,7 +103,7 @@ func startDriver(t *testing.T, tools browserTools, count int) *driver {
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, tools.node, "drive.js")
 	cmd.Env = append(os.Environ(), "CHROMIUM="+tools.chromium)
-	d := &driver{cmd: cmd, stderr: &lockedBuffer{}}
+	d := &driver{cmd: cmd, stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = d.stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -161,23 +160,4 @@ func (d *driver) play(t *testing.T, out string, scs []scenario) map[string]resul
 		got[r.Name] = r
 	}
 	return got
-}
-
-// lockedBuffer collects stderr written by exec's copier while the test
-// may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.TrimSpace(l.b.String())
 }
